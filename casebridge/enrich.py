@@ -1,0 +1,47 @@
+"""Pure enrichment: an alarm plus the site registry and the route → a case draft."""
+
+from __future__ import annotations
+
+from casebridge.config import RouteRow
+from casebridge.models import CaseDraft
+from gateway.config import SensorConfig, SiteConfig
+from stream.models import Alarm
+
+__all__ = ["CONDITION_TITLES", "draft_case"]
+
+CONDITION_TITLES: dict[str, str] = {
+    "freezing": "Freezing risk",
+    "fire": "Abnormal heat (fire risk)",
+    "heat_rise": "Rapid temperature rise",
+    "sensor_offline": "Sensor offline",
+    "gateway_offline": "Gateway offline",
+    "sensor_fault": "Sensor fault",
+}
+
+
+def draft_case(
+    alarm: Alarm, *, site: SiteConfig | None, sensor: SensorConfig | None, route: RouteRow
+) -> CaseDraft:
+    """Where it is, who gets it and what to call it; missing registry entries leave gaps, never
+    block the case."""
+    building = room = None
+    if site is not None and sensor is not None:
+        building, room = site.room(sensor.building, sensor.room)
+    place = (room.name or room.id) if room else (sensor.room if sensor else None)
+    where = ", ".join(p for p in (place, site.name if site else alarm.site) if p)
+    return CaseDraft(
+        title=f"{CONDITION_TITLES.get(alarm.condition, alarm.condition)} — {where} ({alarm.sensor})",
+        team=route.team,
+        priority=route.priority,
+        route=route.id,
+        site_name=site.name if site else alarm.site,
+        address=site.address if site else None,
+        building=sensor.building if sensor else None,
+        building_name=building.name if building else None,
+        room=sensor.room if sensor else None,
+        room_name=room.name if room else None,
+        floor=str(room.floor) if room and room.floor is not None else None,
+        asset=sensor.asset if sensor else None,
+        access_notes=site.access_notes if site else None,
+        contact=site.contact if site else None,
+    )

@@ -1,0 +1,243 @@
+"""Configuration of sites, sensors and the gateway that reads them (frozen, validated once)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from gateway.models import Slug
+
+__all__ = [
+    "Building",
+    "Duration",
+    "GatewayConfig",
+    "ModbusDeviceConfig",
+    "ModbusPoint",
+    "MqttBrokerConfig",
+    "MqttPoint",
+    "Room",
+    "SensorConfig",
+    "SerialPoint",
+    "SerialPortConfig",
+    "SiteConfig",
+    "Source",
+    "parse_duration",
+]
+
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$")
+
+
+def parse_duration(value: object) -> object:
+    """`90`, `"90s"`, `"10m"`, `"1h30m"` → seconds as float (other types left to pydantic)."""
+    if isinstance(value, str):
+        text = value.strip()
+        match = _DURATION.match(text)
+        if not text or match is None or not any(match.groups()):
+            raise ValueError(f"{value!r} is not a duration; write e.g. 30s, 10m, 1h30m or seconds")
+        hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+        return hours * 3600 + minutes * 60 + seconds
+    return value
+
+
+#: A duration in seconds; YAML may write `30s`, `10m`, `1h30m` or a number of seconds.
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Room(_Frozen):
+    id: Slug
+    name: str | None = None
+    floor: str | int | None = None
+
+
+class Building(_Frozen):
+    id: Slug
+    name: str | None = None
+    rooms: tuple[Room, ...] = ()
+
+
+class SiteConfig(_Frozen):
+    """A place husvakt watches: a school, a care home. Its registry enriches every case."""
+
+    id: Slug
+    name: str
+    address: str | None = None
+    access_notes: str | None = None
+    contact: str | None = None
+    buildings: tuple[Building, ...] = ()
+
+    def room(self, building: str | None, room: str | None) -> tuple[Building | None, Room | None]:
+        for b in self.buildings:
+            if b.id == building:
+                return b, next((r for r in b.rooms if r.id == room), None)
+        return None, None
+
+
+# --- sources -------------------------------------------------------------------------------
+
+
+class MqttBrokerConfig(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    keepalive: int = Field(default=30, ge=5)
+
+
+class ModbusDeviceConfig(_Frozen):
+    """A Modbus TCP device; every sensor on it is read once per `poll_interval`."""
+
+    host: str
+    port: int = Field(default=502, ge=1, le=65535)
+    device_id: int = Field(default=1, ge=0, le=247)
+    timeout: Duration = 1.0
+    poll_interval: Duration = 60.0
+
+
+class SerialPortConfig(_Frozen):
+    """A serial line printing one reading per line.
+
+    `pattern` is a regular expression with a named group `value` and, when several sensors share
+    the line, a named group `sensor` whose text each sensor's `name` is matched against.
+    """
+
+    path: str
+    baudrate: int = Field(default=9600, gt=0)
+    pattern: str = r"^(?P<sensor>[\w.-]+)[\s=:,;]+(?P<value>[-+]?\d+(?:\.\d+)?)"
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str) -> str:
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from exc
+        if "value" not in compiled.groupindex:
+            raise ValueError("the pattern needs a named group 'value', e.g. (?P<value>-?\\d+\\.\\d+)")
+        return value
+
+
+class MqttPoint(_Frozen):
+    type: Literal["mqtt"]
+    broker: Slug | None = None
+    topic: str
+    format: Literal["plain", "json"] = "plain"
+    value_path: str | None = Field(
+        default=None, description="dotted path to the value in a JSON payload, e.g. 'temperature'"
+    )
+
+    @field_validator("topic")
+    @classmethod
+    def _topic_is_concrete(cls, value: str) -> str:
+        if not value or "#" in value or "+" in value:
+            raise ValueError("a sensor's topic must be a concrete topic without wildcards")
+        return value
+
+
+class ModbusPoint(_Frozen):
+    type: Literal["modbus"]
+    device: Slug
+    address: int = Field(ge=0, le=65535)
+    registers: Literal["holding", "input"] = "holding"
+    data_type: Literal["int16", "uint16", "int32", "uint32", "float32"] = "int16"
+    word_order: Literal["big", "little"] = "big"
+
+
+class SerialPoint(_Frozen):
+    type: Literal["serial"]
+    port: Slug
+    name: str | None = Field(
+        default=None, description="text of the pattern's `sensor` group; defaults to the sensor id"
+    )
+
+
+Source = Annotated[MqttPoint | ModbusPoint | SerialPoint, Field(discriminator="type")]
+
+
+class SensorConfig(_Frozen):
+    """One sensor: where it is, what it measures, and how the gateway reads it."""
+
+    id: Slug
+    site: Slug | None = None
+    building: Slug | None = None
+    room: Slug | None = None
+    asset: str | None = None
+    tags: tuple[Slug, ...] = ()
+    kind: Slug = "temperature"
+    unit: Literal["°C", "°F", "K", "%", "bool"] = "°C"
+    scale: float = 1.0
+    offset: float = 0.0
+    source: Source
+
+
+class GatewayConfig(_Frozen):
+    """The gateway process: its identity and the connections its sources use."""
+
+    id: Slug
+    site: Slug
+    mqtt_brokers: dict[Slug, MqttBrokerConfig] = Field(default_factory=dict)
+    modbus_devices: dict[Slug, ModbusDeviceConfig] = Field(default_factory=dict)
+    serial_ports: dict[Slug, SerialPortConfig] = Field(default_factory=dict)
+    queue_size: int = Field(default=10_000, ge=1)
+
+
+def sensor_problems(
+    sites: tuple[SiteConfig, ...], gateway: GatewayConfig | None, sensors: tuple[SensorConfig, ...]
+) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """Cross-references between sites, gateway and sensors, located at the offending field."""
+    by_id = {s.id: s for s in sites}
+    seen_site_ids: set[str] = set()
+    for i, site in enumerate(sites):
+        if site.id in seen_site_ids:
+            yield ("sites", i, "id"), f"site {site.id!r} is defined twice"
+        seen_site_ids.add(site.id)
+    if gateway is not None and gateway.site not in by_id:
+        yield ("gateway", "site"), f"no site {gateway.site!r} in 'sites'"
+    seen: set[tuple[str, str]] = set()
+    for i, sensor in enumerate(sensors):
+        site_id = sensor.site or (gateway.site if gateway else None)
+        if site_id is None:
+            yield ("sensors", i, "site"), "no site given and no gateway site to default to"
+            continue
+        site = by_id.get(site_id)
+        if site is None:
+            yield ("sensors", i, "site"), f"no site {site_id!r} in 'sites'"
+            continue
+        if (site_id, sensor.id) in seen:
+            yield ("sensors", i, "id"), f"sensor {sensor.id!r} is defined twice at site {site_id!r}"
+        seen.add((site_id, sensor.id))
+        if sensor.building is not None:
+            building, room = site.room(sensor.building, sensor.room)
+            if building is None:
+                yield ("sensors", i, "building"), f"site {site_id!r} has no building {sensor.building!r}"
+            elif sensor.room is not None and room is None:
+                yield ("sensors", i, "room"), f"building {sensor.building!r} has no room {sensor.room!r}"
+        elif sensor.room is not None:
+            yield ("sensors", i, "building"), "a room needs its building"
+        yield from _source_problems(i, sensor, gateway)
+
+
+def _source_problems(
+    i: int, sensor: SensorConfig, gateway: GatewayConfig | None
+) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    src = sensor.source
+    where: tuple[str | int, ...] = ("sensors", i, "source")
+    if gateway is None:
+        return
+    if isinstance(src, MqttPoint):
+        if src.broker is None and len(gateway.mqtt_brokers) != 1:
+            yield (*where, "broker"), "name the broker (gateway.mqtt_brokers has not exactly one)"
+        elif src.broker is not None and src.broker not in gateway.mqtt_brokers:
+            yield (*where, "broker"), f"no broker {src.broker!r} in gateway.mqtt_brokers"
+        if src.format == "json" and not src.value_path:
+            yield (*where, "value_path"), "a JSON payload needs value_path (e.g. 'temperature')"
+    elif isinstance(src, ModbusPoint):
+        if src.device not in gateway.modbus_devices:
+            yield (*where, "device"), f"no device {src.device!r} in gateway.modbus_devices"
+    elif src.port not in gateway.serial_ports:
+        yield (*where, "port"), f"no port {src.port!r} in gateway.serial_ports"

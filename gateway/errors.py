@@ -1,0 +1,28 @@
+"""Errors of the gateway package.
+
+    GatewayError
+    ├── DecodeError     a payload, register set or line that holds no usable value
+    └── SourceError     a device or connection that cannot be read right now
+
+`configfile.ConfigError` is separate: it belongs to loading, not running.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DecodeError", "GatewayError", "SourceError"]
+
+
+class GatewayError(Exception):
+    """Base of everything the gateway raises on purpose."""
+
+
+class DecodeError(GatewayError):
+    """Input that names a sensor but holds no usable value; `reason` becomes the fault."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+class SourceError(GatewayError):
+    """A device or connection failed; the source backs off and tries again."""

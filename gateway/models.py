@@ -1,0 +1,89 @@
+"""The `Reading` wire contract (v1): one measurement, as uplinked and as passed in-process."""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    PlainSerializer,
+    model_validator,
+)
+
+__all__ = ["SLUG_PATTERN", "Reading", "Slug", "UtcTime", "format_ts"]
+
+SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$"
+_SLUG = re.compile(SLUG_PATTERN)
+
+
+def _check_slug(value: str) -> str:
+    if not _SLUG.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid id: use lowercase letters, digits, '-' and '_' "
+            "(starting and ending with a letter or digit, at most 64 characters)"
+        )
+    return value
+
+
+def _check_utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("timestamp must carry a time zone (RFC 3339, e.g. 2026-01-15T02:00:00Z)")
+    return value.astimezone(UTC)
+
+
+def format_ts(value: datetime) -> str:
+    """RFC 3339 in UTC with a `Z` suffix; milliseconds only when present."""
+    value = value.astimezone(UTC)
+    if value.microsecond:
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+Slug = Annotated[str, AfterValidator(_check_slug)]
+UtcTime = Annotated[
+    datetime,
+    AfterValidator(_check_utc),
+    PlainSerializer(format_ts, return_type=str, when_used="json"),
+]
+
+
+class Reading(BaseModel):
+    """One measurement of one sensor, normalised (temperatures in °C).
+
+    A reading with `quality="fault"` carries the reason in `fault`; its `value` is whatever the
+    device reported (or 0.0 when it reported nothing usable) and must never be read as a
+    temperature.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    site: Slug
+    gateway: Slug
+    sensor: Slug
+    kind: str
+    value: float
+    unit: str
+    ts: UtcTime
+    seq: int
+    quality: Literal["good", "fault"] = "good"
+    fault: str | None = None
+
+    @model_validator(mode="after")
+    def _fault_only_with_fault_quality(self) -> Self:
+        if not math.isfinite(self.value):
+            raise ValueError("value must be a finite number (NaN and Infinity are not values)")
+        if self.quality == "fault" and not self.fault:
+            raise ValueError("a reading with quality 'fault' must name the fault")
+        if self.quality == "good" and self.fault is not None:
+            raise ValueError("'fault' is only allowed with quality 'fault'")
+        return self
+
+    def to_wire(self) -> dict[str, object]:
+        """The JSON object of the wire contract (no `fault` key on good readings)."""
+        return self.model_dump(mode="json", exclude_none=True)
+

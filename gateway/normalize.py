@@ -1,0 +1,71 @@
+"""Pure normalisation: a raw sample from a source → a `Reading` of the wire contract."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+
+from gateway.config import SensorConfig
+from gateway.models import Reading
+
+__all__ = ["PLAUSIBLE", "Sample", "normalize"]
+
+#: Physically plausible ranges per kind; outside them a value is a sensor fault. Temperature is
+#: the DS18B20 datasheet range (−55…+125 °C), which covers every thermometer we read.
+PLAUSIBLE: dict[str, tuple[float, float]] = {
+    "temperature": (-55.0, 125.0),
+    "humidity": (0.0, 100.0),
+}
+
+#: DallasTemperature's DEVICE_DISCONNECTED_C, sent by Arduino/ESP nodes when the probe is gone.
+DISCONNECTED_C = -127.0
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """What a source saw: a value (in the sensor's own unit, unscaled) or the fault it hit."""
+
+    sensor: str
+    ts: datetime
+    value: float | None = None
+    fault: str | None = None
+
+
+def _to_celsius(value: float, unit: str) -> float:
+    if unit == "°F":
+        return (value - 32.0) * 5.0 / 9.0
+    if unit == "K":
+        return value - 273.15
+    return value
+
+
+def normalize(sample: Sample, sensor: SensorConfig, *, site: str, gateway: str, seq: int) -> Reading:
+    """Scale, convert to °C and check plausibility; faults become `quality="fault"` readings."""
+    unit = "°C" if sensor.kind == "temperature" else sensor.unit
+    fault = sample.fault
+    value = sample.value
+    if fault is None and (value is None or not math.isfinite(value)):
+        fault = "not-finite"
+    if fault is None and value is not None:
+        value = value * sensor.scale + sensor.offset
+        if sensor.kind == "temperature":
+            value = _to_celsius(value, sensor.unit)
+            if value == DISCONNECTED_C:
+                fault = "disconnected"
+        bounds = PLAUSIBLE.get(sensor.kind)
+        if fault is None and bounds is not None and not bounds[0] <= value <= bounds[1]:
+            fault = "out-of-range"
+    shown = value if value is not None and math.isfinite(value) else 0.0
+    return Reading(
+        site=site,
+        gateway=gateway,
+        sensor=sensor.id,
+        kind=sensor.kind,
+        value=round(shown, 6),
+        unit=unit,
+        ts=sample.ts,
+        seq=seq,
+        quality="fault" if fault else "good",
+        fault=fault,
+    )

@@ -1,0 +1,24 @@
+"""Sources: each speaks one protocol and hands `Sample`s to the gateway. They decide nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from gateway.normalize import Sample
+
+__all__ = ["Emit", "Source"]
+
+#: Where a source hands its samples; awaiting it is the back-pressure.
+Emit = Callable[[Sample], Awaitable[None]]
+
+
+class Source(Protocol):
+    """One connection (a broker, a Modbus device, a serial line) and the sensors read over it."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def run(self, emit: Emit) -> None:
+        """Read forever, reconnecting with backoff; returns only when cancelled."""
+        ...

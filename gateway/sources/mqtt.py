@@ -1,0 +1,88 @@
+"""MQTT source: subscribes to each sensor's topic and decodes its payload."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+import aiomqtt
+
+from gateway.backoff import Backoff
+from gateway.clock import Clock
+from gateway.config import MqttBrokerConfig, MqttPoint
+from gateway.decode import decode_mqtt
+from gateway.errors import DecodeError
+from gateway.normalize import Sample
+from gateway.quarantine import Quarantine
+from gateway.sources import Emit
+
+__all__ = ["MqttSource"]
+
+log = logging.getLogger("husvakt.gateway.mqtt")
+
+
+class MqttSource:
+    """All sensors read from one broker. `points` maps a topic to (sensor id, how to decode)."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        broker: MqttBrokerConfig,
+        points: Mapping[str, tuple[str, MqttPoint]],
+        clock: Clock,
+        quarantine: Quarantine,
+        client_id: str,
+        password: str | None = None,
+    ) -> None:
+        self._name = name
+        self._broker = broker
+        self._points = dict(points)
+        self._clock = clock
+        self._quarantine = quarantine
+        self._client_id = client_id
+        self._password = password
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def run(self, emit: Emit) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    hostname=self._broker.host,
+                    port=self._broker.port,
+                    identifier=self._client_id,
+                    username=self._broker.username,
+                    password=self._password,
+                    keepalive=self._broker.keepalive,
+                ) as client:
+                    for topic in self._points:
+                        await client.subscribe(topic, qos=1)
+                    log.info("%s: subscribed to %d topics", self._name, len(self._points))
+                    backoff.reset()
+                    async for message in client.messages:
+                        await self._handle(str(message.topic), message.payload, emit)
+            except aiomqtt.MqttError as exc:
+                delay = backoff.next_delay()
+                log.warning("%s: broker unavailable (%s); retrying in %.1fs", self._name, exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _handle(self, topic: str, payload: object, emit: Emit) -> None:
+        point = self._points.get(topic)
+        if point is None:
+            self._quarantine.add("mqtt-unknown-topic", topic)
+            return
+        sensor, how = point
+        ts = self._clock.now()
+        raw = payload if isinstance(payload, bytes) else str(payload).encode()
+        try:
+            value = decode_mqtt(raw, how.format, how.value_path)
+        except DecodeError as exc:
+            self._quarantine.add(f"mqtt-{exc.reason}", f"{topic}: {exc}")
+            await emit(Sample(sensor=sensor, ts=ts, fault=exc.reason))
+            return
+        await emit(Sample(sensor=sensor, ts=ts, value=value))

@@ -1,0 +1,246 @@
+"""The `husvakt` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from casebridge.errors import CaseStoreError
+from casebridge.models import OPEN_STATUSES, CaseStatus
+from casebridge.store.sql import SqliteCaseStore
+from gateway.clock import SystemClock
+from gateway.configfile import ConfigError
+from husvakt import __version__
+from husvakt.config import HusvaktConfig, load_config
+from husvakt.output import cases_json, cases_table
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="husvakt",
+        description="Watch buildings through their sensors and turn trouble into cases.",
+    )
+    parser.add_argument("--version", action="version", version=f"husvakt {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo",
+        help="replay a night at a school through simulated devices and show the cases it opens",
+        description="Start an embedded MQTT broker, three simulated thermometers (MQTT JSON, "
+        "Modbus TCP, serial line) and the all-in-one runtime; replay a night in about 20 s "
+        "(a basement cooling to 3 °C, a boiler room overheating) and print the cases opened.",
+    )
+    demo.add_argument("--db", type=Path, default=Path("husvakt-demo.db"),
+                      help="SQLite case store to create (replaced if it exists; default %(default)s)")
+    demo.add_argument("--broker", type=_address, metavar="HOST:PORT",
+                      help="use this MQTT broker instead of starting an embedded one")
+    demo.add_argument("--speed", type=float, default=1440.0,
+                      help="simulated seconds per real second (default %(default)s: 8 h in 20 s)")
+    demo.add_argument("--config", type=Path, default=None, help="demo site config (default config/demo.yaml)")
+    demo.add_argument("--json", action="store_true", help="print the cases as JSON")
+
+    run = sub.add_parser(
+        "run",
+        help="run gateway, rules and case bridge in one process (until Ctrl-C)",
+        description="The all-in-one runtime on the real clock: read the configured sensors, "
+        "apply the rules and open cases in the configured SQLite store.",
+    )
+    run.add_argument("--config", type=Path, required=True, help="site config YAML")
+
+    cases = sub.add_parser("cases", help="list and inspect cases", description="Work with the case store.")
+    cases_sub = cases.add_subparsers(dest="cases_command", required=True, metavar="ACTION")
+    listing = cases_sub.add_parser("list", help="list cases", description="List cases, oldest first.")
+    show = cases_sub.add_parser("show", help="show one case with its timeline",
+                                description="Show a case and its timeline.")
+    show.add_argument("case_id", help="e.g. HV-2026-000001")
+    for p in (listing, show):
+        where = p.add_mutually_exclusive_group(required=True)
+        where.add_argument("--db", type=Path, help="SQLite case store file")
+        where.add_argument("--config", type=Path, help="site config YAML (uses its case store)")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.add_argument("--open", action="store_true", help="only open cases")
+
+    config = sub.add_parser("config", help="check configuration files", description="Configuration tools.")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    check = config_sub.add_parser(
+        "check",
+        help="validate a site config and report every error with file, line and field",
+        description="Validate a site config. Exits 0 and prints a summary when it is good; "
+        "otherwise prints each problem as FILE:LINE:COLUMN: FIELD: MESSAGE and exits 1.",
+    )
+    check.add_argument("file", type=Path)
+    return parser
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL if verbosity < 2 else logging.DEBUG)
+
+
+def _print(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _config_summary(path: Path, config: HusvaktConfig) -> str:
+    gw = config.gateway
+    sources = (
+        f"{len(gw.mqtt_brokers)} MQTT broker(s), {len(gw.modbus_devices)} Modbus device(s), "
+        f"{len(gw.serial_ports)} serial port(s)" if gw else "no gateway"
+    )
+    rooms = sum(len(b.rooms) for s in config.sites for b in s.buildings)
+    return (
+        f"{path}: OK\n"
+        f"  sites: {len(config.sites)} ({rooms} rooms)\n"
+        f"  gateway: {gw.id + ' at ' + gw.site if gw else '-'}; {sources}\n"
+        f"  sensors: {len(config.sensors)}\n"
+        f"  rules: {len(config.rules)}; routing rows: {len(config.routing)}; teams: {len(config.teams)}\n"
+        f"  case store: {config.cases.sqlite}"
+    )
+
+
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    _print(_config_summary(args.file, config))
+    return EXIT_OK
+
+
+def _store_path(args: argparse.Namespace) -> Path:
+    if args.db is not None:
+        if not args.db.exists():
+            raise CaseStoreError(f"{args.db}: no such case store")
+        return Path(args.db)
+    return load_config(args.config).cases.sqlite
+
+
+async def _cases_list(args: argparse.Namespace) -> int:
+    store = SqliteCaseStore(_store_path(args))
+    await store.start()
+    try:
+        statuses: Sequence[CaseStatus] | None = OPEN_STATUSES if args.open else None
+        cases = await store.list_cases(statuses=statuses)
+    finally:
+        await store.aclose()
+    _print(cases_json(cases) if args.json else cases_table(cases))
+    return EXIT_OK
+
+
+async def _cases_show(args: argparse.Namespace) -> int:
+    store = SqliteCaseStore(_store_path(args))
+    await store.start()
+    try:
+        case = await store.get_case(args.case_id)
+        events = await store.timeline(args.case_id) if case else []
+    finally:
+        await store.aclose()
+    if case is None:
+        sys.stderr.write(f"husvakt: no case {args.case_id}\n")
+        return EXIT_FAILED
+    if args.json:
+        import json  # noqa: PLC0415 - only this branch needs it
+
+        payload = {"case": case.model_dump(mode="json"),
+                   "timeline": [e.model_dump(mode="json") for e in events]}
+        _print(json.dumps(payload, ensure_ascii=False, indent=2))
+        return EXIT_OK
+    d = case.draft
+    lines = [
+        f"{case.id}  {d.title}",
+        f"  status {case.status}, severity {case.severity}, priority {d.priority}, team {d.team} "
+        f"(routing row {d.route})",
+        f"  where: {d.site_name}; {d.building_name or d.building or '-'}; "
+        f"{d.room_name or d.room or '-'}" + (f" (floor {d.floor})" if d.floor else ""),
+        f"  address: {d.address or '-'}",
+        f"  access: {d.access_notes or '-'}",
+        f"  asset: {d.asset or '-'}; sensor {case.sensor}; last value {case.value:.1f} "
+        f"(threshold {case.threshold:g}, rule {case.rule})",
+        "  timeline:",
+        *(f"    {e.at.isoformat()}  {e.kind:<15} {e.actor:<16} {e.text}" for e in events),
+    ]
+    _print("\n".join(lines))
+    return EXIT_OK
+
+
+async def _cmd_run(args: argparse.Namespace) -> int:
+    from husvakt.allinone import AllInOne  # noqa: PLC0415 - keep `husvakt --help` fast
+
+    config = load_config(args.config)
+    store = SqliteCaseStore(config.cases.sqlite)
+    await store.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await AllInOne(config=config, clock=SystemClock(), store=store).run(stop)
+    finally:
+        await store.aclose()
+    return EXIT_OK
+
+
+async def _cmd_demo(args: argparse.Namespace) -> int:
+    from husvakt.demo import DEFAULT_CONFIG, run_demo  # noqa: PLC0415 - keep `husvakt --help` fast
+
+    if not args.json:
+        _print("husvakt demo: replaying the night of 14 January 2026 at Nordskolan "
+               f"(8 h at {args.speed:g}× speed)…")
+    result = await run_demo(db=args.db, config_path=args.config or DEFAULT_CONFIG,
+                            speed=args.speed, broker=args.broker)
+    if args.json:
+        _print(cases_json(result.cases))
+        return EXIT_OK
+    _print(f"readings: {result.readings} good, {result.faults} faults; "
+           f"{result.quarantined} unusable inputs quarantined\n")
+    _print(cases_table(result.cases))
+    _print(f"\n{len(result.cases)} case(s) in {result.db.resolve()}")
+    _print(f"list them again: husvakt cases list --db {result.db}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        if args.command == "config":
+            return _cmd_config_check(args)
+        if args.command == "cases":
+            return asyncio.run(_cases_list(args) if args.cases_command == "list" else _cases_show(args))
+        if args.command == "run":
+            return asyncio.run(_cmd_run(args))
+        return asyncio.run(_cmd_demo(args))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            sys.stderr.write(f"{problem}\n")
+        sys.stderr.write(f"husvakt: {len(exc.problems)} problem(s) in the configuration\n")
+        return EXIT_FAILED
+    except CaseStoreError as exc:
+        sys.stderr.write(f"husvakt: {exc}\n")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        with contextlib.suppress(Exception):
+            logging.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""The whole site configuration: one YAML file, validated once into frozen models."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from casebridge.config import CaseStoreConfig, RouteRow, TeamConfig, routing_problems
+from gateway.config import GatewayConfig, SensorConfig, SiteConfig, sensor_problems
+from gateway.configfile import ConfigError, Loc, load_model, read_yaml
+from stream.config import DEFAULT_RULES, RuleRow, StreamConfig, rule_problems
+
+__all__ = ["ConfigError", "HusvaktConfig", "load_config"]
+
+
+class HusvaktConfig(BaseModel):
+    """Sites and their rooms, the gateway and its sensors, rules, teams, routing, case store."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sites: tuple[SiteConfig, ...] = Field(min_length=1)
+    gateway: GatewayConfig | None = None
+    sensors: tuple[SensorConfig, ...] = ()
+    rules: tuple[RuleRow, ...] = DEFAULT_RULES
+    stream: StreamConfig = StreamConfig()
+    teams: tuple[TeamConfig, ...] = Field(min_length=1)
+    routing: tuple[RouteRow, ...] = Field(min_length=1)
+    cases: CaseStoreConfig = CaseStoreConfig()
+
+    def site_of(self, sensor: SensorConfig) -> str:
+        site = sensor.site or (self.gateway.site if self.gateway else None)
+        assert site is not None, "validated: every sensor has a site"
+        return site
+
+    def sensor_index(self) -> dict[tuple[str, str], SensorConfig]:
+        """(site, sensor id) → sensor, with each sensor's site filled in."""
+        return {
+            (self.site_of(s), s.id): s.model_copy(update={"site": self.site_of(s)})
+            for s in self.sensors
+        }
+
+
+def _problems(config: HusvaktConfig) -> Iterator[tuple[Loc, str]]:
+    placement = list(sensor_problems(config.sites, config.gateway, config.sensors))
+    yield from placement
+    if any(loc[-1] == "site" for loc, _ in placement):
+        return  # the rule checks need every sensor's site
+    yield from rule_problems(config.rules, [(config.site_of(s), s) for s in config.sensors])
+    yield from routing_problems(config.routing, config.teams)
+
+
+def load_config(path: Path) -> HusvaktConfig:
+    """Read and validate `path`. Raises `ConfigError` listing every problem with file:line."""
+    doc = read_yaml(path)
+    config = load_model(HusvaktConfig, doc, check=_problems)
+    store = config.cases.sqlite
+    if not store.is_absolute():
+        resolved = (path.parent / store).resolve()
+        config = config.model_copy(update={"cases": CaseStoreConfig(sqlite=resolved)})
+    return config

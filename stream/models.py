@@ -1,0 +1,42 @@
+"""The `Alarm` wire contract (v1): a rule's verdict about one sensor."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from gateway.models import Slug, UtcTime
+
+__all__ = ["SEVERITY_RANK", "Alarm", "AlarmState", "Condition", "Severity"]
+
+Condition = Literal["freezing", "fire", "heat_rise", "sensor_offline", "gateway_offline", "sensor_fault"]
+AlarmState = Literal["raised", "updated", "cleared"]
+Severity = Literal["warning", "critical"]
+
+SEVERITY_RANK: dict[str, int] = {"warning": 1, "critical": 2}
+
+
+class Alarm(BaseModel):
+    """One step of an episode: raised, updated (severity rose) or cleared.
+
+    `episode` is stable for one raise→clear episode, so the case bridge can recognise a replay.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    episode: str
+    site: Slug
+    sensor: Slug
+    condition: Condition
+    state: AlarmState
+    severity: Severity
+    value: float
+    threshold: float
+    rule: Slug
+    started_at: UtcTime
+    ts: UtcTime
+    late: bool = False
+
+    def to_wire(self) -> dict[str, object]:
+        return self.model_dump(mode="json")

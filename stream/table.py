@@ -1,0 +1,46 @@
+"""The rule table as the engines use it: which rows apply to a sensor, cached per sensor."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+from gateway.config import SensorConfig
+from stream.config import MATCH_ORDER, RuleRow, sensor_facts
+from stream.matching import best_rows
+
+__all__ = ["RuleTable"]
+
+log = logging.getLogger("husvakt.stream")
+
+
+class RuleTable:
+    """Rule rows plus the sensor registry they are matched against."""
+
+    def __init__(
+        self, rows: Sequence[RuleRow], sensors: Mapping[tuple[str, str], SensorConfig]
+    ) -> None:
+        self._rows = tuple(rows)
+        self._sensors = dict(sensors)
+        self._conditions = tuple(dict.fromkeys(r.condition for r in self._rows))
+        self._cache: dict[tuple[str, str, str], tuple[RuleRow, ...]] = {}
+
+    def rules_for(self, site: str, sensor: str, kind: str) -> tuple[RuleRow, ...]:
+        """The winning enabled row per condition for this sensor."""
+        key = (site, sensor, kind)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        facts = sensor_facts(site, sensor, kind, self._sensors.get((site, sensor)))
+        chosen: list[RuleRow] = []
+        for condition in self._conditions:
+            tied = best_rows((r for r in self._rows if r.condition == condition), facts, MATCH_ORDER)
+            if len(tied) > 1:
+                # Only possible for sensors missing from the config (checked at load time).
+                log.warning("rules %s tie for %s/%s; using %s",
+                            [r.id for r in tied], site, sensor, tied[0].id)
+            if tied and tied[0].enabled:
+                chosen.append(tied[0])
+        result = tuple(chosen)
+        self._cache[key] = result
+        return result
