@@ -34,7 +34,7 @@ class ConfigProblem:
     message: str
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}:{self.column}"
+        where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
         return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
 
 
@@ -53,31 +53,35 @@ class YamlDocument:
     path: Path
     data: Any
 
-    def locate(self, loc: Loc) -> tuple[int, int]:
-        """1-based (line, column) of the deepest node of `loc` that exists in the file.
+    def locate(self, loc: Loc) -> tuple[int, int, Loc]:
+        """1-based (line, column) of the deepest node of `loc` in the file, and the path as the
+        file spells it.
 
-        Path elements the file does not have (a union's tag, a missing key) are skipped, so a
-        missing field points at the mapping that should hold it.
+        Path elements the file does not have are left out (a union's tag such as `mqtt` in
+        `source.mqtt.topic`), except a last one: a missing field points at the mapping that
+        should hold it and keeps its name.
         """
         node = self.data
         line, column = 1, 1
-        for key in loc:
+        spelled: list[str | int] = []
+        for i, key in enumerate(loc):
             lc = getattr(node, "lc", None)
-            if isinstance(node, dict) and key in node:
+            found = (isinstance(node, dict) and key in node) or (
+                isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node)
+            )
+            if found:
                 if lc is not None:
-                    pos = lc.key(key)
+                    pos = lc.key(key) if isinstance(node, dict) else lc.item(key)
                     line, column = pos[0] + 1, pos[1] + 1
                 node = node[key]
-            elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
-                if lc is not None:
-                    pos = lc.item(key)
-                    line, column = pos[0] + 1, pos[1] + 1
-                node = node[key]
-        return line, column
+                spelled.append(key)
+            elif i == len(loc) - 1:
+                spelled.append(key)
+        return line, column, tuple(spelled)
 
     def problem(self, loc: Loc, message: str) -> ConfigProblem:
-        line, column = self.locate(loc)
-        return ConfigProblem(str(self.path), line, column, format_loc(loc), message)
+        line, column, spelled = self.locate(loc)
+        return ConfigProblem(str(self.path), line, column, format_loc(spelled), message)
 
 
 def format_loc(loc: Iterable[str | int]) -> str:

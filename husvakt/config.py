@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from casebridge.config import CaseStoreConfig, RouteRow, TeamConfig, routing_problems
 from gateway.config import GatewayConfig, SensorConfig, SiteConfig, sensor_problems
@@ -20,13 +20,13 @@ class HusvaktConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    sites: tuple[SiteConfig, ...] = Field(min_length=1)
+    sites: tuple[SiteConfig, ...]
     gateway: GatewayConfig | None = None
     sensors: tuple[SensorConfig, ...] = ()
     rules: tuple[RuleRow, ...] = DEFAULT_RULES
     stream: StreamConfig = StreamConfig()
-    teams: tuple[TeamConfig, ...] = Field(min_length=1)
-    routing: tuple[RouteRow, ...] = Field(min_length=1)
+    teams: tuple[TeamConfig, ...] = ()
+    routing: tuple[RouteRow, ...] = ()
     cases: CaseStoreConfig = CaseStoreConfig()
 
     def site_of(self, sensor: SensorConfig) -> str:
@@ -43,6 +43,8 @@ class HusvaktConfig(BaseModel):
 
 
 def _problems(config: HusvaktConfig) -> Iterator[tuple[Loc, str]]:
+    if not config.sites:
+        yield ("sites",), "add at least one site"
     placement = list(sensor_problems(config.sites, config.gateway, config.sensors))
     yield from placement
     if any(loc[-1] == "site" for loc, _ in placement):

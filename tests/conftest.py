@@ -1,0 +1,89 @@
+"""Shared fixtures: real services on free loopback ports, started and stopped by PID."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from husvakt.broker import free_port
+
+
+def require_binary(name: str) -> str:
+    """The path of `name`; a missing binary fails the test (never skips), in CI and locally —
+    `scripts/test` installs what the suite needs."""
+    path = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
+    )
+    if path is None:
+        pytest.fail(f"{name} is not installed; run scripts/test, which installs it with apt-get")
+    return path
+
+
+def wait_for_port(host: str, port: int, *, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            pytest.fail(f"service exited with {proc.returncode} before listening:\n{out}")
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)  # polling a port another process opens: no event to wait on
+    pytest.fail(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+@dataclass
+class Mosquitto:
+    """A mosquitto broker of the test's own; `stop()`/`start()` simulate an outage."""
+
+    binary: str
+    conf: Path
+    host: str
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(  # noqa: S603 - fixed argv, test-only
+            [self.binary, "-c", str(self.conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        wait_for_port(self.host, self.port, proc=self.proc)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    binary = require_binary("mosquitto")
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\n"
+        "allow_anonymous true\n"
+        "persistence false\n"
+        "max_queued_messages 100000\n"
+        "log_type error\n",
+        encoding="utf-8",
+    )
+    broker = Mosquitto(binary=binary, conf=conf, host="127.0.0.1", port=port)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

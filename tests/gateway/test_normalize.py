@@ -1,0 +1,80 @@
+import math
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import ValidationError
+
+from gateway.config import SensorConfig
+from gateway.models import Reading
+from gateway.normalize import Sample, normalize
+
+TS = datetime(2026, 1, 15, 2, 0, tzinfo=UTC)
+
+
+def sensor(**over):
+    base = {"id": "t1", "source": {"type": "mqtt", "topic": "a/b"}}
+    return SensorConfig.model_validate(base | over)
+
+
+def norm(value=None, fault=None, **over):
+    return normalize(Sample("t1", TS, value, fault), sensor(**over), site="s", gateway="g", seq=7)
+
+
+def test_a_good_value_becomes_a_good_reading_with_its_context():
+    r = norm(3.25)
+    assert (r.site, r.gateway, r.sensor, r.kind, r.value, r.unit, r.ts, r.seq, r.quality) == (
+        "s", "g", "t1", "temperature", 3.25, "°C", TS, 7, "good"
+    )
+    assert r.to_wire() == {
+        "site": "s", "gateway": "g", "sensor": "t1", "kind": "temperature", "value": 3.25,
+        "unit": "°C", "ts": "2026-01-15T02:00:00Z", "seq": 7, "quality": "good",
+    }
+
+
+def test_scale_and_offset_apply_before_the_unit():
+    assert norm(215, scale=0.1).value == pytest.approx(21.5)
+    assert norm(10, offset=-0.5).value == pytest.approx(9.5)
+
+
+@pytest.mark.parametrize(("value", "unit", "celsius"), [(41.0, "°F", 5.0), (278.15, "K", 5.0)])
+def test_temperatures_are_converted_to_celsius(value, unit, celsius):
+    r = norm(value, unit=unit)
+    assert r.value == pytest.approx(celsius)
+    assert r.unit == "°C"
+
+
+@pytest.mark.parametrize(
+    ("value", "fault"),
+    [
+        (-127.0, "disconnected"),
+        (130.0, "out-of-range"),
+        (-60.0, "out-of-range"),
+        (math.nan, "not-finite"),
+        (math.inf, "not-finite"),
+        (None, "not-finite"),
+    ],
+)
+def test_impossible_temperatures_become_fault_readings(value, fault):
+    r = norm(value)
+    assert r.quality == "fault"
+    assert r.fault == fault
+    assert math.isfinite(r.value)
+
+
+def test_a_fault_from_the_source_is_kept():
+    r = norm(fault="modbus-exception-4")
+    assert (r.quality, r.fault, r.value) == ("fault", "modbus-exception-4", 0.0)
+    assert r.to_wire()["fault"] == "modbus-exception-4"
+
+
+def test_the_reading_contract_rejects_what_it_must():
+    good = norm(1.0).to_wire()
+    with pytest.raises(ValidationError):
+        Reading.model_validate(good | {"value": math.nan})
+    with pytest.raises(ValidationError):
+        Reading.model_validate(good | {"ts": "2026-01-15T02:00:00"})  # no zone
+    with pytest.raises(ValidationError):
+        Reading.model_validate(good | {"sensor": "Basement T1"})
+    with pytest.raises(ValidationError):
+        Reading.model_validate(good | {"quality": "fault"})  # fault without a reason
+    assert Reading.model_validate_json(Reading.model_validate(good).model_dump_json()) == norm(1.0)

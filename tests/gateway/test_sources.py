@@ -1,0 +1,267 @@
+"""Each source against a real peer: mosquitto, a pymodbus server, a pseudo-terminal."""
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import time
+import tty
+from datetime import UTC, datetime, timedelta
+
+import aiomqtt
+import pytest
+
+from firmware_sim.modbus import ModbusThermometer
+from firmware_sim.signal import Glitch, Profile
+from gateway.clock import ScaledClock
+from gateway.config import ModbusDeviceConfig, ModbusPoint, MqttBrokerConfig, MqttPoint, SerialPortConfig
+from gateway.quarantine import Quarantine
+from gateway.sources.modbus import ModbusSource
+from gateway.sources.mqtt import MqttSource
+from gateway.sources.serial import SerialSource
+from husvakt.broker import free_port
+from tests.conftest import require_binary
+
+START = datetime(2026, 1, 15, 0, 0, tzinfo=UTC)
+
+
+@contextlib.asynccontextmanager
+async def running(source):
+    """Run a source; yield the queue its samples land in."""
+    samples: asyncio.Queue = asyncio.Queue()
+    task = asyncio.create_task(source.run(samples.put))
+    try:
+        yield samples
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def next_sample(samples, timeout=10.0):
+    return await asyncio.wait_for(samples.get(), timeout)
+
+
+@pytest.mark.mqtt
+async def test_mqtt_source_decodes_each_sensor_and_marks_bad_payloads(mosquitto):
+    quarantine = Quarantine()
+    source = MqttSource(
+        name="mqtt:test",
+        broker=MqttBrokerConfig(host=mosquitto.host, port=mosquitto.port),
+        points={
+            "s/json": ("t-json", MqttPoint(type="mqtt", topic="s/json", format="json", value_path="temperature")),
+            "s/plain": ("t-plain", MqttPoint(type="mqtt", topic="s/plain")),
+        },
+        clock=ScaledClock(start=START, speed=1),
+        quarantine=quarantine,
+        client_id="gw-test",
+    )
+    async with running(source) as samples, aiomqtt.Client(mosquitto.host, mosquitto.port) as device:
+        # The subscription is in place once a retained-free probe comes back; publish until it does.
+        while True:
+            await device.publish("s/plain", b"21.5", qos=1)
+            with contextlib.suppress(TimeoutError):
+                first = await next_sample(samples, timeout=0.5)
+                break
+        assert (first.sensor, first.value, first.fault) == ("t-plain", 21.5, None)
+        for payload in (b'{"temperature": 4.25}', b'{"temperature": NaN}', b"{oops"):
+            await device.publish("s/json", payload, qos=1)
+        got = [await next_sample(samples) for _ in range(3)]
+    assert [(s.sensor, s.value, s.fault) for s in got] == [
+        ("t-json", 4.25, None), ("t-json", None, "not-finite"), ("t-json", None, "unparsable"),
+    ]
+    assert quarantine.counts == {"mqtt-not-finite": 1, "mqtt-unparsable": 1}
+
+
+@pytest.mark.mqtt
+async def test_mqtt_source_comes_back_after_a_broker_outage(mosquitto):
+    source = MqttSource(
+        name="mqtt:test",
+        broker=MqttBrokerConfig(host=mosquitto.host, port=mosquitto.port),
+        points={"s/t": ("t1", MqttPoint(type="mqtt", topic="s/t"))},
+        clock=ScaledClock(start=START, speed=1),
+        quarantine=Quarantine(),
+        client_id="gw-outage",
+    )
+
+    async def publish_until_received(samples, value):
+        while True:
+            with contextlib.suppress(aiomqtt.MqttError):
+                async with aiomqtt.Client(mosquitto.host, mosquitto.port) as device:
+                    await device.publish("s/t", str(value).encode(), qos=1)
+            with contextlib.suppress(TimeoutError):
+                return await next_sample(samples, timeout=0.5)
+
+    async with running(source) as samples:
+        assert (await publish_until_received(samples, 1.5)).value == 1.5
+        mosquitto.stop()
+        mosquitto.start()
+        assert (await asyncio.wait_for(publish_until_received(samples, 2.5), 30)).value == 2.5
+
+
+def profile(value=21.5, glitches=()):
+    return Profile(start=START, points=[(timedelta(0), value)], glitches=glitches)
+
+
+@pytest.mark.modbus
+async def test_modbus_source_polls_registers_on_schedule():
+    clock = ScaledClock(start=START, speed=600)  # 60 s poll interval = 0.1 s
+    port = free_port()
+    device = ModbusThermometer(host="127.0.0.1", port=port, profile=profile(-3.5), clock=clock, address=4)
+    await device.start()
+    try:
+        source = ModbusSource(
+            name="modbus:test",
+            device=ModbusDeviceConfig(host="127.0.0.1", port=port, poll_interval=60, timeout=1),
+            points=[("t1", ModbusPoint(type="modbus", device="d", address=4))],
+            clock=clock,
+        )
+        async with running(source) as samples:
+            got = [await next_sample(samples) for _ in range(3)]
+    finally:
+        await device.stop()
+    assert [(s.sensor, s.value, s.fault) for s in got] == [("t1", -35.0, None)] * 3  # raw tenths
+    gaps = [(b.ts - a.ts).total_seconds() for a, b in zip(got, got[1:], strict=False)]
+    assert all(50 <= g <= 70 for g in gaps), gaps
+
+
+@pytest.mark.modbus
+async def test_modbus_exceptions_and_a_dead_device_become_faults_and_recovery_is_automatic():
+    clock = ScaledClock(start=START, speed=600)
+    port = free_port()
+    broken = profile(glitches=[Glitch(at=timedelta(0), value="broken probe", duration=timedelta(days=1))])
+    source = ModbusSource(
+        name="modbus:test",
+        device=ModbusDeviceConfig(host="127.0.0.1", port=port, poll_interval=60, timeout=0.5),
+        points=[("t1", ModbusPoint(type="modbus", device="d", address=0))],
+        clock=clock,
+    )
+    async with running(source) as samples:
+        dead = await next_sample(samples)
+        assert dead.fault == "modbus-unreachable"
+        device = ModbusThermometer(host="127.0.0.1", port=port, profile=broken, clock=clock)
+        await device.start()
+        try:
+            while (s := await next_sample(samples)).fault == "modbus-unreachable":
+                pass
+            assert s.fault == "modbus-exception-4"
+        finally:
+            await device.stop()
+        healthy = ModbusThermometer(host="127.0.0.1", port=port, profile=profile(20.0), clock=clock)
+        await healthy.start()
+        try:
+            while (s := await next_sample(samples)).fault is not None:
+                pass
+            assert s.value == 200.0
+        finally:
+            await healthy.stop()
+
+
+@contextlib.contextmanager
+def pty_pair():
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    try:
+        yield master, os.ttyname(slave)
+    finally:
+        for fd in (master, slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+async def until_open(write, samples, probe=b"T1 0.0\n"):
+    """Opening a serial port discards what was sent before, so probe until the source reads."""
+    while True:
+        write(probe)
+        with contextlib.suppress(TimeoutError):
+            return await next_sample(samples, timeout=0.3)
+
+
+@pytest.mark.serial
+async def test_serial_source_maps_lines_to_sensors_and_quarantines_garbage():
+    quarantine = Quarantine()
+    with pty_pair() as (master, path):
+        source = SerialSource(
+            name="serial:test",
+            port=SerialPortConfig(path=path),
+            sensors={"T1": "kitchen-t1", "T2": "hall-t1"},
+            clock=ScaledClock(start=START, speed=1),
+            quarantine=quarantine,
+        )
+        async with running(source) as samples:
+            await until_open(lambda b: os.write(master, b), samples)
+            while not samples.empty():
+                samples.get_nowait()
+            os.write(master, b"T1 4.25\r\nnoise\x00\xff\r\nT9 3.0\r\n\r\nT2=-1.5\n" + b"x" * 5000 + b"\nT1 5\n")
+            got = [await next_sample(samples) for _ in range(3)]
+    assert [(s.sensor, s.value) for s in got] == [("kitchen-t1", 4.25), ("hall-t1", -1.5), ("kitchen-t1", 5.0)]
+    assert quarantine.counts == {"serial-unparsable": 1, "serial-unknown-sensor": 1, "serial-line-too-long": 1}
+
+
+@pytest.mark.serial
+async def test_a_one_sensor_serial_port_reports_unparsable_lines_as_faults():
+    with pty_pair() as (master, path):
+        source = SerialSource(
+            name="serial:test",
+            port=SerialPortConfig(path=path, pattern=r"^(?P<value>[-+]?\d+\.\d+)$"),
+            sensors={"": "attic-t1"},
+            clock=ScaledClock(start=START, speed=1),
+            quarantine=Quarantine(),
+        )
+        async with running(source) as samples:
+            await until_open(lambda b: os.write(master, b), samples, probe=b"0.0\n")
+            while not samples.empty():
+                samples.get_nowait()
+            os.write(master, b"12.50\nERR\n")
+            got = [await next_sample(samples) for _ in range(2)]
+    assert [(s.sensor, s.value, s.fault) for s in got] == [("attic-t1", 12.5, None), ("attic-t1", None, "unparsable")]
+
+
+class SocatLine:
+    """A pty pair with stable names, like a USB adapter's /dev/ttyUSB0, made by socat.
+    `unplug()` makes the device node disappear; `plug()` brings it back under the same path."""
+
+    def __init__(self, directory):
+        self.socat = require_binary("socat")
+        self.device, self.sim = directory / "ttyUSB0", directory / "sim"
+        self.proc = None
+
+    def plug(self):
+        self.proc = subprocess.Popen(
+            [self.socat, f"pty,raw,echo=0,link={self.device}", f"pty,raw,echo=0,link={self.sim}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not (self.device.exists() and self.sim.exists()):
+            assert time.monotonic() < deadline, "socat made no pty links"
+            time.sleep(0.01)  # socat creates the links right after start: nothing to await
+
+    def unplug(self):
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=5)
+            self.proc = None
+        assert not self.device.exists()
+
+
+@pytest.mark.serial
+async def test_serial_source_reopens_a_port_that_is_unplugged_and_plugged_back(tmp_path):
+    line = SocatLine(tmp_path)
+    line.plug()
+    try:
+        source = SerialSource(
+            name="serial:test", port=SerialPortConfig(path=str(line.device)), sensors={"T1": "t1"},
+            clock=ScaledClock(start=START, speed=1), quarantine=Quarantine(),
+        )
+        async with running(source) as samples:
+            with open(line.sim, "wb", buffering=0) as sim:
+                assert (await until_open(sim.write, samples, b"T1 1.0\n")).value == 1.0
+            line.unplug()
+            line.plug()
+            with open(line.sim, "wb", buffering=0) as sim:
+                back = await asyncio.wait_for(until_open(sim.write, samples, b"T1 2.0\n"), 30)
+                while back.value != 2.0:
+                    back = await next_sample(samples)
+            assert back.sensor == "t1"
+    finally:
+        line.unplug()

@@ -1,0 +1,78 @@
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from casebridge.models import CaseDraft
+from casebridge.store.sql import SqliteCaseStore
+from husvakt.cli import main
+from stream.models import Alarm
+
+DEMO = Path(__file__).resolve().parents[2] / "config" / "demo.yaml"
+
+
+def husvakt(*args):
+    return subprocess.run([sys.executable, "-m", "husvakt.cli", *args], capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+@pytest.mark.parametrize("command", [[], ["demo"], ["run"], ["cases"], ["cases", "list"], ["cases", "show"],
+                                     ["config"], ["config", "check"]])
+def test_every_command_explains_itself(command):
+    out = husvakt(*command, "--help")
+    assert out.returncode == 0
+    assert "usage: husvakt" in out.stdout and len(out.stdout.splitlines()) > 3
+
+
+def test_config_check_prints_a_summary_for_a_good_file():
+    out = husvakt("config", "check", str(DEMO))
+    assert out.returncode == 0
+    assert "OK" in out.stdout and "sensors: 3" in out.stdout
+
+
+def test_config_check_points_at_file_line_and_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(DEMO.read_text(encoding="utf-8").replace("poll_interval: 60s", "poll_interval: soon"),
+                   encoding="utf-8")
+    out = husvakt("config", "check", str(bad))
+    assert out.returncode == 1
+    line = next(n for n, text in enumerate(bad.read_text().splitlines(), 1) if "poll_interval: soon" in text)
+    assert f"{bad}:{line}:" in out.stderr
+    assert "gateway.modbus_devices.boiler-plc.poll_interval: 'soon' is not a duration" in out.stderr
+
+
+async def test_cases_list_and_show(tmp_path, capsys):
+    db = tmp_path / "cases.db"
+    store = SqliteCaseStore(db)
+    await store.start()
+    t = datetime(2026, 1, 15, 2, 0, tzinfo=UTC)
+    alarm = Alarm(episode="e", site="s", sensor="t1", condition="freezing", state="raised", severity="warning",
+                  value=3.0, threshold=5.0, rule="freezing", started_at=t, ts=t)
+    draft = CaseDraft(title="Freezing risk — Cellar, S (t1)", team="fm", priority="P2", route="frost",
+                      site_name="S", access_notes="Key box K3")
+    await store.record_alarm(alarm, draft, now=t)
+    await store.aclose()
+
+    out = await _run_cli(["cases", "list", "--db", str(db)], capsys)
+    assert "HV-2026-000001" in out and "freezing" in out and "fm" in out
+    out = await _run_cli(["cases", "list", "--db", str(db), "--json"], capsys)
+    assert json.loads(out)[0]["id"] == "HV-2026-000001"
+    out = await _run_cli(["cases", "show", "HV-2026-000001", "--db", str(db)], capsys)
+    assert "Key box K3" in out and "alarm_raised" in out
+
+
+async def _run_cli(argv, capsys):
+    import asyncio
+
+    code = await asyncio.to_thread(main, argv)
+    assert code == 0
+    return capsys.readouterr().out
+
+
+def test_a_missing_case_store_is_a_clear_error(tmp_path):
+    out = husvakt("cases", "list", "--db", str(tmp_path / "none.db"))
+    assert out.returncode == 1
+    assert "no such case store" in out.stderr

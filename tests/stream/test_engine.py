@@ -1,0 +1,60 @@
+from datetime import UTC, datetime, timedelta
+
+from gateway.models import Reading
+from stream.config import DEFAULT_RULES
+from stream.engine import EmbeddedEngine
+from stream.table import RuleTable
+
+T0 = datetime(2026, 1, 15, 1, 0, tzinfo=UTC)
+
+
+class FixedClock:
+    def __init__(self, now):
+        self.value = now
+
+    def now(self):
+        return self.value
+
+    async def sleep(self, seconds):
+        self.value += timedelta(seconds=seconds)
+
+
+def reading(minute, value, sensor="t1", seq=0):
+    return Reading(site="s", gateway="g", sensor=sensor, kind="temperature", value=value, unit="°C",
+                   ts=T0 + timedelta(minutes=minute), seq=seq)
+
+
+async def feed(engine, samples):
+    for i, (minute, value, *rest) in enumerate(samples):
+        await engine.process(reading(minute, value, *rest, seq=i))
+
+
+async def test_the_engine_hands_each_alarm_to_the_sink_in_order():
+    got = []
+
+    async def sink(alarm):
+        got.append(alarm)
+
+    engine = EmbeddedEngine(table=RuleTable(DEFAULT_RULES, {}), clock=FixedClock(T0 + timedelta(hours=2)), sink=sink)
+    await feed(engine, [(0, 4.0), (5, 3.0, "t2"), (10, 3.0), (15, 2.5, "t2"), (20, 1.5), (21, 60.0, "t2")])
+    assert [(a.sensor, a.condition, a.state, a.severity) for a in got] == [
+        ("t1", "freezing", "raised", "warning"),
+        ("t2", "freezing", "raised", "warning"),
+        ("t1", "freezing", "updated", "critical"),
+        ("t2", "freezing", "cleared", "warning"),
+        ("t2", "fire", "raised", "critical"),
+    ]
+    assert all(a.late for a in got)  # evaluated an hour or more after measurement
+
+
+async def test_out_of_order_readings_are_counted_and_ignored():
+    got = []
+
+    async def sink(alarm):
+        got.append(alarm)
+
+    engine = EmbeddedEngine(table=RuleTable(DEFAULT_RULES, {}), clock=FixedClock(T0), sink=sink)
+    await feed(engine, [(0, 4.0), (10, 8.0), (5, 4.0), (11, 4.0)])
+    assert got == []
+    assert engine.counts["out_of_order"] == 1
+    assert engine.counts["readings"] == 3
