@@ -66,7 +66,10 @@ def routing_problems(
     fallbacks = 0
     for i, row in enumerate(routes):
         if row.id in seen_ids:
-            yield ("routing", i, "id"), f"route id {row.id!r} is already used by routing[{seen_ids[row.id]}]"
+            yield (
+                ("routing", i, "id"),
+                f"route id {row.id!r} is already used by routing[{seen_ids[row.id]}]",
+            )
         seen_ids.setdefault(row.id, i)
         if row.team not in team_ids:
             yield ("routing", i, "team"), f"no team {row.team!r} in 'teams'"
@@ -74,7 +77,10 @@ def routing_problems(
         if not criteria:
             fallbacks += 1
         if criteria in seen_criteria:
-            yield ("routing", i), f"matches exactly what routing[{seen_criteria[criteria]}] matches (ambiguous)"
+            yield (
+                ("routing", i),
+                f"matches exactly what routing[{seen_criteria[criteria]}] matches (ambiguous)",
+            )
         seen_criteria.setdefault(criteria, i)
     if routes and fallbacks == 0:
         yield ("routing",), "the routing table needs a fallback row (one that names no match field)"

@@ -28,9 +28,10 @@ def draft_case(
     if site is not None and sensor is not None:
         building, room = site.room(sensor.building, sensor.room)
     place = (room.name or room.id) if room else (sensor.room if sensor else None)
+    what = CONDITION_TITLES.get(alarm.condition, alarm.condition)
     where = ", ".join(p for p in (place, site.name if site else alarm.site) if p)
     return CaseDraft(
-        title=f"{CONDITION_TITLES.get(alarm.condition, alarm.condition)} — {where} ({alarm.sensor})",
+        title=f"{what} — {where} ({alarm.sensor})",
         team=route.team,
         priority=route.priority,
         route=route.id,

@@ -1,8 +1,8 @@
 """Errors of the case bridge.
 
-    CaseBridgeError
-    ├── RoutingError      no routing row matches (the table lacks its required fallback row)
-    └── CaseStoreError    the case store cannot be opened or written
+CaseBridgeError
+├── RoutingError      no routing row matches (the table lacks its required fallback row)
+└── CaseStoreError    the case store cannot be opened or written
 """
 
 from __future__ import annotations

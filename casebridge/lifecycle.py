@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from casebridge.models import Case, CaseDraft, CaseEvent, format_case_id
+from casebridge.models import Case, CaseDraft, CaseEvent, EventKind, format_case_id
 from casebridge.store import alarm_event_text
 from stream.models import SEVERITY_RANK, Alarm
 
 __all__ = ["alarm_event", "apply_alarm", "new_case"]
+
+
+_ALARM_EVENT: dict[str, EventKind] = {
+    "raised": "alarm_raised",
+    "updated": "alarm_updated",
+    "cleared": "alarm_cleared",
+}
 
 
 def new_case(number: int, alarm: Alarm, draft: CaseDraft, *, now: datetime) -> Case:
@@ -51,17 +58,18 @@ def alarm_event(case_id: str, alarm: Alarm, *, now: datetime) -> CaseEvent:
     return CaseEvent(
         case_id=case_id,
         at=now,
-        kind=f"alarm_{alarm.state}",  # type: ignore[arg-type]  # state ∈ raised|updated|cleared
+        kind=_ALARM_EVENT[alarm.state],
         actor=f"rule:{alarm.rule}",
         text=alarm_event_text(alarm),
     )
 
 
 def opened_event(case: Case) -> CaseEvent:
+    d = case.draft
     return CaseEvent(
         case_id=case.id,
         at=case.opened_at,
         kind="opened",
         actor="husvakt",
-        text=f"{case.draft.title}; routed to {case.team} ({case.draft.priority}) by row {case.draft.route}",
+        text=f"{d.title}; routed to {d.team} ({d.priority}) by row {d.route}",
     )

@@ -9,10 +9,22 @@ from pydantic import BaseModel, ConfigDict
 from gateway.models import Slug, UtcTime
 from stream.models import Condition, Severity
 
-__all__ = ["OPEN_STATUSES", "Case", "CaseDraft", "CaseEvent", "CaseStatus", "format_case_id", "parse_case_id"]
+__all__ = [
+    "OPEN_STATUSES",
+    "Case",
+    "CaseDraft",
+    "CaseEvent",
+    "CaseStatus",
+    "EventKind",
+    "format_case_id",
+    "parse_case_id",
+]
 
+EventKind = Literal[
+    "opened", "alarm_raised", "alarm_updated", "alarm_cleared", "status_changed", "comment"
+]
 CaseStatus = Literal["new", "acknowledged", "in_progress", "resolved", "closed", "reopened"]
-#: Statuses in which a case still counts as open: at most one such case per (site, sensor, condition).
+#: Statuses in which a case counts as open: one such case per (site, sensor, condition) at most.
 OPEN_STATUSES: tuple[CaseStatus, ...] = ("new", "acknowledged", "in_progress", "reopened")
 
 
@@ -83,6 +95,6 @@ class CaseEvent(BaseModel):
 
     case_id: str
     at: UtcTime
-    kind: Literal["opened", "alarm_raised", "alarm_updated", "alarm_cleared", "status_changed", "comment"]
+    kind: EventKind
     actor: str
     text: str

@@ -40,10 +40,16 @@ class MqttThermometer:
     async def run(self) -> None:
         while True:
             try:
-                async with aiomqtt.Client(self._host, self._port, identifier=self._client_id) as client:
+                async with aiomqtt.Client(
+                    self._host, self._port, identifier=self._client_id
+                ) as client:
                     while True:
                         value = self._profile.value_at(self._clock.now())
-                        payload = json.dumps({"temperature": value}) if isinstance(value, float) else str(value)
+                        payload = (
+                            json.dumps({"temperature": value})
+                            if isinstance(value, float)
+                            else str(value)
+                        )
                         await client.publish(self._topic, payload, qos=1)
                         self.published += 1
                         await self._clock.sleep(self._interval)

@@ -19,7 +19,9 @@ class SerialThermometer:
     is (line noise); a numeric glitch replaces the value.
     """
 
-    def __init__(self, *, name: str, profile: Profile, clock: Clock, interval: float = 60.0) -> None:
+    def __init__(
+        self, *, name: str, profile: Profile, clock: Clock, interval: float = 60.0
+    ) -> None:
         self._name = name
         self._profile = profile
         self._clock = clock

@@ -29,6 +29,7 @@ class Backoff:
         self._attempt = 0
 
     def next_delay(self) -> float:
-        base = min(self._cap, self._initial * (2**self._attempt))
+        base: float = min(self._cap, self._initial * 2.0**self._attempt)
         self._attempt = min(self._attempt + 1, 32)
-        return base * (1 + self._rng.uniform(-self._jitter, self._jitter))
+        spread: float = self._rng.uniform(-self._jitter, self._jitter)
+        return base * (1 + spread)

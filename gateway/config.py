@@ -27,7 +27,9 @@ __all__ = [
     "parse_duration",
 ]
 
-_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$")
+_DURATION = re.compile(
+    r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$"
+)
 
 
 def parse_duration(value: object) -> object:
@@ -118,7 +120,9 @@ class SerialPortConfig(_Frozen):
         except re.error as exc:
             raise ValueError(f"not a valid regular expression: {exc}") from exc
         if "value" not in compiled.groupindex:
-            raise ValueError("the pattern needs a named group 'value', e.g. (?P<value>-?\\d+\\.\\d+)")
+            raise ValueError(
+                "the pattern needs a named group 'value', e.g. (?P<value>-?\\d+\\.\\d+)"
+            )
         return value
 
 
@@ -204,19 +208,26 @@ def sensor_problems(
         if site_id is None:
             yield ("sensors", i, "site"), "no site given and no gateway site to default to"
             continue
-        site = by_id.get(site_id)
-        if site is None:
+        found = by_id.get(site_id)
+        if found is None:
             yield ("sensors", i, "site"), f"no site {site_id!r} in 'sites'"
             continue
+        site = found
         if (site_id, sensor.id) in seen:
             yield ("sensors", i, "id"), f"sensor {sensor.id!r} is defined twice at site {site_id!r}"
         seen.add((site_id, sensor.id))
         if sensor.building is not None:
             building, room = site.room(sensor.building, sensor.room)
             if building is None:
-                yield ("sensors", i, "building"), f"site {site_id!r} has no building {sensor.building!r}"
+                yield (
+                    ("sensors", i, "building"),
+                    f"site {site_id!r} has no building {sensor.building!r}",
+                )
             elif sensor.room is not None and room is None:
-                yield ("sensors", i, "room"), f"building {sensor.building!r} has no room {sensor.room!r}"
+                yield (
+                    ("sensors", i, "room"),
+                    f"building {sensor.building!r} has no room {sensor.room!r}",
+                )
         elif sensor.room is not None:
             yield ("sensors", i, "building"), "a room needs its building"
         yield from _source_problems(i, sensor, gateway)

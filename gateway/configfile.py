@@ -35,7 +35,9 @@ class ConfigProblem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        return (
+            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        )
 
 
 class ConfigError(Exception):
@@ -99,7 +101,9 @@ def read_yaml(path: Path) -> YamlDocument:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError([ConfigProblem(str(path), 0, 0, "", f"cannot read: {exc.strerror}")]) from exc
+        raise ConfigError(
+            [ConfigProblem(str(path), 0, 0, "", f"cannot read: {exc.strerror}")]
+        ) from exc
     yaml = YAML(typ="rt")
     try:
         data = yaml.load(text)

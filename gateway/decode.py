@@ -17,7 +17,13 @@ from gateway.errors import DecodeError
 __all__ = ["decode_mqtt", "decode_registers", "parse_line", "register_count"]
 
 DataType = Literal["int16", "uint16", "int32", "uint32", "float32"]
-_FORMATS: dict[str, str] = {"int16": ">h", "uint16": ">H", "int32": ">i", "uint32": ">I", "float32": ">f"}
+_FORMATS: dict[str, str] = {
+    "int16": ">h",
+    "uint16": ">H",
+    "int32": ">i",
+    "uint32": ">I",
+    "float32": ">f",
+}
 
 
 def _finite(value: float) -> float:

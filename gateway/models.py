@@ -86,4 +86,3 @@ class Reading(BaseModel):
     def to_wire(self) -> dict[str, object]:
         """The JSON object of the wire contract (no `fault` key on good readings)."""
         return self.model_dump(mode="json", exclude_none=True)
-

@@ -40,7 +40,9 @@ def _to_celsius(value: float, unit: str) -> float:
     return value
 
 
-def normalize(sample: Sample, sensor: SensorConfig, *, site: str, gateway: str, seq: int) -> Reading:
+def normalize(
+    sample: Sample, sensor: SensorConfig, *, site: str, gateway: str, seq: int
+) -> Reading:
     """Scale, convert to °C and check plausibility; faults become `quality="fault"` readings."""
     unit = "°C" if sensor.kind == "temperature" else sensor.unit
     fault = sample.fault

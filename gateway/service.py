@@ -46,7 +46,9 @@ def build_sources(
             modbus.setdefault(src.device, []).append((sensor.id, src))
         elif isinstance(src, SerialPoint):
             name = src.name if src.name is not None else sensor.id
-            has_sensor_group = "sensor" in re.compile(config.serial_ports[src.port].pattern).groupindex
+            has_sensor_group = (
+                "sensor" in re.compile(config.serial_ports[src.port].pattern).groupindex
+            )
             key = name if has_sensor_group else ""
             serial.setdefault(src.port, {})[key] = sensor.id
     sources: list[Source] = []
@@ -109,8 +111,13 @@ class Gateway:
 
     async def run(self) -> None:
         """Read from every source until cancelled."""
-        log.info("gateway %s/%s: %d sources, %d sensors", self._config.site, self._config.id,
-                 len(self._sources), len(self._sensors))
+        log.info(
+            "gateway %s/%s: %d sources, %d sensors",
+            self._config.site,
+            self._config.id,
+            len(self._sources),
+            len(self._sensors),
+        )
         async with asyncio.TaskGroup() as tg:
             for source in self._sources:
                 tg.create_task(source.run(self.accept), name=f"source {source.name}")
@@ -121,7 +128,11 @@ class Gateway:
             self.quarantine.add("unknown-sensor", sample.sensor)
             return
         reading = normalize(
-            sample, sensor, site=sensor.site or self._config.site, gateway=self._config.id, seq=self._seq
+            sample,
+            sensor,
+            site=sensor.site or self._config.site,
+            gateway=self._config.id,
+            seq=self._seq,
         )
         self._seq += 1
         self.counts[reading.quality] += 1

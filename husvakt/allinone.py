@@ -55,6 +55,10 @@ class AllInOne:
             gateway.cancel()
             await self.queue.join()
             engine.cancel()
-        log.info("stopped: readings %s, alarms %s, cases %s, quarantined %d",
-                 dict(self.gateway.counts), dict(self.engine.counts), dict(self.bridge.counts),
-                 self.gateway.quarantine.total)
+        log.info(
+            "stopped: readings %s, alarms %s, cases %s, quarantined %d",
+            dict(self.gateway.counts),
+            dict(self.engine.counts),
+            dict(self.bridge.counts),
+            self.gateway.quarantine.total,
+        )

@@ -38,7 +38,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Watch buildings through their sensors and turn trouble into cases.",
     )
     parser.add_argument("--version", action="version", version=f"husvakt {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser(
@@ -48,13 +50,27 @@ def _parser() -> argparse.ArgumentParser:
         "Modbus TCP, serial line) and the all-in-one runtime; replay a night in about 20 s "
         "(a basement cooling to 3 °C, a boiler room overheating) and print the cases opened.",
     )
-    demo.add_argument("--db", type=Path, default=Path("husvakt-demo.db"),
-                      help="SQLite case store to create (replaced if it exists; default %(default)s)")
-    demo.add_argument("--broker", type=_address, metavar="HOST:PORT",
-                      help="use this MQTT broker instead of starting an embedded one")
-    demo.add_argument("--speed", type=float, default=1440.0,
-                      help="simulated seconds per real second (default %(default)s: 8 h in 20 s)")
-    demo.add_argument("--config", type=Path, default=None, help="demo site config (default config/demo.yaml)")
+    demo.add_argument(
+        "--db",
+        type=Path,
+        default=Path("husvakt-demo.db"),
+        help="SQLite case store to create (replaced if it exists; default %(default)s)",
+    )
+    demo.add_argument(
+        "--broker",
+        type=_address,
+        metavar="HOST:PORT",
+        help="use this MQTT broker instead of starting an embedded one",
+    )
+    demo.add_argument(
+        "--speed",
+        type=float,
+        default=1440.0,
+        help="simulated seconds per real second (default %(default)s: 8 h in 20 s)",
+    )
+    demo.add_argument(
+        "--config", type=Path, default=None, help="demo site config (default config/demo.yaml)"
+    )
     demo.add_argument("--json", action="store_true", help="print the cases as JSON")
 
     run = sub.add_parser(
@@ -65,11 +81,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--config", type=Path, required=True, help="site config YAML")
 
-    cases = sub.add_parser("cases", help="list and inspect cases", description="Work with the case store.")
+    cases = sub.add_parser(
+        "cases", help="list and inspect cases", description="Work with the case store."
+    )
     cases_sub = cases.add_subparsers(dest="cases_command", required=True, metavar="ACTION")
-    listing = cases_sub.add_parser("list", help="list cases", description="List cases, oldest first.")
-    show = cases_sub.add_parser("show", help="show one case with its timeline",
-                                description="Show a case and its timeline.")
+    listing = cases_sub.add_parser(
+        "list", help="list cases", description="List cases, oldest first."
+    )
+    show = cases_sub.add_parser(
+        "show", help="show one case with its timeline", description="Show a case and its timeline."
+    )
     show.add_argument("case_id", help="e.g. HV-2026-000001")
     for p in (listing, show):
         where = p.add_mutually_exclusive_group(required=True)
@@ -78,7 +99,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="machine-readable output")
     listing.add_argument("--open", action="store_true", help="only open cases")
 
-    config = sub.add_parser("config", help="check configuration files", description="Configuration tools.")
+    config = sub.add_parser(
+        "config", help="check configuration files", description="Configuration tools."
+    )
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     check = config_sub.add_parser(
         "check",
@@ -92,8 +115,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr
+    )
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL if verbosity < 2 else logging.DEBUG)
 
 
@@ -105,7 +129,9 @@ def _config_summary(path: Path, config: HusvaktConfig) -> str:
     gw = config.gateway
     sources = (
         f"{len(gw.mqtt_brokers)} MQTT broker(s), {len(gw.modbus_devices)} Modbus device(s), "
-        f"{len(gw.serial_ports)} serial port(s)" if gw else "no gateway"
+        f"{len(gw.serial_ports)} serial port(s)"
+        if gw
+        else "no gateway"
     )
     rooms = sum(len(b.rooms) for s in config.sites for b in s.buildings)
     return (
@@ -113,7 +139,8 @@ def _config_summary(path: Path, config: HusvaktConfig) -> str:
         f"  sites: {len(config.sites)} ({rooms} rooms)\n"
         f"  gateway: {gw.id + ' at ' + gw.site if gw else '-'}; {sources}\n"
         f"  sensors: {len(config.sensors)}\n"
-        f"  rules: {len(config.rules)}; routing rows: {len(config.routing)}; teams: {len(config.teams)}\n"
+        f"  rules: {len(config.rules)}; routing rows: {len(config.routing)}; "
+        f"teams: {len(config.teams)}\n"
         f"  case store: {config.cases.sqlite}"
     )
 
@@ -158,8 +185,10 @@ async def _cases_show(args: argparse.Namespace) -> int:
     if args.json:
         import json  # noqa: PLC0415 - only this branch needs it
 
-        payload = {"case": case.model_dump(mode="json"),
-                   "timeline": [e.model_dump(mode="json") for e in events]}
+        payload = {
+            "case": case.model_dump(mode="json"),
+            "timeline": [e.model_dump(mode="json") for e in events],
+        }
         _print(json.dumps(payload, ensure_ascii=False, indent=2))
         return EXIT_OK
     d = case.draft
@@ -201,15 +230,20 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
     from husvakt.demo import DEFAULT_CONFIG, run_demo  # noqa: PLC0415 - keep `husvakt --help` fast
 
     if not args.json:
-        _print("husvakt demo: replaying the night of 14 January 2026 at Nordskolan "
-               f"(8 h at {args.speed:g}× speed)…")
-    result = await run_demo(db=args.db, config_path=args.config or DEFAULT_CONFIG,
-                            speed=args.speed, broker=args.broker)
+        _print(
+            "husvakt demo: replaying the night of 14 January 2026 at Nordskolan "
+            f"(8 h at {args.speed:g}× speed)…"
+        )
+    result = await run_demo(
+        db=args.db, config_path=args.config or DEFAULT_CONFIG, speed=args.speed, broker=args.broker
+    )
     if args.json:
         _print(cases_json(result.cases))
         return EXIT_OK
-    _print(f"readings: {result.readings} good, {result.faults} faults; "
-           f"{result.quarantined} unusable inputs quarantined\n")
+    _print(
+        f"readings: {result.readings} good, {result.faults} faults; "
+        f"{result.quarantined} unusable inputs quarantined\n"
+    )
     _print(cases_table(result.cases))
     _print(f"\n{len(result.cases)} case(s) in {result.db.resolve()}")
     _print(f"list them again: husvakt cases list --db {result.db}")
@@ -223,7 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "config":
             return _cmd_config_check(args)
         if args.command == "cases":
-            return asyncio.run(_cases_list(args) if args.cases_command == "list" else _cases_show(args))
+            return asyncio.run(
+                _cases_list(args) if args.cases_command == "list" else _cases_show(args)
+            )
         if args.command == "run":
             return asyncio.run(_cmd_run(args))
         return asyncio.run(_cmd_demo(args))

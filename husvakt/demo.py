@@ -49,8 +49,14 @@ def night_profiles(start: datetime = NIGHT_START) -> dict[str, Profile]:
         # under the 10-minute hold (no alarm), then it sinks for good towards 3 °C.
         "mqtt": Profile(
             start=start,
-            points=[(_at(0), 8.5), (_at(3.0), 5.5), (_at(3.17), 4.9), (_at(3.25), 5.3),
-                    (_at(5.0), 3.0), (_at(8.0), 3.2)],
+            points=[
+                (_at(0), 8.5),
+                (_at(3.0), 5.5),
+                (_at(3.17), 4.9),
+                (_at(3.25), 5.3),
+                (_at(5.0), 3.0),
+                (_at(8.0), 3.2),
+            ],
             noise=0.05,
             seed=1,
             # 03:30: the probe's connector works loose for a moment; the node reports −127.
@@ -59,8 +65,13 @@ def night_profiles(start: datetime = NIGHT_START) -> dict[str, Profile]:
         # The boiler room runs warm; at 06:00 a burner fault heats it past 50 and then 57 °C.
         "modbus": Profile(
             start=start,
-            points=[(_at(0), 36.0), (_at(6.0), 37.0), (_at(6.25), 52.0), (_at(6.5), 63.0),
-                    (_at(8.0), 64.0)],
+            points=[
+                (_at(0), 36.0),
+                (_at(6.0), 37.0),
+                (_at(6.25), 52.0),
+                (_at(6.5), 63.0),
+                (_at(8.0), 64.0),
+            ],
             noise=0.1,
             seed=2,
         ),
@@ -84,7 +95,9 @@ class DemoResult:
     quarantined: int
 
 
-def _demo_sensor(config: HusvaktConfig, source: type[MqttPoint | ModbusPoint | SerialPoint]) -> SensorConfig:
+def _demo_sensor(
+    config: HusvaktConfig, source: type[MqttPoint | ModbusPoint | SerialPoint]
+) -> SensorConfig:
     for sensor in config.sensors:
         if isinstance(sensor.source, source):
             return sensor
@@ -188,7 +201,9 @@ async def run_demo(
                     tg.create_task(mqtt_device.run(), name="sim mqtt thermometer"),
                     tg.create_task(serial_device.run(), name="sim serial thermometer"),
                 ]
-                await clock.sleep_until(NIGHT_START + NIGHT_LENGTH + timedelta(seconds=2 * READ_EVERY))
+                await clock.sleep_until(
+                    NIGHT_START + NIGHT_LENGTH + timedelta(seconds=2 * READ_EVERY)
+                )
                 stop.set()
                 for task in devices:
                     task.cancel()

@@ -10,7 +10,17 @@ from gateway.models import format_ts
 
 __all__ = ["cases_json", "cases_table"]
 
-_COLUMNS = ("case id", "site", "room", "sensor", "condition", "severity", "status", "team", "opened at")
+_COLUMNS = (
+    "case id",
+    "site",
+    "room",
+    "sensor",
+    "condition",
+    "severity",
+    "status",
+    "team",
+    "opened at",
+)
 
 
 def _row(case: Case) -> tuple[str, ...]:
@@ -34,7 +44,9 @@ def cases_table(cases: Sequence[Case]) -> str:
         return "(no cases)"
     rows = [_COLUMNS, *(_row(c) for c in cases)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

@@ -11,7 +11,14 @@ from gateway.config import Duration, SensorConfig
 from gateway.models import Slug
 from stream.matching import Facts, best_rows
 
-__all__ = ["DEFAULT_RULES", "MATCH_ORDER", "RuleRow", "StreamConfig", "rule_problems", "sensor_facts"]
+__all__ = [
+    "DEFAULT_RULES",
+    "MATCH_ORDER",
+    "RuleRow",
+    "StreamConfig",
+    "rule_problems",
+    "sensor_facts",
+]
 
 #: Match fields from most to least specific.
 MATCH_ORDER = ("sensor", "room", "building", "tag", "site", "kind")
@@ -56,12 +63,16 @@ class RuleRow(BaseModel):
             if self.clear <= self.below:
                 raise ValueError(f"'clear' ({self.clear}) must be above 'below' ({self.below})")
             if self.critical is not None and self.critical > self.below:
-                raise ValueError(f"'critical' ({self.critical}) must not be above 'below' ({self.below})")
+                raise ValueError(
+                    f"'critical' ({self.critical}) must not be above 'below' ({self.below})"
+                )
         if self.above is not None:
             if self.clear >= self.above:
                 raise ValueError(f"'clear' ({self.clear}) must be below 'above' ({self.above})")
             if self.critical is not None and self.critical < self.above:
-                raise ValueError(f"'critical' ({self.critical}) must not be below 'above' ({self.above})")
+                raise ValueError(
+                    f"'critical' ({self.critical}) must not be below 'above' ({self.above})"
+                )
         return self
 
     def criteria(self) -> Mapping[str, str]:

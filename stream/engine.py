@@ -54,8 +54,15 @@ class EmbeddedEngine:
                 self._states[state_key] = new_state
             for alarm in alarms:
                 self.counts[f"alarms_{alarm.state}"] += 1
-                log.info("%s %s %s/%s (%s, %.1f)", alarm.condition, alarm.state, alarm.site,
-                         alarm.sensor, alarm.severity, alarm.value)
+                log.info(
+                    "%s %s %s/%s (%s, %.1f)",
+                    alarm.condition,
+                    alarm.state,
+                    alarm.site,
+                    alarm.sensor,
+                    alarm.severity,
+                    alarm.value,
+                )
                 await self._sink(alarm)
 
     async def run(self, readings: asyncio.Queue[Reading]) -> None:

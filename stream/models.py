@@ -10,7 +10,9 @@ from gateway.models import Slug, UtcTime
 
 __all__ = ["SEVERITY_RANK", "Alarm", "AlarmState", "Condition", "Severity"]
 
-Condition = Literal["freezing", "fire", "heat_rise", "sensor_offline", "gateway_offline", "sensor_fault"]
+Condition = Literal[
+    "freezing", "fire", "heat_rise", "sensor_offline", "gateway_offline", "sensor_fault"
+]
 AlarmState = Literal["raised", "updated", "cleared"]
 Severity = Literal["warning", "critical"]
 

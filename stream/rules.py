@@ -61,7 +61,9 @@ def evaluate(
     late = (now - ts).total_seconds() > late_after
 
     def alarm(new: RuleState, what: AlarmState, threshold: float) -> Alarm:
-        assert new.since is not None and new.episode is not None and new.severity is not None
+        assert new.since is not None, "a raised state knows when it started"
+        assert new.episode is not None, "a raised state has an episode"
+        assert new.severity is not None, "a raised state has a severity"
         return Alarm(
             episode=new.episode,
             site=reading.site,

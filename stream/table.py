@@ -34,11 +34,18 @@ class RuleTable:
         facts = sensor_facts(site, sensor, kind, self._sensors.get((site, sensor)))
         chosen: list[RuleRow] = []
         for condition in self._conditions:
-            tied = best_rows((r for r in self._rows if r.condition == condition), facts, MATCH_ORDER)
+            tied = best_rows(
+                (r for r in self._rows if r.condition == condition), facts, MATCH_ORDER
+            )
             if len(tied) > 1:
                 # Only possible for sensors missing from the config (checked at load time).
-                log.warning("rules %s tie for %s/%s; using %s",
-                            [r.id for r in tied], site, sensor, tied[0].id)
+                log.warning(
+                    "rules %s tie for %s/%s; using %s",
+                    [r.id for r in tied],
+                    site,
+                    sensor,
+                    tied[0].id,
+                )
             if tied and tied[0].enabled:
                 chosen.append(tied[0])
         result = tuple(chosen)

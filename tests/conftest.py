@@ -27,7 +27,9 @@ def require_binary(name: str) -> str:
     return path
 
 
-def wait_for_port(host: str, port: int, *, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+def wait_for_port(
+    host: str, port: int, *, proc: subprocess.Popen[bytes], timeout: float = 10.0
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -52,7 +54,7 @@ class Mosquitto:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(  # noqa: S603 - fixed argv, test-only
+        self.proc = subprocess.Popen(
             [self.binary, "-c", str(self.conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
         wait_for_port(self.host, self.port, proc=self.proc)

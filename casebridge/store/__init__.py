@@ -31,9 +31,10 @@ def alarm_key(alarm: Alarm) -> str:
 def alarm_event_text(alarm: Alarm) -> str:
     late = " (late: evaluated from buffered readings)" if alarm.late else ""
     verb = {"raised": "raised", "updated": "escalated to", "cleared": "cleared"}[alarm.state]
+    value, level = f"{alarm.value:.1f}", f"{alarm.threshold:g}"
     if alarm.state == "cleared":
-        return f"{alarm.condition} cleared at {alarm.value:.1f} (clear level {alarm.threshold:g}){late}"
-    return f"{alarm.condition} {verb} {alarm.severity} at {alarm.value:.1f} (threshold {alarm.threshold:g}){late}"
+        return f"{alarm.condition} cleared at {value} (clear level {level}){late}"
+    return f"{alarm.condition} {verb} {alarm.severity} at {value} (threshold {level}){late}"
 
 
 class CaseStore(Protocol):

@@ -192,8 +192,12 @@ class SqlCaseStore:
             except IntegrityError:
                 if attempt == 2:
                     raise
-                log.info("case for %s/%s/%s opened concurrently; appending", alarm.site,
-                         alarm.sensor, alarm.condition)
+                log.info(
+                    "case for %s/%s/%s opened concurrently; appending",
+                    alarm.site,
+                    alarm.sensor,
+                    alarm.condition,
+                )
         raise AssertionError("unreachable")
 
     async def _record(
@@ -201,7 +205,9 @@ class SqlCaseStore:
     ) -> Outcome:
         key = alarm_key(alarm)
         seen = (
-            await conn.execute(select(case_events.c.case_number).where(case_events.c.alarm_key == key))
+            await conn.execute(
+                select(case_events.c.case_number).where(case_events.c.alarm_key == key)
+            )
         ).first()
         if seen is not None:
             return Outcome("duplicate", await self._get(conn, seen.case_number))
@@ -220,9 +226,13 @@ class SqlCaseStore:
                 return Outcome("ignored", None)
             provisional = new_case(0, alarm, draft, now=now)
             result = await conn.execute(insert(cases).values(**_case_values(provisional)))
-            number = int(result.inserted_primary_key[0])
+            key_row = result.inserted_primary_key
+            assert key_row is not None, "an INSERT of one row returns its key"
+            number = int(key_row[0])
             case = provisional.model_copy(update={"id": format_case_id(now.year, number)})
-            await conn.execute(insert(case_events).values(_event_values(number, opened_event(case))))
+            await conn.execute(
+                insert(case_events).values(_event_values(number, opened_event(case)))
+            )
             event_row = _event_values(number, alarm_event(case.id, alarm, now=now), key)
             await conn.execute(insert(case_events).values(event_row))
             return Outcome("opened", case)
@@ -258,7 +268,11 @@ class SqlCaseStore:
         if case is None:
             return []
         number = parse_case_id(case.id)
-        query = select(case_events).where(case_events.c.case_number == number).order_by(case_events.c.id)
+        query = (
+            select(case_events)
+            .where(case_events.c.case_number == number)
+            .order_by(case_events.c.id)
+        )
         async with self._engine.connect() as conn:
             return [
                 CaseEvent(case_id=case.id, at=r.at, kind=r.kind, actor=r.actor, text=r.text)

@@ -93,7 +93,9 @@ class ModbusSource:
     async def _read(self, client: AsyncModbusTcpClient, point: ModbusPoint) -> float:
         count = register_count(point.data_type)
         read = (
-            client.read_holding_registers if point.registers == "holding" else client.read_input_registers
+            client.read_holding_registers
+            if point.registers == "holding"
+            else client.read_input_registers
         )
         response = await read(point.address, count=count, device_id=self._device.device_id)
         if isinstance(response, ExceptionResponse) or response.isError():

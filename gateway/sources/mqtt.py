@@ -68,7 +68,9 @@ class MqttSource:
                         await self._handle(str(message.topic), message.payload, emit)
             except aiomqtt.MqttError as exc:
                 delay = backoff.next_delay()
-                log.warning("%s: broker unavailable (%s); retrying in %.1fs", self._name, exc, delay)
+                log.warning(
+                    "%s: broker unavailable (%s); retrying in %.1fs", self._name, exc, delay
+                )
                 await asyncio.sleep(delay)
 
     async def _handle(self, topic: str, payload: object, emit: Emit) -> None:

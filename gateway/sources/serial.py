@@ -59,7 +59,13 @@ class SerialSource:
                 )
             except (serial.SerialException, OSError) as exc:
                 delay = backoff.next_delay()
-                log.warning("%s: cannot open %s (%s); retrying in %.1fs", self._name, self._port.path, exc, delay)
+                log.warning(
+                    "%s: cannot open %s (%s); retrying in %.1fs",
+                    self._name,
+                    self._port.path,
+                    exc,
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 continue
             log.info("%s: reading %s at %d baud", self._name, self._port.path, self._port.baudrate)

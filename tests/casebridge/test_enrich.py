@@ -6,14 +6,40 @@ from gateway.config import SensorConfig, SiteConfig
 from stream.models import Alarm
 
 T = datetime(2026, 1, 15, 2, 0, tzinfo=UTC)
-SITE = SiteConfig.model_validate({
-    "id": "skolan", "name": "Skolan", "address": "Vägen 1", "access_notes": "Key box K3",
-    "contact": "Eva", "buildings": [{"id": "a", "name": "Hus A", "rooms": [{"id": "cellar", "name": "Cellar", "floor": -1}]}],
-})
-SENSOR = SensorConfig.model_validate({"id": "t1", "building": "a", "room": "cellar", "asset": "Water main",
-                                      "source": {"type": "mqtt", "topic": "x"}})
-ALARM = Alarm(episode="e", site="skolan", sensor="t1", condition="freezing", state="raised", severity="warning",
-              value=3.0, threshold=5.0, rule="freezing", started_at=T, ts=T)
+SITE = SiteConfig.model_validate(
+    {
+        "id": "skolan",
+        "name": "Skolan",
+        "address": "Vägen 1",
+        "access_notes": "Key box K3",
+        "contact": "Eva",
+        "buildings": [
+            {"id": "a", "name": "Hus A", "rooms": [{"id": "cellar", "name": "Cellar", "floor": -1}]}
+        ],
+    }
+)
+SENSOR = SensorConfig.model_validate(
+    {
+        "id": "t1",
+        "building": "a",
+        "room": "cellar",
+        "asset": "Water main",
+        "source": {"type": "mqtt", "topic": "x"},
+    }
+)
+ALARM = Alarm(
+    episode="e",
+    site="skolan",
+    sensor="t1",
+    condition="freezing",
+    state="raised",
+    severity="warning",
+    value=3.0,
+    threshold=5.0,
+    rule="freezing",
+    started_at=T,
+    ts=T,
+)
 ROUTE = RouteRow(id="frost", condition="freezing", team="fm", priority="P2")
 
 
@@ -21,7 +47,13 @@ def test_a_case_draft_says_what_where_and_who():
     d = draft_case(ALARM, site=SITE, sensor=SENSOR, route=ROUTE)
     assert d.title == "Freezing risk — Cellar, Skolan (t1)"
     assert (d.team, d.priority, d.route) == ("fm", "P2", "frost")
-    assert (d.site_name, d.address, d.building_name, d.room_name, d.floor) == ("Skolan", "Vägen 1", "Hus A", "Cellar", "-1")
+    assert (d.site_name, d.address, d.building_name, d.room_name, d.floor) == (
+        "Skolan",
+        "Vägen 1",
+        "Hus A",
+        "Cellar",
+        "-1",
+    )
     assert (d.asset, d.access_notes, d.contact) == ("Water main", "Key box K3", "Eva")
 
 

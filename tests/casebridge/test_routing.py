@@ -16,8 +16,15 @@ TABLE = (
 
 
 def facts(**over):
-    return {"site": "a", "sensor": "t1", "condition": "freezing", "severity": "warning",
-            "kind": "temperature", "building": None, "room": None} | over
+    return {
+        "site": "a",
+        "sensor": "t1",
+        "condition": "freezing",
+        "severity": "warning",
+        "kind": "temperature",
+        "building": None,
+        "room": None,
+    } | over
 
 
 @pytest.mark.parametrize(

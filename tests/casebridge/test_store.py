@@ -13,14 +13,33 @@ from casebridge.store.sql import SqliteCaseStore
 from stream.models import Alarm
 
 T0 = datetime(2026, 1, 15, 2, 0, tzinfo=UTC)
-DRAFT = CaseDraft(title="Freezing risk — Cellar", team="fm", priority="P2", route="frost", site_name="Skolan")
+DRAFT = CaseDraft(
+    title="Freezing risk — Cellar", team="fm", priority="P2", route="frost", site_name="Skolan"
+)
 
 
-def alarm(state="raised", severity="warning", minute=0, sensor="t1", condition="freezing", episode=None, value=3.0):
+def alarm(
+    state="raised",
+    severity="warning",
+    minute=0,
+    *,
+    sensor="t1",
+    condition="freezing",
+    episode=None,
+    value=3.0,
+):
     return Alarm(
-        episode=episode or f"freezing:s:{sensor}:start", site="s", sensor=sensor, condition=condition,
-        state=state, severity=severity, value=value, threshold=5.0, rule="freezing",
-        started_at=T0, ts=T0 + timedelta(minutes=minute),
+        episode=episode or f"freezing:s:{sensor}:start",
+        site="s",
+        sensor=sensor,
+        condition=condition,
+        state=state,
+        severity=severity,
+        value=value,
+        threshold=5.0,
+        rule="freezing",
+        started_at=T0,
+        ts=T0 + timedelta(minutes=minute),
     )
 
 
@@ -37,7 +56,12 @@ async def test_the_first_alarm_opens_a_case_with_a_friendly_id(store):
     assert outcome.result == "opened"
     case = outcome.case
     assert case.id == "HV-2026-000001"
-    assert (case.status, case.severity, case.team, case.condition_active) == ("new", "warning", "fm", True)
+    assert (case.status, case.severity, case.team, case.condition_active) == (
+        "new",
+        "warning",
+        "fm",
+        True,
+    )
     assert await store.get_case("hv-2026-000001") == case
     assert [e.kind for e in await store.timeline(case.id)] == ["opened", "alarm_raised"]
 
@@ -49,7 +73,11 @@ async def test_later_alarms_append_to_the_open_case(store):
     assert (escalated.result, cleared.result) == ("appended", "appended")
     cases = await store.list_cases()
     assert len(cases) == 1 and cases[0].id == first.id
-    assert (cases[0].severity, cases[0].status, cases[0].condition_active) == ("critical", "new", False)
+    assert (cases[0].severity, cases[0].status, cases[0].condition_active) == (
+        "critical",
+        "new",
+        False,
+    )
     kinds = [e.kind for e in await store.timeline(first.id)]
     assert kinds == ["opened", "alarm_raised", "alarm_updated", "alarm_cleared"]
 
@@ -76,7 +104,9 @@ async def test_other_conditions_and_sensors_get_their_own_cases(store):
     await store.record_alarm(alarm(sensor="t2"), DRAFT, now=T0)
     cases = await store.list_cases()
     assert [(c.id, c.sensor, c.condition) for c in cases] == [
-        ("HV-2026-000001", "t1", "freezing"), ("HV-2026-000002", "t1", "fire"), ("HV-2026-000003", "t2", "freezing"),
+        ("HV-2026-000001", "t1", "freezing"),
+        ("HV-2026-000002", "t1", "fire"),
+        ("HV-2026-000003", "t2", "freezing"),
     ]
 
 
@@ -87,7 +117,9 @@ async def test_a_clear_without_a_case_is_ignored(store):
 
 
 async def test_many_concurrent_raises_make_one_case(store):
-    outcomes = await asyncio.gather(*(store.record_alarm(alarm(minute=i % 7), DRAFT, now=T0) for i in range(50)))
+    outcomes = await asyncio.gather(
+        *(store.record_alarm(alarm(minute=i % 7), DRAFT, now=T0) for i in range(50))
+    )
     assert sum(o.result == "opened" for o in outcomes) == 1
     assert len(await store.list_cases()) == 1
 
@@ -126,7 +158,10 @@ async def test_two_processes_raising_the_same_alarm_make_one_case(tmp_path):
     db = tmp_path / "cases.db"
     await (init := SqliteCaseStore(db)).start()
     await init.aclose()
-    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(db)], stdin=subprocess.PIPE) for _ in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", RACER, str(db)], stdin=subprocess.PIPE)
+        for _ in range(2)
+    ]
     for p in procs:
         p.stdin.write(b"go\n")
         p.stdin.flush()

@@ -26,7 +26,11 @@ def test_noise_is_seeded_so_replays_are_identical():
 
 
 def test_glitches_replace_the_signal_for_their_duration():
-    p = Profile(start=T0, points=[(0 * H, 20.0)], glitches=[Glitch(at=H, value=-127.0, duration=timedelta(minutes=2))])
+    p = Profile(
+        start=T0,
+        points=[(0 * H, 20.0)],
+        glitches=[Glitch(at=H, value=-127.0, duration=timedelta(minutes=2))],
+    )
     assert p.value_at(T0 + H + timedelta(minutes=1)) == -127.0
     assert p.value_at(T0 + H + timedelta(minutes=2)) == 20.0
 

@@ -23,11 +23,26 @@ def norm(value=None, fault=None, **over):
 def test_a_good_value_becomes_a_good_reading_with_its_context():
     r = norm(3.25)
     assert (r.site, r.gateway, r.sensor, r.kind, r.value, r.unit, r.ts, r.seq, r.quality) == (
-        "s", "g", "t1", "temperature", 3.25, "°C", TS, 7, "good"
+        "s",
+        "g",
+        "t1",
+        "temperature",
+        3.25,
+        "°C",
+        TS,
+        7,
+        "good",
     )
     assert r.to_wire() == {
-        "site": "s", "gateway": "g", "sensor": "t1", "kind": "temperature", "value": 3.25,
-        "unit": "°C", "ts": "2026-01-15T02:00:00Z", "seq": 7, "quality": "good",
+        "site": "s",
+        "gateway": "g",
+        "sensor": "t1",
+        "kind": "temperature",
+        "value": 3.25,
+        "unit": "°C",
+        "ts": "2026-01-15T02:00:00Z",
+        "seq": 7,
+        "quality": "good",
     }
 
 

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import itertools
 import os
 import subprocess
 import time
@@ -14,7 +15,13 @@ import pytest
 from firmware_sim.modbus import ModbusThermometer
 from firmware_sim.signal import Glitch, Profile
 from gateway.clock import ScaledClock
-from gateway.config import ModbusDeviceConfig, ModbusPoint, MqttBrokerConfig, MqttPoint, SerialPortConfig
+from gateway.config import (
+    ModbusDeviceConfig,
+    ModbusPoint,
+    MqttBrokerConfig,
+    MqttPoint,
+    SerialPortConfig,
+)
 from gateway.quarantine import Quarantine
 from gateway.sources.modbus import ModbusSource
 from gateway.sources.mqtt import MqttSource
@@ -49,7 +56,10 @@ async def test_mqtt_source_decodes_each_sensor_and_marks_bad_payloads(mosquitto)
         name="mqtt:test",
         broker=MqttBrokerConfig(host=mosquitto.host, port=mosquitto.port),
         points={
-            "s/json": ("t-json", MqttPoint(type="mqtt", topic="s/json", format="json", value_path="temperature")),
+            "s/json": (
+                "t-json",
+                MqttPoint(type="mqtt", topic="s/json", format="json", value_path="temperature"),
+            ),
             "s/plain": ("t-plain", MqttPoint(type="mqtt", topic="s/plain")),
         },
         clock=ScaledClock(start=START, speed=1),
@@ -68,7 +78,9 @@ async def test_mqtt_source_decodes_each_sensor_and_marks_bad_payloads(mosquitto)
             await device.publish("s/json", payload, qos=1)
         got = [await next_sample(samples) for _ in range(3)]
     assert [(s.sensor, s.value, s.fault) for s in got] == [
-        ("t-json", 4.25, None), ("t-json", None, "not-finite"), ("t-json", None, "unparsable"),
+        ("t-json", 4.25, None),
+        ("t-json", None, "not-finite"),
+        ("t-json", None, "unparsable"),
     ]
     assert quarantine.counts == {"mqtt-not-finite": 1, "mqtt-unparsable": 1}
 
@@ -107,7 +119,9 @@ def profile(value=21.5, glitches=()):
 async def test_modbus_source_polls_registers_on_schedule():
     clock = ScaledClock(start=START, speed=600)  # 60 s poll interval = 0.1 s
     port = free_port()
-    device = ModbusThermometer(host="127.0.0.1", port=port, profile=profile(-3.5), clock=clock, address=4)
+    device = ModbusThermometer(
+        host="127.0.0.1", port=port, profile=profile(-3.5), clock=clock, address=4
+    )
     await device.start()
     try:
         source = ModbusSource(
@@ -121,7 +135,7 @@ async def test_modbus_source_polls_registers_on_schedule():
     finally:
         await device.stop()
     assert [(s.sensor, s.value, s.fault) for s in got] == [("t1", -35.0, None)] * 3  # raw tenths
-    gaps = [(b.ts - a.ts).total_seconds() for a, b in zip(got, got[1:], strict=False)]
+    gaps = [(b.ts - a.ts).total_seconds() for a, b in itertools.pairwise(got)]
     assert all(50 <= g <= 70 for g in gaps), gaps
 
 
@@ -129,7 +143,9 @@ async def test_modbus_source_polls_registers_on_schedule():
 async def test_modbus_exceptions_and_a_dead_device_become_faults_and_recovery_is_automatic():
     clock = ScaledClock(start=START, speed=600)
     port = free_port()
-    broken = profile(glitches=[Glitch(at=timedelta(0), value="broken probe", duration=timedelta(days=1))])
+    broken = profile(
+        glitches=[Glitch(at=timedelta(0), value="broken probe", duration=timedelta(days=1))]
+    )
     source = ModbusSource(
         name="modbus:test",
         device=ModbusDeviceConfig(host="127.0.0.1", port=port, poll_interval=60, timeout=0.5),
@@ -192,10 +208,21 @@ async def test_serial_source_maps_lines_to_sensors_and_quarantines_garbage():
             await until_open(lambda b: os.write(master, b), samples)
             while not samples.empty():
                 samples.get_nowait()
-            os.write(master, b"T1 4.25\r\nnoise\x00\xff\r\nT9 3.0\r\n\r\nT2=-1.5\n" + b"x" * 5000 + b"\nT1 5\n")
+            os.write(
+                master,
+                b"T1 4.25\r\nnoise\x00\xff\r\nT9 3.0\r\n\r\nT2=-1.5\n" + b"x" * 5000 + b"\nT1 5\n",
+            )
             got = [await next_sample(samples) for _ in range(3)]
-    assert [(s.sensor, s.value) for s in got] == [("kitchen-t1", 4.25), ("hall-t1", -1.5), ("kitchen-t1", 5.0)]
-    assert quarantine.counts == {"serial-unparsable": 1, "serial-unknown-sensor": 1, "serial-line-too-long": 1}
+    assert [(s.sensor, s.value) for s in got] == [
+        ("kitchen-t1", 4.25),
+        ("hall-t1", -1.5),
+        ("kitchen-t1", 5.0),
+    ]
+    assert quarantine.counts == {
+        "serial-unparsable": 1,
+        "serial-unknown-sensor": 1,
+        "serial-line-too-long": 1,
+    }
 
 
 @pytest.mark.serial
@@ -214,7 +241,10 @@ async def test_a_one_sensor_serial_port_reports_unparsable_lines_as_faults():
                 samples.get_nowait()
             os.write(master, b"12.50\nERR\n")
             got = [await next_sample(samples) for _ in range(2)]
-    assert [(s.sensor, s.value, s.fault) for s in got] == [("attic-t1", 12.5, None), ("attic-t1", None, "unparsable")]
+    assert [(s.sensor, s.value, s.fault) for s in got] == [
+        ("attic-t1", 12.5, None),
+        ("attic-t1", None, "unparsable"),
+    ]
 
 
 class SocatLine:
@@ -229,7 +259,8 @@ class SocatLine:
     def plug(self):
         self.proc = subprocess.Popen(
             [self.socat, f"pty,raw,echo=0,link={self.device}", f"pty,raw,echo=0,link={self.sim}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while not (self.device.exists() and self.sim.exists()):
@@ -250,8 +281,11 @@ async def test_serial_source_reopens_a_port_that_is_unplugged_and_plugged_back(t
     line.plug()
     try:
         source = SerialSource(
-            name="serial:test", port=SerialPortConfig(path=str(line.device)), sensors={"T1": "t1"},
-            clock=ScaledClock(start=START, speed=1), quarantine=Quarantine(),
+            name="serial:test",
+            port=SerialPortConfig(path=str(line.device)),
+            sensors={"T1": "t1"},
+            clock=ScaledClock(start=START, speed=1),
+            quarantine=Quarantine(),
         )
         async with running(source) as samples:
             with open(line.sim, "wb", buffering=0) as sim:

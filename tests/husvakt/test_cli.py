@@ -15,12 +15,28 @@ DEMO = Path(__file__).resolve().parents[2] / "config" / "demo.yaml"
 
 
 def husvakt(*args):
-    return subprocess.run([sys.executable, "-m", "husvakt.cli", *args], capture_output=True, text=True,
-                          timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "husvakt.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
-@pytest.mark.parametrize("command", [[], ["demo"], ["run"], ["cases"], ["cases", "list"], ["cases", "show"],
-                                     ["config"], ["config", "check"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["demo"],
+        ["run"],
+        ["cases"],
+        ["cases", "list"],
+        ["cases", "show"],
+        ["config"],
+        ["config", "check"],
+    ],
+)
 def test_every_command_explains_itself(command):
     out = husvakt(*command, "--help")
     assert out.returncode == 0
@@ -35,11 +51,15 @@ def test_config_check_prints_a_summary_for_a_good_file():
 
 def test_config_check_points_at_file_line_and_field(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(DEMO.read_text(encoding="utf-8").replace("poll_interval: 60s", "poll_interval: soon"),
-                   encoding="utf-8")
+    bad.write_text(
+        DEMO.read_text(encoding="utf-8").replace("poll_interval: 60s", "poll_interval: soon"),
+        encoding="utf-8",
+    )
     out = husvakt("config", "check", str(bad))
     assert out.returncode == 1
-    line = next(n for n, text in enumerate(bad.read_text().splitlines(), 1) if "poll_interval: soon" in text)
+    line = next(
+        n for n, text in enumerate(bad.read_text().splitlines(), 1) if "poll_interval: soon" in text
+    )
     assert f"{bad}:{line}:" in out.stderr
     assert "gateway.modbus_devices.boiler-plc.poll_interval: 'soon' is not a duration" in out.stderr
 
@@ -49,10 +69,27 @@ async def test_cases_list_and_show(tmp_path, capsys):
     store = SqliteCaseStore(db)
     await store.start()
     t = datetime(2026, 1, 15, 2, 0, tzinfo=UTC)
-    alarm = Alarm(episode="e", site="s", sensor="t1", condition="freezing", state="raised", severity="warning",
-                  value=3.0, threshold=5.0, rule="freezing", started_at=t, ts=t)
-    draft = CaseDraft(title="Freezing risk — Cellar, S (t1)", team="fm", priority="P2", route="frost",
-                      site_name="S", access_notes="Key box K3")
+    alarm = Alarm(
+        episode="e",
+        site="s",
+        sensor="t1",
+        condition="freezing",
+        state="raised",
+        severity="warning",
+        value=3.0,
+        threshold=5.0,
+        rule="freezing",
+        started_at=t,
+        ts=t,
+    )
+    draft = CaseDraft(
+        title="Freezing risk — Cellar, S (t1)",
+        team="fm",
+        priority="P2",
+        route="frost",
+        site_name="S",
+        access_notes="Key box K3",
+    )
     await store.record_alarm(alarm, draft, now=t)
     await store.aclose()
 

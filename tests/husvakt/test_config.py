@@ -53,19 +53,33 @@ def test_a_minimal_config_gets_the_default_rules(tmp_path):
     config = load_config(write(tmp_path, MINIMAL))
     assert {r.id for r in config.rules} == {"freezing", "fire"}
     freezing = next(r for r in config.rules if r.id == "freezing")
-    assert (freezing.below, freezing.critical, freezing.clear, freezing.hold) == (5.0, 2.0, 7.0, 600.0)
+    assert (freezing.below, freezing.critical, freezing.clear, freezing.hold) == (
+        5.0,
+        2.0,
+        7.0,
+        600.0,
+    )
     assert config.sensor_index()[("skolan", "t1")].site == "skolan"
 
 
 def test_a_wrong_field_is_reported_with_file_line_and_field(tmp_path):
-    path = write(tmp_path, MINIMAL.replace("source: {type: mqtt, topic: t/1}", "source: {type: mqtt, topic: t/1, qos: 3}"))
-    assert problems(path) == [f"{path}:15:38: sensors[0].source.qos: Extra inputs are not permitted"]
+    path = write(
+        tmp_path,
+        MINIMAL.replace(
+            "source: {type: mqtt, topic: t/1}", "source: {type: mqtt, topic: t/1, qos: 3}"
+        ),
+    )
+    assert problems(path) == [
+        f"{path}:15:38: sensors[0].source.qos: Extra inputs are not permitted"
+    ]
 
 
 def test_every_problem_is_reported_at_once(tmp_path):
-    text = MINIMAL.replace("site: skolan\n  mqtt", "site: skolan\n  queue_size: -1\n  mqtt").replace(
-        "    room: cellar\n", "    room: attic\n"
-    ).replace("{id: all, team: fm}", "{id: all, team: fm, priority: P9}")
+    text = (
+        MINIMAL.replace("site: skolan\n  mqtt", "site: skolan\n  queue_size: -1\n  mqtt")
+        .replace("    room: cellar\n", "    room: attic\n")
+        .replace("{id: all, team: fm}", "{id: all, team: fm, priority: P9}")
+    )
     found = problems(write(tmp_path, text))
     assert len(found) == 2, found  # field errors first; cross-references need valid fields
     assert ":10:3: gateway.queue_size: Input should be greater than or equal to 1" in found[0]
@@ -77,12 +91,18 @@ def test_cross_references_point_at_the_offending_field(tmp_path):
         "team: fm}", "team: janitors}"
     )
     found = problems(write(tmp_path, text))
-    assert any(":14:5: sensors[0].room: building 'a' has no room 'attic'" in p for p in found), found
+    assert any(":14:5: sensors[0].room: building 'a' has no room 'attic'" in p for p in found), (
+        found
+    )
     assert any(":18:15: routing[0].team: no team 'janitors' in 'teams'" in p for p in found), found
 
 
 def test_yaml_syntax_errors_name_the_line(tmp_path):
-    found = problems(write(tmp_path, MINIMAL.replace("teams: [{id: fm, name: FM}]", "teams: [{id: fm, name: FM}")))
+    found = problems(
+        write(
+            tmp_path, MINIMAL.replace("teams: [{id: fm, name: FM}]", "teams: [{id: fm, name: FM}")
+        )
+    )
     assert len(found) == 1
     assert found[0].startswith(f"{tmp_path / 'site.yaml'}:") and "YAML syntax" in found[0]
 
@@ -101,16 +121,30 @@ def test_equally_specific_rules_for_one_sensor_are_ambiguous(tmp_path):
 
 
 def test_a_routing_table_needs_a_fallback(tmp_path):
-    found = problems(write(tmp_path, MINIMAL.replace("{id: all, team: fm}", "{id: fire, condition: fire, team: fm}")))
+    found = problems(
+        write(
+            tmp_path,
+            MINIMAL.replace("{id: all, team: fm}", "{id: fire, condition: fire, team: fm}"),
+        )
+    )
     assert any("routing: the routing table needs a fallback row" in p for p in found), found
 
 
 @pytest.mark.parametrize(
     ("rule", "message"),
     [
-        ("{id: x, condition: freezing, below: 5, clear: 4}", "'clear' (4.0) must be above 'below' (5.0)"),
-        ("{id: x, condition: fire, above: 50, clear: 55}", "'clear' (55.0) must be below 'above' (50.0)"),
-        ("{id: x, condition: fire, above: 50, below: 5, clear: 45}", "give exactly one of 'below' or 'above'"),
+        (
+            "{id: x, condition: freezing, below: 5, clear: 4}",
+            "'clear' (4.0) must be above 'below' (5.0)",
+        ),
+        (
+            "{id: x, condition: fire, above: 50, clear: 55}",
+            "'clear' (55.0) must be below 'above' (50.0)",
+        ),
+        (
+            "{id: x, condition: fire, above: 50, below: 5, clear: 45}",
+            "give exactly one of 'below' or 'above'",
+        ),
         ("{id: x, condition: fire, above: 50}", "give 'clear'"),
         ("{id: x, condition: freezing, below: 5, clear: 7, hold: 10 minutes}", "is not a duration"),
     ],

@@ -19,14 +19,19 @@ EXPECTED = [
 
 
 def summary(cases):
-    return [(c.sensor, c.condition, c.severity, c.team, c.draft.priority, c.draft.room_name) for c in cases]
+    return [
+        (c.sensor, c.condition, c.severity, c.team, c.draft.priority, c.draft.room_name)
+        for c in cases
+    ]
 
 
 @pytest.mark.mqtt
 @pytest.mark.modbus
 @pytest.mark.serial
 async def test_the_demo_night_opens_exactly_one_freezing_and_one_fire_case(tmp_path, mosquitto):
-    result = await run_demo(db=tmp_path / "demo.db", speed=3600, broker=(mosquitto.host, mosquitto.port))
+    result = await run_demo(
+        db=tmp_path / "demo.db", speed=3600, broker=(mosquitto.host, mosquitto.port)
+    )
     assert summary(result.cases) == EXPECTED
     # Hundreds of readings crossed the lines, and the fault and the line noise came through
     # as what they are — never as a temperature.
@@ -36,7 +41,11 @@ async def test_the_demo_night_opens_exactly_one_freezing_and_one_fire_case(tmp_p
     store = SqliteCaseStore(result.db)
     freezing, fire = await store.list_cases()
     assert [e.kind for e in await store.timeline(freezing.id)] == ["opened", "alarm_raised"]
-    assert [e.kind for e in await store.timeline(fire.id)] == ["opened", "alarm_raised", "alarm_updated"]
+    assert [e.kind for e in await store.timeline(fire.id)] == [
+        "opened",
+        "alarm_raised",
+        "alarm_updated",
+    ]
     # The freezing case opened after the 10-minute hold, not at the brief 01:10 dip.
     assert freezing.opened_at.hour == 1 and freezing.opened_at.minute >= 25
     assert fire.opened_at.hour == 4
@@ -50,14 +59,20 @@ def test_the_demo_command_runs_on_its_embedded_broker_and_lists_its_cases(tmp_pa
     db = tmp_path / "demo.db"
     run = subprocess.run(
         [sys.executable, "-m", "husvakt.cli", "demo", "--db", str(db), "--speed", "3600"],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert run.returncode == 0, run.stderr
     assert "HV-2026-000001" in run.stdout and "HV-2026-000002" in run.stdout
     assert "2 case(s) in" in run.stdout and str(db) in run.stdout
     listed = subprocess.run(
         [sys.executable, "-m", "husvakt.cli", "cases", "list", "--db", str(db), "--json"],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     cases = json.loads(listed.stdout)
     assert [(c["sensor"], c["condition"], c["severity"], c["draft"]["team"]) for c in cases] == [

@@ -20,8 +20,16 @@ class FixedClock:
 
 
 def reading(minute, value, sensor="t1", seq=0):
-    return Reading(site="s", gateway="g", sensor=sensor, kind="temperature", value=value, unit="°C",
-                   ts=T0 + timedelta(minutes=minute), seq=seq)
+    return Reading(
+        site="s",
+        gateway="g",
+        sensor=sensor,
+        kind="temperature",
+        value=value,
+        unit="°C",
+        ts=T0 + timedelta(minutes=minute),
+        seq=seq,
+    )
 
 
 async def feed(engine, samples):
@@ -35,8 +43,12 @@ async def test_the_engine_hands_each_alarm_to_the_sink_in_order():
     async def sink(alarm):
         got.append(alarm)
 
-    engine = EmbeddedEngine(table=RuleTable(DEFAULT_RULES, {}), clock=FixedClock(T0 + timedelta(hours=2)), sink=sink)
-    await feed(engine, [(0, 4.0), (5, 3.0, "t2"), (10, 3.0), (15, 2.5, "t2"), (20, 1.5), (21, 60.0, "t2")])
+    engine = EmbeddedEngine(
+        table=RuleTable(DEFAULT_RULES, {}), clock=FixedClock(T0 + timedelta(hours=2)), sink=sink
+    )
+    await feed(
+        engine, [(0, 4.0), (5, 3.0, "t2"), (10, 3.0), (15, 2.5, "t2"), (20, 1.5), (21, 60.0, "t2")]
+    )
     assert [(a.sensor, a.condition, a.state, a.severity) for a in got] == [
         ("t1", "freezing", "raised", "warning"),
         ("t2", "freezing", "raised", "warning"),

@@ -15,9 +15,16 @@ FIRE = RuleRow(id="fire", condition="fire", above=50, critical=57, clear=45)
 
 def reading(minute: float, value: float, fault: str | None = None, seq: int = 0) -> Reading:
     return Reading(
-        site="s", gateway="g", sensor="t1", kind="temperature", value=value, unit="°C",
-        ts=T0 + timedelta(minutes=minute), seq=seq,
-        quality="fault" if fault else "good", fault=fault,
+        site="s",
+        gateway="g",
+        sensor="t1",
+        kind="temperature",
+        value=value,
+        unit="°C",
+        ts=T0 + timedelta(minutes=minute),
+        seq=seq,
+        quality="fault" if fault else "good",
+        fault=fault,
     )
 
 
@@ -35,27 +42,66 @@ def run(rule, samples, state=None):
 @pytest.mark.parametrize(
     ("name", "rule", "samples", "expected"),
     [
-        ("held below 5 for 10 min raises once", FREEZING,
-         [(0, 6), (1, 4.9), (6, 4.5), (11, 4.4), (12, 4.3), (30, 3.0)], [(11, "raised", "warning")]),
-        ("a dip shorter than the hold raises nothing", FREEZING,
-         [(0, 4.9), (5, 4.8), (9, 5.1), (15, 4.9), (24, 4.9)], []),
-        ("exactly 5.0 counts as below", FREEZING, [(0, 5.0), (10, 5.0)], [(10, "raised", "warning")]),
-        ("critical level escalates with 'updated'", FREEZING,
-         [(0, 4), (10, 3), (20, 2.0), (30, 1.5), (40, 1.0)],
-         [(10, "raised", "warning"), (20, "updated", "critical")]),
-        ("raised straight to critical when already that cold", FREEZING,
-         [(0, 1.5), (10, 1.0)], [(10, "raised", "critical")]),
-        ("hysteresis: 5..7 neither clears nor re-raises", FREEZING,
-         [(0, 4), (10, 4), (11, 6.9), (12, 4.5), (13, 6.99), (14, 5.5)], [(10, "raised", "warning")]),
-        ("clears at 7 and a new episode needs a new hold", FREEZING,
-         [(0, 4), (10, 4), (20, 7.0), (21, 4), (25, 4), (31, 4)],
-         [(10, "raised", "warning"), (20, "cleared", "warning"), (31, "raised", "warning")]),
-        ("severity never falls within an episode", FREEZING,
-         [(0, 1), (10, 1), (20, 4), (30, 1)], [(10, "raised", "critical")]),
-        ("fire raises at once above 50", FIRE, [(0, 40), (1, 50.0), (2, 50.1)], [(2, "raised", "warning")]),
-        ("fire escalates above 57 and clears at 45", FIRE,
-         [(0, 51), (1, 58), (2, 46), (3, 45)],
-         [(0, "raised", "warning"), (1, "updated", "critical"), (3, "cleared", "critical")]),
+        (
+            "held below 5 for 10 min raises once",
+            FREEZING,
+            [(0, 6), (1, 4.9), (6, 4.5), (11, 4.4), (12, 4.3), (30, 3.0)],
+            [(11, "raised", "warning")],
+        ),
+        (
+            "a dip shorter than the hold raises nothing",
+            FREEZING,
+            [(0, 4.9), (5, 4.8), (9, 5.1), (15, 4.9), (24, 4.9)],
+            [],
+        ),
+        (
+            "exactly 5.0 counts as below",
+            FREEZING,
+            [(0, 5.0), (10, 5.0)],
+            [(10, "raised", "warning")],
+        ),
+        (
+            "critical level escalates with 'updated'",
+            FREEZING,
+            [(0, 4), (10, 3), (20, 2.0), (30, 1.5), (40, 1.0)],
+            [(10, "raised", "warning"), (20, "updated", "critical")],
+        ),
+        (
+            "raised straight to critical when already that cold",
+            FREEZING,
+            [(0, 1.5), (10, 1.0)],
+            [(10, "raised", "critical")],
+        ),
+        (
+            "hysteresis: 5..7 neither clears nor re-raises",
+            FREEZING,
+            [(0, 4), (10, 4), (11, 6.9), (12, 4.5), (13, 6.99), (14, 5.5)],
+            [(10, "raised", "warning")],
+        ),
+        (
+            "clears at 7 and a new episode needs a new hold",
+            FREEZING,
+            [(0, 4), (10, 4), (20, 7.0), (21, 4), (25, 4), (31, 4)],
+            [(10, "raised", "warning"), (20, "cleared", "warning"), (31, "raised", "warning")],
+        ),
+        (
+            "severity never falls within an episode",
+            FREEZING,
+            [(0, 1), (10, 1), (20, 4), (30, 1)],
+            [(10, "raised", "critical")],
+        ),
+        (
+            "fire raises at once above 50",
+            FIRE,
+            [(0, 40), (1, 50.0), (2, 50.1)],
+            [(2, "raised", "warning")],
+        ),
+        (
+            "fire escalates above 57 and clears at 45",
+            FIRE,
+            [(0, 51), (1, 58), (2, 46), (3, 45)],
+            [(0, "raised", "warning"), (1, "updated", "critical"), (3, "cleared", "critical")],
+        ),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
 )
@@ -64,7 +110,10 @@ def test_threshold_rule(name, rule, samples, expected):
 
 
 def test_fault_readings_neither_raise_nor_clear():
-    out, state = run(FREEZING, [(0, 85.0, "ds18b20-power-on-reset"), (1, -127.0, "disconnected"), (20, 0.0, "crc")])
+    out, state = run(
+        FREEZING,
+        [(0, 85.0, "ds18b20-power-on-reset"), (1, -127.0, "disconnected"), (20, 0.0, "crc")],
+    )
     assert out == [] and state == RuleState()
     out, state = run(FREEZING, [(0, 4), (10, 4), (11, 20.0, "out-of-range")])
     assert out == [(10, "raised", "warning")] and state.phase == "raised"
@@ -91,9 +140,13 @@ def test_an_alarm_carries_its_episode_and_true_start():
 
 def test_readings_evaluated_long_after_they_were_measured_are_late():
     r = reading(10, 4)
-    _, alarms = evaluate(RuleState(phase="pending", since=T0), r, FREEZING, r.ts + timedelta(hours=1))
+    _, alarms = evaluate(
+        RuleState(phase="pending", since=T0), r, FREEZING, r.ts + timedelta(hours=1)
+    )
     assert alarms[0].late is True
-    _, alarms = evaluate(RuleState(phase="pending", since=T0), r, FREEZING, r.ts + timedelta(seconds=5))
+    _, alarms = evaluate(
+        RuleState(phase="pending", since=T0), r, FREEZING, r.ts + timedelta(seconds=5)
+    )
     assert alarms[0].late is False
 
 
@@ -106,7 +159,15 @@ values = st.floats(min_value=-50, max_value=120, allow_nan=False)
 
 
 @settings(max_examples=300)
-@given(st.lists(st.tuples(values, st.sampled_from(["crc", "disconnected", "ds18b20-power-on-reset", "out-of-range"])), max_size=60))
+@given(
+    st.lists(
+        st.tuples(
+            values,
+            st.sampled_from(["crc", "disconnected", "ds18b20-power-on-reset", "out-of-range"]),
+        ),
+        max_size=60,
+    )
+)
 def test_property_fault_readings_never_raise_freezing_or_fire(faults):
     for rule in (FREEZING, FIRE):
         samples = [(i, v, f) for i, (v, f) in enumerate(faults)]

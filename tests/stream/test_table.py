@@ -4,7 +4,9 @@ from stream.table import RuleTable
 
 
 def sensor(sid, **over):
-    return SensorConfig.model_validate({"id": sid, "site": "s", "source": {"type": "mqtt", "topic": f"t/{sid}"}} | over)
+    return SensorConfig.model_validate(
+        {"id": sid, "site": "s", "source": {"type": "mqtt", "topic": f"t/{sid}"}} | over
+    )
 
 
 ROWS = (
