@@ -1,11 +1,8 @@
-from datetime import UTC, datetime
-
 from casebridge.config import RouteRow
 from casebridge.enrich import draft_case
 from gateway.config import SensorConfig, SiteConfig
-from stream.models import Alarm
+from tests.factories import make_alarm
 
-T = datetime(2026, 1, 15, 2, 0, tzinfo=UTC)
 SITE = SiteConfig.model_validate(
     {
         "id": "skolan",
@@ -27,19 +24,7 @@ SENSOR = SensorConfig.model_validate(
         "source": {"type": "mqtt", "topic": "x"},
     }
 )
-ALARM = Alarm(
-    episode="e",
-    site="skolan",
-    sensor="t1",
-    condition="freezing",
-    state="raised",
-    severity="warning",
-    value=3.0,
-    threshold=5.0,
-    rule="freezing",
-    started_at=T,
-    ts=T,
-)
+ALARM = make_alarm(site="skolan")
 ROUTE = RouteRow(id="frost", condition="freezing", team="fm", priority="P2")
 
 

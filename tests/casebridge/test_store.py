@@ -3,44 +3,21 @@
 import asyncio
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
-from casebridge.models import CaseDraft
 from casebridge.store.memory import MemoryCaseStore
 from casebridge.store.sql import SqliteCaseStore
-from stream.models import Alarm
+from tests.factories import T0, make_alarm, make_draft
 
-T0 = datetime(2026, 1, 15, 2, 0, tzinfo=UTC)
-DRAFT = CaseDraft(
-    title="Freezing risk — Cellar", team="fm", priority="P2", route="frost", site_name="Skolan"
-)
+DRAFT = make_draft()
 
 
-def alarm(
-    state="raised",
-    severity="warning",
-    minute=0,
-    *,
-    sensor="t1",
-    condition="freezing",
-    episode=None,
-    value=3.0,
-):
-    return Alarm(
-        episode=episode or f"freezing:s:{sensor}:start",
-        site="s",
-        sensor=sensor,
-        condition=condition,
-        state=state,
-        severity=severity,
-        value=value,
-        threshold=5.0,
-        rule="freezing",
-        started_at=T0,
-        ts=T0 + timedelta(minutes=minute),
-    )
+def alarm(state="raised", severity="warning", minute=0, *, episode=None, **over):
+    if episode is not None:
+        over["episode"] = episode
+    return make_alarm(state, severity, minute, **over)
 
 
 @pytest.fixture(params=["memory", "sqlite"])

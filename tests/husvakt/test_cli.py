@@ -1,15 +1,13 @@
 import json
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from casebridge.models import CaseDraft
 from casebridge.store.sql import SqliteCaseStore
 from husvakt.cli import main
-from stream.models import Alarm
+from tests.factories import T0, make_alarm, make_draft
 
 DEMO = Path(__file__).resolve().parents[2] / "config" / "demo.yaml"
 
@@ -68,29 +66,7 @@ async def test_cases_list_and_show(tmp_path, capsys):
     db = tmp_path / "cases.db"
     store = SqliteCaseStore(db)
     await store.start()
-    t = datetime(2026, 1, 15, 2, 0, tzinfo=UTC)
-    alarm = Alarm(
-        episode="e",
-        site="s",
-        sensor="t1",
-        condition="freezing",
-        state="raised",
-        severity="warning",
-        value=3.0,
-        threshold=5.0,
-        rule="freezing",
-        started_at=t,
-        ts=t,
-    )
-    draft = CaseDraft(
-        title="Freezing risk — Cellar, S (t1)",
-        team="fm",
-        priority="P2",
-        route="frost",
-        site_name="S",
-        access_notes="Key box K3",
-    )
-    await store.record_alarm(alarm, draft, now=t)
+    await store.record_alarm(make_alarm(), make_draft(access_notes="Key box K3"), now=T0)
     await store.aclose()
 
     out = await _run_cli(["cases", "list", "--db", str(db)], capsys)

@@ -1,9 +1,9 @@
 from datetime import UTC, datetime, timedelta
 
-from gateway.models import Reading
 from stream.config import DEFAULT_RULES
 from stream.engine import EmbeddedEngine
 from stream.table import RuleTable
+from tests.factories import make_reading
 
 T0 = datetime(2026, 1, 15, 1, 0, tzinfo=UTC)
 
@@ -20,16 +20,7 @@ class FixedClock:
 
 
 def reading(minute, value, sensor="t1", seq=0):
-    return Reading(
-        site="s",
-        gateway="g",
-        sensor=sensor,
-        kind="temperature",
-        value=value,
-        unit="°C",
-        ts=T0 + timedelta(minutes=minute),
-        seq=seq,
-    )
+    return make_reading(minute, value, sensor=sensor, seq=seq, start=T0)
 
 
 async def feed(engine, samples):

@@ -4,28 +4,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.models import Reading
 from stream.config import RuleRow
 from stream.rules import RuleState, evaluate
+from tests.factories import make_reading
 
 T0 = datetime(2026, 1, 15, 0, 0, tzinfo=UTC)
 FREEZING = RuleRow(id="freezing", condition="freezing", below=5, critical=2, clear=7, hold=600)
 FIRE = RuleRow(id="fire", condition="fire", above=50, critical=57, clear=45)
 
 
-def reading(minute: float, value: float, fault: str | None = None, seq: int = 0) -> Reading:
-    return Reading(
-        site="s",
-        gateway="g",
-        sensor="t1",
-        kind="temperature",
-        value=value,
-        unit="°C",
-        ts=T0 + timedelta(minutes=minute),
-        seq=seq,
-        quality="fault" if fault else "good",
-        fault=fault,
-    )
+def reading(minute, value, fault=None, seq=0):
+    return make_reading(minute, value, fault=fault, seq=seq, start=T0)
 
 
 def run(rule, samples, state=None):
