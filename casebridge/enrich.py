@@ -1,13 +1,16 @@
-"""Pure enrichment: an alarm plus the site registry and the route → a case draft."""
+"""Pure enrichment: an alarm plus the site registry, the route and recent readings → a draft."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
 from casebridge.config import RouteRow
-from casebridge.models import CaseDraft
+from casebridge.models import CaseDraft, ReadingPoint
 from gateway.config import SensorConfig, SiteConfig
 from stream.models import Alarm
 
-__all__ = ["CONDITION_TITLES", "draft_case"]
+__all__ = ["CONDITION_TITLES", "RECENT_SHOWN", "draft_case"]
 
 CONDITION_TITLES: dict[str, str] = {
     "freezing": "Freezing risk",
@@ -17,19 +20,31 @@ CONDITION_TITLES: dict[str, str] = {
     "gateway_offline": "Gateway offline",
     "sensor_fault": "Sensor fault",
 }
+#: How many of the latest readings a case shows.
+RECENT_SHOWN = 12
 
 
 def draft_case(
-    alarm: Alarm, *, site: SiteConfig | None, sensor: SensorConfig | None, route: RouteRow
+    alarm: Alarm,
+    *,
+    site: SiteConfig | None,
+    sensor: SensorConfig | None,
+    route: RouteRow,
+    now: datetime,
+    recent: Sequence[ReadingPoint] = (),
+    sla: float | None = None,
+    auto_resolve: bool = False,
 ) -> CaseDraft:
-    """Where it is, who gets it and what to call it; missing registry entries leave gaps, never
-    block the case."""
+    """Where it is, who gets it, what to call it, how it developed and by when to respond.
+    Missing registry entries leave gaps; they never block the case."""
     building = room = None
     if site is not None and sensor is not None:
         building, room = site.room(sensor.building, sensor.room)
     place = (room.name or room.id) if room else (sensor.room if sensor else None)
     what = CONDITION_TITLES.get(alarm.condition, alarm.condition)
     where = ", ".join(p for p in (place, site.name if site else alarm.site) if p)
+    upto = [p for p in recent if p.ts <= alarm.ts]
+    since = [p.value for p in upto if p.ts >= alarm.started_at]
     return CaseDraft(
         title=f"{what} — {where} ({alarm.sensor})",
         team=route.team,
@@ -45,4 +60,9 @@ def draft_case(
         asset=sensor.asset if sensor else None,
         access_notes=site.access_notes if site else None,
         contact=site.contact if site else None,
+        recent=tuple(upto[-RECENT_SHOWN:]),
+        min_since_start=min(since) if since else None,
+        max_since_start=max(since) if since else None,
+        sla_due_at=now + timedelta(seconds=sla) if sla is not None else None,
+        auto_resolve=auto_resolve,
     )

@@ -1,31 +1,69 @@
-"""Cases and their timelines: what a person works on."""
+"""Cases, their timelines, people and notifications: what the case bridge works with."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.models import Slug, UtcTime
 from stream.models import Condition, Severity
 
 __all__ = [
+    "ACTIONS",
     "OPEN_STATUSES",
+    "PENDING_ID",
+    "Action",
     "Case",
     "CaseDraft",
     "CaseEvent",
     "CaseStatus",
+    "Delivery",
+    "DeliveryDraft",
     "EventKind",
+    "OpenPlan",
+    "ReadingPoint",
+    "Role",
+    "User",
     "format_case_id",
     "parse_case_id",
 ]
 
 EventKind = Literal[
-    "opened", "alarm_raised", "alarm_updated", "alarm_cleared", "status_changed", "comment"
+    "opened",
+    "reopened",
+    "alarm_raised",
+    "alarm_updated",
+    "alarm_cleared",
+    "status_changed",
+    "assigned",
+    "comment",
+    "notification_sent",
+    "notification_failed",
+    "escalated",
 ]
 CaseStatus = Literal["new", "acknowledged", "in_progress", "resolved", "closed", "reopened"]
 #: Statuses in which a case counts as open: one such case per (site, sensor, condition) at most.
 OPEN_STATUSES: tuple[CaseStatus, ...] = ("new", "acknowledged", "in_progress", "reopened")
+#: Statuses in which nobody has acknowledged the case yet: escalation runs.
+UNACKNOWLEDGED: tuple[CaseStatus, ...] = ("new", "reopened")
+
+Action = Literal["acknowledge", "start", "resolve", "close", "reopen", "assign", "comment"]
+ACTIONS: tuple[Action, ...] = (
+    "acknowledge",
+    "start",
+    "resolve",
+    "close",
+    "reopen",
+    "assign",
+    "comment",
+)
+Role = Literal["technician", "dispatcher", "admin", "integrator"]
+
+
+#: Stands for the case id in notifications planned before the store assigns the id.
+PENDING_ID = "HV-PENDING"
 
 
 def format_case_id(year: int, number: int) -> str:
@@ -41,11 +79,18 @@ def parse_case_id(case_id: str) -> int | None:
     return int(parts[2])
 
 
-class CaseDraft(BaseModel):
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ReadingPoint(_Frozen):
+    ts: UtcTime
+    value: float
+
+
+class CaseDraft(_Frozen):
     """Everything needed to open a case, decided before the store is touched (routing and
     enrichment are pure; the store only persists)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     title: str
     team: Slug
@@ -61,12 +106,33 @@ class CaseDraft(BaseModel):
     asset: str | None = None
     access_notes: str | None = None
     contact: str | None = None
+    recent: tuple[ReadingPoint, ...] = ()
+    min_since_start: float | None = None
+    max_since_start: float | None = None
+    sla_due_at: UtcTime | None = None
+    auto_resolve: bool = False
 
 
-class Case(BaseModel):
+class DeliveryDraft(_Frozen):
+    """A notification to send: to whom, how, and what."""
+
+    channel: Literal["email", "webhook"]
+    recipient: str
+    subject: str
+    body: str
+    reason: str = "opened"
+
+
+class OpenPlan(_Frozen):
+    """What happens when an alarm opens or reopens a case: who is told now, and when to escalate
+    if nobody acknowledges."""
+
+    deliveries: tuple[DeliveryDraft, ...] = ()
+    next_escalation_at: UtcTime | None = None
+
+
+class Case(_Frozen):
     """One case: one condition at one sensor, from first alarm until a person closes it."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str
     site: Slug
@@ -82,19 +148,50 @@ class Case(BaseModel):
     opened_at: UtcTime
     updated_at: UtcTime
     draft: CaseDraft
+    assignee: str | None = None
+    acknowledged_at: UtcTime | None = None
+    resolved_at: UtcTime | None = None
+    closed_at: UtcTime | None = None
+    escalation_level: int = 0
+    next_escalation_at: UtcTime | None = None
 
     @property
     def team(self) -> str:
         return self.draft.team
 
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
 
-class CaseEvent(BaseModel):
-    """One line of a case's timeline."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class CaseEvent(_Frozen):
+    """One line of a case's timeline. `cursor` orders all events of all cases (the feed)."""
 
     case_id: str
     at: UtcTime
     kind: EventKind
     actor: str
     text: str
+    cursor: int = 0
+
+
+class User(_Frozen):
+    id: Slug
+    name: str
+    email: str | None = None
+    role: Role = "technician"
+
+
+class Delivery(_Frozen):
+    """A notification in the outbox."""
+
+    id: int
+    case_id: str
+    channel: Literal["email", "webhook"]
+    recipient: str
+    subject: str
+    body: str
+    reason: str
+    status: Literal["pending", "sent", "failed"]
+    attempts: int = Field(ge=0)
+    next_attempt_at: datetime

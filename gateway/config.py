@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
@@ -72,7 +73,18 @@ class SiteConfig(_Frozen):
     address: str | None = None
     access_notes: str | None = None
     contact: str | None = None
+    timezone: str = Field(default="UTC", description="IANA zone for routing time windows")
+    map_url: str | None = None
     buildings: tuple[Building, ...] = ()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use e.g. Europe/Stockholm)") from None
+        return value
 
     def room(self, building: str | None, room: str | None) -> tuple[Building | None, Room | None]:
         for b in self.buildings:

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 from casebridge.bridge import CaseBridge
+from casebridge.history import ReadingHistory
+from casebridge.notify import (
+    Channel,
+    Escalator,
+    Notifier,
+    SmtpChannel,
+    WebhookChannel,
+    run_notifications,
+)
 from casebridge.store import CaseStore
 from gateway.clock import Clock
 from gateway.models import Reading
@@ -15,25 +25,56 @@ from stream.engine import EmbeddedEngine
 from stream.models import Alarm
 from stream.table import RuleTable
 
-__all__ = ["AllInOne"]
+__all__ = ["AllInOne", "channels_for"]
 
 log = logging.getLogger("husvakt.run")
 
 
+def _secret(path: Path | None) -> str | None:
+    return path.read_text(encoding="utf-8").strip() if path is not None else None
+
+
+def channels_for(config: HusvaktConfig, clock: Clock) -> dict[str, Channel]:
+    """The notification channels a config sets up (secrets read from their files here)."""
+    channels: dict[str, Channel] = {}
+    smtp = config.notify.smtp
+    if smtp is not None:
+        channels["email"] = SmtpChannel(smtp, password=_secret(smtp.password_file))
+    secrets = {
+        t.webhook.url: (_secret(t.webhook.secret_file) or "").encode()
+        for t in config.teams
+        if t.webhook is not None and t.webhook.secret_file is not None
+    }
+    channels["webhook"] = WebhookChannel(secrets=secrets, clock=clock)
+    return channels
+
+
 class AllInOne:
-    """Wires the three parts with a bounded queue between gateway and rules (back-pressure, not
-    drops) and a direct, awaited hand-off from rules to cases."""
+    """Wires the parts with a bounded queue between gateway and rules (back-pressure, not
+    drops), a direct, awaited hand-off from rules to cases, and the notification loop."""
 
     def __init__(self, *, config: HusvaktConfig, clock: Clock, store: CaseStore) -> None:
         if config.gateway is None:
             raise ValueError("the all-in-one runtime needs a 'gateway' section in the config")
         sensors = config.sensor_index()
+        self._clock = clock
+        self._every = config.notify.check_every
+        self.history = ReadingHistory()
         self.queue: asyncio.Queue[Reading] = asyncio.Queue(maxsize=config.gateway.queue_size)
         self.gateway = Gateway(
-            config=config.gateway, sensors=list(sensors.values()), clock=clock, sink=self.queue.put
+            config=config.gateway, sensors=list(sensors.values()), clock=clock, sink=self._read
         )
         self.bridge = CaseBridge(
-            store=store, sites=config.sites, sensors=sensors, routes=config.routing, clock=clock
+            store=store,
+            sites=config.sites,
+            sensors=sensors,
+            routes=config.routing,
+            clock=clock,
+            teams=config.teams,
+            rules=config.rules,
+            cases=config.cases,
+            notify=config.notify,
+            history=self.history,
         )
         self.engine = EmbeddedEngine(
             table=RuleTable(config.rules, sensors),
@@ -41,6 +82,12 @@ class AllInOne:
             sink=self._hand_off,
             late_after=config.stream.late_after,
         )
+        self.notifier = Notifier(store=store, channels=channels_for(config, clock))
+        self.escalator = Escalator(store=store, teams=config.teams, notify=config.notify)
+
+    async def _read(self, reading: Reading) -> None:
+        self.history.add(reading)
+        await self.queue.put(reading)
 
     async def _hand_off(self, alarm: Alarm) -> None:
         await self.bridge.handle(alarm)
@@ -51,10 +98,21 @@ class AllInOne:
         async with asyncio.TaskGroup() as tg:
             gateway = tg.create_task(self.gateway.run(), name="gateway")
             engine = tg.create_task(self.engine.run(self.queue), name="rules")
+            notify = tg.create_task(
+                run_notifications(
+                    notifier=self.notifier,
+                    escalator=self.escalator,
+                    clock=self._clock,
+                    every=self._every,
+                    stop=stop,
+                ),
+                name="notifications",
+            )
             await stop.wait()
             gateway.cancel()
             await self.queue.join()
             engine.cancel()
+            notify.cancel()
         log.info(
             "stopped: readings %s, alarms %s, cases %s, quarantined %d",
             dict(self.gateway.counts),

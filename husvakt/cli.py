@@ -13,6 +13,7 @@ from pathlib import Path
 
 from casebridge.errors import CaseStoreError
 from casebridge.models import OPEN_STATUSES, CaseStatus
+from casebridge.store import CaseFilter
 from casebridge.store.sql import SqliteCaseStore
 from gateway.clock import SystemClock
 from gateway.configfile import ConfigError
@@ -164,7 +165,7 @@ async def _cases_list(args: argparse.Namespace) -> int:
     await store.start()
     try:
         statuses: Sequence[CaseStatus] | None = OPEN_STATUSES if args.open else None
-        cases = await store.list_cases(statuses=statuses)
+        cases = await store.list_cases(CaseFilter(statuses=statuses))
     finally:
         await store.aclose()
     _print(cases_json(cases) if args.json else cases_table(cases))

@@ -7,7 +7,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from casebridge.config import CaseStoreConfig, RouteRow, TeamConfig, routing_problems
+from casebridge.config import (
+    CaseStoreConfig,
+    NotifyConfig,
+    RouteRow,
+    TeamConfig,
+    routing_problems,
+)
 from gateway.config import GatewayConfig, SensorConfig, SiteConfig, sensor_problems
 from gateway.configfile import ConfigError, Loc, load_model, read_yaml
 from stream.config import DEFAULT_RULES, RuleRow, StreamConfig, rule_problems
@@ -28,6 +34,7 @@ class HusvaktConfig(BaseModel):
     teams: tuple[TeamConfig, ...] = ()
     routing: tuple[RouteRow, ...] = ()
     cases: CaseStoreConfig = CaseStoreConfig()
+    notify: NotifyConfig = NotifyConfig()
 
     def site_of(self, sensor: SensorConfig) -> str:
         site = sensor.site or (self.gateway.site if self.gateway else None)
@@ -60,5 +67,7 @@ def load_config(path: Path) -> HusvaktConfig:
     store = config.cases.sqlite
     if not store.is_absolute():
         resolved = (path.parent / store).resolve()
-        config = config.model_copy(update={"cases": CaseStoreConfig(sqlite=resolved)})
+        config = config.model_copy(
+            update={"cases": config.cases.model_copy(update={"sqlite": resolved})}
+        )
     return config

@@ -50,6 +50,9 @@ class RuleRow(BaseModel):
     critical: float | None = None
     clear: float | None = None
     hold: Duration = 0.0
+    auto_resolve: bool = Field(
+        default=False, description="resolve the case when the condition clears (else a person does)"
+    )
 
     @model_validator(mode="after")
     def _levels_are_consistent(self) -> Self:

@@ -1,5 +1,8 @@
-"""Case stores: where cases and timelines persist. `MemoryCaseStore` is the in-package fake;
-`SqliteCaseStore` the embedded default. Both pass the same contract tests."""
+"""Case stores: where cases, timelines, users and the notification outbox persist.
+
+`SqlCaseStore` runs on SQLite (the embedded default) and PostgreSQL; `MemoryCaseStore` is the
+in-package fake (the same code on an in-memory SQLite database). All pass one contract suite.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +11,41 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
-from casebridge.models import Case, CaseDraft, CaseEvent, CaseStatus
+from casebridge.models import (
+    Action,
+    Case,
+    CaseDraft,
+    CaseEvent,
+    CaseStatus,
+    Delivery,
+    DeliveryDraft,
+    OpenPlan,
+    User,
+)
 from stream.models import Alarm
 
-__all__ = ["CaseStore", "Outcome", "alarm_event_text", "alarm_key"]
+__all__ = ["CaseFilter", "CaseStore", "Outcome", "alarm_key"]
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What recording an alarm did: `opened` a case, `appended` to one, found a `duplicate`
-    (the same alarm recorded before), or `ignored` a clear with no case to attach to."""
+    """What recording an alarm did: `opened` a case, `reopened` a recently resolved one,
+    `appended` to an open one, found a `duplicate` (the same alarm recorded before), or
+    `ignored` a clear with no open case to attach to."""
 
-    result: Literal["opened", "appended", "duplicate", "ignored"]
+    result: Literal["opened", "reopened", "appended", "duplicate", "ignored"]
     case: Case | None
+
+
+@dataclass(frozen=True)
+class CaseFilter:
+    """Which cases to list; None means any."""
+
+    statuses: Sequence[CaseStatus] | None = None
+    sites: Sequence[str] | None = None
+    conditions: Sequence[str] | None = None
+    teams: Sequence[str] | None = None
+    assignees: Sequence[str] | None = None
 
 
 def alarm_key(alarm: Alarm) -> str:
@@ -28,31 +53,78 @@ def alarm_key(alarm: Alarm) -> str:
     return f"{alarm.episode}|{alarm.state}|{alarm.ts.isoformat()}"
 
 
-def alarm_event_text(alarm: Alarm) -> str:
-    late = " (late: evaluated from buffered readings)" if alarm.late else ""
-    verb = {"raised": "raised", "updated": "escalated to", "cleared": "cleared"}[alarm.state]
-    value, level = f"{alarm.value:.1f}", f"{alarm.threshold:g}"
-    if alarm.state == "cleared":
-        return f"{alarm.condition} cleared at {value} (clear level {level}){late}"
-    return f"{alarm.condition} {verb} {alarm.severity} at {value} (threshold {level}){late}"
-
-
 class CaseStore(Protocol):
-    """Persists cases. `record_alarm` is the one write on the alarm path and is idempotent."""
+    """Persists cases. Every write is one transaction: nothing is ever half-written."""
 
     async def start(self) -> None:
-        """Create or check the schema."""
+        """Create or migrate the schema to the current version."""
 
     async def aclose(self) -> None: ...
 
-    async def record_alarm(self, alarm: Alarm, draft: CaseDraft, *, now: datetime) -> Outcome:
-        """Open a case, or append to the open case for the same (site, sensor, condition)."""
+    async def record_alarm(
+        self, alarm: Alarm, draft: CaseDraft, plan: OpenPlan, *, now: datetime, reopen_window: float
+    ) -> Outcome:
+        """Open a case (queueing `plan`'s notifications with it), reopen one resolved less than
+        `reopen_window` seconds ago, or append to the open case for (site, sensor, condition)."""
         ...
 
-    async def list_cases(self, *, statuses: Sequence[CaseStatus] | None = None) -> list[Case]:
-        """Cases, oldest first; all when `statuses` is None."""
+    async def act(
+        self,
+        case_id: str,
+        action: Action,
+        *,
+        actor: str,
+        now: datetime,
+        assignee: str | None = None,
+        text: str | None = None,
+    ) -> Case:
+        """A person's action on a case; raises `CaseNotFoundError` or `LifecycleError`."""
+        ...
+
+    async def list_cases(self, where: CaseFilter | None = None) -> list[Case]:
+        """Cases, oldest first."""
         ...
 
     async def get_case(self, case_id: str) -> Case | None: ...
 
     async def timeline(self, case_id: str) -> list[CaseEvent]: ...
+
+    async def events_after(self, cursor: int, *, limit: int = 100) -> list[CaseEvent]:
+        """Every case's events with a cursor above `cursor`, in order (the event feed)."""
+        ...
+
+    async def add_user(self, user: User, *, now: datetime) -> None: ...
+
+    async def get_user(self, user_id: str) -> User | None: ...
+
+    async def list_users(self) -> list[User]: ...
+
+    async def add_token(
+        self, user_id: str, token_hash: str, *, label: str, now: datetime
+    ) -> None: ...
+
+    async def user_for_token(self, token_hash: str) -> User | None: ...
+
+    async def due_deliveries(self, now: datetime, *, limit: int = 50) -> list[Delivery]: ...
+
+    async def delivery_result(
+        self, delivery: Delivery, *, error: str | None, now: datetime, retry_at: datetime | None
+    ) -> None:
+        """Record a send: success (`error` None), a retry at `retry_at`, or a final failure."""
+        ...
+
+    async def due_escalations(self, now: datetime, *, limit: int = 50) -> list[Case]: ...
+
+    async def escalate(
+        self,
+        case_id: str,
+        *,
+        level: int,
+        next_at: datetime | None,
+        deliveries: Sequence[DeliveryDraft],
+        text: str,
+        now: datetime,
+    ) -> bool:
+        """Move an unacknowledged case to escalation `level`, queueing `deliveries`. Returns
+        False (and changes nothing) if the case was acknowledged or escalated meanwhile."""
+        ...

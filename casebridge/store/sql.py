@@ -1,119 +1,54 @@
-"""The SQL case store (SQLAlchemy 2, async). SQLite (aiosqlite) is the embedded default.
+"""The SQL case store (SQLAlchemy 2, async): SQLite (aiosqlite) or PostgreSQL (asyncpg).
 
 "One open case per (site, sensor, condition)" is enforced by the database itself, with a
 partial unique index over open cases, so two writers raising the same alarm at the same moment
-still make one case: the loser of the race gets an integrity error and appends instead.
+still make one case: the loser of the race gets an integrity error and appends instead. The
+schema is managed by Alembic migrations, applied by `start()`.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    Boolean,
-    Column,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    TypeDecorator,
-    event,
-    insert,
-    select,
-    update,
-)
-from sqlalchemy.engine import Dialect
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, event, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from casebridge.errors import CaseStoreError
-from casebridge.lifecycle import alarm_event, apply_alarm, new_case, opened_event
+from casebridge.config import CaseStoreConfig
+from casebridge.errors import CaseNotFoundError, CaseStoreError, LifecycleError
+from casebridge.lifecycle import act, apply_alarm, new_case, reopen_by_alarm
 from casebridge.models import (
-    OPEN_STATUSES,
+    PENDING_ID,
+    UNACKNOWLEDGED,
+    Action,
     Case,
     CaseDraft,
     CaseEvent,
-    CaseStatus,
+    Delivery,
+    DeliveryDraft,
+    OpenPlan,
+    User,
     format_case_id,
     parse_case_id,
 )
-from casebridge.store import Outcome, alarm_key
+from casebridge.store import CaseFilter, Outcome, alarm_key
+from casebridge.store.schema import case_events, cases, deliveries, open_case, tokens, users
 from stream.models import Alarm
 
-__all__ = ["SqlCaseStore", "SqliteCaseStore"]
+__all__ = ["MIGRATIONS", "MemoryCaseStore", "SqlCaseStore", "SqliteCaseStore", "open_store"]
 
 log = logging.getLogger("husvakt.casebridge.store")
 
-
-class UtcText(TypeDecorator[datetime]):
-    """Timestamps as fixed-width RFC 3339 UTC text: exact, sortable, the same on every dialect."""
-
-    impl = String(32)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> str | None:
-        if value is None:
-            return None
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-    def process_result_value(self, value: str | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-
-
-metadata = MetaData()
-
-cases = Table(
-    "cases",
-    metadata,
-    Column("number", Integer, primary_key=True, autoincrement=True),
-    Column("site", String(64), nullable=False),
-    Column("sensor", String(64), nullable=False),
-    Column("condition", String(32), nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("severity", String(16), nullable=False),
-    Column("team", String(64), nullable=False),
-    Column("priority", String(4), nullable=False),
-    Column("rule", String(64), nullable=False),
-    Column("threshold", Float, nullable=False),
-    Column("value", Float, nullable=False),
-    Column("episode", String(200), nullable=False),
-    Column("condition_active", Boolean, nullable=False),
-    Column("opened_at", UtcText, nullable=False),
-    Column("updated_at", UtcText, nullable=False),
-    Column("draft", JSON, nullable=False),
-)
-_open = cases.c.status.in_(OPEN_STATUSES)
-Index(
-    "one_open_case_per_condition",
-    cases.c.site,
-    cases.c.sensor,
-    cases.c.condition,
-    unique=True,
-    sqlite_where=_open,
-    postgresql_where=_open,
-)
-
-case_events = Table(
-    "case_events",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("case_number", Integer, ForeignKey("cases.number"), nullable=False, index=True),
-    Column("at", UtcText, nullable=False),
-    Column("kind", String(32), nullable=False),
-    Column("actor", String(128), nullable=False),
-    Column("text", String(2000), nullable=False),
-    Column("alarm_key", String(300), nullable=True, unique=True),
-)
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+MAX_DELIVERY_ATTEMPTS = 8
+RACE_RETRIES = 5
 
 
 def _case_from_row(row: Any) -> Case:
@@ -132,6 +67,12 @@ def _case_from_row(row: Any) -> Case:
         opened_at=row.opened_at,
         updated_at=row.updated_at,
         draft=CaseDraft.model_validate(row.draft),
+        assignee=row.assignee,
+        acknowledged_at=row.acknowledged_at,
+        resolved_at=row.resolved_at,
+        closed_at=row.closed_at,
+        escalation_level=row.escalation_level,
+        next_escalation_at=row.next_escalation_at,
     )
 
 
@@ -152,45 +93,60 @@ def _case_values(case: Case) -> dict[str, Any]:
         "opened_at": case.opened_at,
         "updated_at": case.updated_at,
         "draft": case.draft.model_dump(mode="json"),
+        "assignee": case.assignee,
+        "acknowledged_at": case.acknowledged_at,
+        "resolved_at": case.resolved_at,
+        "closed_at": case.closed_at,
+        "escalation_level": case.escalation_level,
+        "next_escalation_at": case.next_escalation_at,
     }
 
 
-def _event_values(number: int, ev: CaseEvent, key: str | None = None) -> dict[str, Any]:
-    return {
-        "case_number": number,
-        "at": ev.at,
-        "kind": ev.kind,
-        "actor": ev.actor,
-        "text": ev.text,
-        "alarm_key": key,
-    }
+def _migrate(connection: Connection) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
 
 
 class SqlCaseStore:
-    """A case store on any SQLAlchemy async engine."""
+    """A case store on any SQLAlchemy async engine (SQLite or PostgreSQL)."""
 
     def __init__(self, engine: AsyncEngine, *, description: str) -> None:
         self._engine = engine
         self.description = description
 
+    @classmethod
+    def from_url(cls, url: str) -> SqlCaseStore:
+        """`postgresql+asyncpg://user@host/db` or `sqlite+aiosqlite:///path`."""
+        if url.startswith("sqlite"):
+            return SqliteCaseStore(Path(url.split(":///", 1)[1]))
+        engine = create_async_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
+        return cls(engine, description=engine.url.render_as_string(hide_password=True))
+
     async def start(self) -> None:
         try:
             async with self._engine.begin() as conn:
-                await conn.run_sync(metadata.create_all)
-        except SQLAlchemyError as exc:
+                await conn.run_sync(_migrate)
+        except (SQLAlchemyError, OSError) as exc:
             raise CaseStoreError(f"cannot open case store {self.description}: {exc}") from exc
 
     async def aclose(self) -> None:
         await self._engine.dispose()
 
-    async def record_alarm(self, alarm: Alarm, draft: CaseDraft, *, now: datetime) -> Outcome:
-        # Two attempts: the first may lose a race to open the same case in another writer.
-        for attempt in (1, 2):
+    # --- alarms ----------------------------------------------------------------------------
+
+    async def record_alarm(
+        self, alarm: Alarm, draft: CaseDraft, plan: OpenPlan, *, now: datetime, reopen_window: float
+    ) -> Outcome:
+        # A writer that loses a race (to open the same case, or to record the same alarm) gets
+        # an integrity error from the unique indexes; on retry it sees the winner's commit.
+        for attempt in range(1, RACE_RETRIES + 1):
             try:
                 async with self._engine.begin() as conn:
-                    return await self._record(conn, alarm, draft, now)
+                    return await self._record(conn, alarm, draft, plan, now, reopen_window)
             except IntegrityError:
-                if attempt == 2:
+                if attempt == RACE_RETRIES:
                     raise
                 log.info(
                     "case for %s/%s/%s opened concurrently; appending",
@@ -200,8 +156,14 @@ class SqlCaseStore:
                 )
         raise AssertionError("unreachable")
 
-    async def _record(
-        self, conn: AsyncConnection, alarm: Alarm, draft: CaseDraft, now: datetime
+    async def _record(  # noqa: PLR0917 - private; the public method is keyword-only
+        self,
+        conn: AsyncConnection,
+        alarm: Alarm,
+        draft: CaseDraft,
+        plan: OpenPlan,
+        now: datetime,
+        reopen_window: float,
     ) -> Outcome:
         key = alarm_key(alarm)
         seen = (
@@ -211,47 +173,151 @@ class SqlCaseStore:
         ).first()
         if seen is not None:
             return Outcome("duplicate", await self._get(conn, seen.case_number))
-        row = (
+        same = (
+            cases.c.site == alarm.site,
+            cases.c.sensor == alarm.sensor,
+            cases.c.condition == alarm.condition,
+        )
+        row = (await conn.execute(select(cases).where(*same, open_case))).first()
+        if row is not None:
+            case, events = apply_alarm(_case_from_row(row), alarm, now=now)
+            await self._save(conn, row.number, case, events, key)
+            return Outcome("appended", case)
+        if alarm.state == "cleared":
+            return Outcome("ignored", None)
+        latest = (
+            await conn.execute(select(cases).where(*same).order_by(cases.c.number.desc()).limit(1))
+        ).first()
+        if (
+            latest is not None
+            and latest.status == "resolved"
+            and latest.resolved_at is not None
+            and now - latest.resolved_at <= timedelta(seconds=reopen_window)
+        ):
+            case, events = reopen_by_alarm(_case_from_row(latest), alarm, plan, now=now)
+            await self._save(conn, latest.number, case, events, key)
+            await self._queue(conn, latest.number, plan.deliveries, now)
+            return Outcome("reopened", case)
+        provisional, _ = new_case(0, alarm, draft, plan, now=now)
+        result = await conn.execute(insert(cases).values(**_case_values(provisional)))
+        key_row = result.inserted_primary_key
+        assert key_row is not None, "an INSERT of one row returns its key"
+        number = int(key_row[0])
+        case, events = new_case(number, alarm, draft, plan, now=now)
+        await self._add_events(conn, number, events, key)
+        await self._queue(conn, number, plan.deliveries, now)
+        return Outcome("opened", case)
+
+    async def _save(
+        self,
+        conn: AsyncConnection,
+        number: int,
+        case: Case,
+        events: Sequence[CaseEvent],
+        key: str | None = None,
+    ) -> None:
+        await conn.execute(
+            update(cases).where(cases.c.number == number).values(**_case_values(case))
+        )
+        await self._add_events(conn, number, events, key)
+
+    async def _add_events(
+        self, conn: AsyncConnection, number: int, events: Sequence[CaseEvent], key: str | None
+    ) -> None:
+        for ev in events:
+            # The alarm key goes on the alarm's own event, which is unique per alarm step.
+            tagged = key if ev.kind.startswith("alarm_") else None
             await conn.execute(
-                select(cases).where(
-                    cases.c.site == alarm.site,
-                    cases.c.sensor == alarm.sensor,
-                    cases.c.condition == alarm.condition,
-                    _open,
+                insert(case_events).values(
+                    case_number=number,
+                    at=ev.at,
+                    kind=ev.kind,
+                    actor=ev.actor,
+                    text=ev.text,
+                    alarm_key=tagged,
                 )
             )
-        ).first()
-        if row is None:
-            if alarm.state == "cleared":
-                return Outcome("ignored", None)
-            provisional = new_case(0, alarm, draft, now=now)
-            result = await conn.execute(insert(cases).values(**_case_values(provisional)))
-            key_row = result.inserted_primary_key
-            assert key_row is not None, "an INSERT of one row returns its key"
-            number = int(key_row[0])
-            case = provisional.model_copy(update={"id": format_case_id(now.year, number)})
+
+    async def _queue(
+        self, conn: AsyncConnection, number: int, drafts: Sequence[DeliveryDraft], now: datetime
+    ) -> None:
+        case_id = await self._case_id(conn, number)
+        for d in drafts:
             await conn.execute(
-                insert(case_events).values(_event_values(number, opened_event(case)))
+                insert(deliveries).values(
+                    case_number=number,
+                    channel=d.channel,
+                    recipient=d.recipient,
+                    subject=d.subject.replace(PENDING_ID, case_id),
+                    body=d.body.replace(PENDING_ID, case_id),
+                    reason=d.reason,
+                    status="pending",
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                )
             )
-            event_row = _event_values(number, alarm_event(case.id, alarm, now=now), key)
-            await conn.execute(insert(case_events).values(event_row))
-            return Outcome("opened", case)
-        case = apply_alarm(_case_from_row(row), alarm, now=now)
-        await conn.execute(
-            update(cases).where(cases.c.number == row.number).values(**_case_values(case))
-        )
-        event_row = _event_values(row.number, alarm_event(case.id, alarm, now=now), key)
-        await conn.execute(insert(case_events).values(event_row))
-        return Outcome("appended", case)
+
+    @staticmethod
+    async def _case_id(conn: AsyncConnection, number: int) -> str:
+        opened = (
+            await conn.execute(select(cases.c.opened_at).where(cases.c.number == number))
+        ).scalar_one()
+        return format_case_id(opened.year, number)
 
     async def _get(self, conn: AsyncConnection, number: int) -> Case | None:
         row = (await conn.execute(select(cases).where(cases.c.number == number))).first()
         return _case_from_row(row) if row is not None else None
 
-    async def list_cases(self, *, statuses: Sequence[CaseStatus] | None = None) -> list[Case]:
+    # --- people's actions ------------------------------------------------------------------
+
+    async def act(
+        self,
+        case_id: str,
+        action: Action,
+        *,
+        actor: str,
+        now: datetime,
+        assignee: str | None = None,
+        text: str | None = None,
+    ) -> Case:
+        number = parse_case_id(case_id)
+        try:
+            async with self._engine.begin() as conn:
+                row = None
+                if number is not None:
+                    query = select(cases).where(cases.c.number == number)
+                    if conn.dialect.name == "postgresql":
+                        query = query.with_for_update()
+                    row = (await conn.execute(query)).first()
+                if row is None or _case_from_row(row).id != case_id.strip().upper():
+                    raise CaseNotFoundError(f"no case {case_id}")
+                if assignee is not None and await self._get_user(conn, assignee) is None:
+                    raise CaseNotFoundError(f"no user {assignee}")
+                case, events = act(
+                    _case_from_row(row), action, actor=actor, now=now, assignee=assignee, text=text
+                )
+                await self._save(conn, row.number, case, events)
+                return case
+        except IntegrityError as exc:
+            raise LifecycleError(
+                f"cannot {action} {case_id}: another case is open for the same condition"
+            ) from exc
+
+    # --- queries -----------------------------------------------------------------------------
+
+    async def list_cases(self, where: CaseFilter | None = None) -> list[Case]:
         query = select(cases).order_by(cases.c.opened_at, cases.c.number)
-        if statuses is not None:
-            query = query.where(cases.c.status.in_(statuses))
+        w = where or CaseFilter()
+        for column, wanted in (
+            (cases.c.status, w.statuses),
+            (cases.c.site, w.sites),
+            (cases.c.condition, w.conditions),
+            (cases.c.team, w.teams),
+            (cases.c.assignee, w.assignees),
+        ):
+            if wanted is not None:
+                query = query.where(column.in_(list(wanted)))
         async with self._engine.connect() as conn:
             return [_case_from_row(r) for r in await conn.execute(query)]
 
@@ -267,17 +333,186 @@ class SqlCaseStore:
         case = await self.get_case(case_id)
         if case is None:
             return []
-        number = parse_case_id(case.id)
         query = (
             select(case_events)
-            .where(case_events.c.case_number == number)
+            .where(case_events.c.case_number == parse_case_id(case.id))
             .order_by(case_events.c.id)
         )
         async with self._engine.connect() as conn:
+            return [self._event(case.id, r) for r in await conn.execute(query)]
+
+    @staticmethod
+    def _event(case_id: str, r: Any) -> CaseEvent:
+        return CaseEvent(
+            case_id=case_id, at=r.at, kind=r.kind, actor=r.actor, text=r.text, cursor=r.id
+        )
+
+    async def events_after(self, cursor: int, *, limit: int = 100) -> list[CaseEvent]:
+        query = (
+            select(case_events, cases.c.opened_at)
+            .join(cases, cases.c.number == case_events.c.case_number)
+            .where(case_events.c.id > cursor)
+            .order_by(case_events.c.id)
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
             return [
-                CaseEvent(case_id=case.id, at=r.at, kind=r.kind, actor=r.actor, text=r.text)
+                self._event(format_case_id(r.opened_at.year, r.case_number), r)
                 for r in await conn.execute(query)
             ]
+
+    # --- users -------------------------------------------------------------------------------
+
+    async def add_user(self, user: User, *, now: datetime) -> None:
+        values = {"name": user.name, "email": user.email, "role": user.role}
+        async with self._engine.begin() as conn:
+            if await self._get_user(conn, user.id) is None:
+                await conn.execute(insert(users).values(id=user.id, created_at=now, **values))
+            else:
+                await conn.execute(update(users).where(users.c.id == user.id).values(**values))
+
+    @staticmethod
+    async def _get_user(conn: AsyncConnection, user_id: str) -> User | None:
+        row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
+        return User(id=row.id, name=row.name, email=row.email, role=row.role) if row else None
+
+    async def get_user(self, user_id: str) -> User | None:
+        async with self._engine.connect() as conn:
+            return await self._get_user(conn, user_id)
+
+    async def list_users(self) -> list[User]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(select(users).order_by(users.c.id))
+            return [User(id=r.id, name=r.name, email=r.email, role=r.role) for r in rows]
+
+    async def add_token(self, user_id: str, token_hash: str, *, label: str, now: datetime) -> None:
+        async with self._engine.begin() as conn:
+            if await self._get_user(conn, user_id) is None:
+                raise CaseNotFoundError(f"no user {user_id}")
+            await conn.execute(
+                insert(tokens).values(
+                    user_id=user_id, token_hash=token_hash, label=label, created_at=now
+                )
+            )
+
+    async def user_for_token(self, token_hash: str) -> User | None:
+        query = (
+            select(users)
+            .join(tokens, tokens.c.user_id == users.c.id)
+            .where(tokens.c.token_hash == token_hash)
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return User(id=row.id, name=row.name, email=row.email, role=row.role) if row else None
+
+    # --- notifications and escalation ------------------------------------------------------
+
+    async def due_deliveries(self, now: datetime, *, limit: int = 50) -> list[Delivery]:
+        query = (
+            select(deliveries, cases.c.opened_at)
+            .join(cases, cases.c.number == deliveries.c.case_number)
+            .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now)
+            .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            return [
+                Delivery(
+                    id=r.id,
+                    case_id=format_case_id(r.opened_at.year, r.case_number),
+                    channel=r.channel,
+                    recipient=r.recipient,
+                    subject=r.subject,
+                    body=r.body,
+                    reason=r.reason,
+                    status=r.status,
+                    attempts=r.attempts,
+                    next_attempt_at=r.next_attempt_at,
+                )
+                for r in await conn.execute(query)
+            ]
+
+    async def delivery_result(
+        self, delivery: Delivery, *, error: str | None, now: datetime, retry_at: datetime | None
+    ) -> None:
+        attempts = delivery.attempts + 1
+        if error is None:
+            status, kind, text = (
+                "sent",
+                "notification_sent",
+                f"{delivery.channel} sent to {delivery.recipient}",
+            )
+        elif retry_at is not None and attempts < MAX_DELIVERY_ATTEMPTS:
+            status, kind = "pending", "notification_failed"
+            text = f"{delivery.channel} to {delivery.recipient} failed ({error}); retrying"
+        else:
+            status, kind = "failed", "notification_failed"
+            text = f"{delivery.channel} to {delivery.recipient} failed ({error}); gave up"
+        number = parse_case_id(delivery.case_id)
+        assert number is not None, "deliveries carry well-formed case ids"
+        async with self._engine.begin() as conn:
+            changed = await conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == delivery.id, deliveries.c.attempts == delivery.attempts)
+                .values(
+                    status=status,
+                    attempts=attempts,
+                    last_error=error,
+                    next_attempt_at=retry_at or now,
+                )
+            )
+            if changed.rowcount == 1:
+                await conn.execute(
+                    insert(case_events).values(
+                        case_number=number, at=now, kind=kind, actor="husvakt", text=text
+                    )
+                )
+
+    async def due_escalations(self, now: datetime, *, limit: int = 50) -> list[Case]:
+        query = (
+            select(cases)
+            .where(cases.c.status.in_(UNACKNOWLEDGED), cases.c.next_escalation_at <= now)
+            .order_by(cases.c.next_escalation_at)
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            return [_case_from_row(r) for r in await conn.execute(query)]
+
+    async def escalate(
+        self,
+        case_id: str,
+        *,
+        level: int,
+        next_at: datetime | None,
+        deliveries: Sequence[DeliveryDraft],
+        text: str,
+        now: datetime,
+    ) -> bool:
+        number = parse_case_id(case_id)
+        async with self._engine.begin() as conn:
+            changed = await conn.execute(
+                update(cases)
+                .where(
+                    cases.c.number == number,
+                    cases.c.status.in_(UNACKNOWLEDGED),
+                    cases.c.escalation_level == level - 1,
+                )
+                .values(escalation_level=level, next_escalation_at=next_at, updated_at=now)
+            )
+            if changed.rowcount != 1:
+                return False
+            assert number is not None
+            await conn.execute(
+                insert(case_events).values(
+                    case_number=number, at=now, kind="escalated", actor="husvakt", text=text
+                )
+            )
+            await self._queue(conn, number, deliveries, now)
+            return True
+
+    async def count_cases(self) -> int:
+        async with self._engine.connect() as conn:
+            return int((await conn.execute(select(func.count()).select_from(cases))).scalar_one())
 
 
 class SqliteCaseStore(SqlCaseStore):
@@ -286,15 +521,7 @@ class SqliteCaseStore(SqlCaseStore):
     def __init__(self, path: Path) -> None:
         self.path = path
         engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=10000")
-            cursor.close()
-
+        _sqlite_pragmas(engine)
         super().__init__(engine, description=str(path))
 
     async def start(self) -> None:
@@ -303,3 +530,38 @@ class SqliteCaseStore(SqlCaseStore):
         except OSError as exc:
             raise CaseStoreError(f"cannot create {self.path.parent}: {exc.strerror}") from exc
         await super().start()
+
+
+class MemoryCaseStore(SqliteCaseStore):
+    """The in-package fake: a throwaway store for tests and replays, deleted on `aclose()`.
+
+    It is the same code on a SQLite file in a private temporary directory rather than a
+    `:memory:` database, because an in-memory database lives on one connection and the store
+    runs concurrent transactions.
+    """
+
+    def __init__(self) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="husvakt-cases-")
+        super().__init__(Path(self._tmp.name) / "cases.db")
+        self.description = "memory"
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        self._tmp.cleanup()
+
+
+def _sqlite_pragmas(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
+
+
+def open_store(config: CaseStoreConfig) -> SqlCaseStore:
+    """The store a config names: its database `url`, else its SQLite file."""
+    if config.url is not None:
+        return SqlCaseStore.from_url(config.url)
+    return SqliteCaseStore(config.sqlite)

@@ -1,4 +1,4 @@
-"""Contract tests every case store passes: the in-package fake and SQLite."""
+"""Contract tests every case store passes: the in-package fake, SQLite and PostgreSQL."""
 
 import asyncio
 import subprocess
@@ -7,11 +7,14 @@ from datetime import timedelta
 
 import pytest
 
-from casebridge.store.memory import MemoryCaseStore
-from casebridge.store.sql import SqliteCaseStore
+from casebridge.errors import CaseNotFoundError, LifecycleError
+from casebridge.models import DeliveryDraft, OpenPlan, User
+from casebridge.store import CaseFilter
+from casebridge.store.sql import MemoryCaseStore, SqlCaseStore, SqliteCaseStore
 from tests.factories import T0, make_alarm, make_draft
 
 DRAFT = make_draft()
+DAY = 86400.0
 
 
 def alarm(state="raised", severity="warning", minute=0, *, episode=None, **over):
@@ -20,83 +23,90 @@ def alarm(state="raised", severity="warning", minute=0, *, episode=None, **over)
     return make_alarm(state, severity, minute, **over)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request, tmp_path):
-    s = MemoryCaseStore() if request.param == "memory" else SqliteCaseStore(tmp_path / "cases.db")
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend(request, tmp_path):
+    if request.param == "postgres":
+        return request.getfixturevalue("postgres_url")
+    return request.param
+
+
+@pytest.fixture
+async def store(backend, tmp_path):
+    if backend == "memory":
+        s = MemoryCaseStore()
+    elif backend == "sqlite":
+        s = SqliteCaseStore(tmp_path / "cases.db")
+    else:
+        s = SqlCaseStore.from_url(backend)
     await s.start()
     yield s
     await s.aclose()
 
 
+async def record(store, a, *, draft=DRAFT, plan=OpenPlan(), now=T0, window=DAY):
+    return await store.record_alarm(a, draft, plan, now=now, reopen_window=window)
+
+
 async def test_the_first_alarm_opens_a_case_with_a_friendly_id(store):
-    outcome = await store.record_alarm(alarm(), DRAFT, now=T0)
+    outcome = await record(store, alarm())
     assert outcome.result == "opened"
     case = outcome.case
     assert case.id == "HV-2026-000001"
-    assert (case.status, case.severity, case.team, case.condition_active) == (
-        "new",
-        "warning",
-        "fm",
-        True,
-    )
+    assert (case.status, case.severity, case.team, case.condition_active) == ("new", "warning", "fm", True)
     assert await store.get_case("hv-2026-000001") == case
     assert [e.kind for e in await store.timeline(case.id)] == ["opened", "alarm_raised"]
 
 
 async def test_later_alarms_append_to_the_open_case(store):
-    first = (await store.record_alarm(alarm(), DRAFT, now=T0)).case
-    escalated = await store.record_alarm(alarm("updated", "critical", 10, value=1.5), DRAFT, now=T0)
-    cleared = await store.record_alarm(alarm("cleared", "critical", 60, value=7.5), DRAFT, now=T0)
+    first = (await record(store, alarm())).case
+    escalated = await record(store, alarm("updated", "critical", 10, value=1.5))
+    cleared = await record(store, alarm("cleared", "critical", 60, value=7.5))
     assert (escalated.result, cleared.result) == ("appended", "appended")
     cases = await store.list_cases()
     assert len(cases) == 1 and cases[0].id == first.id
-    assert (cases[0].severity, cases[0].status, cases[0].condition_active) == (
-        "critical",
-        "new",
-        False,
-    )
+    assert (cases[0].severity, cases[0].status, cases[0].condition_active) == ("critical", "new", False)
     kinds = [e.kind for e in await store.timeline(first.id)]
     assert kinds == ["opened", "alarm_raised", "alarm_updated", "alarm_cleared"]
 
 
 async def test_a_new_episode_while_the_case_is_open_appends(store):
-    await store.record_alarm(alarm(), DRAFT, now=T0)
-    await store.record_alarm(alarm("cleared", minute=30), DRAFT, now=T0)
-    again = await store.record_alarm(alarm(minute=90, episode="freezing:s:t1:later"), DRAFT, now=T0)
+    await record(store, alarm())
+    await record(store, alarm("cleared", minute=30))
+    again = await record(store, alarm(minute=90, episode="freezing:s:t1:later"))
     assert again.result == "appended"
     assert len(await store.list_cases()) == 1
 
 
 async def test_replaying_an_alarm_changes_nothing(store):
-    await store.record_alarm(alarm(), DRAFT, now=T0)
+    await record(store, alarm())
     before = await store.timeline("HV-2026-000001")
-    again = await store.record_alarm(alarm(), DRAFT, now=T0 + timedelta(hours=1))
+    again = await record(store, alarm(), now=T0 + timedelta(hours=1))
     assert again.result == "duplicate"
     assert await store.timeline("HV-2026-000001") == before
 
 
 async def test_other_conditions_and_sensors_get_their_own_cases(store):
-    await store.record_alarm(alarm(), DRAFT, now=T0)
-    await store.record_alarm(alarm(condition="fire", episode="fire:s:t1:x"), DRAFT, now=T0)
-    await store.record_alarm(alarm(sensor="t2"), DRAFT, now=T0)
+    await record(store, alarm())
+    await record(store, alarm(condition="fire"))
+    await record(store, alarm(sensor="t2"))
     cases = await store.list_cases()
     assert [(c.id, c.sensor, c.condition) for c in cases] == [
         ("HV-2026-000001", "t1", "freezing"),
         ("HV-2026-000002", "t1", "fire"),
         ("HV-2026-000003", "t2", "freezing"),
     ]
+    assert [c.id for c in await store.list_cases(CaseFilter(conditions=["fire"]))] == ["HV-2026-000002"]
+    assert [c.id for c in await store.list_cases(CaseFilter(sites=["elsewhere"]))] == []
 
 
 async def test_a_clear_without_a_case_is_ignored(store):
-    outcome = await store.record_alarm(alarm("cleared"), DRAFT, now=T0)
+    outcome = await record(store, alarm("cleared"))
     assert (outcome.result, outcome.case) == ("ignored", None)
     assert await store.list_cases() == []
 
 
 async def test_many_concurrent_raises_make_one_case(store):
-    outcomes = await asyncio.gather(
-        *(store.record_alarm(alarm(minute=i % 7), DRAFT, now=T0) for i in range(50))
-    )
+    outcomes = await asyncio.gather(*(record(store, alarm(minute=i % 7)) for i in range(40)))
     assert sum(o.result == "opened" for o in outcomes) == 1
     assert len(await store.list_cases()) == 1
 
@@ -105,13 +115,168 @@ async def test_unknown_case_ids_find_nothing(store):
     assert await store.get_case("HV-2026-999999") is None
     assert await store.get_case("not-a-case") is None
     assert await store.timeline("HV-2026-999999") == []
+    with pytest.raises(CaseNotFoundError):
+        await store.act("HV-2026-999999", "acknowledge", actor="eva", now=T0)
+
+
+async def test_the_lifecycle_of_a_case(store):
+    await store.add_user(User(id="eva", name="Eva"), now=T0)
+    case = (await record(store, alarm())).case
+    later = T0 + timedelta(minutes=5)
+    steps = [
+        ("acknowledge", {}, "acknowledged"),
+        ("assign", {"assignee": "eva"}, "acknowledged"),
+        ("start", {"text": "on my way"}, "in_progress"),
+        ("comment", {"text": "valve closed, heater on"}, "in_progress"),
+        ("resolve", {}, "resolved"),
+        ("close", {}, "closed"),
+        ("reopen", {"text": "pipes froze again"}, "reopened"),
+    ]
+    for action, extra, status in steps:
+        case = await store.act(case.id, action, actor="eva", now=later, **extra)
+        assert case.status == status, action
+    assert case.assignee == "eva"
+    kinds = [e.kind for e in await store.timeline(case.id)]
+    assert kinds == ["opened", "alarm_raised", "status_changed", "assigned", "status_changed",
+                     "comment", "status_changed", "status_changed", "status_changed"]
+
+
+@pytest.mark.parametrize(
+    ("setup", "action", "message"),
+    [
+        ([], "close", "cannot close HV-2026-000001: it is new"),
+        ([], "reopen", "cannot reopen"),
+        (["resolve"], "acknowledge", "cannot acknowledge"),
+        ([], "comment", "a comment needs text"),
+    ],
+)
+async def test_actions_the_status_does_not_allow_are_refused_and_change_nothing(store, setup, action, message):
+    case = (await record(store, alarm())).case
+    for step in setup:
+        await store.act(case.id, step, actor="eva", now=T0)
+    before = await store.timeline(case.id)
+    with pytest.raises(LifecycleError, match=message):
+        await store.act(case.id, action, actor="eva", now=T0)
+    assert await store.timeline(case.id) == before
+
+
+async def test_assigning_to_an_unknown_user_is_refused(store):
+    case = (await record(store, alarm())).case
+    with pytest.raises(CaseNotFoundError, match="no user ghost"):
+        await store.act(case.id, "assign", actor="eva", now=T0, assignee="ghost")
+
+
+async def test_a_condition_returning_soon_after_resolution_reopens_the_case(store):
+    case = (await record(store, alarm())).case
+    await record(store, alarm("cleared", minute=30))
+    await store.act(case.id, "resolve", actor="eva", now=T0 + timedelta(hours=1))
+    again = await record(store, alarm(minute=120, episode="e2"), now=T0 + timedelta(hours=2))
+    assert again.result == "reopened"
+    assert again.case.id == case.id and again.case.status == "reopened"
+    # ...but after the reopen window, a new case opens.
+    await store.act(case.id, "resolve", actor="eva", now=T0 + timedelta(hours=3))
+    late = await record(store, alarm(minute=60 * 30, episode="e3"), now=T0 + timedelta(hours=30), window=DAY)
+    assert late.result == "opened" and late.case.id == "HV-2026-000002"
+
+
+async def test_a_closed_case_is_not_reopened_by_an_alarm(store):
+    case = (await record(store, alarm())).case
+    await store.act(case.id, "resolve", actor="eva", now=T0)
+    await store.act(case.id, "close", actor="eva", now=T0)
+    assert (await record(store, alarm(minute=5, episode="e2"))).result == "opened"
+
+
+async def test_reopening_by_hand_while_another_case_is_open_is_refused(store):
+    case = (await record(store, alarm())).case
+    await store.act(case.id, "resolve", actor="eva", now=T0)
+    await store.act(case.id, "close", actor="eva", now=T0)
+    await record(store, alarm(minute=5, episode="e2"))
+    with pytest.raises(LifecycleError, match="another case is open"):
+        await store.act(case.id, "reopen", actor="eva", now=T0)
+
+
+async def test_auto_resolving_rules_resolve_on_clear(store):
+    auto = make_draft(auto_resolve=True)
+    case = (await record(store, alarm(), draft=auto)).case
+    await record(store, alarm("cleared", minute=20), draft=auto)
+    assert (await store.get_case(case.id)).status == "resolved"
+
+
+PLAN = OpenPlan(
+    deliveries=(
+        DeliveryDraft(channel="email", recipient="eva@example.org", subject="New HV-PENDING", body="see HV-PENDING"),
+    ),
+    next_escalation_at=T0 + timedelta(minutes=15),
+)
+
+
+async def test_notifications_are_queued_with_the_case_and_retried_until_sent(store):
+    case = (await record(store, alarm(), plan=PLAN)).case
+    (due,) = await store.due_deliveries(T0)
+    assert (due.case_id, due.subject, due.body) == (case.id, f"New {case.id}", f"see {case.id}")
+    await store.delivery_result(due, error="connection refused", now=T0, retry_at=T0 + timedelta(seconds=30))
+    assert await store.due_deliveries(T0 + timedelta(seconds=29)) == []
+    (again,) = await store.due_deliveries(T0 + timedelta(seconds=30))
+    assert again.attempts == 1
+    await store.delivery_result(again, error=None, now=T0 + timedelta(seconds=30), retry_at=None)
+    assert await store.due_deliveries(T0 + timedelta(days=1)) == []
+    kinds = [e.kind for e in await store.timeline(case.id)]
+    assert kinds[-2:] == ["notification_failed", "notification_sent"]
+
+
+async def test_a_stale_delivery_result_is_not_recorded_twice(store):
+    await record(store, alarm(), plan=PLAN)
+    (due,) = await store.due_deliveries(T0)
+    await store.delivery_result(due, error=None, now=T0, retry_at=None)
+    await store.delivery_result(due, error=None, now=T0, retry_at=None)  # a second worker, late
+    assert [e.kind for e in await store.timeline("HV-2026-000001")].count("notification_sent") == 1
+
+
+async def test_unacknowledged_cases_come_due_for_escalation_once(store):
+    case = (await record(store, alarm(), plan=PLAN)).case
+    assert await store.due_escalations(T0 + timedelta(minutes=14)) == []
+    (due,) = await store.due_escalations(T0 + timedelta(minutes=15))
+    assert due.id == case.id
+    now = T0 + timedelta(minutes=15)
+    assert await store.escalate(case.id, level=1, next_at=now + timedelta(minutes=15), deliveries=PLAN.deliveries,
+                                text="escalated to jonas", now=now)
+    assert not await store.escalate(case.id, level=1, next_at=None, deliveries=(), text="dup", now=now)
+    assert len(await store.due_deliveries(now)) == 2
+    await store.act(case.id, "acknowledge", actor="jonas", now=now)
+    assert await store.due_escalations(now + timedelta(hours=1)) == []
+
+
+async def test_the_event_feed_follows_every_case_in_order(store):
+    await record(store, alarm())
+    await record(store, alarm(sensor="t2"))
+    await store.act("HV-2026-000001", "acknowledge", actor="eva", now=T0)
+    feed = await store.events_after(0)
+    assert [(e.case_id, e.kind) for e in feed] == [
+        ("HV-2026-000001", "opened"), ("HV-2026-000001", "alarm_raised"),
+        ("HV-2026-000002", "opened"), ("HV-2026-000002", "alarm_raised"),
+        ("HV-2026-000001", "status_changed"),
+    ]
+    assert [e.cursor for e in feed] == sorted(e.cursor for e in feed)
+    assert await store.events_after(feed[2].cursor, limit=1) == [feed[3]]
+    assert await store.events_after(feed[-1].cursor) == []
+
+
+async def test_users_and_tokens(store):
+    await store.add_user(User(id="eva", name="Eva Lind", email="eva@example.org", role="technician"), now=T0)
+    await store.add_user(User(id="eva", name="Eva Lind", email="eva@example.org", role="dispatcher"), now=T0)
+    await store.add_token("eva", "a" * 64, label="phone", now=T0)
+    assert (await store.user_for_token("a" * 64)).role == "dispatcher"
+    assert await store.user_for_token("b" * 64) is None
+    assert [u.id for u in await store.list_users()] == ["eva"]
+    with pytest.raises(CaseNotFoundError):
+        await store.add_token("ghost", "c" * 64, label="x", now=T0)
 
 
 RACER = """
 import asyncio, sys
 from datetime import UTC, datetime
 from pathlib import Path
-from casebridge.models import CaseDraft
+from casebridge.models import CaseDraft, OpenPlan
 from casebridge.store.sql import SqliteCaseStore
 from stream.models import Alarm
 
@@ -124,7 +289,7 @@ async def main():
     for i in range(40):
         a = Alarm(episode="e", site="s", sensor="t1", condition="fire", state="raised", severity="critical",
                   value=60.0, threshold=50.0, rule="fire", started_at=t, ts=t.replace(second=i))
-        await store.record_alarm(a, draft, now=t)
+        await store.record_alarm(a, draft, OpenPlan(), now=t, reopen_window=86400)
     await store.aclose()
 
 asyncio.run(main())
@@ -135,10 +300,7 @@ async def test_two_processes_raising_the_same_alarm_make_one_case(tmp_path):
     db = tmp_path / "cases.db"
     await (init := SqliteCaseStore(db)).start()
     await init.aclose()
-    procs = [
-        subprocess.Popen([sys.executable, "-c", RACER, str(db)], stdin=subprocess.PIPE)
-        for _ in range(2)
-    ]
+    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(db)], stdin=subprocess.PIPE) for _ in range(2)]
     for p in procs:
         p.stdin.write(b"go\n")
         p.stdin.flush()
@@ -149,3 +311,45 @@ async def test_two_processes_raising_the_same_alarm_make_one_case(tmp_path):
     events = await store.timeline(cases[0].id)
     assert [e.kind for e in events].count("alarm_raised") == 40  # each distinct alarm once
     await store.aclose()
+
+
+@pytest.mark.postgres
+async def test_two_processes_on_postgres_make_one_case(postgres_url):
+    racer = RACER.replace("SqliteCaseStore(Path(sys.argv[1]))", "SqlCaseStore.from_url(sys.argv[1])").replace(
+        "import SqliteCaseStore", "import SqlCaseStore"
+    )
+    await (init := SqlCaseStore.from_url(postgres_url)).start()
+    await init.aclose()
+    procs = [subprocess.Popen([sys.executable, "-c", racer, postgres_url], stdin=subprocess.PIPE) for _ in range(2)]
+    for p in procs:
+        p.stdin.write(b"go\n")
+        p.stdin.flush()
+    assert [await asyncio.to_thread(p.wait, 60) for p in procs] == [0, 0]
+    store = SqlCaseStore.from_url(postgres_url)
+    cases = await store.list_cases()
+    assert len(cases) == 1
+    assert [e.kind for e in await store.timeline(cases[0].id)].count("alarm_raised") == 40
+    await store.aclose()
+
+
+async def test_the_migrations_build_exactly_the_declared_schema(backend, tmp_path):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from casebridge.store.schema import metadata
+
+    if backend == "memory":
+        s = MemoryCaseStore()
+    elif backend == "sqlite":
+        s = SqliteCaseStore(tmp_path / "m.db")
+    else:
+        s = SqlCaseStore.from_url(backend)
+    await s.start()
+    await s.start()  # idempotent: a second start migrates nothing
+
+    def diff(sync_conn):
+        return compare_metadata(MigrationContext.configure(sync_conn), metadata)
+
+    async with s._engine.connect() as conn:  # noqa: SLF001 - schema introspection needs the engine
+        assert await conn.run_sync(diff) == []
+    await s.aclose()

@@ -7,6 +7,7 @@ import pytest
 
 from casebridge.store.sql import SqliteCaseStore
 from husvakt.cli import main
+from casebridge.models import OpenPlan
 from tests.factories import T0, make_alarm, make_draft
 
 DEMO = Path(__file__).resolve().parents[2] / "config" / "demo.yaml"
@@ -66,7 +67,9 @@ async def test_cases_list_and_show(tmp_path, capsys):
     db = tmp_path / "cases.db"
     store = SqliteCaseStore(db)
     await store.start()
-    await store.record_alarm(make_alarm(), make_draft(access_notes="Key box K3"), now=T0)
+    await store.record_alarm(
+        make_alarm(), make_draft(access_notes="Key box K3"), OpenPlan(), now=T0, reopen_window=0
+    )
     await store.aclose()
 
     out = await _run_cli(["cases", "list", "--db", str(db)], capsys)

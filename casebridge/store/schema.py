@@ -1,0 +1,144 @@
+"""The case store's tables (SQLAlchemy Core). Changes here need an Alembic migration; a test
+checks that the migrated database and these definitions agree."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+
+from casebridge.models import OPEN_STATUSES
+
+__all__ = [
+    "UtcText",
+    "case_events",
+    "cases",
+    "deliveries",
+    "metadata",
+    "open_case",
+    "tokens",
+    "users",
+]
+
+
+class UtcText(TypeDecorator[datetime]):
+    """Timestamps as fixed-width RFC 3339 UTC text: exact, sortable, the same on every dialect."""
+
+    impl = String(32)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+metadata = MetaData()
+
+cases = Table(
+    "cases",
+    metadata,
+    Column("number", Integer, primary_key=True, autoincrement=True),
+    Column("site", String(64), nullable=False),
+    Column("sensor", String(64), nullable=False),
+    Column("condition", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("team", String(64), nullable=False),
+    Column("priority", String(4), nullable=False),
+    Column("rule", String(64), nullable=False),
+    Column("threshold", Float, nullable=False),
+    Column("value", Float, nullable=False),
+    Column("episode", String(200), nullable=False),
+    Column("condition_active", Boolean, nullable=False),
+    Column("opened_at", UtcText, nullable=False),
+    Column("updated_at", UtcText, nullable=False),
+    Column("draft", JSON, nullable=False),
+    Column("assignee", String(64), nullable=True),
+    Column("acknowledged_at", UtcText, nullable=True),
+    Column("resolved_at", UtcText, nullable=True),
+    Column("closed_at", UtcText, nullable=True),
+    Column("escalation_level", Integer, nullable=False, server_default="0"),
+    Column("next_escalation_at", UtcText, nullable=True),
+)
+open_case = cases.c.status.in_(OPEN_STATUSES)
+Index(
+    "one_open_case_per_condition",
+    cases.c.site,
+    cases.c.sensor,
+    cases.c.condition,
+    unique=True,
+    sqlite_where=open_case,
+    postgresql_where=open_case,
+)
+Index("cases_by_key", cases.c.site, cases.c.sensor, cases.c.condition, cases.c.number)
+Index("cases_by_escalation", cases.c.next_escalation_at)
+
+case_events = Table(
+    "case_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("case_number", Integer, ForeignKey("cases.number"), nullable=False, index=True),
+    Column("at", UtcText, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("alarm_key", String(300), nullable=True, unique=True),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("email", String(320), nullable=True),
+    Column("role", String(16), nullable=False),
+    Column("created_at", UtcText, nullable=False),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", String(64), ForeignKey("users.id"), nullable=False, index=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("label", String(200), nullable=False),
+    Column("created_at", UtcText, nullable=False),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("case_number", Integer, ForeignKey("cases.number"), nullable=False, index=True),
+    Column("channel", String(16), nullable=False),
+    Column("recipient", String(500), nullable=False),
+    Column("subject", String(500), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UtcText, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UtcText, nullable=False),
+    Index("deliveries_due", "status", "next_attempt_at"),
+)
