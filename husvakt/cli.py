@@ -9,12 +9,14 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from casebridge.errors import CaseStoreError
-from casebridge.models import OPEN_STATUSES, CaseStatus
+from casebridge.models import OPEN_STATUSES, CaseStatus, User
 from casebridge.store import CaseFilter
-from casebridge.store.sql import SqliteCaseStore
+from casebridge.store.sql import SqlCaseStore, SqliteCaseStore, open_store
 from gateway.clock import SystemClock
 from gateway.configfile import ConfigError
 from husvakt import __version__
@@ -31,6 +33,20 @@ def _address(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
     return host, int(port)
+
+
+def _when(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _store_options(p: argparse.ArgumentParser) -> None:
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--db", type=Path, help="SQLite case store file")
+    where.add_argument("--config", type=Path, help="site config YAML (uses its case store)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,11 +110,81 @@ def _parser() -> argparse.ArgumentParser:
     )
     show.add_argument("case_id", help="e.g. HV-2026-000001")
     for p in (listing, show):
-        where = p.add_mutually_exclusive_group(required=True)
-        where.add_argument("--db", type=Path, help="SQLite case store file")
-        where.add_argument("--config", type=Path, help="site config YAML (uses its case store)")
+        _store_options(p)
         p.add_argument("--json", action="store_true", help="machine-readable output")
     listing.add_argument("--open", action="store_true", help="only open cases")
+    serve = cases_sub.add_parser(
+        "serve",
+        help="serve the case API over HTTP (OpenAPI at /docs)",
+        description="Serve the HTTP API for work lists, cases and actions, authenticated with "
+        "bearer tokens (husvakt users token). Binds to 127.0.0.1 unless told otherwise.",
+    )
+    serve.add_argument("--config", type=Path, required=True, help="site config YAML")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default %(default)s)")
+
+    users = sub.add_parser(
+        "users",
+        help="manage users and their API tokens",
+        description="People who use the case API and receive notifications.",
+    )
+    users_sub = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
+    add = users_sub.add_parser(
+        "add", help="add or update a user", description="Add or update a user."
+    )
+    add.add_argument("user_id", help="a lowercase id, as used in the config's teams")
+    add.add_argument("--name", required=True, help="full name")
+    add.add_argument("--email", help="where notifications go")
+    add.add_argument(
+        "--role",
+        choices=["technician", "dispatcher", "admin", "integrator"],
+        default="technician",
+        help="what they may do (default %(default)s)",
+    )
+    token = users_sub.add_parser(
+        "token",
+        help="create an API token for a user (printed once)",
+        description="Create a bearer token for a user. Only its hash is stored: keep the "
+        "printed token; a lost token is replaced by creating a new one.",
+    )
+    token.add_argument("user_id")
+    token.add_argument("--label", default="cli", help="what the token is for (e.g. 'phone')")
+    ulist = users_sub.add_parser("list", help="list users", description="List users.")
+    for p in (add, token, ulist):
+        _store_options(p)
+
+    routing = sub.add_parser(
+        "routing", help="inspect the routing table", description="Routing table tools."
+    )
+    routing_sub = routing.add_subparsers(dest="routing_command", required=True, metavar="ACTION")
+    explain = routing_sub.add_parser(
+        "explain",
+        help="who would get a case, and why (opens nothing)",
+        description="Show which routing row would route a case for this site, sensor and "
+        "condition, and why every other row did not.",
+    )
+    explain.add_argument("--config", type=Path, required=True, help="site config YAML")
+    explain.add_argument("--site", required=True)
+    explain.add_argument("--sensor", required=True)
+    explain.add_argument(
+        "--condition",
+        required=True,
+        choices=[
+            "freezing",
+            "fire",
+            "heat_rise",
+            "sensor_offline",
+            "gateway_offline",
+            "sensor_fault",
+        ],
+    )
+    explain.add_argument("--severity", choices=["warning", "critical"], default="warning")
+    explain.add_argument(
+        "--at",
+        type=_when,
+        default=None,
+        help="when (ISO 8601, e.g. 2026-01-17T03:00+01:00; default now)",
+    )
 
     config = sub.add_parser(
         "config", help="check configuration files", description="Configuration tools."
@@ -152,16 +238,16 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _store_path(args: argparse.Namespace) -> Path:
+def _store(args: argparse.Namespace, *, create: bool = False) -> SqlCaseStore:
     if args.db is not None:
-        if not args.db.exists():
+        if not create and not args.db.exists():
             raise CaseStoreError(f"{args.db}: no such case store")
-        return Path(args.db)
-    return load_config(args.config).cases.sqlite
+        return SqliteCaseStore(Path(args.db))
+    return open_store(load_config(args.config).cases)
 
 
 async def _cases_list(args: argparse.Namespace) -> int:
-    store = SqliteCaseStore(_store_path(args))
+    store = _store(args)
     await store.start()
     try:
         statuses: Sequence[CaseStatus] | None = OPEN_STATUSES if args.open else None
@@ -173,7 +259,7 @@ async def _cases_list(args: argparse.Namespace) -> int:
 
 
 async def _cases_show(args: argparse.Namespace) -> int:
-    store = SqliteCaseStore(_store_path(args))
+    store = _store(args)
     await store.start()
     try:
         case = await store.get_case(args.case_id)
@@ -210,11 +296,89 @@ async def _cases_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _cases_serve(args: argparse.Namespace) -> int:
+    import uvicorn  # noqa: PLC0415 - keep `husvakt --help` fast
+
+    from casebridge.api import create_app  # noqa: PLC0415
+
+    config = load_config(args.config)
+    store = open_store(config.cases)
+    await store.start()
+    app = create_app(store=store, teams=config.teams, clock=SystemClock())
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info"))
+    try:
+        await server.serve()
+    finally:
+        await store.aclose()
+    return EXIT_OK
+
+
+async def _users(args: argparse.Namespace) -> int:
+    from casebridge.auth import hash_token, new_token  # noqa: PLC0415
+
+    store = _store(args, create=args.users_command == "add")
+    await store.start()
+    now = datetime.now(UTC)
+    try:
+        if args.users_command == "add":
+            user = User(id=args.user_id, name=args.name, email=args.email, role=args.role)
+            await store.add_user(user, now=now)
+            _print(f"user {user.id} ({user.role}) saved in {store.description}")
+        elif args.users_command == "token":
+            token = new_token()
+            await store.add_token(args.user_id, hash_token(token), label=args.label, now=now)
+            sys.stderr.write(f"token for {args.user_id} (shown once; keep it secret):\n")
+            _print(token)
+        else:
+            for u in await store.list_users():
+                _print(f"{u.id:<20} {u.role:<11} {u.name} <{u.email or '-'}>")
+    finally:
+        await store.aclose()
+    return EXIT_OK
+
+
+def _routing_explain(args: argparse.Namespace) -> int:
+    from casebridge.routing import explain  # noqa: PLC0415
+
+    config = load_config(args.config)
+    sensor = config.sensor_index().get((args.site, args.sensor))
+    site = next((s for s in config.sites if s.id == args.site), None)
+    facts = {
+        "site": args.site,
+        "sensor": args.sensor,
+        "condition": args.condition,
+        "severity": args.severity,
+        "kind": sensor.kind if sensor else None,
+        "building": sensor.building if sensor else None,
+        "room": sensor.room if sensor else None,
+    }
+    at = args.at or datetime.now(UTC)
+    tz = site.timezone if site else "UTC"
+    why = explain(config.routing, facts, at=at, tz=tz)
+    team = next((t for t in config.teams if t.id == why.chosen.team), None)
+    from casebridge.people import on_call  # noqa: PLC0415
+
+    person = on_call(team, at) if team else None
+    _print(
+        f"{args.condition} ({args.severity}) at {args.site}/{args.sensor}, "
+        f"{at.astimezone(ZoneInfo(tz)).isoformat(timespec='minutes')} {tz}:"
+    )
+    _print(
+        f"  → team {why.chosen.team}, priority {why.chosen.priority}, by row {why.chosen.id}"
+        + (f"; on call: {person}" if person else "")
+    )
+    if sensor is None:
+        _print(f"  (sensor {args.sensor} is not in the config: building and room unknown)")
+    for row, note in why.rows:
+        _print(f"  {row.id:<20} {note}")
+    return EXIT_OK
+
+
 async def _cmd_run(args: argparse.Namespace) -> int:
     from husvakt.allinone import AllInOne  # noqa: PLC0415 - keep `husvakt --help` fast
 
     config = load_config(args.config)
-    store = SqliteCaseStore(config.cases.sqlite)
+    store = open_store(config.cases)
     await store.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -258,9 +422,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "config":
             return _cmd_config_check(args)
         if args.command == "cases":
-            return asyncio.run(
-                _cases_list(args) if args.cases_command == "list" else _cases_show(args)
-            )
+            action = {"list": _cases_list, "show": _cases_show, "serve": _cases_serve}
+            return asyncio.run(action[args.cases_command](args))
+        if args.command == "users":
+            return asyncio.run(_users(args))
+        if args.command == "routing":
+            return _routing_explain(args)
         if args.command == "run":
             return asyncio.run(_cmd_run(args))
         return asyncio.run(_cmd_demo(args))

@@ -96,7 +96,9 @@ def postgres_bindir() -> Path:
     """The PostgreSQL server binaries (Debian's postgresql package); missing ones fail."""
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     if not found:
-        pytest.fail("PostgreSQL server binaries not found; run scripts/test, which installs postgresql")
+        pytest.fail(
+            "PostgreSQL server binaries not found; run scripts/test, which installs postgresql"
+        )
     return found[-1].parent
 
 
@@ -114,18 +116,46 @@ def postgres_server() -> Iterator[str]:
         pw = pwd.getpwnam("postgres")
         as_user = {"user": pw.pw_uid, "group": pw.pw_gid}
         os.chown(datadir, pw.pw_uid, pw.pw_gid)
-    subprocess.run(  # noqa: S603 - fixed argv, test-only
-        [str(bindir / "initdb"), "-D", str(datadir / "data"), "-U", "postgres", "--auth=trust",
-         "-E", "UTF8", "--no-sync"],
-        check=True, capture_output=True, **as_user,  # type: ignore[call-overload]
+    subprocess.run(
+        [
+            str(bindir / "initdb"),
+            "-D",
+            str(datadir / "data"),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+        **as_user,  # type: ignore[call-overload]
     )
     port = free_port()
-    proc = subprocess.Popen(  # noqa: S603
-        [str(bindir / "postgres"), "-D", str(datadir / "data"), "-p", str(port),
-         "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={datadir}",
-         "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-         "-c", "max_connections=200"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **as_user,  # type: ignore[call-overload]
+    proc = subprocess.Popen(
+        [
+            str(bindir / "postgres"),
+            "-D",
+            str(datadir / "data"),
+            "-p",
+            str(port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={datadir}",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=200",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        **as_user,  # type: ignore[call-overload]
     )
     try:
         wait_for_port("127.0.0.1", port, proc=proc, timeout=30)

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from alembic import command
+from alembic.autogenerate import compare_metadata
 from alembic.config import Config
+from alembic.migration import MigrationContext
 from sqlalchemy import Connection, event, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -39,7 +41,15 @@ from casebridge.models import (
     parse_case_id,
 )
 from casebridge.store import CaseFilter, Outcome, alarm_key
-from casebridge.store.schema import case_events, cases, deliveries, open_case, tokens, users
+from casebridge.store.schema import (
+    case_events,
+    cases,
+    deliveries,
+    metadata,
+    open_case,
+    tokens,
+    users,
+)
 from stream.models import Alarm
 
 __all__ = ["MIGRATIONS", "MemoryCaseStore", "SqlCaseStore", "SqliteCaseStore", "open_store"]
@@ -133,6 +143,17 @@ class SqlCaseStore:
 
     async def aclose(self) -> None:
         await self._engine.dispose()
+
+    async def schema_drift(self) -> list[object]:
+        """Differences between the database and the schema this version declares (empty when
+        the migrations and `schema.py` agree)."""
+
+        def compare(sync_conn: Connection) -> list[object]:
+            context = MigrationContext.configure(sync_conn)
+            return list(compare_metadata(context, metadata))
+
+        async with self._engine.connect() as conn:
+            return await conn.run_sync(compare)
 
     # --- alarms ----------------------------------------------------------------------------
 

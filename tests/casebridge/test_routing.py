@@ -14,16 +14,27 @@ TABLE = (
     RouteRow(id="school-b", site="b", team="b-team"),
     RouteRow(id="school-b-fire", site="b", condition="fire", team="b-larm", priority="P1"),
     RouteRow(id="boiler", room="plant", team="boiler-techs", priority="P2"),
-    RouteRow(id="frost-nights", condition="freezing", hours="18:00-07:00", team="jour", priority="P2"),
-    RouteRow(id="frost-weekend", condition="freezing", days=["sat", "sun"], team="helg", priority="P2"),
+    RouteRow(
+        id="frost-nights", condition="freezing", hours="18:00-07:00", team="jour", priority="P2"
+    ),
+    RouteRow(
+        id="frost-weekend", condition="freezing", days=["sat", "sun"], team="helg", priority="P2"
+    ),
 )
 # Wednesday 14 January 2026, 10:00 in Stockholm (09:00 UTC)
 WEDNESDAY_DAY = datetime(2026, 1, 14, 9, 0, tzinfo=UTC)
 
 
 def facts(**over):
-    return {"site": "a", "sensor": "t1", "condition": "freezing", "severity": "warning",
-            "kind": "temperature", "building": None, "room": None} | over
+    return {
+        "site": "a",
+        "sensor": "t1",
+        "condition": "freezing",
+        "severity": "warning",
+        "kind": "temperature",
+        "building": None,
+        "room": None,
+    } | over
 
 
 @pytest.mark.parametrize(
@@ -50,7 +61,10 @@ def test_the_most_specific_row_wins(over, row):
         ("2026-01-15T06:59", "frost-nights"),
         ("2026-01-15T07:00", "frost"),
         ("2026-01-17T12:00", "frost-weekend"),  # Saturday
-        ("2026-01-18T23:30", "frost-nights"),  # a Sunday night: both windows match; table order decides
+        (
+            "2026-01-18T23:30",
+            "frost-nights",
+        ),  # a Sunday night: both windows match; table order decides
     ],
 )
 def test_time_windows_follow_the_site_clock(local, row):
@@ -62,10 +76,14 @@ def test_time_windows_follow_the_site_clock(local, row):
 
 def test_days_name_the_day_a_night_window_starts():
     friday_night = RouteRow(id="fri", days=["fri"], hours="18:00-07:00", team="x")
-    assert friday_night.in_window(datetime(2026, 1, 16, 23, 0))  # Friday
-    assert friday_night.in_window(datetime(2026, 1, 17, 6, 0))  # Saturday morning, same night
-    assert not friday_night.in_window(datetime(2026, 1, 17, 23, 0))
-    assert not friday_night.in_window(datetime(2026, 1, 16, 6, 0))  # Friday morning: Thursday's night
+    assert friday_night.in_window(datetime(2026, 1, 16, 23, 0, tzinfo=UTC))  # Friday
+    assert friday_night.in_window(
+        datetime(2026, 1, 17, 6, 0, tzinfo=UTC)
+    )  # Saturday morning, same night
+    assert not friday_night.in_window(datetime(2026, 1, 17, 23, 0, tzinfo=UTC))
+    assert not friday_night.in_window(
+        datetime(2026, 1, 16, 6, 0, tzinfo=UTC)
+    )  # Friday morning: Thursday's night
 
 
 def test_no_matching_row_is_an_error():

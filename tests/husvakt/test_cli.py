@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from casebridge.models import OpenPlan
 from casebridge.store.sql import SqliteCaseStore
 from husvakt.cli import main
-from casebridge.models import OpenPlan
 from tests.factories import T0, make_alarm, make_draft
 
 DEMO = Path(__file__).resolve().parents[2] / "config" / "demo.yaml"

@@ -1,0 +1,243 @@
+"""The HTTP API (FastAPI): work lists, a case with its timeline, actions, the event feed.
+
+Bearer tokens per user; roles as in `casebridge.auth.Access`. Every write is one store
+transaction, so a refused or failed request leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+
+from casebridge.auth import Access, hash_token
+from casebridge.config import TeamConfig
+from casebridge.errors import CaseNotFoundError, LifecycleError
+from casebridge.models import Case, CaseEvent, CaseStatus, User
+from casebridge.store import CaseFilter, CaseStore
+from gateway.clock import Clock
+
+__all__ = ["create_app"]
+
+WorkList = Literal["mine", "team", "team-members", "all"]
+StatusAction = Literal["acknowledge", "start", "resolve", "close", "reopen"]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ActionBody(_Body):
+    comment: str | None = Field(default=None, max_length=4000)
+
+
+class AssignBody(_Body):
+    user: str = Field(min_length=1, max_length=64)
+    comment: str | None = Field(default=None, max_length=4000)
+
+
+class CommentBody(_Body):
+    text: str = Field(min_length=1, max_length=4000)
+
+
+class CaseWithTimeline(BaseModel):
+    case: Case
+    timeline: list[CaseEvent]
+
+
+class CaseList(BaseModel):
+    work_list: WorkList
+    count: int
+    cases: list[Case]
+
+
+class EventFeed(BaseModel):
+    events: list[CaseEvent]
+    next: int = Field(description="pass as `after` to continue")
+
+
+class Me(BaseModel):
+    user: User
+    teams: list[str]
+    team_members: list[str]
+
+
+@dataclass(frozen=True)
+class _Deps:
+    store: CaseStore
+    teams: tuple[TeamConfig, ...]
+    clock: Clock
+
+
+def _deps(request: Request) -> _Deps:
+    deps: _Deps = request.app.state.husvakt
+    return deps
+
+
+Deps = Annotated[_Deps, Depends(_deps)]
+_bearer = HTTPBearer(auto_error=False)
+
+
+async def _access(
+    deps: Deps, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Access:
+    user = None
+    if credentials is not None and credentials.scheme.lower() == "bearer":
+        user = await deps.store.user_for_token(hash_token(credentials.credentials))
+    if user is None:
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail="a valid bearer token is required (husvakt users token USER)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return Access(user, deps.teams)
+
+
+Who = Annotated[Access, Depends(_access)]
+router = APIRouter(prefix="/api/v1")
+
+
+async def _readable(deps: _Deps, case_id: str, who: Access) -> Case:
+    case = await deps.store.get_case(case_id)
+    if case is None:
+        raise CaseNotFoundError(f"no case {case_id}")
+    if not who.can_read(case):
+        raise HTTPException(status_code=403, detail=f"{case.id} belongs to team {case.team}")
+    return case
+
+
+async def _actionable(deps: _Deps, case_id: str, who: Access) -> Case:
+    case = await _readable(deps, case_id, who)
+    if not who.can_act(case):
+        raise HTTPException(status_code=403, detail=f"role {who.user.role} cannot change cases")
+    return case
+
+
+async def _with_timeline(deps: _Deps, case: Case) -> CaseWithTimeline:
+    return CaseWithTimeline(case=case, timeline=await deps.store.timeline(case.id))
+
+
+@router.get("/me", response_model=Me, tags=["people"])
+async def me(who: Who) -> Me:
+    """Who the token belongs to, their teams and teammates."""
+    return Me(user=who.user, teams=list(who.teams), team_members=list(who.team_members))
+
+
+@router.get("/cases", response_model=CaseList, tags=["cases"])
+async def list_cases(
+    *,
+    deps: Deps,
+    who: Who,
+    list_: Annotated[WorkList | None, Query(alias="list")] = None,
+    site: Annotated[list[str] | None, Query()] = None,
+    status_: Annotated[list[CaseStatus] | None, Query(alias="status")] = None,
+    condition: Annotated[list[str] | None, Query()] = None,
+) -> CaseList:
+    """Work lists: `mine` (assigned to me), `team` (my teams' cases), `team-members` (assigned
+    to my teammates), `all` (everything I may see; the default for dispatchers)."""
+    chosen: WorkList = list_ or ("all" if who.sees_everything else "team")
+    narrowed: dict[str, list[str]] = {
+        "mine": {"assignees": [who.user.id]},
+        "team": {"teams": list(who.teams)},
+        "team-members": {"assignees": list(who.team_members)},
+        "all": {},
+    }[chosen]
+    where = CaseFilter(statuses=status_, sites=site, conditions=condition, **narrowed)
+    cases = [c for c in await deps.store.list_cases(where) if who.can_read(c)]
+    return CaseList(work_list=chosen, count=len(cases), cases=cases)
+
+
+@router.get("/cases/{case_id}", response_model=CaseWithTimeline, tags=["cases"])
+async def get_case(deps: Deps, case_id: str, who: Who) -> CaseWithTimeline:
+    """A case with its whole timeline."""
+    return await _with_timeline(deps, await _readable(deps, case_id, who))
+
+
+@router.post("/cases/{case_id}/assign", response_model=CaseWithTimeline, tags=["actions"])
+async def assign(deps: Deps, case_id: str, body: AssignBody, who: Who) -> CaseWithTimeline:
+    """Assign the case to a user."""
+    case = await _actionable(deps, case_id, who)
+    changed = await deps.store.act(
+        case.id,
+        "assign",
+        actor=who.user.id,
+        now=deps.clock.now(),
+        assignee=body.user,
+        text=body.comment,
+    )
+    return await _with_timeline(deps, changed)
+
+
+@router.post("/cases/{case_id}/comments", response_model=CaseWithTimeline, tags=["actions"])
+async def comment(deps: Deps, case_id: str, body: CommentBody, who: Who) -> CaseWithTimeline:
+    """Add a comment to the timeline."""
+    case = await _actionable(deps, case_id, who)
+    changed = await deps.store.act(
+        case.id, "comment", actor=who.user.id, now=deps.clock.now(), text=body.text
+    )
+    return await _with_timeline(deps, changed)
+
+
+@router.post("/cases/{case_id}/{action}", response_model=CaseWithTimeline, tags=["actions"])
+async def change_status(
+    deps: Deps, case_id: str, action: StatusAction, who: Who, body: ActionBody | None = None
+) -> CaseWithTimeline:
+    """acknowledge, start, resolve, close or reopen; an optional comment goes on the status
+    change in the timeline."""
+    case = await _actionable(deps, case_id, who)
+    changed = await deps.store.act(
+        case.id,
+        action,
+        actor=who.user.id,
+        now=deps.clock.now(),
+        text=body.comment if body else None,
+    )
+    return await _with_timeline(deps, changed)
+
+
+@router.get("/events", response_model=EventFeed, tags=["feed"])
+async def events(
+    deps: Deps,
+    who: Who,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> EventFeed:
+    """Every case event after the cursor `after`, oldest first: a portal follows a case's
+    progress by polling with the returned `next`."""
+    batch = await deps.store.events_after(after, limit=limit)
+    visible: dict[str, bool] = {}
+    out = []
+    for ev in batch:
+        if ev.case_id not in visible:
+            case = await deps.store.get_case(ev.case_id)
+            visible[ev.case_id] = case is not None and who.can_read(case)
+        if visible[ev.case_id]:
+            out.append(ev)
+    return EventFeed(events=out, next=batch[-1].cursor if batch else after)
+
+
+async def _not_found(_request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(status_code=404, content={"detail": str(exc)})
+
+
+async def _conflict(_request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(status_code=409, content={"detail": str(exc)})
+
+
+def create_app(*, store: CaseStore, teams: Sequence[TeamConfig], clock: Clock) -> FastAPI:
+    """The API on `store`; team membership comes from the site config. OpenAPI at /docs."""
+    app = FastAPI(
+        title="husvakt case API",
+        version="1",
+        description="Cases opened from building sensor alarms: work lists, timelines, actions.",
+    )
+    app.state.husvakt = _Deps(store=store, teams=tuple(teams), clock=clock)
+    app.add_exception_handler(CaseNotFoundError, _not_found)
+    app.add_exception_handler(LifecycleError, _conflict)
+    app.include_router(router)
+    return app

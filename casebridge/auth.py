@@ -1,0 +1,56 @@
+"""Bearer tokens and who may see and do what. Pure apart from token generation."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Mapping, Sequence
+
+from casebridge.config import TeamConfig
+from casebridge.models import Case, User
+
+__all__ = ["Access", "hash_token", "new_token"]
+
+TOKEN_PREFIX = "hv_"  # noqa: S105 - a prefix that makes leaked tokens recognisable, not a secret
+
+
+def new_token() -> str:
+    """A random bearer token (shown once; only its hash is stored)."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    """SHA-256 suffices: tokens are 256 random bits, not passwords a person chose."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Access:
+    """One user's view: their teams, and which cases they may read and act on.
+
+    technician: reads and acts on their own teams' cases; dispatcher and admin: every case;
+    integrator: reads every case, acts on none.
+    """
+
+    def __init__(self, user: User, teams: Sequence[TeamConfig]) -> None:
+        self.user = user
+        self.teams = tuple(t.id for t in teams if user.id in t.members)
+        self.team_members = tuple(
+            sorted({m for t in teams if t.id in self.teams for m in t.members} - {user.id})
+        )
+
+    @classmethod
+    def of(cls, user: User, teams: Mapping[str, TeamConfig] | Sequence[TeamConfig]) -> Access:
+        values = list(teams.values()) if isinstance(teams, Mapping) else list(teams)
+        return cls(user, values)
+
+    @property
+    def sees_everything(self) -> bool:
+        return self.user.role in ("dispatcher", "admin", "integrator")
+
+    def can_read(self, case: Case) -> bool:
+        return self.sees_everything or case.team in self.teams
+
+    def can_act(self, case: Case) -> bool:
+        if self.user.role == "integrator":
+            return False
+        return self.user.role in ("dispatcher", "admin") or case.team in self.teams
