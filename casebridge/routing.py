@@ -62,6 +62,8 @@ def explain(
             why = "does not match " + ", ".join(misses)
         elif row is chosen:
             why = "CHOSEN: the most specific matching row"
+        elif specificity(criteria, ROUTE_ORDER) == specificity(chosen.criteria(), ROUTE_ORDER):
+            why = "ties with the chosen row (overlapping windows); the earlier row wins"
         else:
             why = "matches, but is less specific"
         named = [f for f in ROUTE_ORDER if specificity(criteria, ROUTE_ORDER)[ROUTE_ORDER.index(f)]]

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from husvakt.broker import free_port
+from tests.services import PostgresServer, ServiceError
 
 
 def require_binary(name: str) -> str:
@@ -92,82 +93,17 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
         broker.stop()
 
 
-def postgres_bindir() -> Path:
-    """The PostgreSQL server binaries (Debian's postgresql package); missing ones fail."""
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if not found:
-        pytest.fail(
-            "PostgreSQL server binaries not found; run scripts/test, which installs postgresql"
-        )
-    return found[-1].parent
-
-
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
-    """A PostgreSQL server of the test session's own on a free loopback port; yields its base
-    URL. Runs as the `postgres` user when the tests run as root (initdb refuses root)."""
-    import pwd
-    import tempfile
-
-    bindir = postgres_bindir()
-    as_user: dict[str, int] = {}
-    datadir = Path(tempfile.mkdtemp(prefix="husvakt-pg-"))
-    if os.geteuid() == 0:
-        pw = pwd.getpwnam("postgres")
-        as_user = {"user": pw.pw_uid, "group": pw.pw_gid}
-        os.chown(datadir, pw.pw_uid, pw.pw_gid)
-    subprocess.run(
-        [
-            str(bindir / "initdb"),
-            "-D",
-            str(datadir / "data"),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        ],
-        check=True,
-        capture_output=True,
-        **as_user,  # type: ignore[call-overload]
-    )
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            str(bindir / "postgres"),
-            "-D",
-            str(datadir / "data"),
-            "-p",
-            str(port),
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            f"unix_socket_directories={datadir}",
-            "-c",
-            "fsync=off",
-            "-c",
-            "synchronous_commit=off",
-            "-c",
-            "full_page_writes=off",
-            "-c",
-            "max_connections=200",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        **as_user,  # type: ignore[call-overload]
-    )
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the test session's own; a missing binary fails the tests."""
     try:
-        wait_for_port("127.0.0.1", port, proc=proc, timeout=30)
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}"
+        server = PostgresServer().start()
+    except ServiceError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(datadir, ignore_errors=True)
+        server.stop()
 
 
 def _in_fresh_loop(coro: Any) -> Any:
@@ -180,24 +116,13 @@ def _in_fresh_loop(coro: Any) -> Any:
 
 
 @pytest.fixture
-def postgres_url(postgres_server: str) -> Iterator[str]:
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     """A throwaway database on the session's server, dropped after the test."""
     import uuid
 
-    import asyncpg
-
     name = f"t_{uuid.uuid4().hex[:12]}"
-    dsn = postgres_server.replace("postgresql+asyncpg", "postgresql") + "/postgres"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    _in_fresh_loop(admin(f'CREATE DATABASE "{name}"'))
+    url = _in_fresh_loop(postgres_server.create_database(name))
     try:
-        yield f"{postgres_server}/{name}"
+        yield url
     finally:
-        _in_fresh_loop(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        _in_fresh_loop(postgres_server.drop_database(name))

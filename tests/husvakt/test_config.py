@@ -158,3 +158,23 @@ def test_inconsistent_rule_levels_are_explained(tmp_path, rule, message):
 def test_a_missing_file_is_a_clear_error(tmp_path):
     found = problems(tmp_path / "nope.yaml")
     assert "cannot read" in found[0]
+
+
+def test_identical_routing_rows_are_ambiguous(tmp_path):
+    text = MINIMAL.replace(
+        "  - {id: all, team: fm}\n",
+        "  - {id: all, team: fm}\n  - {id: night, hours: '18:00-07:00', team: fm}\n"
+        "  - {id: night2, hours: '18:00-07:00', team: fm}\n",
+    )
+    found = problems(write(tmp_path, text))
+    assert len(found) == 1
+    assert "routing[2]: matches exactly what routing[1] matches (ambiguous)" in found[0]
+
+
+def test_a_bad_time_window_or_zone_is_explained(tmp_path):
+    text = MINIMAL.replace(
+        "{id: all, team: fm}", "{id: all, team: fm, hours: '25:00-07:00'}"
+    ).replace("    name: Skolan\n", "    name: Skolan\n    timezone: Mars/Olympus\n")
+    found = problems(write(tmp_path, text))
+    assert any("unknown time zone 'Mars/Olympus'" in p for p in found), found
+    assert any("'25:00-07:00' is not a time window" in p for p in found), found

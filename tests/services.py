@@ -1,0 +1,141 @@
+"""Throwaway service processes for tests and benchmarks, on free loopback ports, stopped by PID."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from husvakt.broker import free_port
+
+__all__ = ["PostgresServer", "ServiceError", "wait_for_port"]
+
+
+class ServiceError(RuntimeError):
+    """A service binary is missing or the service did not come up."""
+
+
+def wait_for_port(
+    host: str, port: int, *, proc: subprocess.Popen[bytes], timeout: float = 10.0
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            raise ServiceError(f"service exited with {proc.returncode} before listening:\n{out}")
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)  # polling a port another process opens: no event to wait on
+    raise ServiceError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+class PostgresServer:
+    """A PostgreSQL server of our own (Debian's server binaries), in a temporary directory.
+
+    Runs as the `postgres` user when we are root (initdb refuses root). `url` is the SQLAlchemy
+    base URL without a database name.
+    """
+
+    def __init__(self) -> None:
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        if not found:
+            raise ServiceError(
+                "PostgreSQL server binaries not found; run scripts/test, which installs postgresql"
+            )
+        self.bindir = found[-1].parent
+        self.port = free_port()
+        self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}"
+        self._dir = Path(tempfile.mkdtemp(prefix="husvakt-pg-"))
+        self._as: dict[str, Any] = {}
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> PostgresServer:
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            self._as = {"user": pw.pw_uid, "group": pw.pw_gid}
+            os.chown(self._dir, pw.pw_uid, pw.pw_gid)
+        data = self._dir / "data"
+        subprocess.run(
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            **self._as,
+        )
+        self._proc = subprocess.Popen(
+            [
+                str(self.bindir / "postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(self.port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"unix_socket_directories={self._dir}",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=200",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            **self._as,
+        )
+        wait_for_port("127.0.0.1", self.port, proc=self._proc, timeout=30)
+        return self
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    async def create_database(self, name: str) -> str:
+        import asyncpg
+
+        conn = await asyncpg.connect(
+            self.url.replace("postgresql+asyncpg", "postgresql") + "/postgres"
+        )
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        return f"{self.url}/{name}"
+
+    async def drop_database(self, name: str) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(
+            self.url.replace("postgresql+asyncpg", "postgresql") + "/postgres"
+        )
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
