@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -19,12 +20,15 @@ __all__ = [
     "ModbusPoint",
     "MqttBrokerConfig",
     "MqttPoint",
+    "OutboxConfig",
     "Room",
     "SensorConfig",
     "SerialPoint",
     "SerialPortConfig",
     "SiteConfig",
     "Source",
+    "TlsConfig",
+    "UplinkConfig",
     "parse_duration",
 ]
 
@@ -191,11 +195,44 @@ class SensorConfig(_Frozen):
     source: Source
 
 
+class TlsConfig(_Frozen):
+    """TLS to the broker: the CA that signed it, and optionally our client certificate."""
+
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+class UplinkConfig(_Frozen):
+    """Where `husvakt gateway` sends readings: an MQTT broker (QoS 1, persistent session)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password_file: Path | None = Field(default=None, description="read at start, never logged")
+    tls: TlsConfig | None = None
+    keepalive: int = Field(default=30, ge=5)
+    batch: int = Field(default=200, ge=1, le=10_000, description="readings per message")
+    max_rate: float = Field(default=2000.0, gt=0, description="readings/s when draining a backlog")
+    status_every: Duration = 60.0
+
+
+class OutboxConfig(_Frozen):
+    """The durable local buffer (SQLite). A relative path is relative to the config file."""
+
+    path: Path = Path("husvakt-outbox.db")
+    max_mb: float = Field(default=50.0, gt=0)
+    thin_window: Duration = 600.0
+
+
 class GatewayConfig(_Frozen):
-    """The gateway process: its identity and the connections its sources use."""
+    """The gateway process: its identity, the connections its sources use, its outbox and
+    uplink."""
 
     id: Slug
     site: Slug
+    outbox: OutboxConfig = OutboxConfig()
+    uplink: UplinkConfig | None = None
     mqtt_brokers: dict[Slug, MqttBrokerConfig] = Field(default_factory=dict)
     modbus_devices: dict[Slug, ModbusDeviceConfig] = Field(default_factory=dict)
     serial_ports: dict[Slug, SerialPortConfig] = Field(default_factory=dict)

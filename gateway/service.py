@@ -3,27 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 from gateway.clock import Clock
 from gateway.config import GatewayConfig, ModbusPoint, MqttPoint, SensorConfig, SerialPoint
 from gateway.models import Reading
 from gateway.normalize import Sample, normalize
+from gateway.outbox import SqliteOutbox
 from gateway.quarantine import Quarantine
 from gateway.sources import Source
 from gateway.sources.modbus import ModbusSource
 from gateway.sources.mqtt import MqttSource
 from gateway.sources.serial import SerialSource
+from gateway.uplink import MqttUplink
 
-__all__ = ["Gateway", "ReadingSink", "build_sources"]
+__all__ = ["Gateway", "build_sources", "run_gateway"]
 
 log = logging.getLogger("husvakt.gateway")
-
-#: Where readings go next (the rule engine in-process, an uplink otherwise).
-ReadingSink = Callable[[Reading], Awaitable[None]]
 
 
 def build_sources(
@@ -86,7 +86,11 @@ def build_sources(
 
 
 class Gateway:
-    """Runs every source as a named task and turns their samples into numbered readings."""
+    """Runs every source as a named task; their samples become readings in the outbox.
+
+    Sources hand samples over a bounded queue (back-pressure, never drops) to one writer that
+    commits them to the outbox in batches; the outbox numbers them.
+    """
 
     def __init__(
         self,
@@ -94,46 +98,109 @@ class Gateway:
         config: GatewayConfig,
         sensors: Sequence[SensorConfig],
         clock: Clock,
-        sink: ReadingSink,
-        first_seq: int = 1,
+        outbox: SqliteOutbox,
+        batch: int = 500,
     ) -> None:
         self._config = config
         self._sensors = {s.id: s for s in sensors}
-        self._sink = sink
+        self._outbox = outbox
+        self._batch = batch
         self.quarantine = Quarantine()
         self._sources = build_sources(config, sensors, clock=clock, quarantine=self.quarantine)
-        self._seq = first_seq
+        self._pending: asyncio.Queue[Reading] = asyncio.Queue(maxsize=config.queue_size)
         self.counts: Counter[str] = Counter()
 
     @property
     def sources(self) -> tuple[Source, ...]:
         return tuple(self._sources)
 
-    async def run(self) -> None:
-        """Read from every source until cancelled."""
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Read from every source until `stop` is set (or until cancelled); on `stop`, return
+        once everything already read is committed to the outbox."""
         log.info(
-            "gateway %s/%s: %d sources, %d sensors",
+            "gateway %s/%s: %d sources, %d sensors; outbox %s",
             self._config.site,
             self._config.id,
             len(self._sources),
             len(self._sensors),
+            self._outbox.path,
         )
         async with asyncio.TaskGroup() as tg:
-            for source in self._sources:
+            writer = tg.create_task(self._write(), name="outbox writer")
+            sources = [
                 tg.create_task(source.run(self.accept), name=f"source {source.name}")
+                for source in self._sources
+            ]
+            await (stop or asyncio.Event()).wait()
+            for task in sources:
+                task.cancel()
+            await self._pending.join()
+            writer.cancel()
 
     async def accept(self, sample: Sample) -> None:
         sensor = self._sensors.get(sample.sensor)
         if sensor is None:
             self.quarantine.add("unknown-sensor", sample.sensor)
             return
-        reading = normalize(
-            sample,
-            sensor,
-            site=sensor.site or self._config.site,
-            gateway=self._config.id,
-            seq=self._seq,
-        )
-        self._seq += 1
+        site = sensor.site or self._config.site
+        # seq 0 until the outbox numbers the reading as it commits it
+        reading = normalize(sample, sensor, site=site, gateway=self._config.id, seq=0)
         self.counts[reading.quality] += 1
-        await self._sink(reading)
+        await self._pending.put(reading)
+
+    async def _write(self) -> None:
+        while True:
+            batch = [await self._pending.get()]
+            while len(batch) < self._batch and not self._pending.empty():
+                batch.append(self._pending.get_nowait())
+            try:
+                await self._outbox.append(batch)
+            finally:
+                for _ in batch:
+                    self._pending.task_done()
+
+
+async def run_gateway(
+    *,
+    config: GatewayConfig,
+    sensors: Sequence[SensorConfig],
+    clock: Clock,
+    stop: asyncio.Event,
+    drain_grace: float = 10.0,
+) -> SqliteOutbox:
+    """`husvakt gateway`: sources → outbox → MQTT uplink, until `stop`; then commit what was
+    read and keep uplinking for up to `drain_grace` seconds. What is left stays in the outbox
+    for the next start. Returns the (closed) outbox."""
+    if config.uplink is None:
+        raise ValueError("gateway.uplink is not configured: where should readings go?")
+    box = config.outbox
+    outbox = SqliteOutbox(box.path, max_bytes=int(box.max_mb * 1e6), thin_window=box.thin_window)
+    await outbox.open()
+    password = (
+        config.uplink.password_file.read_text(encoding="utf-8").strip()
+        if config.uplink.password_file
+        else None
+    )
+    uplink = MqttUplink(
+        config=config.uplink, site=config.site, gateway=config.id, clock=clock, password=password
+    )
+    gateway = Gateway(config=config, sensors=sensors, clock=clock, outbox=outbox)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            reading = tg.create_task(gateway.run(stop), name="gateway")
+            sending = tg.create_task(uplink.run(outbox), name="uplink")
+            await reading
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(outbox.emptied.wait(), drain_grace)
+            sending.cancel()
+    finally:
+        stats = outbox.stats
+        log.info(
+            "gateway stopped: %d uplinked, %d still buffered, %d thinned, last seq %d",
+            uplink.published,
+            stats.buffered,
+            stats.thinned,
+            stats.last_seq,
+        )
+        await outbox.close()
+    return outbox

@@ -1,4 +1,4 @@
-"""The all-in-one runtime: gateway → embedded rules → case bridge, in one process."""
+"""The all-in-one runtime: gateway → outbox → embedded rules → case bridge, in one process."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ from casebridge.notify import (
 from casebridge.store import CaseStore
 from gateway.clock import Clock
 from gateway.models import Reading
+from gateway.outbox import SqliteOutbox
 from gateway.service import Gateway
+from gateway.uplink import LocalUplink
 from husvakt.config import HusvaktConfig
 from stream.engine import EmbeddedEngine
 from stream.models import Alarm
@@ -50,19 +52,21 @@ def channels_for(config: HusvaktConfig, clock: Clock) -> dict[str, Channel]:
 
 
 class AllInOne:
-    """Wires the parts with a bounded queue between gateway and rules (back-pressure, not
-    drops), a direct, awaited hand-off from rules to cases, and the notification loop."""
+    """Readings go through the same durable outbox as on a split deployment, and leave it only
+    after the rules evaluated them and their alarms are recorded as cases."""
 
-    def __init__(self, *, config: HusvaktConfig, clock: Clock, store: CaseStore) -> None:
+    def __init__(
+        self, *, config: HusvaktConfig, clock: Clock, store: CaseStore, outbox: SqliteOutbox
+    ) -> None:
         if config.gateway is None:
             raise ValueError("the all-in-one runtime needs a 'gateway' section in the config")
         sensors = config.sensor_index()
         self._clock = clock
         self._every = config.notify.check_every
+        self.outbox = outbox
         self.history = ReadingHistory()
-        self.queue: asyncio.Queue[Reading] = asyncio.Queue(maxsize=config.gateway.queue_size)
         self.gateway = Gateway(
-            config=config.gateway, sensors=list(sensors.values()), clock=clock, sink=self._read
+            config=config.gateway, sensors=list(sensors.values()), clock=clock, outbox=outbox
         )
         self.bridge = CaseBridge(
             store=store,
@@ -82,12 +86,13 @@ class AllInOne:
             sink=self._hand_off,
             late_after=config.stream.late_after,
         )
+        self.uplink = LocalUplink(consume=self._evaluate)
         self.notifier = Notifier(store=store, channels=channels_for(config, clock))
         self.escalator = Escalator(store=store, teams=config.teams, notify=config.notify)
 
-    async def _read(self, reading: Reading) -> None:
+    async def _evaluate(self, reading: Reading) -> None:
         self.history.add(reading)
-        await self.queue.put(reading)
+        await self.engine.process(reading)
 
     async def _hand_off(self, alarm: Alarm) -> None:
         await self.bridge.handle(alarm)
@@ -96,8 +101,8 @@ class AllInOne:
         """Run until `stop` is set; then stop reading, and return once every reading already
         read has been evaluated and its alarms recorded as cases."""
         async with asyncio.TaskGroup() as tg:
-            gateway = tg.create_task(self.gateway.run(), name="gateway")
-            engine = tg.create_task(self.engine.run(self.queue), name="rules")
+            gateway = tg.create_task(self.gateway.run(stop), name="gateway")
+            uplink = tg.create_task(self.uplink.run(self.outbox), name="local uplink")
             notify = tg.create_task(
                 run_notifications(
                     notifier=self.notifier,
@@ -108,10 +113,9 @@ class AllInOne:
                 ),
                 name="notifications",
             )
-            await stop.wait()
-            gateway.cancel()
-            await self.queue.join()
-            engine.cancel()
+            await gateway  # returns after `stop`, with everything read in the outbox
+            await self.outbox.emptied.wait()
+            uplink.cancel()
             notify.cancel()
         log.info(
             "stopped: readings %s, alarms %s, cases %s, quarantined %d",

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from casebridge.errors import CaseStoreError
@@ -19,6 +20,7 @@ from casebridge.store import CaseFilter
 from casebridge.store.sql import SqlCaseStore, SqliteCaseStore, open_store
 from gateway.clock import SystemClock
 from gateway.configfile import ConfigError
+from gateway.outbox import SqliteOutbox
 from husvakt import __version__
 from husvakt.config import HusvaktConfig, load_config
 from husvakt.output import cases_json, cases_table
@@ -49,80 +51,8 @@ def _store_options(p: argparse.ArgumentParser) -> None:
     where.add_argument("--config", type=Path, help="site config YAML (uses its case store)")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="husvakt",
-        description="Watch buildings through their sensors and turn trouble into cases.",
-    )
-    parser.add_argument("--version", action="version", version=f"husvakt {__version__}")
-    parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)"
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    demo = sub.add_parser(
-        "demo",
-        help="replay a night at a school through simulated devices and show the cases it opens",
-        description="Start an embedded MQTT broker, three simulated thermometers (MQTT JSON, "
-        "Modbus TCP, serial line) and the all-in-one runtime; replay a night in about 20 s "
-        "(a basement cooling to 3 °C, a boiler room overheating) and print the cases opened.",
-    )
-    demo.add_argument(
-        "--db",
-        type=Path,
-        default=Path("husvakt-demo.db"),
-        help="SQLite case store to create (replaced if it exists; default %(default)s)",
-    )
-    demo.add_argument(
-        "--broker",
-        type=_address,
-        metavar="HOST:PORT",
-        help="use this MQTT broker instead of starting an embedded one",
-    )
-    demo.add_argument(
-        "--speed",
-        type=float,
-        default=1440.0,
-        help="simulated seconds per real second (default %(default)s: 8 h in 20 s)",
-    )
-    demo.add_argument(
-        "--config", type=Path, default=None, help="demo site config (default config/demo.yaml)"
-    )
-    demo.add_argument("--json", action="store_true", help="print the cases as JSON")
-
-    run = sub.add_parser(
-        "run",
-        help="run gateway, rules and case bridge in one process (until Ctrl-C)",
-        description="The all-in-one runtime on the real clock: read the configured sensors, "
-        "apply the rules and open cases in the configured SQLite store.",
-    )
-    run.add_argument("--config", type=Path, required=True, help="site config YAML")
-
-    cases = sub.add_parser(
-        "cases", help="list and inspect cases", description="Work with the case store."
-    )
-    cases_sub = cases.add_subparsers(dest="cases_command", required=True, metavar="ACTION")
-    listing = cases_sub.add_parser(
-        "list", help="list cases", description="List cases, oldest first."
-    )
-    show = cases_sub.add_parser(
-        "show", help="show one case with its timeline", description="Show a case and its timeline."
-    )
-    show.add_argument("case_id", help="e.g. HV-2026-000001")
-    for p in (listing, show):
-        _store_options(p)
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-    listing.add_argument("--open", action="store_true", help="only open cases")
-    serve = cases_sub.add_parser(
-        "serve",
-        help="serve the case API over HTTP (OpenAPI at /docs)",
-        description="Serve the HTTP API for work lists, cases and actions, authenticated with "
-        "bearer tokens (husvakt users token). Binds to 127.0.0.1 unless told otherwise.",
-    )
-    serve.add_argument("--config", type=Path, required=True, help="site config YAML")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
-    serve.add_argument("--port", type=int, default=8080, help="port (default %(default)s)")
-
+def _add_people_commands(sub: Any) -> None:
+    """`users` and `routing`."""
     users = sub.add_parser(
         "users",
         help="manage users and their API tokens",
@@ -185,6 +115,92 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="when (ISO 8601, e.g. 2026-01-17T03:00+01:00; default now)",
     )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="husvakt",
+        description="Watch buildings through their sensors and turn trouble into cases.",
+    )
+    parser.add_argument("--version", action="version", version=f"husvakt {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo",
+        help="replay a night at a school through simulated devices and show the cases it opens",
+        description="Start an embedded MQTT broker, three simulated thermometers (MQTT JSON, "
+        "Modbus TCP, serial line) and the all-in-one runtime; replay a night in about 20 s "
+        "(a basement cooling to 3 °C, a boiler room overheating) and print the cases opened.",
+    )
+    demo.add_argument(
+        "--db",
+        type=Path,
+        default=Path("husvakt-demo.db"),
+        help="SQLite case store to create (replaced if it exists; default %(default)s)",
+    )
+    demo.add_argument(
+        "--broker",
+        type=_address,
+        metavar="HOST:PORT",
+        help="use this MQTT broker instead of starting an embedded one",
+    )
+    demo.add_argument(
+        "--speed",
+        type=float,
+        default=1440.0,
+        help="simulated seconds per real second (default %(default)s: 8 h in 20 s)",
+    )
+    demo.add_argument(
+        "--config", type=Path, default=None, help="demo site config (default config/demo.yaml)"
+    )
+    demo.add_argument("--json", action="store_true", help="print the cases as JSON")
+
+    run = sub.add_parser(
+        "run",
+        help="run gateway, rules and case bridge in one process (until Ctrl-C)",
+        description="The all-in-one runtime on the real clock: read the configured sensors, "
+        "apply the rules and open cases in the configured SQLite store.",
+    )
+    run.add_argument("--config", type=Path, required=True, help="site config YAML")
+
+    gw = sub.add_parser(
+        "gateway",
+        help="read the sensors and uplink their readings (what runs on the Raspberry Pi)",
+        description="Read every configured sensor (MQTT, Modbus, serial), keep each reading in "
+        "the durable outbox and uplink it over MQTT (gateway.uplink) until confirmed. Stops "
+        "cleanly on Ctrl-C or SIGTERM; what was not sent yet is kept for the next start.",
+    )
+    gw.add_argument("--config", type=Path, required=True, help="site config YAML")
+
+    cases = sub.add_parser(
+        "cases", help="list and inspect cases", description="Work with the case store."
+    )
+    cases_sub = cases.add_subparsers(dest="cases_command", required=True, metavar="ACTION")
+    listing = cases_sub.add_parser(
+        "list", help="list cases", description="List cases, oldest first."
+    )
+    show = cases_sub.add_parser(
+        "show", help="show one case with its timeline", description="Show a case and its timeline."
+    )
+    show.add_argument("case_id", help="e.g. HV-2026-000001")
+    for p in (listing, show):
+        _store_options(p)
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.add_argument("--open", action="store_true", help="only open cases")
+    serve = cases_sub.add_parser(
+        "serve",
+        help="serve the case API over HTTP (OpenAPI at /docs)",
+        description="Serve the HTTP API for work lists, cases and actions, authenticated with "
+        "bearer tokens (husvakt users token). Binds to 127.0.0.1 unless told otherwise.",
+    )
+    serve.add_argument("--config", type=Path, required=True, help="site config YAML")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default %(default)s)")
+
+    _add_people_commands(sub)
 
     config = sub.add_parser(
         "config", help="check configuration files", description="Configuration tools."
@@ -374,20 +390,47 @@ def _routing_explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _cmd_gateway(args: argparse.Namespace) -> int:
+    from gateway.service import run_gateway  # noqa: PLC0415 - keep `husvakt --help` fast
+
+    config = load_config(args.config)
+    if config.gateway is None:
+        sys.stderr.write(f"husvakt: {args.config} has no 'gateway' section\n")
+        return EXIT_FAILED
+    sensors = list(config.sensor_index().values())
+    await run_gateway(
+        config=config.gateway, sensors=sensors, clock=SystemClock(), stop=_stop_on_signals()
+    )
+    return EXIT_OK
+
+
 async def _cmd_run(args: argparse.Namespace) -> int:
     from husvakt.allinone import AllInOne  # noqa: PLC0415 - keep `husvakt --help` fast
 
     config = load_config(args.config)
     store = open_store(config.cases)
     await store.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = _stop_on_signals()
+    assert config.gateway is not None, "checked by AllInOne"
+    outbox = SqliteOutbox(
+        config.gateway.outbox.path,
+        max_bytes=int(config.gateway.outbox.max_mb * 1e6),
+        thin_window=config.gateway.outbox.thin_window,
+    )
+    await outbox.open()
     try:
-        await AllInOne(config=config, clock=SystemClock(), store=store).run(stop)
+        await AllInOne(config=config, clock=SystemClock(), store=store, outbox=outbox).run(stop)
     finally:
         await store.aclose()
+        await outbox.close()
     return EXIT_OK
 
 
@@ -428,6 +471,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_users(args))
         if args.command == "routing":
             return _routing_explain(args)
+        if args.command == "gateway":
+            return asyncio.run(_cmd_gateway(args))
         if args.command == "run":
             return asyncio.run(_cmd_run(args))
         return asyncio.run(_cmd_demo(args))

@@ -70,4 +70,8 @@ def load_config(path: Path) -> HusvaktConfig:
         config = config.model_copy(
             update={"cases": config.cases.model_copy(update={"sqlite": resolved})}
         )
+    gw = config.gateway
+    if gw is not None and not gw.outbox.path.is_absolute():
+        outbox = gw.outbox.model_copy(update={"path": (path.parent / gw.outbox.path).resolve()})
+        config = config.model_copy(update={"gateway": gw.model_copy(update={"outbox": outbox})})
     return config

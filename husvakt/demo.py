@@ -24,6 +24,7 @@ from firmware_sim.serial import SerialThermometer
 from firmware_sim.signal import Glitch, Profile
 from gateway.clock import ScaledClock
 from gateway.config import ModbusPoint, MqttPoint, SensorConfig, SerialPoint
+from gateway.outbox import SqliteOutbox
 from husvakt.allinone import AllInOne
 from husvakt.broker import EmbeddedBroker, free_port
 from husvakt.config import HusvaktConfig, load_config
@@ -130,7 +131,9 @@ async def run_demo(
     assert isinstance(modbus_sensor.source, ModbusPoint)
     assert isinstance(serial_sensor.source, SerialPoint)
 
-    for stale in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+    stale_files = [db.with_name(db.name + suffix) for suffix in ("", "-wal", "-shm")]
+    stale_files += [db.with_name(db.name + ".outbox" + suffix) for suffix in ("", "-wal", "-shm")]
+    for stale in stale_files:
         stale.unlink(missing_ok=True)
     clock = ScaledClock(start=NIGHT_START, speed=speed)
     profiles = night_profiles()
@@ -191,7 +194,9 @@ async def run_demo(
         )
         store = SqliteCaseStore(db)
         await store.start()
-        runtime = AllInOne(config=live, clock=clock, store=store)
+        outbox = SqliteOutbox(db.with_name(db.name + ".outbox"))
+        await outbox.open()
+        runtime = AllInOne(config=live, clock=clock, store=store, outbox=outbox)
         stop = asyncio.Event()
         await modbus_device.start()
         try:
@@ -212,6 +217,7 @@ async def run_demo(
             serial_device.close()
         cases = await store.list_cases()
         await store.aclose()
+        await outbox.close()
     return DemoResult(
         cases=cases,
         db=db,

@@ -1,0 +1,228 @@
+"""The durable outbox: every reading is on disk before anyone is told it was taken, and leaves
+only after the uplink confirmed it.
+
+SQLite in WAL mode with `synchronous=FULL`, one connection used from a worker thread. The
+outbox numbers readings as it commits them (`seq`, per gateway, gap-free across restarts), so a
+receiver that sees every `seq` from 1 to the last knows nothing committed was lost.
+
+When the payload held exceeds `max_bytes` the oldest quarter is thinned rather than dropped:
+per sensor and `thin_window`, the lowest and highest good reading and every fault reading stay,
+so a buffered freezing or fire episode survives any outage. What was thinned is counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.models import Reading
+
+__all__ = ["OutboxStats", "SqliteOutbox"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sensor TEXT NOT NULL,
+    epoch REAL NOT NULL,
+    value REAL NOT NULL,
+    fault INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('last_seq', 0), ('thinned', 0);
+"""
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    buffered: int
+    bytes: int
+    thinned: int
+    last_seq: int
+
+
+class SqliteOutbox:
+    """A bounded, durable FIFO of readings."""
+
+    def __init__(
+        self, path: Path, *, max_bytes: int = 50_000_000, thin_window: float = 600.0
+    ) -> None:
+        self.path = path
+        self._max_bytes = max_bytes
+        self._thin_window = thin_window
+        self._db: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._buffered = 0
+        self._bytes = 0
+        self._thinned = 0
+        self._last_seq = 0
+        self.appended = asyncio.Event()
+        self.emptied = asyncio.Event()
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._open)
+
+    def _open(self) -> None:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(_SCHEMA)
+        self._buffered, self._bytes = db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM outbox"
+        ).fetchone()
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        self._last_seq, self._thinned = int(meta["last_seq"]), int(meta["thinned"])
+        if self._buffered == 0:
+            self.emptied.set()
+        self._db = db
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._db is not None:
+                db, self._db = self._db, None
+                await asyncio.to_thread(db.close)
+
+    @property
+    def stats(self) -> OutboxStats:
+        return OutboxStats(self._buffered, self._bytes, self._thinned, self._last_seq)
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("the outbox is not open")
+        return self._db
+
+    async def append(self, readings: Sequence[Reading]) -> list[Reading]:
+        """Number and store readings in one transaction; returns them as stored (with `seq`).
+        When this returns, they survive a crash or power cut."""
+        if not readings:
+            return []
+        async with self._lock:
+            stored = await asyncio.to_thread(self._append, readings)
+            if self._bytes > self._max_bytes:
+                await asyncio.to_thread(self._thin)
+        self.appended.set()
+        return stored
+
+    def _append(self, readings: Sequence[Reading]) -> list[Reading]:
+        db = self._conn()
+        seq = self._last_seq
+        stored, rows, size = [], [], 0
+        for reading in readings:
+            seq += 1
+            numbered = reading.model_copy(update={"seq": seq})
+            body = json.dumps(numbered.to_wire(), ensure_ascii=False, separators=(",", ":"))
+            rows.append(
+                (
+                    numbered.sensor,
+                    numbered.ts.timestamp(),
+                    numbered.value,
+                    int(numbered.quality == "fault"),
+                    body,
+                )
+            )
+            stored.append(numbered)
+            size += len(body)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(
+                "INSERT INTO outbox (sensor, epoch, value, fault, body) VALUES (?,?,?,?,?)", rows
+            )
+            db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (seq,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._last_seq = seq
+        self.emptied.clear()
+        self._buffered += len(rows)
+        self._bytes += size
+        return stored
+
+    async def peek(self, limit: int) -> list[tuple[int, str]]:
+        """The oldest `limit` entries as (id, JSON body), in the order they were appended."""
+        async with self._lock:
+            return await asyncio.to_thread(
+                lambda: (
+                    self._conn()
+                    .execute("SELECT id, body FROM outbox ORDER BY id LIMIT ?", (limit,))
+                    .fetchall()
+                )
+            )
+
+    async def ack(self, ids: Sequence[int]) -> None:
+        """The uplink confirmed these: remove them."""
+        if not ids:
+            return
+        async with self._lock:
+            await asyncio.to_thread(self._ack, ids)
+
+    def _ack(self, ids: Sequence[int]) -> None:
+        db = self._conn()
+        wanted = json.dumps(list(ids))
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            (size,) = db.execute(
+                "SELECT COALESCE(SUM(LENGTH(body)), 0) FROM outbox "
+                "WHERE id IN (SELECT value FROM json_each(?))",
+                (wanted,),
+            ).fetchone()
+            gone = db.execute(
+                "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))", (wanted,)
+            ).rowcount
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._buffered -= gone
+        self._bytes -= size
+        if self._buffered == 0:
+            self.emptied.set()
+
+    def _thin(self) -> None:
+        """Thin the oldest quarter until under the bound, with ever coarser windows: a backlog
+        of weeks keeps each sensor's extremes per hour, then per few hours, and so on."""
+        window = self._thin_window
+        while self._bytes > self._max_bytes and window <= 86400.0 * 64:
+            self._thin_pass(window)
+            window *= 4
+
+    def _thin_pass(self, window: float) -> None:
+        """Keep per (sensor, window) of the oldest quarter the min, the max and the faults."""
+        db = self._conn()
+        count = max(1, self._buffered // 4)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            (last_id,) = db.execute(
+                "SELECT MAX(id) FROM (SELECT id FROM outbox ORDER BY id LIMIT ?)", (count,)
+            ).fetchone()
+            rows = db.execute(
+                "SELECT id, sensor, epoch, value, fault, LENGTH(body) FROM outbox WHERE id <= ?",
+                (last_id,),
+            ).fetchall()
+            keep: set[int] = set()
+            extremes: dict[tuple[str, int], tuple[tuple[float, int], tuple[float, int]]] = {}
+            for row_id, sensor, epoch, value, fault, _ in rows:
+                if fault:
+                    keep.add(row_id)
+                    continue
+                key = (sensor, int(epoch // window))
+                low, high = extremes.get(key, ((value, row_id), (value, row_id)))
+                extremes[key] = (min(low, (value, row_id)), max(high, (value, row_id)))
+            for low, high in extremes.values():
+                keep.update((low[1], high[1]))
+            drop = [(r[0],) for r in rows if r[0] not in keep]
+            db.executemany("DELETE FROM outbox WHERE id = ?", drop)
+            db.execute("UPDATE meta SET value = value + ? WHERE key = 'thinned'", (len(drop),))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        dropped = {r[0] for r in drop}
+        self._bytes -= sum(r[5] for r in rows if r[0] in dropped)
+        self._buffered -= len(drop)
+        self._thinned += len(drop)
