@@ -80,7 +80,8 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     conf.write_text(
         f"listener {port} 127.0.0.1\n"
         "allow_anonymous true\n"
-        "persistence false\n"
+        "persistence true\n"
+        f"persistence_location {tmp_path}/\n"
         "max_queued_messages 100000\n"
         "log_type error\n",
         encoding="utf-8",

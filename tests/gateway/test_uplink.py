@@ -1,0 +1,258 @@
+"""The gateway end to end against real brokers: outages, and kill -9 under load."""
+
+import asyncio
+import contextlib
+import json
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import aiomqtt
+import pytest
+
+from firmware_sim.modbus import ModbusThermometer
+from firmware_sim.signal import Profile
+from gateway.clock import ScaledClock, SystemClock
+from gateway.config import GatewayConfig, SensorConfig
+from gateway.service import run_gateway
+from gateway.uplink import readings_topic, status_topic
+from husvakt.broker import free_port
+
+pytestmark = [pytest.mark.mqtt, pytest.mark.modbus]
+
+START = datetime(2026, 1, 15, 0, 0, tzinfo=UTC)
+
+
+class Receiver:
+    """The server side: a persistent QoS 1 subscription that collects uplinked readings."""
+
+    def __init__(self, host, port, topic):
+        self.host, self.port, self.topic = host, port, topic
+        self.readings = {}  # seq -> reading (duplicates with the same seq are allowed)
+        self.order = []
+        self.statuses = []
+        self.grew = asyncio.Event()
+
+    async def run(self):
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    self.host, self.port, identifier="receiver", clean_session=False
+                ) as c:
+                    await c.subscribe(self.topic, qos=1)
+                    await c.subscribe(self.topic.replace("/readings", "/status"), qos=1)
+                    async for message in c.messages:
+                        body = json.loads(message.payload)
+                        if isinstance(body, dict):
+                            self.statuses.append(body)
+                            continue
+                        for r in body:
+                            self.readings.setdefault(r["seq"], r)
+                            self.order.append(r)
+                        self.grew.set()
+            except aiomqtt.MqttError:
+                await asyncio.sleep(0.1)
+
+    async def wait_for(self, count, timeout=60):
+        async def enough():
+            while len(self.readings) < count:
+                self.grew.clear()
+                await self.grew.wait()
+
+        await asyncio.wait_for(enough(), timeout)
+
+
+def gateway_config(tmp_path, mqtt_port, modbus_ports, **uplink):
+    return GatewayConfig.model_validate(
+        {
+            "id": "pi-1",
+            "site": "skolan",
+            "modbus_devices": {
+                f"dev{i}": {"host": "127.0.0.1", "port": p, "poll_interval": 60, "timeout": 0.5}
+                for i, p in enumerate(modbus_ports)
+            },
+            "outbox": {"path": str(tmp_path / "outbox.db")},
+            "uplink": {
+                "host": "127.0.0.1",
+                "port": mqtt_port,
+                "batch": 20,
+                "status_every": 1,
+                **uplink,
+            },
+        }
+    )
+
+
+def sensors_for(modbus_ports):
+    return [
+        SensorConfig.model_validate(
+            {
+                "id": f"t{i}",
+                "site": "skolan",
+                "scale": 0.1,
+                "source": {"type": "modbus", "device": f"dev{i}", "address": 0},
+            }
+        )
+        for i, _ in enumerate(modbus_ports)
+    ]
+
+
+def assert_complete_and_ordered(receiver, last_seq):
+    assert sorted(receiver.readings) == list(range(1, last_seq + 1)), (
+        "a committed reading is missing"
+    )
+    per_sensor = {}
+    for r in receiver.order:  # first delivery of each seq, in arrival order
+        per_sensor.setdefault(r["sensor"], [])
+        if not per_sensor[r["sensor"]] or per_sensor[r["sensor"]][-1]["seq"] < r["seq"]:
+            per_sensor[r["sensor"]].append(r)
+    for readings in per_sensor.values():
+        assert [r["ts"] for r in readings] == sorted(r["ts"] for r in readings)
+
+
+async def test_every_reading_arrives_in_order_after_the_broker_was_down(tmp_path, mosquitto):
+    clock = ScaledClock(start=START, speed=600)  # a 60 s poll every 0.1 s
+    ports = [free_port(), free_port()]
+    devices = [
+        ModbusThermometer(
+            host="127.0.0.1",
+            port=p,
+            clock=clock,
+            profile=Profile(start=START, points=[(timedelta(0), 20.0 + i)], noise=0.2, seed=i),
+        )
+        for i, p in enumerate(ports)
+    ]
+    for d in devices:
+        await d.start()
+    receiver = Receiver(mosquitto.host, mosquitto.port, readings_topic("skolan", "pi-1"))
+    stop = asyncio.Event()
+    config = gateway_config(tmp_path, mosquitto.port, ports)
+    async with asyncio.TaskGroup() as tg:
+        recv = tg.create_task(receiver.run())
+        gw = tg.create_task(
+            run_gateway(config=config, sensors=sensors_for(ports), clock=clock, stop=stop)
+        )
+        await receiver.wait_for(10)
+        mosquitto.stop()
+        await asyncio.sleep(2)  # an outage of two seconds: about 40 readings buffered meanwhile
+        mosquitto.start()
+        await receiver.wait_for(len(receiver.readings) + 40)
+        stop.set()
+        outbox = await gw
+        await receiver.wait_for(outbox.stats.last_seq)
+        recv.cancel()
+    for d in devices:
+        await d.stop()
+    assert outbox.stats.buffered == 0
+    assert_complete_and_ordered(receiver, outbox.stats.last_seq)
+    assert receiver.statuses[0]["state"] == "online"
+    assert {"buffered", "thinned", "ts"} <= receiver.statuses[0].keys()
+
+
+async def test_the_last_will_marks_the_gateway_offline(tmp_path, mosquitto):
+    config = gateway_config(tmp_path, mosquitto.port, [], keepalive=5)
+    cmd = [
+        sys.executable,
+        "-c",
+        "import asyncio, sys; from gateway.service import run_gateway; from gateway.config import GatewayConfig;"
+        "from gateway.clock import SystemClock;"
+        f"c = GatewayConfig.model_validate_json({config.model_dump_json()!r});"
+        "asyncio.run(run_gateway(config=c, sensors=[], clock=SystemClock(), stop=asyncio.Event()))",
+    ]
+    proc = subprocess.Popen(cmd)
+    statuses = []
+    try:
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+            await client.subscribe(status_topic("skolan", "pi-1"), qos=1)
+            async for message in client.messages:
+                statuses.append(json.loads(message.payload)["state"])
+                if statuses[-1] == "online" and proc.poll() is None:
+                    proc.send_signal(signal.SIGKILL)
+                if statuses[-1] == "offline":
+                    break
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert statuses[0] == "online" and statuses[-1] == "offline"
+
+
+KILL_CONFIG = """
+sites: [{{id: skolan, name: Skolan}}]
+gateway:
+  id: pi-1
+  site: skolan
+  modbus_devices:
+{devices}
+  outbox: {{path: {outbox}}}
+  uplink: {{host: 127.0.0.1, port: {mqtt}, batch: 50, status_every: 5}}
+sensors:
+{sensors}
+teams: [{{id: fm, name: FM}}]
+routing: [{{id: all, team: fm}}]
+"""
+
+
+async def test_kill_9_under_load_loses_no_committed_reading(tmp_path, mosquitto):
+    # Three devices polled every 20 ms of real time: about 150 readings/s into the gateway.
+    clock = SystemClock()
+    ports = [free_port() for _ in range(3)]
+    devices = [
+        ModbusThermometer(
+            host="127.0.0.1",
+            port=p,
+            clock=clock,
+            profile=Profile(start=START, points=[(timedelta(0), 15.0)], noise=0.5, seed=i),
+        )
+        for i, p in enumerate(ports)
+    ]
+    for d in devices:
+        await d.start()
+    config = tmp_path / "site.yaml"
+    config.write_text(
+        KILL_CONFIG.format(
+            devices="\n".join(
+                f"    dev{i}: {{host: 127.0.0.1, port: {p}, poll_interval: 0.02, timeout: 0.5}}"
+                for i, p in enumerate(ports)
+            ),
+            sensors="\n".join(
+                f"  - {{id: t{i}, scale: 0.1, source: {{type: modbus, device: dev{i}, address: 0}}}}"
+                for i in range(3)
+            ),
+            outbox=tmp_path / "outbox.db",
+            mqtt=mosquitto.port,
+        )
+    )
+    receiver = Receiver(mosquitto.host, mosquitto.port, readings_topic("skolan", "pi-1"))
+    recv = asyncio.create_task(receiver.run())
+    rng = random.Random(7)
+    cmd = [sys.executable, "-m", "husvakt.cli", "gateway", "--config", str(config)]
+    try:
+        for _ in range(4):
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            await receiver.wait_for(len(receiver.readings) + 30)
+            await asyncio.sleep(rng.uniform(0.05, 0.6))
+            proc.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(proc.wait)
+        # a last, clean run drains what the killed ones left behind
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        await receiver.wait_for(len(receiver.readings) + 30)
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.to_thread(proc.communicate, timeout=60)
+        assert proc.returncode == 0, err.decode()
+    finally:
+        recv.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await recv
+        for d in devices:
+            await d.stop()
+    with contextlib.closing(sqlite3.connect(tmp_path / "outbox.db")) as db:
+        (last_seq,) = db.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
+        (left,) = db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+    await receiver.wait_for(last_seq - left, timeout=30)
+    assert left == 0
+    assert_complete_and_ordered(receiver, last_seq)
+    assert last_seq > 150
