@@ -20,6 +20,8 @@ __all__ = [
     "ModbusPoint",
     "MqttBrokerConfig",
     "MqttPoint",
+    "OneWireConfig",
+    "OneWirePoint",
     "OutboxConfig",
     "Room",
     "SensorConfig",
@@ -146,7 +148,7 @@ class MqttPoint(_Frozen):
     type: Literal["mqtt"]
     broker: Slug | None = None
     topic: str
-    format: Literal["plain", "json"] = "plain"
+    format: Literal["plain", "json", "tasmota", "zigbee2mqtt", "shelly", "esphome"] = "plain"
     value_path: str | None = Field(
         default=None, description="dotted path to the value in a JSON payload, e.g. 'temperature'"
     )
@@ -168,6 +170,18 @@ class ModbusPoint(_Frozen):
     word_order: Literal["big", "little"] = "big"
 
 
+class OneWirePoint(_Frozen):
+    """A DS18B20 on the Pi's 1-Wire bus, read from sysfs (`28-…` device id)."""
+
+    type: Literal["onewire"]
+    device: str = Field(pattern=r"^[0-9a-f]{2}-[0-9a-f]{12}$")
+
+
+class OneWireConfig(_Frozen):
+    base: Path = Path("/sys/bus/w1/devices")
+    poll_interval: Duration = 60.0
+
+
 class SerialPoint(_Frozen):
     type: Literal["serial"]
     port: Slug
@@ -176,7 +190,9 @@ class SerialPoint(_Frozen):
     )
 
 
-Source = Annotated[MqttPoint | ModbusPoint | SerialPoint, Field(discriminator="type")]
+Source = Annotated[
+    MqttPoint | ModbusPoint | SerialPoint | OneWirePoint, Field(discriminator="type")
+]
 
 
 class SensorConfig(_Frozen):
@@ -192,6 +208,9 @@ class SensorConfig(_Frozen):
     unit: Literal["°C", "°F", "K", "%", "bool"] = "°C"
     scale: float = 1.0
     offset: float = 0.0
+    probe: Literal["ds18b20"] | None = Field(
+        default=None, description="the probe behind a node, so its fault values are recognised"
+    )
     source: Source
 
 
@@ -236,6 +255,7 @@ class GatewayConfig(_Frozen):
     mqtt_brokers: dict[Slug, MqttBrokerConfig] = Field(default_factory=dict)
     modbus_devices: dict[Slug, ModbusDeviceConfig] = Field(default_factory=dict)
     serial_ports: dict[Slug, SerialPortConfig] = Field(default_factory=dict)
+    onewire: OneWireConfig = OneWireConfig()
     queue_size: int = Field(default=10_000, ge=1)
 
 
@@ -294,10 +314,10 @@ def _source_problems(
             yield (*where, "broker"), "name the broker (gateway.mqtt_brokers has not exactly one)"
         elif src.broker is not None and src.broker not in gateway.mqtt_brokers:
             yield (*where, "broker"), f"no broker {src.broker!r} in gateway.mqtt_brokers"
-        if src.format == "json" and not src.value_path:
+        if src.format == "json" and not src.value_path:  # the presets know their path
             yield (*where, "value_path"), "a JSON payload needs value_path (e.g. 'temperature')"
     elif isinstance(src, ModbusPoint):
         if src.device not in gateway.modbus_devices:
             yield (*where, "device"), f"no device {src.device!r} in gateway.modbus_devices"
-    elif src.port not in gateway.serial_ports:
+    elif isinstance(src, SerialPoint) and src.port not in gateway.serial_ports:
         yield (*where, "port"), f"no port {src.port!r} in gateway.serial_ports"

@@ -32,6 +32,16 @@ class Sample:
     fault: str | None = None
 
 
+def _ds18b20_fault(value: float) -> str | None:
+    """A node reporting a DS18B20 passes its glitches on as numbers: 85.0 is the power-on value
+    (a node cannot show the scratchpad that would prove a real 85 °C), 127.94 a brown-out."""
+    if value == 85.0:
+        return "ds18b20-power-on-reset"
+    if 127.93 <= value <= 127.94:
+        return "ds18b20-insufficient-power"
+    return None
+
+
 def _to_celsius(value: float, unit: str) -> float:
     if unit == "°F":
         return (value - 32.0) * 5.0 / 9.0
@@ -55,6 +65,8 @@ def normalize(
             value = _to_celsius(value, sensor.unit)
             if value == DISCONNECTED_C:
                 fault = "disconnected"
+            elif sensor.probe == "ds18b20":
+                fault = _ds18b20_fault(value)
         bounds = PLAUSIBLE.get(sensor.kind)
         if fault is None and bounds is not None and not bounds[0] <= value <= bounds[1]:
             fault = "out-of-range"

@@ -10,7 +10,14 @@ from collections import Counter
 from collections.abc import Sequence
 
 from gateway.clock import Clock
-from gateway.config import GatewayConfig, ModbusPoint, MqttPoint, SensorConfig, SerialPoint
+from gateway.config import (
+    GatewayConfig,
+    ModbusPoint,
+    MqttPoint,
+    OneWirePoint,
+    SensorConfig,
+    SerialPoint,
+)
 from gateway.models import Reading
 from gateway.normalize import Sample, normalize
 from gateway.outbox import SqliteOutbox
@@ -18,6 +25,7 @@ from gateway.quarantine import Quarantine
 from gateway.sources import Source
 from gateway.sources.modbus import ModbusSource
 from gateway.sources.mqtt import MqttSource
+from gateway.sources.onewire import OneWireSource
 from gateway.sources.serial import SerialSource
 from gateway.uplink import MqttUplink
 
@@ -37,6 +45,7 @@ def build_sources(
     mqtt: dict[str, dict[str, tuple[str, MqttPoint]]] = {}
     modbus: dict[str, list[tuple[str, ModbusPoint]]] = {}
     serial: dict[str, dict[str, str]] = {}
+    onewire: list[tuple[str, str]] = []
     for sensor in sensors:
         src = sensor.source
         if isinstance(src, MqttPoint):
@@ -44,6 +53,8 @@ def build_sources(
             mqtt.setdefault(broker, {})[src.topic] = (sensor.id, src)
         elif isinstance(src, ModbusPoint):
             modbus.setdefault(src.device, []).append((sensor.id, src))
+        elif isinstance(src, OneWirePoint):
+            onewire.append((sensor.id, src.device))
         elif isinstance(src, SerialPoint):
             name = src.name if src.name is not None else sensor.id
             has_sensor_group = (
@@ -80,6 +91,15 @@ def build_sources(
                 sensors=mapping,
                 clock=clock,
                 quarantine=quarantine,
+            )
+        )
+    if onewire:
+        sources.append(
+            OneWireSource(
+                base=config.onewire.base,
+                points=onewire,
+                poll_interval=config.onewire.poll_interval,
+                clock=clock,
             )
         )
     return sources

@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from gateway.decode import decode_mqtt, decode_registers, parse_line
+from gateway.decode import decode_mqtt, decode_registers, parse_line, parse_w1_slave
 from gateway.errors import DecodeError
 
 
@@ -93,3 +93,71 @@ def test_garbage_serial_lines_are_unparsable(line):
 
 def test_a_one_sensor_pattern_gives_no_name():
     assert parse_line("+21.0", re.compile(r"(?P<value>[-+]?\d+\.\d+)")) == (None, 21.0)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "payload", "expected"),
+    [
+        (
+            "tasmota",
+            b'{"Time":"2026-01-15T02:00:00","DS18B20":{"Id":"01191E8A3E12","Temperature":4.3},"TempUnit":"C"}',
+            4.3,
+        ),
+        (
+            "tasmota",
+            b'{"Time":"2026-01-15T02:00:00","DS18B20":{"Temperature":41.0},"TempUnit":"F"}',
+            5.0,
+        ),
+        (
+            "zigbee2mqtt",
+            b'{"battery":97,"humidity":41.2,"linkquality":120,"temperature":3.9,"voltage":2995}',
+            3.9,
+        ),
+        ("shelly", b'{"id":0,"tC":21.8,"tF":71.2}', 21.8),
+        ("esphome", b"19.75", 19.75),
+    ],
+)
+def test_device_payload_presets(fmt, payload, expected):
+    assert decode_mqtt(payload, fmt, None) == pytest.approx(expected)
+
+
+W1_GOOD = "72 01 4b 46 7f ff 0e 10 57 : crc=57 YES\n72 01 4b 46 7f ff 0e 10 57 t=23125\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (W1_GOOD, 23.125),
+        ("e0 ff 4b 46 7f ff 10 10 2b : crc=2b YES\ne0 ff 4b 46 7f ff 10 10 2b t=-2000\n", -2.0),
+        # a real 85 °C: the count-remain byte is not the power-on value
+        ("50 05 4b 46 7f ff 10 10 b3 : crc=b3 YES\n50 05 4b 46 7f ff 10 10 b3 t=85000\n", 85.0),
+    ],
+)
+def test_w1_slave_values(text, expected):
+    assert parse_w1_slave(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("72 01 4b 46 7f ff 0e 10 57 : crc=12 NO\n72 01 4b 46 7f ff 0e 10 57 t=23125\n", "crc"),
+        (
+            "00 00 00 00 00 00 00 00 00 : crc=00 YES\n00 00 00 00 00 00 00 00 00 t=0\n",
+            "all-zero-scratchpad",
+        ),
+        (
+            "50 05 4b 46 7f ff 0c 10 1c : crc=1c YES\n50 05 4b 46 7f ff 0c 10 1c t=85000\n",
+            "ds18b20-power-on-reset",
+        ),
+        (
+            "ff 07 4b 46 7f ff 01 10 d8 : crc=d8 YES\nff 07 4b 46 7f ff 01 10 d8 t=127937\n",
+            "ds18b20-insufficient-power",
+        ),
+        ("", "unparsable"),
+        ("72 01 4b 46 7f ff 0e 10 57 : crc=57 YES\n", "unparsable"),
+    ],
+)
+def test_w1_slave_faults(text, reason):
+    with pytest.raises(DecodeError) as caught:
+        parse_w1_slave(text)
+    assert caught.value.reason == reason

@@ -93,3 +93,22 @@ def test_the_reading_contract_rejects_what_it_must():
     with pytest.raises(ValidationError):
         Reading.model_validate(good | {"quality": "fault"})  # fault without a reason
     assert Reading.model_validate_json(Reading.model_validate(good).model_dump_json()) == norm(1.0)
+
+
+@pytest.mark.parametrize(
+    ("value", "fault"),
+    [
+        (85.0, "ds18b20-power-on-reset"),
+        (127.94, "ds18b20-insufficient-power"),
+        (84.9, None),
+        (21.0, None),
+    ],
+)
+def test_a_node_behind_a_ds18b20_passes_its_glitch_values_as_faults(value, fault):
+    r = norm(value, probe="ds18b20")
+    assert r.fault == fault
+    assert r.quality == ("fault" if fault else "good")
+
+
+def test_without_the_probe_known_85_is_a_temperature():
+    assert norm(85.0).quality == "good"

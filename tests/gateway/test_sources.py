@@ -299,3 +299,53 @@ async def test_serial_source_reopens_a_port_that_is_unplugged_and_plugged_back(t
             assert back.sensor == "t1"
     finally:
         line.unplug()
+
+
+def write_w1(base, device, text):
+    (base / device).mkdir(parents=True, exist_ok=True)
+    (base / device / "w1_slave").write_text(text)
+
+
+async def test_onewire_source_reads_a_sysfs_tree_and_reports_every_fault(tmp_path):
+    from gateway.sources.onewire import OneWireSource
+
+    good, crc_fail, reset = "28-000005e2fdc3", "28-000005e2fdc4", "28-000005e2fdc5"
+    write_w1(
+        tmp_path,
+        good,
+        "72 01 4b 46 7f ff 0e 10 57 : crc=57 YES\n72 01 4b 46 7f ff 0e 10 57 t=23125\n",
+    )
+    write_w1(
+        tmp_path,
+        crc_fail,
+        "72 01 4b 46 7f ff 0e 10 57 : crc=12 NO\n72 01 4b 46 7f ff 0e 10 57 t=23125\n",
+    )
+    write_w1(
+        tmp_path,
+        reset,
+        "50 05 4b 46 7f ff 0c 10 1c : crc=1c YES\n50 05 4b 46 7f ff 0c 10 1c t=85000\n",
+    )
+    source = OneWireSource(
+        base=tmp_path,
+        points=[
+            ("t-good", good),
+            ("t-crc", crc_fail),
+            ("t-reset", reset),
+            ("t-gone", "28-000000000000"),
+        ],
+        poll_interval=60,
+        clock=ScaledClock(start=START, speed=600),
+    )
+    async with running(source) as samples:
+        first = [await next_sample(samples) for _ in range(4)]
+        import shutil
+
+        shutil.rmtree(tmp_path / good)  # the probe is unplugged
+        second = [await next_sample(samples) for _ in range(4)]
+    assert [(s.sensor, s.value, s.fault) for s in first] == [
+        ("t-good", 23.125, None),
+        ("t-crc", None, "crc"),
+        ("t-reset", None, "ds18b20-power-on-reset"),
+        ("t-gone", None, "sensor-lost"),
+    ]
+    assert (second[0].sensor, second[0].fault) == ("t-good", "sensor-lost")
