@@ -1,43 +1,32 @@
-"""A thermometer behind a Modbus TCP device: int16 holding register in tenths of a °C."""
+"""Thermometers behind Modbus devices: int16 holding registers in tenths of a °C, over TCP or
+on an RTU bus (a serial line, a pty in tests)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
+from pymodbus.framer import FramerType
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from firmware_sim.signal import Clock, Profile
 
-__all__ = ["ModbusThermometer"]
+__all__ = ["ModbusRtuBus", "ModbusThermometer"]
 
 
-class ModbusThermometer:
-    """A pymodbus server whose register `address` holds the profile's temperature × 10 at the
-    moment it is read. A glitch value that is a string makes the device answer with Modbus
-    exception 4 (server device failure), as a real device with a broken probe does."""
+class _Register:
+    """The register `address` of a device holds the profile's temperature × 10 at the moment it
+    is read. A glitch value that is a string makes the device answer with Modbus exception 4
+    (server device failure), as a real device with a broken probe does."""
 
-    def __init__(
-        self,
-        *,
-        host: str,
-        port: int,
-        profile: Profile,
-        clock: Clock,
-        device_id: int = 1,
-        address: int = 0,
-    ) -> None:
+    def __init__(self, *, profile: Profile, clock: Clock, address: int) -> None:
         self._profile = profile
         self._clock = clock
         self._address = address
         self.reads = 0
-        device = SimDevice(
-            device_id,
-            simdata=[SimData(0, count=max(16, address + 1), values=0, datatype=DataType.REGISTERS)],
-            action=self._on_access,
-        )
-        self._server = ModbusTcpServer(device, address=(host, port))
 
-    async def _on_access(  # noqa: PLR0917 - the signature pymodbus calls
+    async def on_access(  # noqa: PLR0917 - the signature pymodbus calls
         self,
         function_code: int,
         start_address: int,
@@ -54,6 +43,74 @@ class ModbusThermometer:
         if 0 <= index < len(registers):
             registers[index] = round(value * 10) & 0xFFFF
         return None
+
+    def device(self, device_id: int) -> SimDevice:
+        size = max(16, self._address + 1)
+        return SimDevice(
+            device_id,
+            simdata=[SimData(0, count=size, values=0, datatype=DataType.REGISTERS)],
+            action=self.on_access,
+        )
+
+
+class ModbusThermometer:
+    """A Modbus TCP device with one thermometer."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        profile: Profile,
+        clock: Clock,
+        device_id: int = 1,
+        address: int = 0,
+    ) -> None:
+        self._register = _Register(profile=profile, clock=clock, address=address)
+        self._server = ModbusTcpServer(self._register.device(device_id), address=(host, port))
+
+    @property
+    def reads(self) -> int:
+        return self._register.reads
+
+    async def start(self) -> None:
+        await self._server.serve_forever(background=True)
+
+    async def stop(self) -> None:
+        await self._server.shutdown()  # type: ignore[no-untyped-call]  # untyped in pymodbus
+
+
+class ModbusRtuBus:
+    """Several Modbus RTU devices on one serial line, each with a thermometer at `address`.
+    Device ids not on the bus get no answer, as on a real RS-485 line."""
+
+    def __init__(
+        self,
+        *,
+        port: str,
+        thermometers: Mapping[int, Profile],
+        clock: Clock,
+        address: int = 0,
+        baudrate: int = 9600,
+    ) -> None:
+        self.registers = {
+            device_id: _Register(profile=profile, clock=clock, address=address)
+            for device_id, profile in thermometers.items()
+        }
+        devices = [reg.device(device_id) for device_id, reg in self.registers.items()]
+        self._server = ModbusSerialServer(
+            devices,
+            framer=FramerType.RTU,
+            port=port,
+            baudrate=baudrate,
+            trace_packet=self._silence_missing,
+        )
+
+    def _silence_missing(self, sending: bool, data: bytes) -> bytes:
+        # pymodbus answers for ids it does not hold; on a real bus nobody would answer at all.
+        if sending and data and data[0] not in self.registers:
+            return b""
+        return data
 
     async def start(self) -> None:
         await self._server.serve_forever(background=True)

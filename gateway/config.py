@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from gateway.models import Slug
 
@@ -110,13 +110,26 @@ class MqttBrokerConfig(_Frozen):
 
 
 class ModbusDeviceConfig(_Frozen):
-    """A Modbus TCP device; every sensor on it is read once per `poll_interval`."""
+    """A Modbus device: over TCP (`host`, `port`) or RTU on a serial line (`serial`, the port's
+    path, with its line settings). Devices sharing a serial line are one RTU bus, polled in
+    turn. Every sensor on a device is read once per `poll_interval`."""
 
-    host: str
+    host: str | None = None
     port: int = Field(default=502, ge=1, le=65535)
+    serial: str | None = None
+    baudrate: int = Field(default=9600, gt=0)
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
     device_id: int = Field(default=1, ge=0, le=247)
     timeout: Duration = 1.0
     poll_interval: Duration = 60.0
+
+    @model_validator(mode="after")
+    def _tcp_or_rtu(self) -> Self:
+        if (self.host is None) == (self.serial is None):
+            raise ValueError("give either host (Modbus TCP) or serial (Modbus RTU), not both")
+        return self
 
 
 class SerialPortConfig(_Frozen):

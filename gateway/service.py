@@ -23,7 +23,7 @@ from gateway.normalize import Sample, normalize
 from gateway.outbox import SqliteOutbox
 from gateway.quarantine import Quarantine
 from gateway.sources import Source
-from gateway.sources.modbus import ModbusSource
+from gateway.sources.modbus import ModbusDevice, ModbusSource
 from gateway.sources.mqtt import MqttSource
 from gateway.sources.onewire import OneWireSource
 from gateway.sources.serial import SerialSource
@@ -74,15 +74,14 @@ def build_sources(
                 client_id=f"husvakt-{config.site}-{config.id}-{broker_id}",
             )
         )
+    # A TCP device is a connection of its own; devices on one serial line share an RTU bus.
+    connections: dict[str, list[ModbusDevice]] = {}
     for device_id, mb_points in modbus.items():
-        sources.append(
-            ModbusSource(
-                name=f"modbus:{device_id}",
-                device=config.modbus_devices[device_id],
-                points=mb_points,
-                clock=clock,
-            )
-        )
+        device = config.modbus_devices[device_id]
+        key = f"rtu:{device.serial}" if device.serial else f"modbus:{device_id}"
+        connections.setdefault(key, []).append((device, mb_points))
+    for key, devices in connections.items():
+        sources.append(ModbusSource(name=key, devices=devices, clock=clock))
     for port_id, mapping in serial.items():
         sources.append(
             SerialSource(

@@ -1,4 +1,4 @@
-"""Modbus TCP source: polls one device's registers on a fixed schedule."""
+"""Modbus source: polls devices' registers on a fixed schedule, over TCP or an RTU bus."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import logging
 from collections.abc import Sequence
 from datetime import timedelta
 
-from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.framer import FramerType
 from pymodbus.pdu import ExceptionResponse
 
 from gateway.clock import Clock
@@ -17,93 +18,137 @@ from gateway.errors import DecodeError
 from gateway.normalize import Sample
 from gateway.sources import Emit
 
-__all__ = ["ModbusSource"]
+__all__ = ["ModbusDevice", "ModbusSource"]
 
 log = logging.getLogger("husvakt.gateway.modbus")
 
+Client = AsyncModbusTcpClient | AsyncModbusSerialClient
+ModbusDevice = tuple[ModbusDeviceConfig, Sequence[tuple[str, ModbusPoint]]]
+#: A device that keeps failing is polled only every 2ⁿ-th cycle (n ≤ 4), so on a shared RTU bus
+#: a dead device does not eat the others' bus time; a device that answers is back at once.
+MAX_SKIP_EXPONENT = 4
+
+
+def _client(device: ModbusDeviceConfig) -> Client:
+    if device.serial is not None:
+        return AsyncModbusSerialClient(
+            device.serial,
+            framer=FramerType.RTU,
+            baudrate=device.baudrate,
+            parity=device.parity,
+            stopbits=device.stopbits,
+            bytesize=device.bytesize,
+            timeout=device.timeout,
+            retries=0,
+            reconnect_delay=0,
+        )
+    assert device.host is not None, "validated: a device has a host or a serial line"
+    return AsyncModbusTcpClient(
+        device.host, port=device.port, timeout=device.timeout, retries=0, reconnect_delay=0
+    )
+
 
 class ModbusSource:
-    """One Modbus TCP device and the sensors in its registers.
+    """One connection — a Modbus TCP device, or an RTU bus with several devices — and the
+    sensors in their registers.
 
-    Every `poll_interval` each sensor yields a sample: a value, or a fault naming what went wrong
-    (`modbus-unreachable`, `modbus-timeout`, `modbus-exception-N`), so a dead device shows up as
-    faults rather than silence. The schedule is fixed-rate: a slow poll does not shift the next.
+    Every cycle each sensor yields a sample: a value, or a fault naming what went wrong
+    (`modbus-unreachable`, `modbus-timeout`, `modbus-exception-N`), so a dead device shows up
+    as faults rather than silence. The schedule is fixed-rate: a slow poll does not shift the
+    next one, and a connection that fails is simply tried again next cycle.
     """
 
-    def __init__(
-        self,
-        *,
-        name: str,
-        device: ModbusDeviceConfig,
-        points: Sequence[tuple[str, ModbusPoint]],
-        clock: Clock,
-    ) -> None:
+    def __init__(self, *, name: str, devices: Sequence[ModbusDevice], clock: Clock) -> None:
+        if not devices:
+            raise ValueError("a Modbus source needs at least one device")
         self._name = name
-        self._device = device
-        self._points = tuple(points)
+        self._devices = tuple(devices)
         self._clock = clock
+        self._interval = timedelta(seconds=min(d.poll_interval for d, _ in devices))
+        self._failures = [0] * len(devices)
 
     @property
     def name(self) -> str:
         return self._name
 
     async def run(self, emit: Emit) -> None:
-        client = AsyncModbusTcpClient(
-            self._device.host,
-            port=self._device.port,
-            timeout=self._device.timeout,
-            retries=0,
-            reconnect_delay=0,
-        )
-        interval = timedelta(seconds=self._device.poll_interval)
+        client = _client(self._devices[0][0])
         due = self._clock.now()
+        cycle = 0
         try:
             while True:
-                await self._poll(client, emit)
-                due += interval
+                await self._poll(client, emit, cycle)
+                cycle += 1
+                due += self._interval
                 now = self._clock.now()
                 if due < now:  # fell behind (e.g. a long outage): skip missed slots, keep the phase
-                    missed = (now - due) // interval + 1
-                    due += missed * interval
+                    due += ((now - due) // self._interval + 1) * self._interval
                 await self._clock.sleep((due - now).total_seconds())
         finally:
             client.close()
 
-    async def _poll(self, client: AsyncModbusTcpClient, emit: Emit) -> None:
+    async def _poll(self, client: Client, emit: Emit, cycle: int) -> None:
         if not client.connected and not await client.connect():
-            log.debug("%s: %s:%d unreachable", self._name, self._device.host, self._device.port)
-            await self._emit_all(emit, "modbus-unreachable")
+            log.debug("%s: unreachable", self._name)
+            for _, points in self._devices:
+                await self._emit_all(emit, points, "modbus-unreachable")
             return
-        for sensor, point in self._points:
+        for index, (device, points) in enumerate(self._devices):
+            skip = 2 ** min(self._failures[index], MAX_SKIP_EXPONENT)
+            if cycle % skip:
+                continue
+            ok = await self._poll_device(client, device, points, emit)
+            self._failures[index] = 0 if ok else self._failures[index] + 1
+            if not client.connected:
+                return
+
+    async def _poll_device(
+        self,
+        client: Client,
+        device: ModbusDeviceConfig,
+        points: Sequence[tuple[str, ModbusPoint]],
+        emit: Emit,
+    ) -> bool:
+        for sensor, point in points:
             ts = self._clock.now()
             try:
-                value = await self._read(client, point)
+                value = await self._read(client, device, point)
             except DecodeError as exc:
                 await emit(Sample(sensor=sensor, ts=ts, fault=exc.reason))
-            except (ConnectionException, ModbusIOException) as exc:
-                log.info("%s: %s while reading %s", self._name, exc, sensor)
+            except ConnectionException as exc:
+                log.info("%s: connection lost (%s)", self._name, exc)
                 client.close()
-                await self._emit_all(emit, "modbus-timeout")
-                return
+                await self._emit_all(emit, points, "modbus-unreachable")
+                return False
+            except ModbusIOException as exc:
+                log.info("%s: device %d timed out (%s)", self._name, device.device_id, exc)
+                await self._emit_all(emit, points, "modbus-timeout")
+                if device.serial is None:
+                    client.close()  # a TCP peer that stopped answering: reconnect next cycle
+                return False
             except ModbusException as exc:
                 await emit(Sample(sensor=sensor, ts=ts, fault=f"modbus-error: {exc}"[:60]))
             else:
                 await emit(Sample(sensor=sensor, ts=ts, value=value))
+        return True
 
-    async def _read(self, client: AsyncModbusTcpClient, point: ModbusPoint) -> float:
+    @staticmethod
+    async def _read(client: Client, device: ModbusDeviceConfig, point: ModbusPoint) -> float:
         count = register_count(point.data_type)
         read = (
             client.read_holding_registers
             if point.registers == "holding"
             else client.read_input_registers
         )
-        response = await read(point.address, count=count, device_id=self._device.device_id)
+        response = await read(point.address, count=count, device_id=device.device_id)
         if isinstance(response, ExceptionResponse) or response.isError():
             code = getattr(response, "exception_code", 0)
             raise DecodeError(f"modbus-exception-{code}")
         return decode_registers(response.registers, point.data_type, point.word_order)
 
-    async def _emit_all(self, emit: Emit, fault: str) -> None:
+    async def _emit_all(
+        self, emit: Emit, points: Sequence[tuple[str, ModbusPoint]], fault: str
+    ) -> None:
         ts = self._clock.now()
-        for sensor, _ in self._points:
+        for sensor, _ in points:
             await emit(Sample(sensor=sensor, ts=ts, fault=fault))

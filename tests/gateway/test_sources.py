@@ -126,8 +126,12 @@ async def test_modbus_source_polls_registers_on_schedule():
     try:
         source = ModbusSource(
             name="modbus:test",
-            device=ModbusDeviceConfig(host="127.0.0.1", port=port, poll_interval=60, timeout=1),
-            points=[("t1", ModbusPoint(type="modbus", device="d", address=4))],
+            devices=[
+                (
+                    ModbusDeviceConfig(host="127.0.0.1", port=port, poll_interval=60, timeout=1),
+                    [("t1", ModbusPoint(type="modbus", device="d", address=4))],
+                )
+            ],
             clock=clock,
         )
         async with running(source) as samples:
@@ -148,8 +152,12 @@ async def test_modbus_exceptions_and_a_dead_device_become_faults_and_recovery_is
     )
     source = ModbusSource(
         name="modbus:test",
-        device=ModbusDeviceConfig(host="127.0.0.1", port=port, poll_interval=60, timeout=0.5),
-        points=[("t1", ModbusPoint(type="modbus", device="d", address=0))],
+        devices=[
+            (
+                ModbusDeviceConfig(host="127.0.0.1", port=port, poll_interval=60, timeout=0.5),
+                [("t1", ModbusPoint(type="modbus", device="d", address=0))],
+            )
+        ],
         clock=clock,
     )
     async with running(source) as samples:
@@ -349,3 +357,143 @@ async def test_onewire_source_reads_a_sysfs_tree_and_reports_every_fault(tmp_pat
         ("t-gone", None, "sensor-lost"),
     ]
     assert (second[0].sensor, second[0].fault) == ("t-good", "sensor-lost")
+
+
+class SocatPtyPair:
+    """Two linked pseudo-terminals with stable names (socat), like the two ends of an RS-485
+    adapter pair."""
+
+    def __init__(self, directory):
+        socat = require_binary("socat")
+        self.a, self.b = directory / "ttyA", directory / "ttyB"
+        self.proc = subprocess.Popen(
+            [socat, f"pty,raw,echo=0,link={self.a}", f"pty,raw,echo=0,link={self.b}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not (self.a.exists() and self.b.exists()):
+            assert time.monotonic() < deadline, "socat made no pty links"
+            time.sleep(0.01)  # socat creates the links right after start: nothing to await
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=5)
+
+
+@pytest.mark.modbus
+@pytest.mark.serial
+async def test_modbus_rtu_bus_polls_each_device_in_turn_and_a_missing_one_times_out(tmp_path):
+    from firmware_sim.modbus import ModbusRtuBus
+
+    clock = ScaledClock(start=START, speed=60)  # a 60 s cycle every second
+    line = SocatPtyPair(tmp_path)
+    bus = ModbusRtuBus(
+        port=str(line.a),
+        clock=clock,
+        baudrate=19200,
+        thermometers={1: profile(4.5), 2: profile(21.0)},
+    )
+    await bus.start()
+    rtu = {"serial": str(line.b), "baudrate": 19200, "poll_interval": 60, "timeout": 0.3}
+    devices = [
+        (
+            ModbusDeviceConfig(device_id=i, **rtu),
+            [(f"t{i}", ModbusPoint(type="modbus", device=f"d{i}", address=0))],
+        )
+        for i in (1, 2, 3)
+    ]
+    source = ModbusSource(name="rtu:test", devices=devices, clock=clock)
+    try:
+        async with running(source) as samples:
+            got = [await next_sample(samples) for _ in range(3)]
+    finally:
+        await bus.stop()
+        line.close()
+    assert [(s.sensor, s.value, s.fault) for s in got] == [
+        ("t1", 45.0, None),
+        ("t2", 210.0, None),
+        ("t3", None, "modbus-timeout"),
+    ]
+
+
+class SilentDevice:
+    """A TCP peer that accepts connections and never answers: the worst kind of dead device."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.server = None
+        self.writers = []
+
+    async def start(self):
+        async def hold(reader, writer):
+            self.writers.append(writer)
+            await reader.read()  # swallow requests until the client goes away
+
+        self.server = await asyncio.start_server(hold, "127.0.0.1", self.port)
+
+    async def stop(self):
+        for w in self.writers:
+            w.close()
+        self.server.close()
+        await self.server.wait_closed()
+
+
+@pytest.mark.modbus
+async def test_a_dead_modbus_device_does_not_slow_the_others():
+    from gateway.config import GatewayConfig, SensorConfig
+    from gateway.service import build_sources
+
+    clock = ScaledClock(start=START, speed=100)  # a 10 s poll every 0.1 s real
+    healthy_ports = [free_port(), free_port()]
+    healthy = [
+        ModbusThermometer(host="127.0.0.1", port=p, profile=profile(20.0 + i), clock=clock)
+        for i, p in enumerate(healthy_ports)
+    ]
+    silent = SilentDevice()
+    await silent.start()
+    for d in healthy:
+        await d.start()
+    ports = [*healthy_ports, silent.port]
+    config = GatewayConfig.model_validate(
+        {
+            "id": "gw",
+            "site": "s",
+            "modbus_devices": {
+                f"d{i}": {"host": "127.0.0.1", "port": p, "poll_interval": 10, "timeout": 0.5}
+                for i, p in enumerate(ports)
+            },
+        }
+    )
+    sensors = [
+        SensorConfig.model_validate(
+            {
+                "id": f"t{i}",
+                "site": "s",
+                "source": {"type": "modbus", "device": f"d{i}", "address": 0},
+            }
+        )
+        for i in range(3)
+    ]
+    sources = build_sources(config, sensors, clock=clock, quarantine=Quarantine())
+    samples = asyncio.Queue()
+    tasks = [asyncio.create_task(s.run(samples.put)) for s in sources]
+    start = clock.now()
+    got = []
+    try:
+        while clock.now() - start < timedelta(seconds=300):  # five simulated minutes
+            got.append(await next_sample(samples))
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for d in healthy:
+            await d.stop()
+        await silent.stop()
+    per_sensor = {f"t{i}": [s for s in got if s.sensor == f"t{i}"] for i in range(3)}
+    # 30 polls in 300 s at a 10 s interval; the silent device's timeouts (50 s of simulated
+    # time each) do not delay the healthy devices at all.
+    for name in ("t0", "t1"):
+        assert 29 <= len(per_sensor[name]) <= 32, (name, len(per_sensor[name]))
+        assert all(s.fault is None for s in per_sensor[name])
+    assert per_sensor["t2"] and all(s.fault == "modbus-timeout" for s in per_sensor["t2"])
