@@ -80,6 +80,7 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     conf.write_text(
         f"listener {port} 127.0.0.1\n"
         "allow_anonymous true\n"
+        "user root\n"  # as root, mosquitto would otherwise drop to a user that cannot write tmp
         "persistence true\n"
         f"persistence_location {tmp_path}/\n"
         "max_queued_messages 100000\n"

@@ -20,6 +20,7 @@ from gateway.config import GatewayConfig, SensorConfig
 from gateway.service import run_gateway
 from gateway.uplink import readings_topic, status_topic
 from husvakt.broker import free_port
+from tests.conftest import require_binary
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.modbus]
 
@@ -256,3 +257,134 @@ async def test_kill_9_under_load_loses_no_committed_reading(tmp_path, mosquitto)
     assert left == 0
     assert_complete_and_ordered(receiver, last_seq)
     assert last_seq > 150
+
+
+def make_certificates(directory):
+    """A CA and a server certificate for 127.0.0.1, made with the openssl command."""
+    openssl = require_binary("openssl")
+
+    def run(*args):
+        subprocess.run([openssl, *args], check=True, capture_output=True, cwd=directory)
+
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=husvakt test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    )
+    run(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    )
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.crt",
+    )
+    return directory / "ca.crt"
+
+
+@pytest.fixture
+def secure_mosquitto(tmp_path):
+    """mosquitto with TLS and a password file; anonymous clients refused."""
+    from tests.conftest import Mosquitto
+
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    ca = make_certificates(certs)
+    passwd = require_binary("mosquitto_passwd")
+    subprocess.run(
+        [passwd, "-b", "-c", str(certs / "passwd"), "gw-skolan", "s3cret-pw"], check=True
+    )
+    port = free_port()
+    conf = tmp_path / "secure.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\n"
+        f"cafile {ca}\ncertfile {certs / 'server.crt'}\nkeyfile {certs / 'server.key'}\n"
+        f"password_file {certs / 'passwd'}\nallow_anonymous false\npersistence false\n"
+        "user root\n"  # as root, mosquitto would otherwise drop to a user that cannot read tmp
+    )
+    broker = Mosquitto(binary=require_binary("mosquitto"), conf=conf, host="127.0.0.1", port=port)
+    broker.start()
+    try:
+        yield broker, ca
+    finally:
+        broker.stop()
+
+
+async def test_uplink_over_tls_with_a_password_from_a_file_that_is_never_logged(
+    tmp_path, secure_mosquitto, caplog
+):
+    import ssl
+
+    broker, ca = secure_mosquitto
+    (tmp_path / "pw").write_text("s3cret-pw\n")
+    clock = ScaledClock(start=START, speed=600)
+    port = free_port()
+    device = ModbusThermometer(
+        host="127.0.0.1",
+        port=port,
+        clock=clock,
+        profile=Profile(start=START, points=[(timedelta(0), 4.0)]),
+    )
+    await device.start()
+    config = gateway_config(
+        tmp_path,
+        broker.port,
+        [port],
+        username="gw-skolan",
+        password_file=str(tmp_path / "pw"),
+        tls={"ca_file": str(ca)},
+    )
+    stop = asyncio.Event()
+    got = []
+    tls = ssl.create_default_context(cafile=str(ca))
+    caplog.set_level("DEBUG")
+    try:
+        async with aiomqtt.Client(
+            broker.host, broker.port, username="gw-skolan", password="s3cret-pw", tls_context=tls
+        ) as receiver:
+            await receiver.subscribe(readings_topic("skolan", "pi-1"), qos=1)
+            task = asyncio.create_task(
+                run_gateway(config=config, sensors=sensors_for([port]), clock=clock, stop=stop)
+            )
+            async for message in receiver.messages:
+                got += json.loads(message.payload)
+                if len(got) >= 5:
+                    break
+            stop.set()
+            await task
+    finally:
+        await device.stop()
+    assert [r["value"] for r in got[:5]] == [4.0] * 5
+    assert "s3cret-pw" not in caplog.text
