@@ -141,6 +141,9 @@ class SerialPortConfig(_Frozen):
 
     path: str
     baudrate: int = Field(default=9600, gt=0)
+    bytesize: Literal[5, 6, 7, 8] = 8
+    parity: Literal["N", "E", "O", "M", "S"] = "N"
+    stopbits: Literal[1, 2] = 1
     pattern: str = r"^(?P<sensor>[\w.-]+)[\s=:,;]+(?P<value>[-+]?\d+(?:\.\d+)?)"
 
     @field_validator("pattern")

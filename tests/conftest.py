@@ -8,14 +8,12 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from husvakt.broker import free_port
-from tests.services import PostgresServer, ServiceError
+from tests.services import Mosquitto, PostgresServer, ServiceError
 
 
 def require_binary(name: str) -> str:
@@ -45,49 +43,10 @@ def wait_for_port(
     pytest.fail(f"nothing listening on {host}:{port} after {timeout}s")
 
 
-@dataclass
-class Mosquitto:
-    """A mosquitto broker of the test's own; `stop()`/`start()` simulate an outage."""
-
-    binary: str
-    conf: Path
-    host: str
-    port: int
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [self.binary, "-c", str(self.conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        wait_for_port(self.host, self.port, proc=self.proc)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
-    binary = require_binary("mosquitto")
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\n"
-        "allow_anonymous true\n"
-        "user root\n"  # as root, mosquitto would otherwise drop to a user that cannot write tmp
-        "persistence true\n"
-        f"persistence_location {tmp_path}/\n"
-        "max_queued_messages 100000\n"
-        "log_type error\n",
-        encoding="utf-8",
-    )
-    broker = Mosquitto(binary=binary, conf=conf, host="127.0.0.1", port=port)
+    """A mosquitto broker of the test's own (persistent sessions survive its restarts)."""
+    broker = Mosquitto.configured(require_binary("mosquitto"), tmp_path)
     broker.start()
     try:
         yield broker

@@ -9,12 +9,13 @@ import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from husvakt.broker import free_port
 
-__all__ = ["PostgresServer", "ServiceError", "wait_for_port"]
+__all__ = ["Mosquitto", "PostgresServer", "ServiceError", "wait_for_port"]
 
 
 class ServiceError(RuntimeError):
@@ -139,3 +140,49 @@ class PostgresServer:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await conn.close()
+
+
+@dataclass
+class Mosquitto:
+    """A mosquitto broker of our own; `stop()`/`start()` simulate an outage."""
+
+    binary: str
+    conf: Path
+    host: str
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def configured(cls, binary: str, directory: Path) -> Mosquitto:
+        """Loopback only, anonymous, persistent sessions, queues large enough for bursts
+        (the default `max_queued_messages` of 1000 silently drops)."""
+        port = free_port()
+        conf = directory / "mosquitto.conf"
+        conf.write_text(
+            f"listener {port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "user root\n"  # as root, mosquitto would otherwise drop to a user that cannot write tmp
+            "persistence true\n"
+            f"persistence_location {directory}/\n"
+            "max_queued_messages 1000000\n"
+            "max_inflight_messages 1000\n"
+            "log_type error\n",
+            encoding="utf-8",
+        )
+        return cls(binary=binary, conf=conf, host="127.0.0.1", port=port)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "-c", str(self.conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        wait_for_port(self.host, self.port, proc=self.proc)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None

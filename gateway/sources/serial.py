@@ -55,7 +55,12 @@ class SerialSource:
         while True:
             try:
                 reader, writer = await serial_asyncio_fast.open_serial_connection(
-                    url=self._port.path, baudrate=self._port.baudrate, limit=MAX_LINE
+                    url=self._port.path,
+                    baudrate=self._port.baudrate,
+                    bytesize=self._port.bytesize,
+                    parity=self._port.parity,
+                    stopbits=self._port.stopbits,
+                    limit=MAX_LINE,
                 )
             except (serial.SerialException, OSError) as exc:
                 delay = backoff.next_delay()

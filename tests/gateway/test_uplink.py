@@ -21,6 +21,7 @@ from gateway.service import run_gateway
 from gateway.uplink import readings_topic, status_topic
 from husvakt.broker import free_port
 from tests.conftest import require_binary
+from tests.services import Mosquitto
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.modbus]
 
@@ -317,8 +318,6 @@ def make_certificates(directory):
 @pytest.fixture
 def secure_mosquitto(tmp_path):
     """mosquitto with TLS and a password file; anonymous clients refused."""
-    from tests.conftest import Mosquitto
-
     certs = tmp_path / "certs"
     certs.mkdir()
     ca = make_certificates(certs)
