@@ -10,9 +10,10 @@ from datetime import timedelta
 from casebridge.config import CaseStoreConfig, NotifyConfig, RouteRow, TeamConfig
 from casebridge.enrich import draft_case
 from casebridge.history import ReadingHistory
-from casebridge.models import PENDING_ID, Case, CaseDraft, OpenPlan
+from casebridge.lifecycle import new_case
+from casebridge.models import PENDING_ID, CaseDraft, OpenPlan
 from casebridge.people import deliveries_for, on_call
-from casebridge.routing import match
+from casebridge.routing import match, route_facts
 from casebridge.store import CaseStore, Outcome
 from gateway.clock import Clock
 from gateway.config import SensorConfig, SiteConfig
@@ -57,15 +58,13 @@ class CaseBridge:
         now = self._clock.now()
         sensor = self._sensors.get((alarm.site, alarm.sensor))
         site = self._sites.get(alarm.site)
-        facts = {
-            "site": alarm.site,
-            "sensor": alarm.sensor,
-            "condition": alarm.condition,
-            "severity": alarm.severity,
-            "kind": sensor.kind if sensor else None,
-            "building": sensor.building if sensor else None,
-            "room": sensor.room if sensor else None,
-        }
+        facts = route_facts(
+            site=alarm.site,
+            sensor=alarm.sensor,
+            condition=alarm.condition,
+            severity=alarm.severity,
+            config=sensor,
+        )
         route = match(self._routes, facts, at=now, tz=site.timezone if site else "UTC")
         draft = draft_case(
             alarm,
@@ -97,22 +96,8 @@ class CaseBridge:
         person = on_call(team, now)
         user = await self._store.get_user(person) if person else None
         # The case id is not known before the store assigns it; deliveries name it when sent.
-        preview = Case(
-            id=PENDING_ID,
-            site=alarm.site,
-            sensor=alarm.sensor,
-            condition=alarm.condition,
-            status="new",
-            severity=alarm.severity,
-            rule=alarm.rule,
-            threshold=alarm.threshold,
-            value=alarm.value,
-            episode=alarm.episode,
-            condition_active=True,
-            opened_at=now,
-            updated_at=now,
-            draft=draft,
-        )
+        preview, _ = new_case(0, alarm, draft, OpenPlan(), now=now)
+        preview = preview.model_copy(update={"id": PENDING_ID})
         deliveries = deliveries_for(
             preview, user=user, team=team, notify=self._notify, reason="opened"
         )

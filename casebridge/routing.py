@@ -10,11 +10,27 @@ from zoneinfo import ZoneInfo
 
 from casebridge.config import ROUTE_ORDER, RouteRow
 from casebridge.errors import RoutingError
+from gateway.config import SensorConfig
 from stream.matching import Facts, best_rows, matches, specificity
 
-__all__ = ["Explanation", "explain", "match"]
+__all__ = ["Explanation", "explain", "match", "route_facts"]
 
 log = logging.getLogger("husvakt.casebridge.routing")
+
+
+def route_facts(
+    *, site: str, sensor: str, condition: str, severity: str, config: SensorConfig | None
+) -> Facts:
+    """What routing rows can match on for a case (the sensor's registry entry adds where)."""
+    return {
+        "site": site,
+        "sensor": sensor,
+        "condition": condition,
+        "severity": severity,
+        "kind": config.kind if config else None,
+        "building": config.building if config else None,
+        "room": config.room if config else None,
+    }
 
 
 def _in_window(routes: Sequence[RouteRow], at: datetime, tz: str) -> list[RouteRow]:

@@ -354,20 +354,18 @@ async def _users(args: argparse.Namespace) -> int:
 
 
 def _routing_explain(args: argparse.Namespace) -> int:
-    from casebridge.routing import explain  # noqa: PLC0415
+    from casebridge.routing import explain, route_facts  # noqa: PLC0415
 
     config = load_config(args.config)
     sensor = config.sensor_index().get((args.site, args.sensor))
     site = next((s for s in config.sites if s.id == args.site), None)
-    facts = {
-        "site": args.site,
-        "sensor": args.sensor,
-        "condition": args.condition,
-        "severity": args.severity,
-        "kind": sensor.kind if sensor else None,
-        "building": sensor.building if sensor else None,
-        "room": sensor.room if sensor else None,
-    }
+    facts = route_facts(
+        site=args.site,
+        sensor=args.sensor,
+        condition=args.condition,
+        severity=args.severity,
+        config=sensor,
+    )
     at = args.at or datetime.now(UTC)
     tz = site.timezone if site else "UTC"
     why = explain(config.routing, facts, at=at, tz=tz)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests import services
 from tests.services import Mosquitto, PostgresServer, ServiceError
 
 
@@ -30,17 +29,11 @@ def require_binary(name: str) -> str:
 def wait_for_port(
     host: str, port: int, *, proc: subprocess.Popen[bytes], timeout: float = 10.0
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-            pytest.fail(f"service exited with {proc.returncode} before listening:\n{out}")
-        try:
-            with socket.create_connection((host, port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.02)  # polling a port another process opens: no event to wait on
-    pytest.fail(f"nothing listening on {host}:{port} after {timeout}s")
+    """Wait for a service we started; one that does not come up fails the test."""
+    try:
+        services.wait_for_port(host, port, proc=proc, timeout=timeout)
+    except ServiceError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture
