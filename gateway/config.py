@@ -102,10 +102,22 @@ class SiteConfig(_Frozen):
 # --- sources -------------------------------------------------------------------------------
 
 
+class TlsConfig(_Frozen):
+    """TLS to the broker: the CA that signed it, and optionally our client certificate."""
+
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
 class MqttBrokerConfig(_Frozen):
+    """A broker the gateway's MQTT sensors publish to (often a local mosquitto)."""
+
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
     username: str | None = None
+    password_file: Path | None = Field(default=None, description="read at start, never logged")
+    tls: TlsConfig | None = None
     keepalive: int = Field(default=30, ge=5)
 
 
@@ -171,9 +183,18 @@ class MqttPoint(_Frozen):
 
     @field_validator("topic")
     @classmethod
-    def _topic_is_concrete(cls, value: str) -> str:
-        if not value or "#" in value or "+" in value:
-            raise ValueError("a sensor's topic must be a concrete topic without wildcards")
+    def _topic_is_a_valid_filter(cls, value: str) -> str:
+        """A concrete topic, or a pattern with `+` (one level) and a final `#` (the rest), for
+        devices whose topic carries a varying part (a serial number, a firmware prefix)."""
+        levels = value.split("/")
+        if not value or any(
+            ("+" in lv and lv != "+") or ("#" in lv and lv != "#") for lv in levels
+        ):
+            raise ValueError(
+                f"{value!r} is not a topic filter: '+' and '#' must fill a whole level"
+            )
+        if "#" in levels[:-1]:
+            raise ValueError(f"{value!r}: '#' may only be the last level")
         return value
 
 
@@ -230,14 +251,6 @@ class SensorConfig(_Frozen):
     source: Source
 
 
-class TlsConfig(_Frozen):
-    """TLS to the broker: the CA that signed it, and optionally our client certificate."""
-
-    ca_file: Path
-    cert_file: Path | None = None
-    key_file: Path | None = None
-
-
 class UplinkConfig(_Frozen):
     """Where `husvakt gateway` sends readings: an MQTT broker (QoS 1, persistent session)."""
 
@@ -287,6 +300,7 @@ def sensor_problems(
         seen_site_ids.add(site.id)
     if gateway is not None and gateway.site not in by_id:
         yield ("gateway", "site"), f"no site {gateway.site!r} in 'sites'"
+    yield from _shared_topics(sensors)
     seen: set[tuple[str, str]] = set()
     for i, sensor in enumerate(sensors):
         site_id = sensor.site or (gateway.site if gateway else None)
@@ -316,6 +330,21 @@ def sensor_problems(
         elif sensor.room is not None:
             yield ("sensors", i, "building"), "a room needs its building"
         yield from _source_problems(i, sensor, gateway)
+
+
+def _shared_topics(
+    sensors: tuple[SensorConfig, ...],
+) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    topics: dict[tuple[str | None, str], int] = {}
+    for i, sensor in enumerate(sensors):
+        if isinstance(sensor.source, MqttPoint):
+            key = (sensor.source.broker, sensor.source.topic)
+            if key in topics:
+                yield (
+                    ("sensors", i, "source", "topic"),
+                    f"sensors[{topics[key]}] already reads {sensor.source.topic!r}",
+                )
+            topics.setdefault(key, i)
 
 
 def _source_problems(

@@ -22,6 +22,7 @@ from gateway.models import Reading
 from gateway.normalize import Sample, normalize
 from gateway.outbox import SqliteOutbox
 from gateway.quarantine import Quarantine
+from gateway.secrets import read_secret, tls_context
 from gateway.sources import Source
 from gateway.sources.modbus import ModbusDevice, ModbusSource
 from gateway.sources.mqtt import MqttSource
@@ -72,6 +73,8 @@ def build_sources(
                 clock=clock,
                 quarantine=quarantine,
                 client_id=f"husvakt-{config.site}-{config.id}-{broker_id}",
+                password=read_secret(config.mqtt_brokers[broker_id].password_file),
+                tls=tls_context(config.mqtt_brokers[broker_id].tls),
             )
         )
     # A TCP device is a connection of its own; devices on one serial line share an RTU bus.
@@ -195,11 +198,7 @@ async def run_gateway(
     box = config.outbox
     outbox = SqliteOutbox(box.path, max_bytes=int(box.max_mb * 1e6), thin_window=box.thin_window)
     await outbox.open()
-    password = (
-        config.uplink.password_file.read_text(encoding="utf-8").strip()
-        if config.uplink.password_file
-        else None
-    )
+    password = read_secret(config.uplink.password_file)
     uplink = MqttUplink(
         config=config.uplink, site=config.site, gateway=config.id, clock=clock, password=password
     )

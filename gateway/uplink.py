@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 
@@ -24,6 +23,7 @@ from gateway.clock import Clock
 from gateway.config import UplinkConfig
 from gateway.models import Reading, format_ts
 from gateway.outbox import SqliteOutbox
+from gateway.secrets import tls_context
 
 __all__ = ["LocalUplink", "MqttUplink", "readings_topic", "status_topic"]
 
@@ -66,18 +66,8 @@ class MqttUplink:
         self._site, self._gateway = site, gateway
         self._clock = clock
         self._password = password
-        self._tls = self._tls_context(config)
+        self._tls = tls_context(config.tls)
         self.published = 0
-
-    @staticmethod
-    def _tls_context(config: UplinkConfig) -> ssl.SSLContext | None:
-        if config.tls is None:
-            return None
-        context = ssl.create_default_context(cafile=str(config.tls.ca_file))
-        if config.tls.cert_file is not None:
-            key = str(config.tls.key_file) if config.tls.key_file else None
-            context.load_cert_chain(str(config.tls.cert_file), key)
-        return context
 
     def _status(self, state: str, outbox: SqliteOutbox | None) -> bytes:
         stats = outbox.stats if outbox else None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 
 from casebridge.bridge import CaseBridge
 from casebridge.history import ReadingHistory
@@ -20,6 +19,7 @@ from casebridge.store import CaseStore
 from gateway.clock import Clock
 from gateway.models import Reading
 from gateway.outbox import SqliteOutbox
+from gateway.secrets import read_secret
 from gateway.service import Gateway
 from gateway.uplink import LocalUplink
 from husvakt.config import HusvaktConfig
@@ -32,18 +32,14 @@ __all__ = ["AllInOne", "channels_for"]
 log = logging.getLogger("husvakt.run")
 
 
-def _secret(path: Path | None) -> str | None:
-    return path.read_text(encoding="utf-8").strip() if path is not None else None
-
-
 def channels_for(config: HusvaktConfig, clock: Clock) -> dict[str, Channel]:
     """The notification channels a config sets up (secrets read from their files here)."""
     channels: dict[str, Channel] = {}
     smtp = config.notify.smtp
     if smtp is not None:
-        channels["email"] = SmtpChannel(smtp, password=_secret(smtp.password_file))
+        channels["email"] = SmtpChannel(smtp, password=read_secret(smtp.password_file))
     secrets = {
-        t.webhook.url: (_secret(t.webhook.secret_file) or "").encode()
+        t.webhook.url: (read_secret(t.webhook.secret_file) or "").encode()
         for t in config.teams
         if t.webhook is not None and t.webhook.secret_file is not None
     }

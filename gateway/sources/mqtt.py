@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Mapping
 
 import aiomqtt
@@ -35,14 +36,17 @@ class MqttSource:
         quarantine: Quarantine,
         client_id: str,
         password: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._name = name
         self._broker = broker
         self._points = dict(points)
+        self._patterns = [(t, p) for t, p in self._points.items() if "+" in t or "#" in t]
         self._clock = clock
         self._quarantine = quarantine
         self._client_id = client_id
         self._password = password
+        self._tls = tls
 
     @property
     def name(self) -> str:
@@ -58,6 +62,7 @@ class MqttSource:
                     identifier=self._client_id,
                     username=self._broker.username,
                     password=self._password,
+                    tls_context=self._tls,
                     keepalive=self._broker.keepalive,
                 ) as client:
                     for topic in self._points:
@@ -73,8 +78,19 @@ class MqttSource:
                 )
                 await asyncio.sleep(delay)
 
-    async def _handle(self, topic: str, payload: object, emit: Emit) -> None:
+    def _match(self, topic: str) -> tuple[str, MqttPoint] | None:
+        """The sensor a message belongs to: its exact topic, else the first pattern (in config
+        order) that matches."""
         point = self._points.get(topic)
+        if point is not None:
+            return point
+        for pattern, candidate in self._patterns:
+            if aiomqtt.Topic(topic).matches(pattern):
+                return candidate
+        return None
+
+    async def _handle(self, topic: str, payload: object, emit: Emit) -> None:
+        point = self._match(topic)
         if point is None:
             self._quarantine.add("mqtt-unknown-topic", topic)
             return

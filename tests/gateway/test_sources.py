@@ -497,3 +497,45 @@ async def test_a_dead_modbus_device_does_not_slow_the_others():
         assert 29 <= len(per_sensor[name]) <= 32, (name, len(per_sensor[name]))
         assert all(s.fault is None for s in per_sensor[name])
     assert per_sensor["t2"] and all(s.fault == "modbus-timeout" for s in per_sensor["t2"])
+
+
+@pytest.mark.mqtt
+async def test_mqtt_topic_patterns_map_varying_topics_to_a_sensor(mosquitto):
+    quarantine = Quarantine()
+    source = MqttSource(
+        name="mqtt:test",
+        broker=MqttBrokerConfig(host=mosquitto.host, port=mosquitto.port),
+        points={
+            "tele/+/SENSOR": (
+                "t-tasmota",
+                MqttPoint(type="mqtt", topic="tele/+/SENSOR", format="tasmota"),
+            ),
+            "shellies/#": ("t-shelly", MqttPoint(type="mqtt", topic="shellies/#", format="shelly")),
+            "tele/kitchen/SENSOR": (
+                "t-kitchen",
+                MqttPoint(type="mqtt", topic="tele/kitchen/SENSOR", format="tasmota"),
+            ),
+        },
+        clock=ScaledClock(start=START, speed=1),
+        quarantine=quarantine,
+        client_id="gw-patterns",
+    )
+    async with running(source) as samples, aiomqtt.Client(mosquitto.host, mosquitto.port) as device:
+        while True:  # until the subscriptions are in place
+            await device.publish(
+                "tele/tasmota_8A3E12/SENSOR",
+                b'{"DS18B20":{"Temperature":4.5},"TempUnit":"C"}',
+                qos=1,
+            )
+            with contextlib.suppress(TimeoutError):
+                first = await next_sample(samples, timeout=0.5)
+                break
+        await device.publish(
+            "tele/kitchen/SENSOR", b'{"DS18B20":{"Temperature":30.5},"TempUnit":"C"}', qos=1
+        )
+        await device.publish(
+            "shellies/shellyplusht-08b61f/status/temperature:0", b'{"id":0,"tC":21.8}', qos=1
+        )
+        got = [await next_sample(samples) for _ in range(2)]
+    assert (first.sensor, first.value) == ("t-tasmota", 4.5)
+    assert {(s.sensor, s.value) for s in got} == {("t-kitchen", 30.5), ("t-shelly", 21.8)}

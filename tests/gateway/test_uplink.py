@@ -387,3 +387,55 @@ async def test_uplink_over_tls_with_a_password_from_a_file_that_is_never_logged(
         await device.stop()
     assert [r["value"] for r in got[:5]] == [4.0] * 5
     assert "s3cret-pw" not in caplog.text
+
+
+async def test_an_mqtt_source_reads_a_broker_over_tls_with_a_password(tmp_path, secure_mosquitto):
+    import ssl
+
+    from gateway.quarantine import Quarantine
+    from gateway.service import build_sources
+
+    broker, ca = secure_mosquitto
+    (tmp_path / "pw").write_text("s3cret-pw\n")
+    config = GatewayConfig.model_validate(
+        {
+            "id": "pi-1",
+            "site": "skolan",
+            "mqtt_brokers": {
+                "lan": {
+                    "host": broker.host,
+                    "port": broker.port,
+                    "username": "gw-skolan",
+                    "password_file": str(tmp_path / "pw"),
+                    "tls": {"ca_file": str(ca)},
+                }
+            },
+        }
+    )
+    sensor = SensorConfig.model_validate(
+        {
+            "id": "t1",
+            "site": "skolan",
+            "source": {"type": "mqtt", "topic": "lan/t1", "format": "esphome"},
+        }
+    )
+    (source,) = build_sources(
+        config, [sensor], clock=ScaledClock(start=START, speed=1), quarantine=Quarantine()
+    )
+    samples = asyncio.Queue()
+    task = asyncio.create_task(source.run(samples.put))
+    tls = ssl.create_default_context(cafile=str(ca))
+    try:
+        async with aiomqtt.Client(
+            broker.host, broker.port, username="gw-skolan", password="s3cret-pw", tls_context=tls
+        ) as device:
+            while True:
+                await device.publish("lan/t1", b"3.5", qos=1)
+                with contextlib.suppress(TimeoutError):
+                    got = await asyncio.wait_for(samples.get(), 0.5)
+                    break
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert (got.sensor, got.value) == ("t1", 3.5)

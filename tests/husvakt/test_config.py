@@ -178,3 +178,18 @@ def test_a_bad_time_window_or_zone_is_explained(tmp_path):
     found = problems(write(tmp_path, text))
     assert any("unknown time zone 'Mars/Olympus'" in p for p in found), found
     assert any("'25:00-07:00' is not a time window" in p for p in found), found
+
+
+@pytest.mark.parametrize(
+    ("topic", "message"),
+    [("t/a+", "'+' and '#' must fill a whole level"), ("t/#/x", "'#' may only be the last level")],
+)
+def test_bad_topic_filters_are_explained(tmp_path, topic, message):
+    found = problems(write(tmp_path, MINIMAL.replace("topic: t/1", f"topic: '{topic}'")))
+    assert len(found) == 1 and message in found[0], found
+
+
+def test_two_sensors_on_one_topic_is_an_error(tmp_path):
+    text = MINIMAL.replace("teams:", "  - {id: t2, source: {type: mqtt, topic: t/1}}\nteams:")
+    found = problems(write(tmp_path, text))
+    assert any("sensors[1].source.topic: sensors[0] already reads 't/1'" in p for p in found), found
