@@ -175,6 +175,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     gw.add_argument("--config", type=Path, required=True, help="site config YAML")
 
+    rp = sub.add_parser(
+        "replay",
+        help="replay a scenario or a recorded trace through the rules and cases (virtual clock)",
+        description="Run a scenario (YAML) or a trace recorded by `husvakt record` (JSON Lines) "
+        "through the real rules and case bridge on a virtual clock, as fast as the machine "
+        "allows, and print the cases, escalations and notifications. With --expect, compare "
+        "against an expectations file and exit 1 with a readable diff on mismatch.",
+    )
+    rp.add_argument("source", type=Path, help="SCENARIO.yaml or TRACE.jsonl")
+    rp.add_argument("--config", type=Path, required=True, help="site config YAML")
+    rp.add_argument("--expect", type=Path, help="expectations YAML")
+    rp.add_argument("--json", action="store_true", help="the whole result as JSON")
+
+    rec = sub.add_parser(
+        "record",
+        help="record uplinked readings from a broker to a trace file that replay accepts",
+        description="Subscribe to husvakt/v1/+/+/readings on a broker and append every reading, "
+        "with when it was received, to a JSON Lines trace, until Ctrl-C (or --count).",
+    )
+    rec.add_argument("--broker", type=_address, required=True, metavar="HOST:PORT")
+    rec.add_argument("--out", type=Path, required=True, help="trace file (appended to)")
+    rec.add_argument("--topic", default="husvakt/v1/+/+/readings")
+    rec.add_argument("--count", type=int, default=None, help="stop after this many readings")
+
     cases = sub.add_parser(
         "cases", help="list and inspect cases", description="Work with the case store."
     )
@@ -388,6 +412,40 @@ def _routing_explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _cmd_replay(args: argparse.Namespace) -> int:
+    from husvakt import replay as rp  # noqa: PLC0415 - keep `husvakt --help` fast
+
+    try:
+        result = await rp.replay_path(args.source, load_config(args.config))
+    except ValueError as exc:
+        sys.stderr.write(f"husvakt: {exc}\n")
+        return EXIT_FAILED
+    sys.stdout.write(rp.summary_json(result) + "\n" if args.json else result.render())
+    if args.expect is None:
+        return EXIT_OK
+    problems = rp.compare(result, rp.load_expectations(args.expect))
+    if problems:
+        sys.stderr.write(f"replay does not match {args.expect}:\n" + "\n".join(problems) + "\n")
+        return EXIT_FAILED
+    sys.stderr.write(f"replay matches {args.expect}\n")
+    return EXIT_OK
+
+
+async def _cmd_record(args: argparse.Namespace) -> int:
+    from husvakt.record import record  # noqa: PLC0415
+
+    n = await record(
+        host=args.broker[0],
+        port=args.broker[1],
+        topic=args.topic,
+        out=args.out,
+        count=args.count,
+        stop=_stop_on_signals(),
+    )
+    sys.stderr.write(f"recorded {n} readings to {args.out}\n")
+    return EXIT_OK
+
+
 def _stop_on_signals() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -459,21 +517,22 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(args.verbose)
+    synchronous = {"config": _cmd_config_check, "routing": _routing_explain}
+    commands = {
+        "users": _users,
+        "replay": _cmd_replay,
+        "record": _cmd_record,
+        "gateway": _cmd_gateway,
+        "run": _cmd_run,
+        "demo": _cmd_demo,
+        "cases": {"list": _cases_list, "show": _cases_show, "serve": _cases_serve}.get(
+            getattr(args, "cases_command", ""), _cases_list
+        ),
+    }
     try:
-        if args.command == "config":
-            return _cmd_config_check(args)
-        if args.command == "cases":
-            action = {"list": _cases_list, "show": _cases_show, "serve": _cases_serve}
-            return asyncio.run(action[args.cases_command](args))
-        if args.command == "users":
-            return asyncio.run(_users(args))
-        if args.command == "routing":
-            return _routing_explain(args)
-        if args.command == "gateway":
-            return asyncio.run(_cmd_gateway(args))
-        if args.command == "run":
-            return asyncio.run(_cmd_run(args))
-        return asyncio.run(_cmd_demo(args))
+        if args.command in synchronous:
+            return synchronous[args.command](args)
+        return asyncio.run(commands[args.command](args))
     except ConfigError as exc:
         for problem in exc.problems:
             sys.stderr.write(f"{problem}\n")

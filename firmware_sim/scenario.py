@@ -1,0 +1,226 @@
+"""Scenarios: simulated devices, their signals and a timeline of events — as data (YAML).
+
+A scenario says what each device would have measured and reported over a stretch of time:
+
+    name: freezing-night
+    start: 2026-01-14T22:00:00Z
+    duration: 8h
+    devices:
+      - {sensor: basement-t1, protocol: mqtt, every: 60s,
+         signal: {baseline: 8.5, daily_amplitude: 0.5, noise: 0.05, seed: 1}}
+    timeline:
+      - {at: 2h10m, sensor: basement-t1, ramp: {rate: -0.3, per: 10m, to: 2.5}}
+      - {at: 5h, uplink_down: 40m}
+      - {at: 6h, sensor: basement-t1, fault: ds18b20-reset, for: 2m}
+
+`at` is the offset from `start`. `outputs()` yields what the devices emit, in time order, as
+raw device outputs (a number, a fault the protocol reports, or line noise) — the same thing
+the simulated devices send over their protocols, without the protocols. The model is seeded:
+the same scenario gives the same outputs, to the bit.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from ruamel.yaml import YAML
+
+__all__ = ["Device", "Event", "Output", "Scenario", "load_scenario"]
+
+_DURATION = re.compile(
+    r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$"
+)
+
+
+def _seconds(value: object) -> object:
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not value.strip() or match is None or not any(match.groups()):
+            raise ValueError(f"{value!r} is not a duration; write e.g. 30s, 10m, 2h10m")
+        h, m, s = (float(g) if g else 0.0 for g in match.groups())
+        return h * 3600 + m * 60 + s
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(_seconds), Field(ge=0)]
+Fault = Literal[
+    "dropout",  # the device says nothing
+    "stuck",  # the value freezes at what it was
+    "spike",  # one absurd value
+    "ds18b20-reset",  # a DS18B20 reporting its 85 °C power-on value
+    "ds18b20-crc",  # a 1-Wire read with a failed CRC
+    "disconnected",  # an Arduino/ESP node's −127 °C
+    "modbus-exception",  # the device answers with exception 4
+    "modbus-timeout",  # the device does not answer
+    "serial-garbage",  # line noise instead of a reading
+    "reboot",  # silence, then the device comes back
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Signal(_Frozen):
+    """baseline + daily cycle (peak at `peak_hour` UTC) + drift + seeded Gaussian noise."""
+
+    baseline: float
+    daily_amplitude: float = 0.0
+    peak_hour: float = 15.0
+    drift_per_hour: float = 0.0
+    noise: float = 0.0
+    seed: int = 0
+
+
+class Device(_Frozen):
+    sensor: str
+    protocol: Literal["mqtt", "modbus", "serial", "onewire"] = "mqtt"
+    every: Seconds = 60.0
+    signal: Signal
+    topic: str | None = Field(default=None, description="MQTT topic for `husvakt sim`")
+
+
+class Ramp(_Frozen):
+    """From `at`, move by `rate` per `per` until reaching `to`, then stay there."""
+
+    rate: float
+    per: Seconds = 60.0
+    to: float
+
+
+class Event(_Frozen):
+    at: Seconds
+    sensor: str | None = None
+    ramp: Ramp | None = None
+    fault: Fault | None = None
+    duration: Seconds = Field(default=60.0, alias="for")
+    uplink_down: Seconds | None = None
+    power_cut: Seconds | None = None
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _one_thing(self) -> Self:
+        kinds = [
+            self.ramp is not None,
+            self.fault is not None,
+            self.uplink_down is not None,
+            self.power_cut is not None,
+        ]
+        if sum(kinds) != 1:
+            raise ValueError("an event is one of: ramp, fault, uplink_down, power_cut")
+        if (self.ramp or self.fault) and not self.sensor:
+            raise ValueError("a ramp or a fault names its sensor")
+        return self
+
+
+class Scenario(_Frozen):
+    name: str
+    description: str = ""
+    start: datetime
+    duration: Seconds
+    devices: tuple[Device, ...] = Field(min_length=1)
+    timeline: tuple[Event, ...] = ()
+
+    @model_validator(mode="after")
+    def _known_sensors(self) -> Self:
+        known = {d.sensor for d in self.devices}
+        for i, event in enumerate(self.timeline):
+            if event.sensor is not None and event.sensor not in known:
+                raise ValueError(f"timeline[{i}] names {event.sensor!r}, which is not a device")
+        return self
+
+    def outputs(self) -> Iterator[Output]:
+        """Every device output over the scenario, in time order (ties by device order)."""
+        streams = [self._device_outputs(d, i) for i, d in enumerate(self.devices)]
+        merged = sorted((o for s in streams for o in s), key=lambda o: (o.at, o.order))
+        yield from merged
+
+    def outages(self, kind: Literal["uplink", "power"]) -> list[tuple[float, float]]:
+        """(start, end) offsets of uplink outages or whole-site power cuts."""
+        spans = []
+        for e in self.timeline:
+            length = e.uplink_down if kind == "uplink" else e.power_cut
+            if length is not None:
+                spans.append((e.at, e.at + length))
+        return sorted(spans)
+
+    def _device_outputs(self, device: Device, order: int) -> list[Output]:
+        ramps = [e for e in self.timeline if e.sensor == device.sensor and e.ramp]
+        faults = [e for e in self.timeline if e.sensor == device.sensor and e.fault]
+        power = self.outages("power")
+        out: list[Output] = []
+        last_value: float | None = None
+        t = 0.0
+        while t <= self.duration:
+            if any(a <= t < b for a, b in power):
+                t += device.every
+                continue
+            value = _level(device.signal, self.start, t, ramps)
+            fault = next((e.fault for e in faults if e.at <= t < e.at + e.duration), None)
+            when = self.start + timedelta(seconds=t)
+            if fault in ("dropout", "reboot"):
+                pass
+            elif fault == "stuck":
+                out.append(
+                    Output(
+                        when, t, order, device.sensor, device.protocol, last_value or value, None
+                    )
+                )
+            elif fault == "spike":
+                out.append(
+                    Output(when, t, order, device.sensor, device.protocol, value + 60.0, None)
+                )
+            elif fault is not None:
+                out.append(Output(when, t, order, device.sensor, device.protocol, None, fault))
+            else:
+                out.append(Output(when, t, order, device.sensor, device.protocol, value, None))
+                last_value = value
+            t += device.every
+        return out
+
+
+def _level(signal: Signal, start: datetime, t: float, ramps: Sequence[Event]) -> float:
+    when = start + timedelta(seconds=t)
+    hour = when.hour + when.minute / 60 + when.second / 3600
+    value = (
+        signal.baseline
+        + signal.daily_amplitude * math.cos(2 * math.pi * (hour - signal.peak_hour) / 24)
+        + signal.drift_per_hour * t / 3600
+    )
+    for event in ramps:
+        ramp = event.ramp
+        assert ramp is not None
+        if t < event.at:
+            continue
+        moved = value + ramp.rate * (t - event.at) / ramp.per
+        value = max(moved, ramp.to) if ramp.rate < 0 else min(moved, ramp.to)
+    if signal.noise:
+        value += random.Random(f"{signal.seed}:{int(t)}").gauss(0.0, signal.noise)  # noqa: S311
+    return round(value, 2)
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """What one device emitted once: a value, or a fault in its protocol's terms."""
+
+    when: datetime
+    at: float
+    order: int
+    sensor: str
+    protocol: str
+    value: float | None
+    fault: str | None
+
+
+def load_scenario(path: Path) -> Scenario:
+    data = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+    return Scenario.model_validate(data)

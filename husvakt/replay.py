@@ -1,0 +1,411 @@
+"""Replay: a scenario or a recorded trace through the real rules and case bridge, on a virtual
+clock, as fast as the machine allows — the same output every run.
+
+Readings arrive when the gateway would have uplinked them: at once, or — during an uplink
+outage — in order when the link comes back, so the rules see them late, as in production.
+Escalations and notifications are stepped on the same clock; notifications are recorded, not
+sent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from casebridge.bridge import CaseBridge
+from casebridge.config import SmtpConfig
+from casebridge.models import Case, CaseEvent, Delivery, User
+from casebridge.notify import Escalator, Notifier
+from casebridge.store.sql import MemoryCaseStore
+from firmware_sim.scenario import Output, Scenario
+from gateway.config import SensorConfig
+from gateway.configfile import load_model, read_yaml
+from gateway.models import Reading, format_ts
+from gateway.normalize import Sample, normalize
+from husvakt.config import HusvaktConfig
+from stream.engine import EmbeddedEngine
+from stream.models import Alarm
+from stream.table import RuleTable
+
+__all__ = [
+    "Arrival",
+    "Expectations",
+    "ReplayResult",
+    "VirtualClock",
+    "arrivals_from_scenario",
+    "arrivals_from_trace",
+    "compare",
+    "load_expectations",
+    "load_scenario_file",
+    "replay",
+    "replay_path",
+]
+
+TICK = timedelta(minutes=1)
+
+
+class VirtualClock:
+    """Time that moves only when the replay moves it."""
+
+    def __init__(self, start: datetime) -> None:
+        self.value = start
+
+    def now(self) -> datetime:
+        return self.value
+
+    async def sleep(self, seconds: float) -> None:
+        self.value += timedelta(seconds=seconds)
+
+
+@dataclass(frozen=True, order=True)
+class Arrival:
+    """A reading as the rules receive it: `at` is when it arrives, `reading.ts` when measured."""
+
+    at: datetime
+    order: int
+    reading: Reading = field(compare=False)
+
+
+class RecordingChannel:
+    """A notification channel that records instead of sending (replays reach nobody)."""
+
+    def __init__(self, log: list[tuple[datetime, Delivery]], clock: VirtualClock) -> None:
+        self._log = log
+        self._clock = clock
+
+    async def send(self, delivery: Delivery) -> None:
+        self._log.append((self._clock.now(), delivery))
+
+
+def _raw(output: Output, sensor: SensorConfig) -> Sample | None:
+    """A device output as the gateway's source would have handed it on (None: line noise the
+    source quarantines)."""
+    fault = output.fault
+    ts = output.when
+    if fault is None:
+        assert output.value is not None
+        raw = (output.value - sensor.offset) / sensor.scale
+        if output.protocol == "modbus":
+            raw = float(round(raw))  # an integer register
+        return Sample(sensor=sensor.id, ts=ts, value=raw)
+    mapping = {
+        "modbus-exception": Sample(sensor=sensor.id, ts=ts, fault="modbus-exception-4"),
+        "modbus-timeout": Sample(sensor=sensor.id, ts=ts, fault="modbus-timeout"),
+        "ds18b20-crc": Sample(sensor=sensor.id, ts=ts, fault="crc"),
+        "disconnected": Sample(sensor=sensor.id, ts=ts, value=-127.0),
+    }
+    if fault == "ds18b20-reset":
+        if output.protocol == "onewire":
+            return Sample(sensor=sensor.id, ts=ts, fault="ds18b20-power-on-reset")
+        return Sample(sensor=sensor.id, ts=ts, value=85.0)
+    if fault == "serial-garbage":
+        return None
+    return mapping.get(fault, Sample(sensor=sensor.id, ts=ts, fault=fault))
+
+
+def arrivals_from_scenario(
+    scenario: Scenario, config: HusvaktConfig, counts: Counter[str]
+) -> list[Arrival]:
+    """Normalise the scenario's outputs as the configured gateway would, and time their arrival."""
+    assert config.gateway is not None, "checked by the caller"
+    gateway = config.gateway
+    sensors = {s.id: s for s in config.sensor_index().values()}
+    outages = [
+        (scenario.start + timedelta(seconds=a), scenario.start + timedelta(seconds=b))
+        for a, b in scenario.outages("uplink")
+    ]
+    arrivals = []
+    seq = 0
+    for output in scenario.outputs():
+        sensor = sensors.get(output.sensor)
+        if sensor is None:
+            counts["unknown_sensor"] += 1
+            continue
+        sample = _raw(output, sensor)
+        if sample is None:
+            counts["quarantined"] += 1
+            continue
+        seq += 1
+        reading = normalize(
+            sample, sensor, site=sensor.site or gateway.site, gateway=gateway.id, seq=seq
+        )
+        counts[reading.quality] += 1
+        arrive = next((end for start, end in outages if start <= output.when < end), output.when)
+        arrivals.append(Arrival(arrive, seq, reading))
+    return sorted(arrivals)
+
+
+def arrivals_from_trace(path: Path) -> Iterator[Arrival]:
+    """A trace recorded by `husvakt record`: JSON Lines of {"received": TS, "reading": {...}}."""
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                reading = Reading.model_validate(entry["reading"])
+                received = datetime.fromisoformat(entry["received"].replace("Z", "+00:00"))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"{path}:{number}: not a trace line ({exc})") from exc
+            yield Arrival(received, number, reading)
+
+
+class ReplayResult(BaseModel):
+    """Everything a replay produced, in a deterministic order."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    counts: dict[str, int]
+    cases: list[Case]
+    timelines: dict[str, list[CaseEvent]]
+    alarms: list[Alarm]
+    notifications: list[dict[str, str]]
+
+    def case_late(self, case: Case) -> bool:
+        first = next(
+            (
+                a
+                for a in self.alarms
+                if (a.site, a.sensor, a.condition) == (case.site, case.sensor, case.condition)
+                and a.state != "cleared"
+            ),
+            None,
+        )
+        return bool(first and first.late)
+
+    def render(self) -> str:
+        c = self.counts
+        lines = [
+            f"replay {self.name}: {c.get('good', 0)} readings, {c.get('fault', 0)} fault readings, "
+            f"{c.get('quarantined', 0)} quarantined, {len(self.alarms)} alarms "
+            f"({sum(a.late for a in self.alarms)} late)",
+            "",
+            f"cases ({len(self.cases)}):",
+        ]
+        for case in self.cases:
+            lines.append(
+                f"  {case.id}  {case.site}/{case.sensor}  {case.condition}  {case.severity}  "
+                f"team {case.team} {case.draft.priority}  opened {format_ts(case.opened_at)}"
+                + ("  late" if self.case_late(case) else "")
+            )
+            lines.extend(
+                f"      {format_ts(e.at)}  {e.kind:<19} {e.text}"
+                for e in self.timelines[case.id]
+                if e.kind not in ("notification_sent",)
+            )
+        lines.append("")
+        lines.append(f"notifications ({len(self.notifications)}):")
+        lines.extend(
+            f"  {n['at']}  {n['channel']:<7} {n['recipient']:<28} {n['subject']}"
+            for n in self.notifications
+        )
+        return "\n".join(lines) + "\n"
+
+
+async def replay(
+    *,
+    name: str,
+    config: HusvaktConfig,
+    arrivals: Iterable[Arrival],
+    counts: Counter[str],
+    until: datetime | None = None,
+) -> ReplayResult:
+    """Run arrivals (in time order) through the embedded rules and the case bridge."""
+    ordered = sorted(arrivals)
+    start = ordered[0].at if ordered else (until or datetime(1970, 1, 1, tzinfo=UTC))
+    clock = VirtualClock(start)
+    store = MemoryCaseStore()
+    await store.start()
+    # Every team member is a user who gets e-mail, so a replay shows who would be told.
+    members = sorted({m for t in config.teams for m in t.members})
+    for member in members:
+        await store.add_user(
+            User(id=member, name=member, email=f"{member}@replay.invalid"), now=start
+        )
+    notify = config.notify.model_copy(update={"smtp": config.notify.smtp or SmtpConfig()})
+    sent: list[tuple[datetime, Delivery]] = []
+    channel = RecordingChannel(sent, clock)
+    sensors = config.sensor_index()
+    alarms: list[Alarm] = []
+    bridge = CaseBridge(
+        store=store,
+        sites=config.sites,
+        sensors=sensors,
+        routes=config.routing,
+        clock=clock,
+        teams=config.teams,
+        rules=config.rules,
+        cases=config.cases,
+        notify=notify,
+    )
+
+    async def hand_off(alarm: Alarm) -> None:
+        alarms.append(alarm)
+        await bridge.handle(alarm)
+
+    engine = EmbeddedEngine(
+        table=RuleTable(config.rules, sensors),
+        clock=clock,
+        sink=hand_off,
+        late_after=config.stream.late_after,
+    )
+    notifier = Notifier(store=store, channels={"email": channel, "webhook": channel})
+    escalator = Escalator(store=store, teams=config.teams, notify=notify)
+    next_tick = start
+
+    async def step_until(when: datetime) -> None:
+        nonlocal next_tick
+        while next_tick <= when:
+            clock.value = next_tick
+            await escalator.run_due(next_tick)
+            await notifier.run_due(next_tick)
+            next_tick += TICK
+
+    try:
+        for arrival in ordered:
+            await step_until(arrival.at)
+            clock.value = arrival.at
+            await engine.process(arrival.reading)
+        end = max(until or start, clock.value)
+        await step_until(end)
+        cases = await store.list_cases()
+        timelines = {c.id: await store.timeline(c.id) for c in cases}
+    finally:
+        await store.aclose()
+    notifications = [
+        {"at": format_ts(at), "channel": d.channel, "recipient": d.recipient, "subject": d.subject}
+        for at, d in sent
+    ]
+    merged = Counter(counts)
+    merged.update({f"engine_{k}": v for k, v in engine.counts.items()})
+    return ReplayResult(
+        name=name,
+        counts=dict(sorted(merged.items())),
+        cases=cases,
+        timelines=timelines,
+        alarms=alarms,
+        notifications=notifications,
+    )
+
+
+def load_scenario_file(path: Path) -> Scenario:
+    """A scenario file, with errors that name file, line and field."""
+    return load_model(Scenario, read_yaml(path))
+
+
+class ExpectedCase(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sensor: str
+    condition: str
+    severity: str | None = None
+    team: str | None = None
+    late: bool | None = None
+
+
+class Expectations(BaseModel):
+    """What a replay must produce. Only what is named is checked."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cases: tuple[ExpectedCase, ...] = ()
+    case_count: int | None = Field(default=None, description="defaults to the number of cases")
+    notifications: int | None = None
+    late_alarms: int | None = None
+    escalations: int | None = None
+
+
+def load_expectations(path: Path) -> Expectations:
+    return load_model(Expectations, read_yaml(path))
+
+
+def _describe(case: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in case.items() if v is not None)
+
+
+def compare(result: ReplayResult, expected: Expectations) -> list[str]:
+    """Readable differences; empty when the replay met every expectation."""
+    problems: list[str] = []
+    actual = [
+        {
+            "sensor": c.sensor,
+            "condition": c.condition,
+            "severity": c.severity,
+            "team": c.team,
+            "late": result.case_late(c),
+        }
+        for c in result.cases
+    ]
+    unmatched = list(range(len(actual)))
+    for want in expected.cases:
+        wanted = want.model_dump(exclude_none=True)
+        hit = next(
+            (i for i in unmatched if all(actual[i][k] == v for k, v in wanted.items())), None
+        )
+        if hit is None:
+            near = [
+                a for a in actual if (a["sensor"], a["condition"]) == (want.sensor, want.condition)
+            ]
+            got = f" (got: {_describe(near[0])})" if near else ""
+            problems.append(f"- missing case: {_describe(wanted)}{got}")
+        else:
+            unmatched.remove(hit)
+    count = expected.case_count if expected.case_count is not None else len(expected.cases)
+    if len(actual) != count:
+        problems.extend(f"+ unexpected case: {_describe(actual[i])}" for i in unmatched)
+        problems.append(f"  cases: expected {count}, got {len(actual)}")
+    escalations = sum(e.kind == "escalated" for tl in result.timelines.values() for e in tl)
+    for label, want_n, got_n in (
+        ("notifications", expected.notifications, len(result.notifications)),
+        ("late alarms", expected.late_alarms, sum(a.late for a in result.alarms)),
+        ("escalations", expected.escalations, escalations),
+    ):
+        if want_n is not None and want_n != got_n:
+            problems.append(f"  {label}: expected {want_n}, got {got_n}")
+    return problems
+
+
+async def replay_path(source: Path, config: HusvaktConfig) -> ReplayResult:
+    """Replay a scenario file (YAML) or a trace (JSON Lines, `.jsonl`) against `config`."""
+    if config.gateway is None:
+        raise ValueError("the config has no 'gateway' section to replay through")
+    counts: Counter[str] = Counter()
+    if source.suffix in (".jsonl", ".json", ".trace"):
+        return await replay(
+            name=source.stem,
+            config=config,
+            arrivals=list(arrivals_from_trace(source)),
+            counts=counts,
+        )
+    scenario = load_scenario_file(source)
+    missing = sensors_missing(scenario, config)
+    if missing:
+        raise ValueError(f"{source}: sensors not in the config: {', '.join(missing)}")
+    return await replay(
+        name=scenario.name,
+        config=config,
+        arrivals=arrivals_from_scenario(scenario, config, counts),
+        counts=counts,
+        until=scenario_end(scenario),
+    )
+
+
+def summary_json(result: ReplayResult) -> str:
+    return result.model_dump_json(indent=2)
+
+
+def scenario_end(scenario: Scenario) -> datetime:
+    return scenario.start + timedelta(seconds=scenario.duration)
+
+
+def sensors_missing(scenario: Scenario, config: HusvaktConfig) -> Sequence[str]:
+    known = {s.id for s in config.sensors}
+    return [d.sensor for d in scenario.devices if d.sensor not in known]

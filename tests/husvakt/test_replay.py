@@ -1,0 +1,158 @@
+"""The scenario library, replayed the way an integrator would, plus record → replay."""
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from husvakt.config import load_config
+from husvakt.pytest_plugin import assert_cases
+from husvakt.replay import compare, load_expectations, replay_path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = ROOT / "config" / "scenarios"
+SCHOOL = SCENARIOS / "school.yaml"
+LIBRARY = sorted(
+    p for p in SCENARIOS.glob("*.yaml") if p.name != "school.yaml" and ".expect" not in p.name
+)
+
+
+def test_the_library_has_the_scenarios_integrators_need():
+    names = {p.stem for p in LIBRARY}
+    assert {
+        "freezing-night",
+        "boiler-fire",
+        "flapping-sensor",
+        "ds18b20-faults",
+        "gateway-offline-backlog",
+        "dead-modbus-device",
+        "site-power-cut",
+    } <= names
+    for scenario in LIBRARY:
+        assert scenario.with_suffix(".expect.yaml").exists(), f"{scenario.name} has no expectations"
+
+
+@pytest.mark.parametrize("scenario", LIBRARY, ids=lambda p: p.stem)
+async def test_every_scenario_in_the_library_meets_its_expectations(scenario):
+    result = await replay_path(scenario, load_config(SCHOOL))
+    assert compare(result, load_expectations(scenario.with_suffix(".expect.yaml"))) == []
+
+
+async def test_the_plugin_fixture_and_assertion_helper(husvakt_replay):
+    result = await husvakt_replay(SCENARIOS / "gateway-offline-backlog.yaml", config=SCHOOL)
+    assert_cases(
+        result, [{"sensor": "basement-t1", "condition": "freezing", "late": True}], late_alarms=1
+    )
+    with pytest.raises(AssertionError) as caught:
+        assert_cases(
+            result,
+            [
+                {"sensor": "basement-t1", "condition": "freezing", "late": False},
+                {"sensor": "boiler-t1", "condition": "fire"},
+            ],
+        )
+    message = str(caught.value)
+    assert "- missing case: sensor=basement-t1, condition=freezing, late=False (got: " in message
+    assert "- missing case: sensor=boiler-t1, condition=fire" in message
+    assert "+ unexpected case: sensor=basement-t1, condition=freezing" in message
+
+
+def husvakt(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "husvakt.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_replaying_twice_gives_byte_identical_output():
+    runs = [
+        husvakt("replay", str(SCENARIOS / "freezing-night.yaml"), "--config", str(SCHOOL), "--json")
+        for _ in range(2)
+    ]
+    assert runs[0].returncode == 0, runs[0].stderr
+    assert runs[0].stdout == runs[1].stdout
+    assert json.loads(runs[0].stdout)["cases"][0]["id"] == "HV-2026-000001"
+
+
+def test_a_mismatch_exits_1_with_a_readable_diff(tmp_path):
+    expect = tmp_path / "wrong.expect.yaml"
+    expect.write_text(
+        "cases:\n  - {sensor: basement-t1, condition: freezing, severity: critical}\nnotifications: 7\n"
+    )
+    out = husvakt(
+        "replay",
+        str(SCENARIOS / "freezing-night.yaml"),
+        "--config",
+        str(SCHOOL),
+        "--expect",
+        str(expect),
+    )
+    assert out.returncode == 1
+    assert (
+        "- missing case: sensor=basement-t1, condition=freezing, severity=critical (got: "
+        in out.stderr
+    )
+    assert "notifications: expected 7, got 2" in out.stderr
+
+
+def test_a_broken_scenario_points_at_its_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        (SCENARIOS / "boiler-fire.yaml")
+        .read_text()
+        .replace("rate: 12, per: 1m", "rate: 12, per: soon")
+    )
+    out = husvakt("replay", str(bad), "--config", str(SCHOOL))
+    assert out.returncode == 1
+    assert (
+        f"{bad}:" in out.stderr
+        and "timeline[0].ramp.per" in out.stderr
+        and "not a duration" in out.stderr
+    )
+
+
+@pytest.mark.mqtt
+async def test_record_then_replay_a_real_night(tmp_path, mosquitto):
+    from husvakt.record import record
+    from tests.factories import make_reading
+
+    trace = tmp_path / "night.jsonl"
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        record(
+            host=mosquitto.host,
+            port=mosquitto.port,
+            topic="husvakt/v1/+/+/readings",
+            out=trace,
+            stop=stop,
+            count=30,
+        )
+    )
+    batch = []
+    for minute in range(30):
+        r = make_reading(minute, 6.0 - minute * 0.1, sensor="basement-t1", seq=minute + 1)
+        batch.append(
+            r.model_copy(update={"site": "nordskolan", "gateway": "pi-basement"}).to_wire()
+        )
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as uplink:
+        while not task.done():
+            await uplink.publish("husvakt/v1/nordskolan/pi-basement/readings", b"not json", qos=1)
+            await uplink.publish(
+                "husvakt/v1/nordskolan/pi-basement/readings", json.dumps(batch[:10]), qos=1
+            )
+            await uplink.publish(
+                "husvakt/v1/nordskolan/pi-basement/readings", json.dumps(batch[10:]), qos=1
+            )
+            await asyncio.sleep(0.2)  # the subscription may not be in place yet
+    assert await task >= 30
+    result = await replay_path(trace, load_config(SCHOOL))
+    assert_cases(
+        result, [{"sensor": "basement-t1", "condition": "freezing", "severity": "warning"}]
+    )
