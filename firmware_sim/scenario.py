@@ -21,6 +21,7 @@ the same scenario gives the same outputs, to the bit.
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 import re
@@ -139,10 +140,14 @@ class Scenario(_Frozen):
         return self
 
     def outputs(self) -> Iterator[Output]:
-        """Every device output over the scenario, in time order (ties by device order)."""
+        """Every device output over the scenario, in time order (ties by device order),
+        generated lazily: a day of a thousand sensors never sits in memory at once."""
         streams = [self._device_outputs(d, i) for i, d in enumerate(self.devices)]
-        merged = sorted((o for s in streams for o in s), key=lambda o: (o.at, o.order))
-        yield from merged
+        yield from heapq.merge(*streams, key=lambda o: (o.at, o.order))
+
+    def device_outputs(self, index: int) -> Iterator[Output]:
+        """One device's outputs, in time order (what a live simulated device plays)."""
+        return self._device_outputs(self.devices[index], index)
 
     def outages(self, kind: Literal["uplink", "power"]) -> list[tuple[float, float]]:
         """(start, end) offsets of uplink outages or whole-site power cuts."""
@@ -153,11 +158,10 @@ class Scenario(_Frozen):
                 spans.append((e.at, e.at + length))
         return sorted(spans)
 
-    def _device_outputs(self, device: Device, order: int) -> list[Output]:
+    def _device_outputs(self, device: Device, order: int) -> Iterator[Output]:
         ramps = [e for e in self.timeline if e.sensor == device.sensor and e.ramp]
         faults = [e for e in self.timeline if e.sensor == device.sensor and e.fault]
         power = self.outages("power")
-        out: list[Output] = []
         last_value: float | None = None
         t = 0.0
         while t <= self.duration:
@@ -170,22 +174,17 @@ class Scenario(_Frozen):
             if fault in ("dropout", "reboot"):
                 pass
             elif fault == "stuck":
-                out.append(
-                    Output(
-                        when, t, order, device.sensor, device.protocol, last_value or value, None
-                    )
+                yield Output(
+                    when, t, order, device.sensor, device.protocol, last_value or value, None
                 )
             elif fault == "spike":
-                out.append(
-                    Output(when, t, order, device.sensor, device.protocol, value + 60.0, None)
-                )
+                yield Output(when, t, order, device.sensor, device.protocol, value + 60.0, None)
             elif fault is not None:
-                out.append(Output(when, t, order, device.sensor, device.protocol, None, fault))
+                yield Output(when, t, order, device.sensor, device.protocol, None, fault)
             else:
-                out.append(Output(when, t, order, device.sensor, device.protocol, value, None))
+                yield Output(when, t, order, device.sensor, device.protocol, value, None)
                 last_value = value
             t += device.every
-        return out
 
 
 def _level(signal: Signal, start: datetime, t: float, ramps: Sequence[Event]) -> float:

@@ -188,6 +188,27 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--expect", type=Path, help="expectations YAML")
     rp.add_argument("--json", action="store_true", help="the whole result as JSON")
 
+    sim = sub.add_parser(
+        "sim",
+        help="play a scenario's devices live on their real protocols",
+        description="Start a scenario's simulated devices — MQTT publishers, Modbus TCP servers, "
+        "serial lines on pseudo-terminals, 1-Wire files — following its signals and faults on "
+        "an accelerated clock, and print where each one is. Runs until the scenario ends.",
+    )
+    sim.add_argument("--scenario", type=Path, required=True, help="scenario YAML")
+    sim.add_argument(
+        "--broker",
+        type=_address,
+        metavar="HOST:PORT",
+        help="MQTT broker for MQTT devices (default: start an embedded one)",
+    )
+    sim.add_argument(
+        "--speed",
+        type=float,
+        default=60.0,
+        help="simulated seconds per real second (default %(default)s)",
+    )
+
     rec = sub.add_parser(
         "record",
         help="record uplinked readings from a broker to a trace file that replay accepts",
@@ -431,6 +452,35 @@ async def _cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _cmd_sim(args: argparse.Namespace) -> int:
+    from husvakt.broker import EmbeddedBroker  # noqa: PLC0415
+    from husvakt.replay import load_scenario_file  # noqa: PLC0415
+    from husvakt.sim import Endpoint, run_sim  # noqa: PLC0415
+
+    scenario = load_scenario_file(args.scenario)
+    endpoints: list[Endpoint] = []
+    ready = asyncio.Event()
+
+    async def announce() -> None:
+        await ready.wait()
+        _print(f"husvakt sim: {scenario.name}, {len(endpoints)} devices at {args.speed:g}× speed")
+        for e in endpoints:
+            _print(f"  {e.sensor:<20} {e.protocol:<8} {e.where}")
+        sys.stdout.flush()
+
+    async with contextlib.AsyncExitStack() as stack:
+        broker = args.broker
+        if broker is None and any(d.protocol == "mqtt" for d in scenario.devices):
+            embedded = await stack.enter_async_context(EmbeddedBroker())
+            broker = (embedded.host, embedded.port)
+            _print(f"embedded MQTT broker on {embedded.host}:{embedded.port}")
+        teller = asyncio.create_task(announce())
+        await run_sim(scenario, speed=args.speed, broker=broker, ready=ready, endpoints=endpoints)
+        await teller
+    _print("husvakt sim: scenario finished")
+    return EXIT_OK
+
+
 async def _cmd_record(args: argparse.Namespace) -> int:
     from husvakt.record import record  # noqa: PLC0415
 
@@ -522,6 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "users": _users,
         "replay": _cmd_replay,
         "record": _cmd_record,
+        "sim": _cmd_sim,
         "gateway": _cmd_gateway,
         "run": _cmd_run,
         "demo": _cmd_demo,

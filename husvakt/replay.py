@@ -9,6 +9,7 @@ sent.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -112,8 +113,10 @@ def _raw(output: Output, sensor: SensorConfig) -> Sample | None:
 
 def arrivals_from_scenario(
     scenario: Scenario, config: HusvaktConfig, counts: Counter[str]
-) -> list[Arrival]:
-    """Normalise the scenario's outputs as the configured gateway would, and time their arrival."""
+) -> Iterator[Arrival]:
+    """Normalise the scenario's outputs as the configured gateway would, and time their
+    arrival, lazily and in arrival order: what is measured during an uplink outage arrives,
+    in order, when the link is back."""
     assert config.gateway is not None, "checked by the caller"
     gateway = config.gateway
     sensors = {s.id: s for s in config.sensor_index().values()}
@@ -121,9 +124,11 @@ def arrivals_from_scenario(
         (scenario.start + timedelta(seconds=a), scenario.start + timedelta(seconds=b))
         for a, b in scenario.outages("uplink")
     ]
-    arrivals = []
+    held: list[Arrival] = []
     seq = 0
     for output in scenario.outputs():
+        while held and held[0].at <= output.when:
+            yield held.pop(0)
         sensor = sensors.get(output.sensor)
         if sensor is None:
             counts["unknown_sensor"] += 1
@@ -137,13 +142,21 @@ def arrivals_from_scenario(
             sample, sensor, site=sensor.site or gateway.site, gateway=gateway.id, seq=seq
         )
         counts[reading.quality] += 1
-        arrive = next((end for start, end in outages if start <= output.when < end), output.when)
-        arrivals.append(Arrival(arrive, seq, reading))
-    return sorted(arrivals)
+        arrive = next((end for start, end in outages if start <= output.when < end), None)
+        if arrive is None:
+            yield Arrival(output.when, seq, reading)
+        else:
+            held.append(Arrival(arrive, seq, reading))
+    yield from held
 
 
-def arrivals_from_trace(path: Path) -> Iterator[Arrival]:
-    """A trace recorded by `husvakt record`: JSON Lines of {"received": TS, "reading": {...}}."""
+def arrivals_from_trace(path: Path) -> list[Arrival]:
+    """A trace recorded by `husvakt record`: JSON Lines of {"received": TS, "reading": {...}},
+    in arrival order."""
+    return sorted(_trace_lines(path))
+
+
+def _trace_lines(path: Path) -> Iterator[Arrival]:
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
@@ -218,9 +231,10 @@ async def replay(
     counts: Counter[str],
     until: datetime | None = None,
 ) -> ReplayResult:
-    """Run arrivals (in time order) through the embedded rules and the case bridge."""
-    ordered = sorted(arrivals)
-    start = ordered[0].at if ordered else (until or datetime(1970, 1, 1, tzinfo=UTC))
+    """Run arrivals — in arrival order — through the embedded rules and the case bridge."""
+    stream = iter(arrivals)
+    first = next(stream, None)
+    start = first.at if first else (until or datetime(1970, 1, 1, tzinfo=UTC))
     clock = VirtualClock(start)
     store = MemoryCaseStore()
     await store.start()
@@ -270,7 +284,7 @@ async def replay(
             next_tick += TICK
 
     try:
-        for arrival in ordered:
+        for arrival in itertools.chain([first] if first else [], stream):
             await step_until(arrival.at)
             clock.value = arrival.at
             await engine.process(arrival.reading)
@@ -382,7 +396,7 @@ async def replay_path(source: Path, config: HusvaktConfig) -> ReplayResult:
         return await replay(
             name=source.stem,
             config=config,
-            arrivals=list(arrivals_from_trace(source)),
+            arrivals=arrivals_from_trace(source),
             counts=counts,
         )
     scenario = load_scenario_file(source)
