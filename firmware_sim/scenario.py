@@ -87,6 +87,9 @@ class Device(_Frozen):
     every: Seconds = 60.0
     signal: Signal
     topic: str | None = Field(default=None, description="MQTT topic for `husvakt sim`")
+    format: Literal["plain", "json", "tasmota", "zigbee2mqtt", "shelly", "esphome"] = Field(
+        default="plain", description="the MQTT payload shape `husvakt sim` publishes"
+    )
 
 
 class Ramp(_Frozen):

@@ -71,6 +71,32 @@ def _text(output: Output) -> str | None:
     return f"{output.value:.2f}"
 
 
+def payload(fmt: str, text: str) -> str:
+    """A reading in the shape a real device of that kind publishes."""
+    if fmt in ("plain", "esphome") or not _is_number(text):
+        return text
+    value = float(text)
+    shapes: dict[str, object] = {
+        "json": {"temperature": value},
+        "tasmota": {
+            "Time": "1970-01-01T00:00:00",
+            "DS18B20": {"Id": "01191E8A3E12", "Temperature": value},
+            "TempUnit": "C",
+        },
+        "zigbee2mqtt": {"battery": 97, "linkquality": 120, "temperature": value},
+        "shelly": {"id": 0, "tC": value, "tF": round(value * 9 / 5 + 32, 1)},
+    }
+    return json.dumps(shapes[fmt])
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 async def run_sim(
     scenario: Scenario,
     *,
@@ -140,7 +166,7 @@ async def _start_device(  # noqa: PLR0917 - internal wiring of one device
         async def publish(output: Output) -> None:
             text = _text(output)
             if text is not None:
-                await mqtt_client.publish(topic, text.encode(), qos=1)
+                await mqtt_client.publish(topic, payload(device.format, text).encode(), qos=1)
 
         found.append(Endpoint(device.sensor, "mqtt", f"topic {topic}"))
         return asyncio.ensure_future(run(index, publish))

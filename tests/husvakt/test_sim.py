@@ -106,3 +106,13 @@ async def test_a_gateway_reads_every_simulated_device_on_its_protocol(mosquitto)
     assert 365.0 in seen["b1"]  # the raw register; the sensor's scale makes it 36.5 °C
     assert 21.25 in seen["s1"]
     assert 9.5 in seen["w1"] and "ds18b20-power-on-reset" in seen["w1"], seen["w1"]
+
+
+@pytest.mark.parametrize("fmt", ["plain", "json", "tasmota", "zigbee2mqtt", "shelly", "esphome"])
+def test_simulated_payload_shapes_decode_as_the_gateway_expects(fmt):
+    from gateway.decode import decode_mqtt
+    from husvakt.sim import payload
+
+    value_path = "temperature" if fmt == "json" else None
+    assert decode_mqtt(payload(fmt, "4.25").encode(), fmt, value_path) == 4.25
+    assert payload(fmt, "\x00garbage") == "\x00garbage"
