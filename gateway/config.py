@@ -251,15 +251,9 @@ class SensorConfig(_Frozen):
     source: Source
 
 
-class UplinkConfig(_Frozen):
+class UplinkConfig(MqttBrokerConfig):
     """Where `husvakt gateway` sends readings: an MQTT broker (QoS 1, persistent session)."""
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=1883, ge=1, le=65535)
-    username: str | None = None
-    password_file: Path | None = Field(default=None, description="read at start, never logged")
-    tls: TlsConfig | None = None
-    keepalive: int = Field(default=30, ge=5)
     batch: int = Field(default=200, ge=1, le=10_000, description="readings per message")
     max_rate: float = Field(default=2000.0, gt=0, description="readings/s when draining a backlog")
     status_every: Duration = 60.0

@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from casebridge.bridge import CaseBridge
+from casebridge.config import NotifyConfig
 from casebridge.history import ReadingHistory
 from casebridge.notify import (
     Channel,
@@ -27,7 +28,7 @@ from stream.engine import EmbeddedEngine
 from stream.models import Alarm
 from stream.table import RuleTable
 
-__all__ = ["AllInOne", "channels_for"]
+__all__ = ["AllInOne", "bridge_for", "channels_for"]
 
 log = logging.getLogger("husvakt.run")
 
@@ -47,6 +48,29 @@ def channels_for(config: HusvaktConfig, clock: Clock) -> dict[str, Channel]:
     return channels
 
 
+def bridge_for(
+    config: HusvaktConfig,
+    *,
+    store: CaseStore,
+    clock: Clock,
+    notify: NotifyConfig | None = None,
+    history: ReadingHistory | None = None,
+) -> CaseBridge:
+    """The case bridge a config describes."""
+    return CaseBridge(
+        store=store,
+        sites=config.sites,
+        sensors=config.sensor_index(),
+        routes=config.routing,
+        clock=clock,
+        teams=config.teams,
+        rules=config.rules,
+        cases=config.cases,
+        notify=notify or config.notify,
+        history=history,
+    )
+
+
 class AllInOne:
     """Readings go through the same durable outbox as on a split deployment, and leave it only
     after the rules evaluated them and their alarms are recorded as cases."""
@@ -64,18 +88,7 @@ class AllInOne:
         self.gateway = Gateway(
             config=config.gateway, sensors=list(sensors.values()), clock=clock, outbox=outbox
         )
-        self.bridge = CaseBridge(
-            store=store,
-            sites=config.sites,
-            sensors=sensors,
-            routes=config.routing,
-            clock=clock,
-            teams=config.teams,
-            rules=config.rules,
-            cases=config.cases,
-            notify=config.notify,
-            history=self.history,
-        )
+        self.bridge = bridge_for(config, store=store, clock=clock, history=self.history)
         self.engine = EmbeddedEngine(
             table=RuleTable(config.rules, sensors),
             clock=clock,

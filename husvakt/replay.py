@@ -20,7 +20,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from casebridge.bridge import CaseBridge
 from casebridge.config import SmtpConfig
 from casebridge.models import Case, CaseEvent, Delivery, User
 from casebridge.notify import Escalator, Notifier
@@ -30,6 +29,7 @@ from gateway.config import SensorConfig
 from gateway.configfile import load_model, read_yaml
 from gateway.models import Reading, format_ts
 from gateway.normalize import Sample, normalize
+from husvakt.allinone import bridge_for
 from husvakt.config import HusvaktConfig
 from stream.engine import EmbeddedEngine
 from stream.models import Alarm
@@ -249,17 +249,7 @@ async def replay(
     channel = RecordingChannel(sent, clock)
     sensors = config.sensor_index()
     alarms: list[Alarm] = []
-    bridge = CaseBridge(
-        store=store,
-        sites=config.sites,
-        sensors=sensors,
-        routes=config.routing,
-        clock=clock,
-        teams=config.teams,
-        rules=config.rules,
-        cases=config.cases,
-        notify=notify,
-    )
+    bridge = bridge_for(config, store=store, clock=clock, notify=notify)
 
     async def hand_off(alarm: Alarm) -> None:
         alarms.append(alarm)
