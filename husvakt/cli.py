@@ -11,19 +11,21 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from casebridge.errors import CaseStoreError
 from casebridge.models import OPEN_STATUSES, CaseStatus, User
 from casebridge.store import CaseFilter
-from casebridge.store.sql import SqlCaseStore, SqliteCaseStore, open_store
 from gateway.clock import SystemClock
 from gateway.configfile import ConfigError
 from gateway.outbox import SqliteOutbox
 from husvakt import __version__
 from husvakt.config import HusvaktConfig, load_config
 from husvakt.output import cases_json, cases_table
+
+if TYPE_CHECKING:
+    from casebridge.store.sql import SqlCaseStore
 
 __all__ = ["main"]
 
@@ -300,6 +302,9 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def _store(args: argparse.Namespace, *, create: bool = False) -> SqlCaseStore:
+    # SQLAlchemy loads here, not at import: `husvakt gateway` on a small Pi never needs it.
+    from casebridge.store.sql import SqliteCaseStore, open_store  # noqa: PLC0415
+
     if args.db is not None:
         if not create and not args.db.exists():
             raise CaseStoreError(f"{args.db}: no such case store")
@@ -363,6 +368,8 @@ async def _cases_serve(args: argparse.Namespace) -> int:
     from casebridge.api import create_app  # noqa: PLC0415
 
     config = load_config(args.config)
+    from casebridge.store.sql import open_store  # noqa: PLC0415
+
     store = open_store(config.cases)
     await store.start()
     app = create_app(store=store, teams=config.teams, clock=SystemClock())
@@ -522,6 +529,8 @@ async def _cmd_run(args: argparse.Namespace) -> int:
     from husvakt.allinone import AllInOne  # noqa: PLC0415 - keep `husvakt --help` fast
 
     config = load_config(args.config)
+    from casebridge.store.sql import open_store  # noqa: PLC0415
+
     store = open_store(config.cases)
     await store.start()
     stop = _stop_on_signals()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import timedelta
@@ -27,6 +28,15 @@ ModbusDevice = tuple[ModbusDeviceConfig, Sequence[tuple[str, ModbusPoint]]]
 #: A device that keeps failing is polled only every 2ⁿ-th cycle (n ≤ 4), so on a shared RTU bus
 #: a dead device does not eat the others' bus time; a device that answers is back at once.
 MAX_SKIP_EXPONENT = 4
+
+
+def _honour_cancellation() -> None:
+    """pymodbus can swallow a cancellation that arrives mid-request (it catches broadly around
+    its transport), leaving the task running with the request pending; re-raise it here so
+    stopping the gateway always stops the source."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _client(device: ModbusDeviceConfig) -> Client:
@@ -78,6 +88,7 @@ class ModbusSource:
         try:
             while True:
                 await self._poll(client, emit, cycle)
+                _honour_cancellation()
                 cycle += 1
                 due += self._interval
                 now = self._clock.now()

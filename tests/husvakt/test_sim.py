@@ -100,7 +100,8 @@ async def test_a_gateway_reads_every_simulated_device_on_its_protocol(mosquitto)
         for group in (tasks, [sim]):  # the readers first, then the devices they read
             for t in group:
                 t.cancel()
-            await asyncio.wait(group, timeout=10)
+            _, pending = await asyncio.wait(group, timeout=10)
+            assert not pending, [t.get_coro() for t in pending]
     assert set(seen) == {"m1", "b1", "s1", "w1"}, seen
     assert 4.5 in seen["m1"]
     assert 365.0 in seen["b1"]  # the raw register; the sensor's scale makes it 36.5 °C
