@@ -8,6 +8,8 @@ schema is managed by Alembic migrations, applied by `start()`.
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import logging
 import tempfile
 from collections.abc import Sequence
@@ -19,7 +21,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, event, func, insert, select, update
+from sqlalchemy import Connection, event, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -135,8 +137,13 @@ class SqlCaseStore:
         return cls(engine, description=engine.url.render_as_string(hide_password=True))
 
     async def start(self) -> None:
+        """Migrate to the current schema. Two processes starting at once (a service and the
+        API, say) must not race to migrate a new database: PostgreSQL serialises them with an
+        advisory lock (SQLite stores take a file lock around this)."""
         try:
             async with self._engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    await conn.execute(text("SELECT pg_advisory_xact_lock(4242001)"))
                 await conn.run_sync(_migrate)
         except (SQLAlchemyError, OSError) as exc:
             raise CaseStoreError(f"cannot open case store {self.description}: {exc}") from exc
@@ -548,9 +555,16 @@ class SqliteCaseStore(SqlCaseStore):
     async def start(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            lock = self.path.with_name(self.path.name + ".migrate-lock").open("a")
         except OSError as exc:
             raise CaseStoreError(f"cannot create {self.path.parent}: {exc.strerror}") from exc
-        await super().start()
+        with lock:
+            # One migrator at a time, across processes and within one (flock is per open file).
+            await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
+            try:
+                await super().start()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 class MemoryCaseStore(SqliteCaseStore):

@@ -386,3 +386,18 @@ async def test_two_processes_on_postgres_make_one_case(postgres_url):
 async def test_the_migrations_build_exactly_the_declared_schema(store):
     await store.start()  # idempotent: a second start migrates nothing
     assert await store.schema_drift() == []
+
+
+async def test_two_stores_opening_a_new_database_at_once_both_start(backend, tmp_path):
+    if backend == "memory":
+        return  # one process's private store: nothing to race with
+    make = (
+        (lambda: SqliteCaseStore(tmp_path / "new.db"))
+        if backend == "sqlite"
+        else (lambda: SqlCaseStore.from_url(backend))
+    )
+    stores = [make() for _ in range(4)]
+    await asyncio.gather(*(s.start() for s in stores))
+    assert await stores[0].schema_drift() == []
+    for s in stores:
+        await s.aclose()
