@@ -10,7 +10,7 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from firmware_sim.signal import Clock, Profile
+from firmware_sim.signal import Clock, Readout
 
 __all__ = ["ModbusRtuBus", "ModbusThermometer"]
 
@@ -20,7 +20,7 @@ class _Register:
     is read. A glitch value that is a string makes the device answer with Modbus exception 4
     (server device failure), as a real device with a broken probe does."""
 
-    def __init__(self, *, profile: Profile, clock: Clock, address: int) -> None:
+    def __init__(self, *, profile: Readout, clock: Clock, address: int) -> None:
         self._profile = profile
         self._clock = clock
         self._address = address
@@ -61,7 +61,7 @@ class ModbusThermometer:
         *,
         host: str,
         port: int,
-        profile: Profile,
+        profile: Readout,
         clock: Clock,
         device_id: int = 1,
         address: int = 0,
@@ -88,7 +88,7 @@ class ModbusRtuBus:
         self,
         *,
         port: str,
-        thermometers: Mapping[int, Profile],
+        thermometers: Mapping[int, Readout],
         clock: Clock,
         address: int = 0,
         baudrate: int = 9600,

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-__all__ = ["Clock", "Glitch", "Profile"]
+__all__ = ["Clock", "Glitch", "Profile", "Readout"]
 
 
 class Clock(Protocol):
@@ -18,6 +18,12 @@ class Clock(Protocol):
     def now(self) -> datetime: ...
 
     async def sleep(self, seconds: float) -> None: ...
+
+
+class Readout(Protocol):
+    """What a device shows at a moment: a temperature, or a string for a fault it reports."""
+
+    def value_at(self, when: datetime) -> float | str: ...
 
 
 @dataclass(frozen=True)

@@ -448,7 +448,7 @@ async def _cmd_replay(args: argparse.Namespace) -> int:
     except ValueError as exc:
         sys.stderr.write(f"husvakt: {exc}\n")
         return EXIT_FAILED
-    sys.stdout.write(rp.summary_json(result) + "\n" if args.json else result.render())
+    sys.stdout.write(result.model_dump_json(indent=2) + "\n" if args.json else result.render())
     if args.expect is None:
         return EXIT_OK
     problems = rp.compare(result, rp.load_expectations(args.expect))

@@ -402,10 +402,6 @@ async def replay_path(source: Path, config: HusvaktConfig) -> ReplayResult:
     )
 
 
-def summary_json(result: ReplayResult) -> str:
-    return result.model_dump_json(indent=2)
-
-
 def scenario_end(scenario: Scenario) -> datetime:
     return scenario.start + timedelta(seconds=scenario.duration)
 

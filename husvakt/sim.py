@@ -16,13 +16,12 @@ import tempfile
 import tty
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import aiomqtt
-from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
-from pymodbus.simulator import DataType, SimData, SimDevice
 
+from firmware_sim.modbus import ModbusThermometer
 from firmware_sim.scenario import Device, Output, Scenario
 from gateway.clock import ScaledClock
 from husvakt.broker import free_port
@@ -35,6 +34,18 @@ W1_OK = (
 )
 W1_RESET = "50 05 4b 46 7f ff 0c 10 1c : crc=1c YES\n50 05 4b 46 7f ff 0c 10 1c t=85000\n"
 W1_CRC = "72 01 4b 46 7f ff 0e 10 57 : crc=12 NO\n72 01 4b 46 7f ff 0e 10 57 t=23125\n"
+
+
+class _Latest:
+    """The last output a Modbus device produced, read whenever the gateway polls."""
+
+    output: Output | None = None
+
+    def value_at(self, when: datetime) -> float | str:
+        out = self.output
+        if out is None or out.fault is not None or out.value is None:
+            return out.fault if out and out.fault else "no reading yet"
+        return out.value
 
 
 #: What a live device does with each output as its moment comes.
@@ -109,7 +120,7 @@ async def run_sim(
     every device is reachable."""
     clock = ScaledClock(start=scenario.start, speed=speed)
     found: list[Endpoint] = endpoints if endpoints is not None else []
-    stops: list[asyncio.Future[None] | ModbusTcpServer] = []
+    stops: list[Callable[[], Awaitable[None]]] = []
     sysfs = Path(tempfile.mkdtemp(prefix="husvakt-w1-"))
     ptys: list[int] = []
 
@@ -138,10 +149,9 @@ async def run_sim(
         try:
             await asyncio.gather(*tasks)
         finally:
-            for server in stops:
-                if isinstance(server, ModbusTcpServer):
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(server.shutdown(), 5)  # type: ignore[no-untyped-call]
+            for stop in stops:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop(), 5)
             for fd in ptys:
                 with contextlib.suppress(OSError):
                     os.close(fd)
@@ -155,7 +165,7 @@ async def _start_device(  # noqa: PLR0917 - internal wiring of one device
     mqtt_client: aiomqtt.Client | None,
     sysfs: Path,
     ptys: list[int],
-    stops: list[asyncio.Future[None] | ModbusTcpServer],
+    stops: list[Callable[[], Awaitable[None]]],
     found: list[Endpoint],
     run: Callable[[int, Act], Awaitable[None]],
 ) -> asyncio.Future[None]:
@@ -197,41 +207,16 @@ async def _start_device(  # noqa: PLR0917 - internal wiring of one device
         found.append(Endpoint(device.sensor, "onewire", f"{sysfs} device {directory.name}"))
         return asyncio.ensure_future(run(index, store))
     # Modbus: a TCP server answering with the latest output at the moment it is read.
-    current: dict[str, Output | None] = {"out": None}
+    current = _Latest()
     port = free_port()
-
-    async def on_read(  # noqa: PLR0917 - the signature pymodbus calls
-        fc: int,
-        start: int,
-        address: int,
-        count: int,
-        registers: list[int],
-        values: list[int] | list[bool] | None,
-    ) -> ExcCodes | None:
-        out = current["out"]
-        if out is None or out.fault is not None:
-            return ExcCodes.DEVICE_FAILURE
-        assert out.value is not None
-        registers[0] = round(out.value * 10) & 0xFFFF
-        return None
-
-    server = ModbusTcpServer(
-        SimDevice(
-            1, simdata=[SimData(0, count=16, values=0, datatype=DataType.REGISTERS)], action=on_read
-        ),
-        address=("127.0.0.1", port),
-    )
-    await server.serve_forever(background=True)
-    stops.append(server)
+    server = ModbusThermometer(host="127.0.0.1", port=port, profile=current, clock=clock)
+    await server.start()
+    stops.append(server.stop)
 
     async def hold(output: Output) -> None:
-        current["out"] = output
+        current.output = output
 
     found.append(
         Endpoint(device.sensor, "modbus", f"127.0.0.1:{port} device 1 register 0 (0.1 °C)")
     )
     return asyncio.ensure_future(run(index, hold))
-
-
-def endpoints_json(endpoints: list[Endpoint]) -> str:
-    return json.dumps([e.__dict__ for e in endpoints], indent=2)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -64,12 +63,3 @@ class EmbeddedEngine:
                     alarm.value,
                 )
                 await self._sink(alarm)
-
-    async def run(self, readings: asyncio.Queue[Reading]) -> None:
-        """Consume `readings` until cancelled; `task_done` after each so callers can `join()`."""
-        while True:
-            reading = await readings.get()
-            try:
-                await self.process(reading)
-            finally:
-                readings.task_done()

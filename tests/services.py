@@ -118,28 +118,23 @@ class PostgresServer:
             self._proc = None
         shutil.rmtree(self._dir, ignore_errors=True)
 
-    async def create_database(self, name: str) -> str:
+    async def _admin(self, sql: str) -> None:
         import asyncpg
 
         conn = await asyncpg.connect(
             self.url.replace("postgresql+asyncpg", "postgresql") + "/postgres"
         )
         try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            await conn.execute(sql)
         finally:
             await conn.close()
+
+    async def create_database(self, name: str) -> str:
+        await self._admin(f'CREATE DATABASE "{name}"')
         return f"{self.url}/{name}"
 
     async def drop_database(self, name: str) -> None:
-        import asyncpg
-
-        conn = await asyncpg.connect(
-            self.url.replace("postgresql+asyncpg", "postgresql") + "/postgres"
-        )
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+        await self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @dataclass

@@ -224,7 +224,7 @@ class SqlCaseStore:
         ):
             case, events = reopen_by_alarm(_case_from_row(latest), alarm, plan, now=now)
             await self._save(conn, latest.number, case, events, key)
-            await self._queue(conn, latest.number, plan.deliveries, now)
+            await self._queue(conn, latest.number, case.id, plan.deliveries, now)
             return Outcome("reopened", case)
         provisional, _ = new_case(0, alarm, draft, plan, now=now)
         result = await conn.execute(insert(cases).values(**_case_values(provisional)))
@@ -233,7 +233,7 @@ class SqlCaseStore:
         number = int(key_row[0])
         case, events = new_case(number, alarm, draft, plan, now=now)
         await self._add_events(conn, number, events, key)
-        await self._queue(conn, number, plan.deliveries, now)
+        await self._queue(conn, number, case.id, plan.deliveries, now)
         return Outcome("opened", case)
 
     async def _save(
@@ -266,10 +266,15 @@ class SqlCaseStore:
                 )
             )
 
+    @staticmethod
     async def _queue(
-        self, conn: AsyncConnection, number: int, drafts: Sequence[DeliveryDraft], now: datetime
+        conn: AsyncConnection,
+        number: int,
+        case_id: str,
+        drafts: Sequence[DeliveryDraft],
+        now: datetime,
     ) -> None:
-        case_id = await self._case_id(conn, number)
+        """Queue notifications, naming the case whose id was not known when they were planned."""
         for d in drafts:
             await conn.execute(
                 insert(deliveries).values(
@@ -285,13 +290,6 @@ class SqlCaseStore:
                     created_at=now,
                 )
             )
-
-    @staticmethod
-    async def _case_id(conn: AsyncConnection, number: int) -> str:
-        opened = (
-            await conn.execute(select(cases.c.opened_at).where(cases.c.number == number))
-        ).scalar_one()
-        return format_case_id(opened.year, number)
 
     async def _get(self, conn: AsyncConnection, number: int) -> Case | None:
         row = (await conn.execute(select(cases).where(cases.c.number == number))).first()
@@ -535,7 +533,7 @@ class SqlCaseStore:
                     case_number=number, at=now, kind="escalated", actor="husvakt", text=text
                 )
             )
-            await self._queue(conn, number, deliveries, now)
+            await self._queue(conn, number, case_id.strip().upper(), deliveries, now)
             return True
 
     async def count_cases(self) -> int:
