@@ -503,6 +503,21 @@ async def _cmd_record(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _program() -> str:
+    """How the user can run this command again: `husvakt` when that is on PATH, else the path
+    they ran (e.g. `.venv/bin/husvakt` after `scripts/demo`)."""
+    import os  # noqa: PLC0415
+    import shutil  # noqa: PLC0415
+
+    invoked = Path(sys.argv[0]).resolve()
+    on_path = shutil.which("husvakt")
+    if on_path is not None and Path(on_path).resolve() == invoked:
+        return "husvakt"
+    if invoked.name != "husvakt":
+        return "husvakt"  # run as `python -m husvakt.cli`
+    return os.path.relpath(invoked)
+
+
 def _stop_on_signals() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -569,7 +584,7 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
     )
     _print(cases_table(result.cases))
     _print(f"\n{len(result.cases)} case(s) in {result.db.resolve()}")
-    _print(f"list them again: husvakt cases list --db {result.db}")
+    _print(f"list them again: {_program()} cases list --db {result.db}")
     return EXIT_OK
 
 
