@@ -50,10 +50,18 @@ def _event(case: Case, kind: EventKind, actor: str, text: str, at: datetime) -> 
 def alarm_event_text(alarm: Alarm) -> str:
     late = " (late: evaluated from buffered readings)" if alarm.late else ""
     verb = {"raised": "raised", "updated": "escalated to", "cleared": "cleared"}[alarm.state]
+    why = f" — {alarm.reason}" if alarm.reason and alarm.state != "cleared" else ""
+    if alarm.condition not in ("freezing", "fire"):
+        if alarm.state == "cleared":
+            return f"{alarm.condition} cleared{late}"
+        rate = f" at {alarm.value:.1f} °C/min" if alarm.condition == "heat_rise" else ""
+        return f"{alarm.condition} {verb} {alarm.severity}{rate}{why}{late}"
     value, level = f"{alarm.value:.1f}", f"{alarm.threshold:g}"
     if alarm.state == "cleared":
         return f"{alarm.condition} cleared at {value} (clear level {level}){late}"
-    return f"{alarm.condition} {verb} {alarm.severity} at {value} (threshold {level}){late}"
+    if alarm.flapping and alarm.state == "updated":
+        return f"{alarm.condition} {why.removeprefix(' — ')}{late}"
+    return f"{alarm.condition} {verb} {alarm.severity} at {value} (threshold {level}){why}{late}"
 
 
 def alarm_event(case: Case, alarm: Alarm, *, now: datetime) -> CaseEvent:

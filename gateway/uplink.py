@@ -140,7 +140,9 @@ class LocalUplink:
     """Hands readings from the outbox to an in-process consumer (the embedded rule engine),
     acknowledging each batch only after the consumer finished with it."""
 
-    def __init__(self, *, consume: Callable[[Reading], Awaitable[None]], batch: int = 500) -> None:
+    def __init__(
+        self, *, consume: Callable[[list[Reading]], Awaitable[None]], batch: int = 500
+    ) -> None:
         self._consume = consume
         self._batch = batch
         self.delivered = 0
@@ -148,7 +150,8 @@ class LocalUplink:
     async def run(self, outbox: SqliteOutbox) -> None:
         while True:
             batch = await _next_batch(outbox, self._batch, 60.0)
-            for _, body in batch:
-                await self._consume(Reading.model_validate_json(body))
+            if not batch:
+                continue
+            await self._consume([Reading.model_validate_json(body) for _, body in batch])
             await outbox.ack([row_id for row_id, _ in batch])
             self.delivered += len(batch)

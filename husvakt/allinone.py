@@ -26,6 +26,7 @@ from gateway.uplink import LocalUplink
 from husvakt.config import HusvaktConfig
 from stream.engine import EmbeddedEngine
 from stream.models import Alarm
+from stream.state import SqliteRuleState
 from stream.table import RuleTable
 
 __all__ = ["AllInOne", "bridge_for", "channels_for"]
@@ -89,19 +90,25 @@ class AllInOne:
             config=config.gateway, sensors=list(sensors.values()), clock=clock, outbox=outbox
         )
         self.bridge = bridge_for(config, store=store, clock=clock, history=self.history)
+        table = RuleTable(config.rules, sensors)
         self.engine = EmbeddedEngine(
-            table=RuleTable(config.rules, sensors),
+            table=table,
             clock=clock,
             sink=self._hand_off,
             late_after=config.stream.late_after,
+            state=SqliteRuleState(config.stream.state) if config.stream.state else None,
         )
+        self._tick_every = config.stream.tick_every
+        for (site, sensor), entry in sensors.items():
+            self.engine.watch(site, config.gateway.id, [(sensor, entry.kind)])
         self.uplink = LocalUplink(consume=self._evaluate)
         self.notifier = Notifier(store=store, channels=channels_for(config, clock))
         self.escalator = Escalator(store=store, teams=config.teams, notify=config.notify)
 
-    async def _evaluate(self, reading: Reading) -> None:
-        self.history.add(reading)
-        await self.engine.process(reading)
+    async def _evaluate(self, readings: list[Reading]) -> None:
+        for reading in readings:
+            self.history.add(reading)
+        await self.engine.process_batch(readings)
 
     async def _hand_off(self, alarm: Alarm) -> None:
         await self.bridge.handle(alarm)
@@ -122,10 +129,13 @@ class AllInOne:
                 ),
                 name="notifications",
             )
+            ticks = tg.create_task(self.engine.run_ticks(self._tick_every, stop), name="ticks")
             await gateway  # returns after `stop`, with everything read in the outbox
             await self.outbox.emptied.wait()
             uplink.cancel()
             notify.cancel()
+            ticks.cancel()
+        self.engine.close()
         log.info(
             "stopped: readings %s, alarms %s, cases %s, quarantined %d",
             dict(self.gateway.counts),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from casebridge.config import (
     CaseStoreConfig,
@@ -16,7 +16,7 @@ from casebridge.config import (
 )
 from gateway.config import GatewayConfig, SensorConfig, SiteConfig, sensor_problems
 from gateway.configfile import ConfigError, Loc, load_model, read_yaml
-from stream.config import DEFAULT_RULES, RuleRow, StreamConfig, rule_problems
+from stream.config import DEFAULT_RULES, RuleRow, StreamConfig, rule_problems, with_defaults
 
 __all__ = ["ConfigError", "HusvaktConfig", "load_config"]
 
@@ -29,12 +29,17 @@ class HusvaktConfig(BaseModel):
     sites: tuple[SiteConfig, ...]
     gateway: GatewayConfig | None = None
     sensors: tuple[SensorConfig, ...] = ()
-    rules: tuple[RuleRow, ...] = DEFAULT_RULES
+    rules: tuple[RuleRow, ...] = DEFAULT_RULES  # type: ignore[assignment]
     stream: StreamConfig = StreamConfig()
     teams: tuple[TeamConfig, ...] = ()
     routing: tuple[RouteRow, ...] = ()
     cases: CaseStoreConfig = CaseStoreConfig()
     notify: NotifyConfig = NotifyConfig()
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _defaults_for_unmentioned_conditions(cls, rows: object) -> object:
+        return with_defaults(rows)
 
     def site_of(self, sensor: SensorConfig) -> str:
         site = sensor.site or (self.gateway.site if self.gateway else None)
@@ -74,4 +79,8 @@ def load_config(path: Path) -> HusvaktConfig:
     if gw is not None and not gw.outbox.path.is_absolute():
         outbox = gw.outbox.model_copy(update={"path": (path.parent / gw.outbox.path).resolve()})
         config = config.model_copy(update={"gateway": gw.model_copy(update={"outbox": outbox})})
+    state = config.stream.state
+    if state is not None and not state.is_absolute():
+        stream = config.stream.model_copy(update={"state": (path.parent / state).resolve()})
+        config = config.model_copy(update={"stream": stream})
     return config

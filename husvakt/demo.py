@@ -132,7 +132,8 @@ async def run_demo(
     assert isinstance(serial_sensor.source, SerialPoint)
 
     stale_files = [db.with_name(db.name + suffix) for suffix in ("", "-wal", "-shm")]
-    stale_files += [db.with_name(db.name + ".outbox" + suffix) for suffix in ("", "-wal", "-shm")]
+    for part in (".outbox", ".rules"):
+        stale_files += [db.with_name(db.name + part + suffix) for suffix in ("", "-wal", "-shm")]
     for stale in stale_files:
         stale.unlink(missing_ok=True)
     clock = ScaledClock(start=NIGHT_START, speed=speed)
@@ -168,6 +169,9 @@ async def run_demo(
         )
         live = config.model_copy(
             update={
+                "stream": config.stream.model_copy(
+                    update={"state": db.with_name(db.name + ".rules")}
+                ),
                 "gateway": gw.model_copy(
                     update={
                         "mqtt_brokers": {
@@ -189,7 +193,7 @@ async def run_demo(
                             ),
                         },
                     }
-                )
+                ),
             }
         )
         store = SqliteCaseStore(db)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -230,8 +230,12 @@ async def replay(
     arrivals: Iterable[Arrival],
     counts: Counter[str],
     until: datetime | None = None,
+    watched: Collection[str] = (),
 ) -> ReplayResult:
-    """Run arrivals — in arrival order — through the embedded rules and the case bridge."""
+    """Run arrivals — in arrival order — through the embedded rules and the case bridge.
+
+    `watched`: configured sensors expected from the start (they go offline if they never report;
+    a scenario watches the devices it simulates)."""
     stream = iter(arrivals)
     first = next(stream, None)
     start = first.at if first else (until or datetime(1970, 1, 1, tzinfo=UTC))
@@ -260,7 +264,12 @@ async def replay(
         clock=clock,
         sink=hand_off,
         late_after=config.stream.late_after,
+        watch_gateways=True,
     )
+    if config.gateway is not None:
+        for (site, sensor), entry in sensors.items():
+            if sensor in watched:
+                engine.watch(site, config.gateway.id, [(sensor, entry.kind)])
     notifier = Notifier(store=store, channels={"email": channel, "webhook": channel})
     escalator = Escalator(store=store, teams=config.teams, notify=notify)
     next_tick = start
@@ -269,6 +278,7 @@ async def replay(
         nonlocal next_tick
         while next_tick <= when:
             clock.value = next_tick
+            await engine.tick()
             await escalator.run_due(next_tick)
             await notifier.run_due(next_tick)
             next_tick += TICK
@@ -399,6 +409,7 @@ async def replay_path(source: Path, config: HusvaktConfig) -> ReplayResult:
         arrivals=arrivals_from_scenario(scenario, config, counts),
         counts=counts,
         until=scenario_end(scenario),
+        watched={d.sensor for d in scenario.devices},
     )
 
 

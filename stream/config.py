@@ -1,58 +1,96 @@
-"""The rule table: rows of data, not code. The most specific matching row per condition wins."""
+"""The rule table: rows of data, not code. The most specific matching row per condition wins.
+
+Each row names a `condition`, which decides its kind and the fields it takes:
+
+- `freezing` / `fire`: a threshold (`below` / `above`) with a `clear` level (hysteresis), an
+  optional `critical` level, a `hold` time, and flapping protection;
+- `heat_rise`: a rate of rise in °C per minute over a `window`, from at least `min_samples`;
+- `sensor_offline`: no good reading for `after`;
+- `gateway_offline`: the gateway said it is offline (its last will), or nothing came for `after`;
+- `sensor_fault`: fault readings in a row, a value stuck for hours, or an impossible jump.
+
+A table that does not mention a condition gets that condition's default row (`DEFAULT_RULES`),
+so a site that only tunes its frost levels keeps fire, heat-rise, offline and fault detection.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Literal, Self
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from gateway.config import Duration, SensorConfig
 from gateway.models import Slug
 from stream.matching import Facts, best_rows
 
 __all__ = [
+    "CONDITIONS",
     "DEFAULT_RULES",
     "MATCH_ORDER",
+    "FaultRule",
+    "GatewayOfflineRule",
+    "OfflineRule",
+    "RiseRule",
+    "RuleBase",
     "RuleRow",
     "StreamConfig",
+    "ThresholdRule",
+    "gateway_facts",
+    "parse_rule",
     "rule_problems",
     "sensor_facts",
+    "with_defaults",
 ]
 
 #: Match fields from most to least specific.
-MATCH_ORDER = ("sensor", "room", "building", "tag", "site", "kind")
+MATCH_ORDER = ("sensor", "gateway", "room", "building", "tag", "site", "kind")
+
+#: Every condition a rule row can decide, in the order `rules explain` lists them.
+CONDITIONS = ("freezing", "fire", "heat_rise", "sensor_offline", "sensor_fault", "gateway_offline")
 
 
-class RuleRow(BaseModel):
-    """A threshold rule: raise `condition` when the value stays beyond a level for `hold`.
-
-    `below` (freezing) or `above` (fire) is the warning level; `critical` optionally a second,
-    harsher level; `clear` the level the value must get back past before the alarm clears
-    (hysteresis). `enabled: false` switches the condition off for the sensors the row matches.
-    """
+class RuleBase(BaseModel):
+    """What every row has: an id, what it matches (omitted = any), and whether it is on."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: Slug
-    condition: Literal["freezing", "fire"]
-    # what the row matches (all optional; omitted = any)
     site: Slug | None = None
     building: Slug | None = None
     room: Slug | None = None
     tag: Slug | None = None
     kind: Slug | None = "temperature"
     sensor: Slug | None = None
-    # what it decides
     enabled: bool = True
+    auto_resolve: bool = Field(
+        default=False, description="resolve the case when the condition clears (else a person does)"
+    )
+
+    def criteria(self) -> Mapping[str, str]:
+        fields = {f: getattr(self, f, None) for f in MATCH_ORDER}
+        return {f: v for f, v in fields.items() if v is not None}
+
+
+class ThresholdRule(RuleBase):
+    """Raise `condition` when the value stays beyond a level for `hold`.
+
+    `below` (freezing) or `above` (fire) is the warning level; `critical` optionally a second,
+    harsher level; `clear` the level the value must get back past before the alarm clears
+    (hysteresis). A sensor that raises and clears `flap_count` times within `flap_window` is
+    flapping: its alarm then stays raised until the value has stayed past `clear` for `stable`.
+    """
+
+    condition: Literal["freezing", "fire"]
     below: float | None = None
     above: float | None = None
     critical: float | None = None
     clear: float | None = None
     hold: Duration = 0.0
-    auto_resolve: bool = Field(
-        default=False, description="resolve the case when the condition clears (else a person does)"
-    )
+    flap_count: int = Field(default=4, ge=0, description="raise/clear transitions; 0 = off")
+    flap_window: Duration = 3600.0
+    stable: Duration = 1800.0
 
     @model_validator(mode="after")
     def _levels_are_consistent(self) -> Self:
@@ -78,10 +116,6 @@ class RuleRow(BaseModel):
                 )
         return self
 
-    def criteria(self) -> Mapping[str, str]:
-        fields = {f: getattr(self, f) for f in MATCH_ORDER}
-        return {f: v for f, v in fields.items() if v is not None}
-
     @property
     def level(self) -> float:
         """The warning level (whichever of below/above is set)."""
@@ -90,12 +124,110 @@ class RuleRow(BaseModel):
         return level
 
 
+class RiseRule(RuleBase):
+    """Raise `heat_rise` when the temperature climbs at `rate` °C per minute or faster.
+
+    The rate is the least-squares slope of the good readings within `window`, from at least
+    `min_samples` of them; it clears once the slope is back below `clear_rate`.
+    """
+
+    condition: Literal["heat_rise"]
+    rate: float = Field(default=8.3, gt=0, description="°C per minute")
+    critical_rate: float | None = Field(default=None, gt=0)
+    clear_rate: float | None = Field(default=None, ge=0, description="default: half of rate")
+    window: Duration = 120.0
+    min_samples: int = Field(default=3, ge=2)
+
+    @model_validator(mode="after")
+    def _rates_are_consistent(self) -> Self:
+        if self.clear_rate is not None and self.clear_rate >= self.rate:
+            raise ValueError(f"'clear_rate' ({self.clear_rate}) must be below 'rate' ({self.rate})")
+        if self.critical_rate is not None and self.critical_rate < self.rate:
+            raise ValueError(
+                f"'critical_rate' ({self.critical_rate}) must not be below 'rate' ({self.rate})"
+            )
+        if self.window <= 0:
+            raise ValueError("'window' must be longer than 0 s")
+        return self
+
+    @property
+    def clear_level(self) -> float:
+        return self.clear_rate if self.clear_rate is not None else self.rate / 2
+
+
+class OfflineRule(RuleBase):
+    """Raise `sensor_offline` when a sensor has sent no good reading for `after`. Held back
+    while its gateway is offline or the sensor has a `sensor_fault` raised (the more precise
+    diagnosis)."""
+
+    condition: Literal["sensor_offline"]
+    kind: Slug | None = None
+    after: Duration = 900.0
+
+
+class GatewayOfflineRule(RuleBase):
+    """Raise `gateway_offline` (for the gateway, not a sensor) when its status says offline or
+    nothing has arrived from it for `after`. Matches on `site` and `gateway` only."""
+
+    condition: Literal["gateway_offline"]
+    kind: Slug | None = None
+    gateway: Slug | None = None
+    after: Duration = 600.0
+
+    @model_validator(mode="after")
+    def _gateway_fields_only(self) -> Self:
+        named = [f for f in ("building", "room", "tag", "kind", "sensor") if getattr(self, f)]
+        if named:
+            raise ValueError(
+                f"a gateway_offline row matches on site and gateway only, not {', '.join(named)}"
+            )
+        return self
+
+
+class FaultRule(RuleBase):
+    """Raise `sensor_fault` on `faults` fault readings in a row, a value unchanged (within
+    `stuck_tolerance`) for `stuck`, or a jump of more than `jump` °C within `jump_within`.
+    Readings that are stuck or jumped are then treated as fault readings by every other rule,
+    so a broken sensor never raises freezing or fire. Clears after `clear_after` good readings.
+    """
+
+    condition: Literal["sensor_fault"]
+    kind: Slug | None = None
+    faults: int = Field(default=3, ge=0, description="fault readings in a row; 0 = off")
+    stuck: Duration | None = Field(default=21600.0, description="null = off")
+    stuck_tolerance: float = Field(default=0.0, ge=0)
+    jump: float | None = Field(default=30.0, gt=0, description="°C; null = off")
+    jump_within: Duration = 60.0
+    clear_after: int = Field(default=3, ge=1)
+
+
+RuleRow = Annotated[
+    ThresholdRule | RiseRule | OfflineRule | GatewayOfflineRule | FaultRule,
+    Field(discriminator="condition"),
+]
+_ROW: TypeAdapter[ThresholdRule | RiseRule | OfflineRule | GatewayOfflineRule | FaultRule] = (
+    TypeAdapter(RuleRow)
+)
+
+
+def parse_rule(data: Mapping[str, Any]) -> RuleBase:
+    """One row from its YAML/JSON form."""
+    return _ROW.validate_python(dict(data))
+
+
 class StreamConfig(BaseModel):
     """Settings of the rule engine."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     late_after: Duration = Field(default=300.0, description="readings older than this are 'late'")
+    tick_every: Duration = Field(
+        default=10.0, description="how often time-based rules (offline) are checked"
+    )
+    state: Path | None = Field(
+        default=Path("rule-state.db"),
+        description="SQLite file keeping rule state across restarts (relative to the config)",
+    )
 
 
 def sensor_facts(site: str, sensor: str, kind: str, config: SensorConfig | None) -> Facts:
@@ -110,8 +242,13 @@ def sensor_facts(site: str, sensor: str, kind: str, config: SensorConfig | None)
     }
 
 
+def gateway_facts(site: str, gateway: str) -> Facts:
+    """What a `gateway_offline` row can match on."""
+    return {"site": site, "gateway": gateway}
+
+
 def rule_problems(
-    rules: Sequence[RuleRow], sensors: Sequence[tuple[str, SensorConfig]]
+    rules: Sequence[RuleBase], sensors: Sequence[tuple[str, SensorConfig]]
 ) -> Iterator[tuple[tuple[str | int, ...], str]]:
     """Duplicate ids, and rows tied for most specific for some configured sensor."""
     seen: dict[str, int] = {}
@@ -121,10 +258,11 @@ def rule_problems(
         seen.setdefault(row.id, i)
     index = {id(row): i for i, row in enumerate(rules)}
     reported: set[tuple[int, ...]] = set()
+    conditions = [c for c in CONDITIONS if c != "gateway_offline"]
     for site, sensor in sensors:
         facts = sensor_facts(site, sensor.id, sensor.kind, sensor)
-        for condition in ("freezing", "fire"):
-            tied = best_rows((r for r in rules if r.condition == condition), facts, MATCH_ORDER)
+        for condition in conditions:
+            tied = best_rows((r for r in rules if _condition(r) == condition), facts, MATCH_ORDER)
             if len(tied) > 1:
                 rows = tuple(index[id(r)] for r in tied)
                 if rows in reported:
@@ -138,11 +276,30 @@ def rule_problems(
                 )
 
 
-#: Used when a config has no `rules:` table. Levels from REFERENCE.md: frost protection engages
-#: below 5 °C (held 10 min to ride out a door left open), pipes at real risk at 2 °C, clear at
-#: 7 °C; EN 54-5 A1 heat detectors tolerate 50 °C ambient, so above 50 °C is abnormal heat, and
-#: NFPA 72's "ordinary" fixed-temperature class starts at 57 °C.
-DEFAULT_RULES: tuple[RuleRow, ...] = (
-    RuleRow(id="freezing", condition="freezing", below=5.0, critical=2.0, clear=7.0, hold=600.0),
-    RuleRow(id="fire", condition="fire", above=50.0, critical=57.0, clear=45.0, hold=0.0),
+def _condition(row: RuleBase) -> str:
+    return str(getattr(row, "condition", ""))
+
+
+#: Levels from REFERENCE.md: frost protection engages below 5 °C (held 10 min to ride out a door
+#: left open), pipes at real risk at 2 °C, clear at 7 °C; EN 54-5 A1 heat detectors tolerate
+#: 50 °C ambient, so above 50 °C is abnormal heat, and NFPA 72's "ordinary" fixed-temperature
+#: class starts at 57 °C; rate-of-rise detectors respond at 8.3 °C/min (15 °F/min).
+DEFAULT_RULES: tuple[RuleBase, ...] = (
+    ThresholdRule(
+        id="freezing", condition="freezing", below=5.0, critical=2.0, clear=7.0, hold=600.0
+    ),
+    ThresholdRule(id="fire", condition="fire", above=50.0, critical=57.0, clear=45.0, hold=0.0),
+    RiseRule(id="heat-rise", condition="heat_rise"),
+    OfflineRule(id="sensor-offline", condition="sensor_offline"),
+    FaultRule(id="sensor-fault", condition="sensor_fault"),
+    GatewayOfflineRule(id="gateway-offline", condition="gateway_offline"),
 )
+
+
+def with_defaults(rows: object) -> object:
+    """A YAML `rules:` list plus the default row of every condition it does not mention."""
+    if not isinstance(rows, list | tuple):
+        return rows
+    mentioned = {r.get("condition") for r in rows if isinstance(r, Mapping)}
+    mentioned |= {_condition(r) for r in rows if isinstance(r, RuleBase)}
+    return [*rows, *(r for r in DEFAULT_RULES if _condition(r) not in mentioned)]

@@ -23,6 +23,9 @@ class Alarm(BaseModel):
     """One step of an episode: raised, updated (severity rose) or cleared.
 
     `episode` is stable for one raise→clear episode, so the case bridge can recognise a replay.
+    `flapping` says the value keeps crossing the line, so the alarm stays raised until it has been
+    stable; `reason` says in words why (fault kind, rate, how long silent), when there is more to
+    say than value and threshold. For `gateway_offline`, `sensor` is the gateway's id.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -39,6 +42,8 @@ class Alarm(BaseModel):
     started_at: UtcTime
     ts: UtcTime
     late: bool = False
+    flapping: bool = False
+    reason: str | None = None
 
     def to_wire(self) -> dict[str, object]:
         return self.model_dump(mode="json")

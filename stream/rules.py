@@ -1,101 +1,573 @@
 """Pure rule semantics: `evaluate(state, reading, rule, now) -> (state, alarms)`.
 
-Both engines (embedded and Faust) call this and nothing else decides; it reads no clock and
-does no I/O, so a trace replayed through it gives the same alarms every time.
+Both engines (embedded and Faust) call this and nothing else decides; it reads no clock and does
+no I/O, so a trace replayed through it gives the same alarms every time. Each rule kind has its
+own immutable state; `tick` advances the time-based kinds (offline) when no reading comes, and
+`evaluate_sensor` applies every rule of one sensor to one reading, the fault rule first so that
+a reading it rejects (stuck, impossible jump) reaches the others as a fault reading.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
 from gateway.models import Reading
-from stream.config import RuleRow
-from stream.models import SEVERITY_RANK, Alarm, AlarmState, Severity
+from stream.config import (
+    FaultRule,
+    GatewayOfflineRule,
+    OfflineRule,
+    RiseRule,
+    RuleBase,
+    ThresholdRule,
+)
+from stream.models import SEVERITY_RANK, Alarm, AlarmState, Condition, Severity
 
-__all__ = ["RuleState", "episode_id", "evaluate"]
+__all__ = [
+    "Episode",
+    "FaultState",
+    "OfflineState",
+    "RiseState",
+    "RuleState",
+    "State",
+    "ThresholdState",
+    "episode_id",
+    "evaluate",
+    "evaluate_sensor",
+    "initial_state",
+    "rise_rate",
+    "tick",
+]
 
 
 @dataclass(frozen=True, slots=True)
-class RuleState:
-    """Where one (sensor, rule) pair stands. `since` is when the value first crossed the level."""
+class Episode:
+    """One raise→clear episode: its stable id, when the condition began, how bad it is."""
+
+    id: str
+    since: datetime
+    severity: Severity
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdState:
+    """`since` is when the value first crossed the level (pending or raised); `transitions`
+    the raise/clear times within the flap window; `back_since` when a flapping value got back
+    past `clear` (it clears once it has stayed there for `stable`)."""
 
     phase: Literal["idle", "pending", "raised"] = "idle"
     since: datetime | None = None
-    severity: Severity | None = None
-    episode: str | None = None
+    episode: Episode | None = None
+    transitions: tuple[datetime, ...] = ()
+    flapping: bool = False
+    back_since: datetime | None = None
 
 
-def episode_id(rule: RuleRow, reading: Reading, since: datetime) -> str:
-    return f"{rule.id}:{reading.site}:{reading.sensor}:{since.strftime('%Y%m%dT%H%M%SZ')}"
+@dataclass(frozen=True, slots=True)
+class RiseState:
+    samples: tuple[tuple[datetime, float], ...] = ()
+    episode: Episode | None = None
 
 
-def _beyond(value: float, level: float, rule: RuleRow) -> bool:
+@dataclass(frozen=True, slots=True)
+class OfflineState:
+    last_good: datetime | None = None
+    episode: Episode | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FaultState:
+    """`rejected` says the last reading was unusable (fault, stuck or jumped)."""
+
+    run: int = 0
+    good_run: int = 0
+    ref: tuple[datetime, float] | None = None
+    stuck_since: datetime | None = None
+    stuck_value: float | None = None
+    rejected: bool = False
+    episode: Episode | None = None
+
+
+State = ThresholdState | RiseState | OfflineState | FaultState
+#: Kept for callers of the first version, where only thresholds existed.
+RuleState = ThresholdState
+
+
+def initial_state(rule: RuleBase) -> State:
+    if isinstance(rule, ThresholdRule):
+        return ThresholdState()
+    if isinstance(rule, RiseRule):
+        return RiseState()
+    if isinstance(rule, OfflineRule):
+        return OfflineState()
+    if isinstance(rule, FaultRule):
+        return FaultState()
+    raise TypeError(f"no per-sensor state for {type(rule).__name__}")
+
+
+def episode_id(rule: RuleBase, site: str, sensor: str, since: datetime) -> str:
+    return f"{rule.id}:{site}:{sensor}:{since.strftime('%Y%m%dT%H%M%SZ')}"
+
+
+def _alarm(
+    rule: RuleBase,
+    condition: Condition,
+    episode: Episode,
+    what: AlarmState,
+    *,
+    site: str,
+    sensor: str,
+    value: float,
+    threshold: float,
+    ts: datetime,
+    late: bool = False,
+    flapping: bool = False,
+) -> Alarm:
+    return Alarm(
+        episode=episode.id,
+        site=site,
+        sensor=sensor,
+        condition=condition,
+        state=what,
+        severity=episode.severity,
+        value=value,
+        threshold=threshold,
+        rule=rule.id,
+        started_at=episode.since,
+        ts=ts,
+        late=late,
+        flapping=flapping,
+        reason=episode.reason,
+    )
+
+
+def _late(reading: Reading, now: datetime, late_after: float) -> bool:
+    return (now - reading.ts).total_seconds() > late_after
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    if minutes < 120:
+        return f"{minutes} min"
+    return f"{minutes / 60:g} h"
+
+
+# --- thresholds --------------------------------------------------------------------------------
+
+
+def _beyond(value: float, level: float, rule: ThresholdRule) -> bool:
     return value <= level if rule.below is not None else value > level
 
 
-def _back(value: float, rule: RuleRow) -> bool:
+def _back(value: float, rule: ThresholdRule) -> bool:
     assert rule.clear is not None, "validated: enabled rules have a clear level"
     return value >= rule.clear if rule.below is not None else value <= rule.clear
 
 
-def _severity(value: float, rule: RuleRow) -> tuple[Severity, float]:
+def _severity(value: float, rule: ThresholdRule) -> tuple[Severity, float]:
     if rule.critical is not None and _beyond(value, rule.critical, rule):
         return "critical", rule.critical
     return "warning", rule.level
 
 
-def evaluate(
-    state: RuleState, reading: Reading, rule: RuleRow, now: datetime, *, late_after: float = 300.0
-) -> tuple[RuleState, list[Alarm]]:
-    """Advance one threshold rule by one reading (taken in measurement-time order).
+def _recent(times: tuple[datetime, ...], now: datetime, window: float) -> tuple[datetime, ...]:
+    return tuple(t for t in times if (now - t).total_seconds() <= window)
 
-    Fault readings change nothing: a broken sensor can neither raise nor clear a condition.
-    Between the level and `clear` nothing changes either (hysteresis), so a value hovering at the
-    line cannot flap the alarm.
-    """
-    if reading.quality != "good" or not rule.enabled:
-        return state, []
+
+def _threshold(
+    state: ThresholdState, reading: Reading, rule: ThresholdRule, now: datetime, late_after: float
+) -> tuple[ThresholdState, list[Alarm]]:
     value, ts = reading.value, reading.ts
-    late = (now - ts).total_seconds() > late_after
+    assert rule.clear is not None, "validated: enabled rules have a clear level"
 
-    def alarm(new: RuleState, what: AlarmState, threshold: float) -> Alarm:
-        assert new.since is not None, "a raised state knows when it started"
-        assert new.episode is not None, "a raised state has an episode"
-        assert new.severity is not None, "a raised state has a severity"
-        return Alarm(
-            episode=new.episode,
+    def alarm(new: ThresholdState, what: AlarmState, threshold: float) -> Alarm:
+        assert new.episode is not None, "only raised states alarm"
+        return _alarm(
+            rule,
+            rule.condition,
+            new.episode,
+            what,
             site=reading.site,
             sensor=reading.sensor,
-            condition=rule.condition,
-            state=what,
-            severity=new.severity,
             value=value,
             threshold=threshold,
-            rule=rule.id,
-            started_at=new.since,
             ts=ts,
-            late=late,
+            late=_late(reading, now, late_after),
+            flapping=new.flapping,
         )
 
     if state.phase == "raised":
-        if _back(value, rule):
-            assert rule.clear is not None
-            return RuleState(), [alarm(state, "cleared", rule.clear)]
-        severity, threshold = _severity(value, rule)
-        if state.severity is not None and SEVERITY_RANK[severity] > SEVERITY_RANK[state.severity]:
-            escalated = replace(state, severity=severity)
-            return escalated, [alarm(escalated, "updated", threshold)]
-        return state, []
+        if not _back(value, rule):
+            escalated = state if state.back_since is None else replace(state, back_since=None)
+            severity, threshold = _severity(value, rule)
+            episode = state.episode
+            if episode is not None and SEVERITY_RANK[severity] > SEVERITY_RANK[episode.severity]:
+                escalated = replace(escalated, episode=replace(episode, severity=severity))
+                return escalated, [alarm(escalated, "updated", threshold)]
+            return escalated, []
+        if state.flapping:
+            back_since = state.back_since or ts
+            if (ts - back_since).total_seconds() < rule.stable:
+                return replace(state, back_since=back_since), []
+            cleared = replace(state, flapping=False)
+            return ThresholdState(transitions=_recent(state.transitions, ts, rule.flap_window)), [
+                alarm(cleared, "cleared", rule.clear)
+            ]
+        transitions = _recent((*state.transitions, ts), ts, rule.flap_window)
+        if rule.flap_count and len(transitions) >= rule.flap_count:
+            assert state.episode is not None
+            reason = (
+                f"flapping: {len(transitions)} raise/clear changes within "
+                f"{_duration(rule.flap_window)}; stays raised until the value has stayed past "
+                f"{rule.clear:g} for {_duration(rule.stable)}"
+            )
+            flapping = replace(
+                state,
+                transitions=transitions,
+                flapping=True,
+                back_since=ts,
+                episode=replace(state.episode, reason=reason),
+            )
+            return flapping, [alarm(flapping, "updated", rule.clear)]
+        return ThresholdState(transitions=transitions), [alarm(state, "cleared", rule.clear)]
 
     if not _beyond(value, rule.level, rule):
-        return RuleState(), []  # idle, or a pending crossing that did not last
+        # idle, or a pending crossing that did not last
+        if state.phase == "idle":
+            return state, []
+        return ThresholdState(transitions=state.transitions), []
     since = state.since if state.phase == "pending" and state.since is not None else ts
     if (ts - since).total_seconds() < rule.hold:
-        return RuleState(phase="pending", since=since), []
+        if state.phase == "pending":
+            return state, []
+        return ThresholdState(phase="pending", since=since, transitions=state.transitions), []
     severity, threshold = _severity(value, rule)
-    raised = RuleState(
-        phase="raised", since=since, severity=severity, episode=episode_id(rule, reading, since)
+    raised = ThresholdState(
+        phase="raised",
+        since=since,
+        episode=Episode(episode_id(rule, reading.site, reading.sensor, since), since, severity),
+        transitions=_recent((*state.transitions, ts), ts, rule.flap_window),
     )
     return raised, [alarm(raised, "raised", threshold)]
+
+
+# --- rate of rise ------------------------------------------------------------------------------
+
+
+def rise_rate(samples: Sequence[tuple[datetime, float]]) -> float | None:
+    """The least-squares slope of the samples in °C per minute (None: no time span)."""
+    if len(samples) < 2:
+        return None
+    t0 = samples[0][0]
+    xs = [(t - t0).total_seconds() / 60 for t, _ in samples]
+    ys = [v for _, v in samples]
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        return None
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+
+
+def _rise(
+    state: RiseState, reading: Reading, rule: RiseRule, now: datetime, late_after: float
+) -> tuple[RiseState, list[Alarm]]:
+    ts = reading.ts
+    samples = (
+        *(s for s in state.samples if (ts - s[0]).total_seconds() <= rule.window),
+        (ts, reading.value),
+    )
+    rate = rise_rate(samples) if len(samples) >= rule.min_samples else None
+
+    def alarm(episode: Episode, what: AlarmState, value: float, threshold: float) -> Alarm:
+        return _alarm(
+            rule,
+            "heat_rise",
+            episode,
+            what,
+            site=reading.site,
+            sensor=reading.sensor,
+            value=round(value, 2),
+            threshold=threshold,
+            ts=ts,
+            late=_late(reading, now, late_after),
+        )
+
+    def severity(rate: float) -> tuple[Severity, float]:
+        if rule.critical_rate is not None and rate >= rule.critical_rate:
+            return "critical", rule.critical_rate
+        return "warning", rule.rate
+
+    episode = state.episode
+    if rate is None:
+        return RiseState(samples, episode), []
+    if episode is None:
+        if rate < rule.rate:
+            return RiseState(samples), []
+        level, threshold = severity(rate)
+        since = samples[0][0]
+        reason = f"rising {rate:.1f} °C/min over {_duration(rule.window)}"
+        episode = Episode(
+            episode_id(rule, reading.site, reading.sensor, since), since, level, reason
+        )
+        return RiseState(samples, episode), [alarm(episode, "raised", rate, threshold)]
+    if rate < rule.clear_level:
+        return RiseState(samples), [alarm(episode, "cleared", rate, rule.clear_level)]
+    level, threshold = severity(rate)
+    if SEVERITY_RANK[level] > SEVERITY_RANK[episode.severity]:
+        episode = replace(episode, severity=level)
+        return RiseState(samples, episode), [alarm(episode, "updated", rate, threshold)]
+    return RiseState(samples, episode), []
+
+
+# --- offline -----------------------------------------------------------------------------------
+
+
+def _offline(
+    state: OfflineState, reading: Reading, rule: OfflineRule, now: datetime, late_after: float
+) -> tuple[OfflineState, list[Alarm]]:
+    if reading.quality != "good":
+        return state, []
+    last = reading.ts if state.last_good is None else max(state.last_good, reading.ts)
+    if state.episode is None:
+        return (state if last == state.last_good else OfflineState(last)), []
+    silent = (reading.ts - state.episode.since).total_seconds()
+    cleared = _alarm(
+        rule,
+        "sensor_offline",
+        state.episode,
+        "cleared",
+        site=reading.site,
+        sensor=reading.sensor,
+        value=round(silent, 1),
+        threshold=rule.after,
+        ts=reading.ts,
+        late=_late(reading, now, late_after),
+    )
+    return OfflineState(last), [cleared]
+
+
+def tick(
+    state: State,
+    rule: RuleBase,
+    now: datetime,
+    *,
+    site: str,
+    sensor: str,
+    held: bool = False,
+    grace_from: datetime | None = None,
+) -> tuple[State, list[Alarm]]:
+    """Advance a time-based rule to `now` with no reading. `held`: the engine holds this
+    sensor's offline alarm back (its gateway is offline, or it has a sensor fault raised);
+    `grace_from`: silence before this instant does not count (the gateway just came back and
+    its backlog may still be on the way)."""
+    if not isinstance(rule, OfflineRule) or not isinstance(state, OfflineState):
+        return state, []
+    if state.episode is not None or held or state.last_good is None:
+        return state, []
+    since = state.last_good if grace_from is None else max(state.last_good, grace_from)
+    silent = (now - since).total_seconds()
+    if silent <= rule.after:
+        return state, []
+    start = state.last_good
+    reason = f"no good reading for {_duration((now - start).total_seconds())}"
+    episode = Episode(episode_id(rule, site, sensor, start), start, "warning", reason)
+    raised = _alarm(
+        rule,
+        "sensor_offline",
+        episode,
+        "raised",
+        site=site,
+        sensor=sensor,
+        value=round((now - start).total_seconds(), 1),
+        threshold=rule.after,
+        ts=now,
+    )
+    return OfflineState(state.last_good, episode), [raised]
+
+
+def gateway_tick(
+    episode: Episode | None,
+    rule: GatewayOfflineRule,
+    now: datetime,
+    *,
+    site: str,
+    gateway: str,
+    contact: datetime | None,
+    said_offline: datetime | None = None,
+) -> tuple[Episode | None, list[Alarm]]:
+    """Raise `gateway_offline` once: the gateway said so (its last will, at `said_offline`), or
+    nothing has come from it since `contact` for longer than the rule allows."""
+    if episode is not None or contact is None:
+        return episode, []
+    if said_offline is not None:
+        since, reason = said_offline, "the gateway reported itself offline (last will)"
+    elif (now - contact).total_seconds() > rule.after:
+        since = contact
+        reason = f"nothing from the gateway for {_duration((now - contact).total_seconds())}"
+    else:
+        return None, []
+    episode = Episode(episode_id(rule, site, gateway, since), since, "warning", reason)
+    return episode, [
+        _alarm(
+            rule,
+            "gateway_offline",
+            episode,
+            "raised",
+            site=site,
+            sensor=gateway,
+            value=round((now - contact).total_seconds(), 1),
+            threshold=rule.after,
+            ts=now,
+        )
+    ]
+
+
+def gateway_back(
+    episode: Episode, rule: GatewayOfflineRule, now: datetime, *, site: str, gateway: str
+) -> Alarm:
+    """The `cleared` alarm when an offline gateway is heard from again."""
+    return _alarm(
+        rule,
+        "gateway_offline",
+        episode,
+        "cleared",
+        site=site,
+        sensor=gateway,
+        value=round((now - episode.since).total_seconds(), 1),
+        threshold=rule.after,
+        ts=now,
+    )
+
+
+# --- sensor faults -----------------------------------------------------------------------------
+
+
+def _fault(
+    state: FaultState, reading: Reading, rule: FaultRule, now: datetime, late_after: float
+) -> tuple[FaultState, list[Alarm]]:
+    ts, value = reading.ts, reading.value
+
+    def raise_(new: FaultState, reason: str, threshold: float) -> tuple[FaultState, list[Alarm]]:
+        if new.episode is not None:
+            return new, []
+        episode = Episode(episode_id(rule, reading.site, reading.sensor, ts), ts, "warning", reason)
+        raised = replace(new, episode=episode)
+        return raised, [
+            _alarm(
+                rule,
+                "sensor_fault",
+                episode,
+                "raised",
+                site=reading.site,
+                sensor=reading.sensor,
+                value=value,
+                threshold=threshold,
+                ts=ts,
+                late=_late(reading, now, late_after),
+            )
+        ]
+
+    if reading.quality == "fault":
+        new = replace(state, run=state.run + 1, good_run=0, rejected=True)
+        if rule.faults and new.run >= rule.faults:
+            return raise_(new, f"{new.run} fault readings in a row ({reading.fault})", rule.faults)
+        return new, []
+    if (
+        rule.jump is not None
+        and state.ref is not None
+        and (ts - state.ref[0]).total_seconds() <= rule.jump_within
+        and abs(value - state.ref[1]) > rule.jump
+    ):
+        step = value - state.ref[1]
+        seconds = (ts - state.ref[0]).total_seconds()
+        new = replace(state, good_run=0, rejected=True)
+        return raise_(new, f"impossible jump of {step:+.1f} °C in {seconds:g} s", rule.jump)
+    if state.stuck_value is not None and abs(value - state.stuck_value) <= rule.stuck_tolerance:
+        stuck_since, stuck_value = state.stuck_since, state.stuck_value
+    else:
+        stuck_since, stuck_value = ts, value
+    assert stuck_since is not None
+    if rule.stuck is not None and (ts - stuck_since).total_seconds() >= rule.stuck:
+        new = replace(state, good_run=0, rejected=True, stuck_since=stuck_since)
+        reason = f"value stuck at {value:g} for {_duration((ts - stuck_since).total_seconds())}"
+        return raise_(new, reason, rule.stuck)
+    good = FaultState(
+        good_run=state.good_run + 1,
+        ref=(ts, value),
+        stuck_since=stuck_since,
+        stuck_value=stuck_value,
+        episode=state.episode,
+    )
+    if state.episode is not None and good.good_run >= rule.clear_after:
+        cleared = _alarm(
+            rule,
+            "sensor_fault",
+            state.episode,
+            "cleared",
+            site=reading.site,
+            sensor=reading.sensor,
+            value=value,
+            threshold=float(rule.clear_after),
+            ts=ts,
+            late=_late(reading, now, late_after),
+        )
+        return replace(good, episode=None), [cleared]
+    return good, []
+
+
+# --- dispatch ----------------------------------------------------------------------------------
+
+
+def evaluate(
+    state: State, reading: Reading, rule: RuleBase, now: datetime, *, late_after: float = 300.0
+) -> tuple[State, list[Alarm]]:
+    """Advance one rule by one reading (taken in measurement-time order).
+
+    Fault readings change no threshold, rise or offline rule: a broken sensor can neither raise
+    nor clear those conditions. Between a level and its `clear` nothing changes either
+    (hysteresis), so a value hovering at the line cannot flap the alarm.
+    """
+    if not rule.enabled:
+        return state, []
+    if isinstance(rule, FaultRule) and isinstance(state, FaultState):
+        return _fault(state, reading, rule, now, late_after)
+    if reading.quality != "good":
+        return state, []
+    if isinstance(rule, ThresholdRule) and isinstance(state, ThresholdState):
+        return _threshold(state, reading, rule, now, late_after)
+    if isinstance(rule, RiseRule) and isinstance(state, RiseState):
+        return _rise(state, reading, rule, now, late_after)
+    if isinstance(rule, OfflineRule) and isinstance(state, OfflineState):
+        return _offline(state, reading, rule, now, late_after)
+    raise TypeError(f"{type(state).__name__} does not belong to {type(rule).__name__}")
+
+
+def evaluate_sensor(
+    states: Mapping[str, State],
+    reading: Reading,
+    rules: Sequence[RuleBase],
+    now: datetime,
+    *,
+    late_after: float = 300.0,
+) -> tuple[dict[str, State], list[Alarm]]:
+    """Every rule of one sensor on one reading; `states` by rule id (missing = initial).
+
+    The fault rule goes first: a reading it rejects (stuck, impossible jump) reaches the other
+    rules as a fault reading.
+    """
+    new_states = dict(states)
+    alarms: list[Alarm] = []
+    ordered = sorted(rules, key=lambda r: not isinstance(r, FaultRule))
+    for rule in ordered:
+        state = new_states.get(rule.id) or initial_state(rule)
+        new, produced = evaluate(state, reading, rule, now, late_after=late_after)
+        if new is not state:
+            new_states[rule.id] = new
+        alarms.extend(produced)
+        if isinstance(new, FaultState) and new.rejected and reading.quality == "good":
+            reading = reading.model_copy(update={"quality": "fault", "fault": "implausible"})
+    return new_states, alarms

@@ -6,7 +6,13 @@ import logging
 from collections.abc import Mapping, Sequence
 
 from gateway.config import SensorConfig
-from stream.config import MATCH_ORDER, RuleRow, sensor_facts
+from stream.config import (
+    MATCH_ORDER,
+    GatewayOfflineRule,
+    RuleBase,
+    gateway_facts,
+    sensor_facts,
+)
 from stream.matching import best_rows
 
 __all__ = ["RuleTable"]
@@ -14,28 +20,42 @@ __all__ = ["RuleTable"]
 log = logging.getLogger("husvakt.stream")
 
 
+def _condition(row: RuleBase) -> str:
+    return str(getattr(row, "condition", ""))
+
+
 class RuleTable:
     """Rule rows plus the sensor registry they are matched against."""
 
     def __init__(
-        self, rows: Sequence[RuleRow], sensors: Mapping[tuple[str, str], SensorConfig]
+        self, rows: Sequence[RuleBase], sensors: Mapping[tuple[str, str], SensorConfig]
     ) -> None:
         self._rows = tuple(rows)
         self._sensors = dict(sensors)
-        self._conditions = tuple(dict.fromkeys(r.condition for r in self._rows))
-        self._cache: dict[tuple[str, str, str], tuple[RuleRow, ...]] = {}
+        self._conditions = tuple(
+            dict.fromkeys(_condition(r) for r in self._rows if _condition(r) != "gateway_offline")
+        )
+        self._cache: dict[tuple[str, str, str], tuple[RuleBase, ...]] = {}
+        self._gateways: dict[tuple[str, str], GatewayOfflineRule | None] = {}
 
-    def rules_for(self, site: str, sensor: str, kind: str) -> tuple[RuleRow, ...]:
+    @property
+    def rows(self) -> tuple[RuleBase, ...]:
+        return self._rows
+
+    def sensor(self, site: str, sensor: str) -> SensorConfig | None:
+        return self._sensors.get((site, sensor))
+
+    def rules_for(self, site: str, sensor: str, kind: str) -> tuple[RuleBase, ...]:
         """The winning enabled row per condition for this sensor."""
         key = (site, sensor, kind)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
         facts = sensor_facts(site, sensor, kind, self._sensors.get((site, sensor)))
-        chosen: list[RuleRow] = []
+        chosen: list[RuleBase] = []
         for condition in self._conditions:
             tied = best_rows(
-                (r for r in self._rows if r.condition == condition), facts, MATCH_ORDER
+                (r for r in self._rows if _condition(r) == condition), facts, MATCH_ORDER
             )
             if len(tied) > 1:
                 # Only possible for sensors missing from the config (checked at load time).
@@ -51,3 +71,12 @@ class RuleTable:
         result = tuple(chosen)
         self._cache[key] = result
         return result
+
+    def gateway_rule(self, site: str, gateway: str) -> GatewayOfflineRule | None:
+        """The winning enabled `gateway_offline` row for this gateway, if any."""
+        key = (site, gateway)
+        if key not in self._gateways:
+            rows = [r for r in self._rows if isinstance(r, GatewayOfflineRule)]
+            tied = best_rows(rows, gateway_facts(site, gateway), MATCH_ORDER)
+            self._gateways[key] = tied[0] if tied and tied[0].enabled else None
+        return self._gateways[key]

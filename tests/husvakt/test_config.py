@@ -51,7 +51,14 @@ def test_shipped_configs_are_valid(path):
 
 def test_a_minimal_config_gets_the_default_rules(tmp_path):
     config = load_config(write(tmp_path, MINIMAL))
-    assert {r.id for r in config.rules} == {"freezing", "fire"}
+    assert {r.id for r in config.rules} == {
+        "freezing",
+        "fire",
+        "heat-rise",
+        "sensor-offline",
+        "sensor-fault",
+        "gateway-offline",
+    }
     freezing = next(r for r in config.rules if r.id == "freezing")
     assert (freezing.below, freezing.critical, freezing.clear, freezing.hold) == (
         5.0,
@@ -193,3 +200,29 @@ def test_two_sensors_on_one_topic_is_an_error(tmp_path):
     text = MINIMAL.replace("teams:", "  - {id: t2, source: {type: mqtt, topic: t/1}}\nteams:")
     found = problems(write(tmp_path, text))
     assert any("sensors[1].source.topic: sensors[0] already reads 't/1'" in p for p in found), found
+
+
+def test_a_table_that_tunes_frost_keeps_the_default_rows_of_every_other_condition(tmp_path):
+    rules = "rules:\n  - {id: frost, condition: freezing, below: 6, clear: 8, hold: 5m}\n"
+    config = load_config(write(tmp_path, MINIMAL + rules))
+    assert [r.id for r in config.rules] == [
+        "frost",
+        "fire",
+        "heat-rise",
+        "sensor-offline",
+        "sensor-fault",
+        "gateway-offline",
+    ]
+
+
+def test_a_broken_rule_row_is_reported_with_its_line_and_field(tmp_path):
+    rules = (
+        "rules:\n"
+        "  - {id: rise, condition: heat_rise, rate: 5, clear_rate: 6}\n"
+        "  - {id: quiet, condition: sensor_offline, after: soon}\n"
+        "  - {id: gw, condition: gateway_offline, room: cellar}\n"
+    )
+    text = "\n".join(problems(write(tmp_path, MINIMAL + rules)))
+    assert "'clear_rate' (6.0) must be below 'rate' (5.0)" in text
+    assert "'soon' is not a duration" in text
+    assert "matches on site and gateway only, not room" in text

@@ -61,3 +61,57 @@ async def test_out_of_order_readings_are_counted_and_ignored():
     assert got == []
     assert engine.counts["out_of_order"] == 1
     assert engine.counts["readings"] == 3
+
+
+async def test_a_restart_continues_hold_timers_and_hysteresis_where_they_were(tmp_path):
+    from stream.state import SqliteRuleState
+
+    # 4.5 from minute 0: the 10-minute hold runs across the restart at minute 6; after the
+    # raise the value sits in the hysteresis band (5..7) across a second restart, then clears.
+    night = [(0, 4.5), (3, 4.4), (6, 4.4), (9, 4.3), (10, 4.3), (14, 6.0), (18, 6.5), (22, 7.5)]
+    readings = [reading(m, v, seq=i + 1) for i, (m, v) in enumerate(night)]
+
+    async def run(parts, path):
+        got = []
+
+        async def sink(alarm):
+            got.append(alarm)
+
+        for part in parts:
+            state = SqliteRuleState(path) if path else None
+            engine = EmbeddedEngine(
+                table=RuleTable(DEFAULT_RULES, {}), clock=FixedClock(T0), sink=sink, state=state
+            )
+            await engine.process_batch(part)
+            engine.close()
+        return got
+
+    uninterrupted = await run([readings], None)
+    restarted = await run([readings[:3], readings[3:6], readings[6:]], tmp_path / "rules.db")
+    assert [(a.state, a.started_at, a.ts) for a in restarted] == [
+        ("raised", T0, T0 + timedelta(minutes=10)),
+        ("cleared", T0, T0 + timedelta(minutes=22)),
+    ]
+    assert restarted == uninterrupted
+
+
+async def test_readings_sent_again_after_a_restart_are_duplicates(tmp_path):
+    from stream.state import SqliteRuleState
+
+    got = []
+
+    async def sink(alarm):
+        got.append(alarm)
+
+    batch = [reading(m, 3.0, seq=m + 1) for m in range(12)]
+    for _ in range(2):  # the second time: a crash before the outbox acknowledged the batch
+        engine = EmbeddedEngine(
+            table=RuleTable(DEFAULT_RULES, {}),
+            clock=FixedClock(T0),
+            sink=sink,
+            state=SqliteRuleState(tmp_path / "rules.db"),
+        )
+        await engine.process_batch(batch)
+        engine.close()
+    assert [a.state for a in got] == ["raised"]
+    assert engine.counts["duplicate"] == len(batch)

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.config import RuleRow
+from stream.config import ThresholdRule as RuleRow
 from stream.rules import RuleState, evaluate
 from tests.factories import make_reading
 

@@ -1,5 +1,6 @@
 from gateway.config import SensorConfig
-from stream.config import DEFAULT_RULES, RuleRow
+from stream.config import DEFAULT_RULES
+from stream.config import ThresholdRule as RuleRow
 from stream.table import RuleTable
 
 
@@ -25,8 +26,17 @@ SENSORS = {
 }
 
 
-def chosen(sensor_id, kind="temperature"):
-    return {r.condition: r.id for r in RuleTable(ROWS, SENSORS).rules_for("s", sensor_id, kind)}
+def chosen(sensor_id, kind="temperature", conditions=("freezing", "fire")):
+    rows = RuleTable(ROWS, SENSORS).rules_for("s", sensor_id, kind)
+    return {r.condition: r.id for r in rows if r.condition in conditions}
+
+
+def test_every_temperature_sensor_gets_one_row_per_sensor_condition():
+    assert chosen("c1", conditions=("heat_rise", "sensor_offline", "sensor_fault")) == {
+        "heat_rise": "heat-rise",
+        "sensor_offline": "sensor-offline",
+        "sensor_fault": "sensor-fault",
+    }
 
 
 def test_defaults_apply_where_nothing_more_specific_matches():
@@ -42,8 +52,24 @@ def test_room_beats_building_and_sensor_beats_room():
     assert chosen("k1") == {"freezing": "freezing"}  # the disabled row wins and switches fire off
 
 
-def test_rules_for_another_kind_do_not_apply():
+def test_temperature_rules_do_not_apply_to_another_kind_but_offline_and_fault_do():
     assert chosen("h1", kind="humidity") == {}
+    assert chosen("h1", kind="humidity", conditions=("sensor_offline", "sensor_fault")) == {
+        "sensor_offline": "sensor-offline",
+        "sensor_fault": "sensor-fault",
+    }
+
+
+def test_gateway_rows_match_on_site_and_gateway():
+    from stream.config import GatewayOfflineRule
+
+    rows = (
+        *DEFAULT_RULES,
+        GatewayOfflineRule(id="slow", condition="gateway_offline", gateway="g2", after=3600),
+    )
+    table = RuleTable(rows, SENSORS)
+    assert table.gateway_rule("s", "g1").id == "gateway-offline"
+    assert table.gateway_rule("s", "g2").id == "slow"
 
 
 def test_unknown_sensors_still_get_the_site_wide_rules():

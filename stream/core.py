@@ -1,0 +1,332 @@
+"""Where each gateway and sensor stands, and how one reading, status or tick moves it.
+
+Both engines keep their state as one `GatewayTrack` per (site, gateway): the embedded engine in
+a dict persisted to SQLite, the Faust engine in a Table keyed like the readings topic, so a
+gateway's readings and its state always live in the same partition. Everything here is plain
+data and functions of it; the decisions are `stream.rules`.
+
+Per gateway, `seq` only grows: a reading whose seq is not above the highest one seen is a
+duplicate (a batch sent again after a lost acknowledgement), unless it is also newer than
+anything seen, which means the gateway started numbering again (a new outbox).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from gateway.models import Reading
+from stream.config import OfflineRule
+from stream.models import Alarm
+from stream.rules import (
+    Episode,
+    FaultState,
+    OfflineState,
+    RiseState,
+    State,
+    ThresholdState,
+    evaluate_sensor,
+    gateway_back,
+    gateway_tick,
+    tick,
+)
+from stream.table import RuleTable
+
+__all__ = [
+    "GatewayTrack",
+    "Outcome",
+    "SensorTrack",
+    "decode_track",
+    "encode_track",
+    "on_reading",
+    "on_status",
+    "on_tick",
+    "watch",
+]
+
+log = logging.getLogger("husvakt.stream")
+
+Outcome = Literal["evaluated", "duplicate", "out_of_order", "seq_reset"]
+
+
+@dataclass(slots=True)
+class SensorTrack:
+    kind: str
+    last_ts: datetime | None = None
+    states: dict[str, State] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class GatewayTrack:
+    """One gateway: its seq watermark, when it was last heard from, its offline episode, and
+    the rule states of its sensors."""
+
+    site: str
+    gateway: str
+    max_seq: int = 0
+    newest_ts: datetime | None = None
+    contact: datetime | None = None
+    said_offline: datetime | None = None
+    back_at: datetime | None = None
+    episode: Episode | None = None
+    sensors: dict[str, SensorTrack] = field(default_factory=dict)
+
+
+def _contact(
+    gw: GatewayTrack, table: RuleTable, now: datetime, *, watch_gateway: bool
+) -> list[Alarm]:
+    gw.contact = now if gw.contact is None else max(gw.contact, now)
+    gw.said_offline = None
+    if gw.episode is None:
+        return []
+    rule = table.gateway_rule(gw.site, gw.gateway)
+    episode, gw.episode, gw.back_at = gw.episode, None, now
+    if rule is None or not watch_gateway:
+        return []
+    return [gateway_back(episode, rule, now, site=gw.site, gateway=gw.gateway)]
+
+
+def on_reading(
+    gw: GatewayTrack,
+    reading: Reading,
+    table: RuleTable,
+    now: datetime,
+    *,
+    late_after: float,
+    watch_gateway: bool = True,
+) -> tuple[list[Alarm], Outcome]:
+    """Apply one reading of this gateway: dedup by seq, order per sensor, then the rules."""
+    outcome: Outcome = "evaluated"
+    if gw.newest_ts is not None and reading.seq <= gw.max_seq:
+        if reading.ts <= gw.newest_ts:
+            return [], "duplicate"
+        log.warning(
+            "gateway %s/%s numbers its readings from %d again (was at %d): a new outbox?",
+            gw.site,
+            gw.gateway,
+            reading.seq,
+            gw.max_seq,
+        )
+        outcome = "seq_reset"
+    gw.max_seq = reading.seq
+    gw.newest_ts = reading.ts if gw.newest_ts is None else max(gw.newest_ts, reading.ts)
+    alarms = _contact(gw, table, now, watch_gateway=watch_gateway)
+    sensor = gw.sensors.get(reading.sensor)
+    if sensor is None:
+        sensor = gw.sensors[reading.sensor] = SensorTrack(kind=reading.kind)
+    elif sensor.last_ts is not None and reading.ts < sensor.last_ts:
+        return alarms, "out_of_order"
+    sensor.last_ts = reading.ts
+    rules = table.rules_for(reading.site, reading.sensor, reading.kind)
+    sensor.states, produced = evaluate_sensor(
+        sensor.states, reading, rules, now, late_after=late_after
+    )
+    alarms.extend(produced)
+    return alarms, outcome
+
+
+def on_status(
+    gw: GatewayTrack, online: bool, ts: datetime, table: RuleTable, now: datetime
+) -> list[Alarm]:
+    """The gateway's retained status: `offline` is its last will (raise at once)."""
+    if online:
+        return _contact(gw, table, now, watch_gateway=True)
+    if gw.contact is None:
+        gw.contact = ts
+    gw.said_offline = ts
+    return on_tick(gw, table, now)
+
+
+def on_tick(
+    gw: GatewayTrack, table: RuleTable, now: datetime, *, watch_gateway: bool = True
+) -> list[Alarm]:
+    """Time passed: gateway and sensor offline rules."""
+    alarms: list[Alarm] = []
+    rule = table.gateway_rule(gw.site, gw.gateway) if watch_gateway else None
+    if rule is not None:
+        gw.episode, raised = gateway_tick(
+            gw.episode,
+            rule,
+            now,
+            site=gw.site,
+            gateway=gw.gateway,
+            contact=gw.contact,
+            said_offline=gw.said_offline,
+        )
+        alarms.extend(raised)
+    gateway_down = gw.episode is not None
+    for sensor_id, sensor in gw.sensors.items():
+        rules = table.rules_for(gw.site, sensor_id, sensor.kind)
+        fault = any(
+            isinstance(s, FaultState) and s.episode is not None for s in sensor.states.values()
+        )
+        for rule_row in rules:
+            if not isinstance(rule_row, OfflineRule):
+                continue
+            state = sensor.states.get(rule_row.id, OfflineState())
+            new, produced = tick(
+                state,
+                rule_row,
+                now,
+                site=gw.site,
+                sensor=sensor_id,
+                held=gateway_down or fault,
+                grace_from=gw.back_at,
+            )
+            if new is not state:
+                sensor.states[rule_row.id] = new
+            alarms.extend(produced)
+    return alarms
+
+
+def watch(gw: GatewayTrack, sensor: str, kind: str, table: RuleTable, now: datetime) -> None:
+    """Expect `sensor` from this gateway from `now` on, so that a sensor that never reports
+    still goes offline (and a gateway that never connects, too)."""
+    if gw.contact is None:
+        gw.contact = now
+    track = gw.sensors.setdefault(sensor, SensorTrack(kind=kind))
+    for rule in table.rules_for(gw.site, sensor, kind):
+        if isinstance(rule, OfflineRule) and rule.id not in track.states:
+            track.states[rule.id] = OfflineState(now)
+
+
+# --- persistence: JSON-able dicts, exact to the microsecond -------------------------------------
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def _t(value: datetime | None) -> int | None:
+    return None if value is None else (value - _EPOCH) // _US
+
+
+def _d(value: int | None) -> datetime | None:
+    return None if value is None else _EPOCH + timedelta(microseconds=value)
+
+
+def _dt(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
+
+
+def _enc_episode(e: Episode | None) -> list[Any] | None:
+    return None if e is None else [e.id, _t(e.since), e.severity, e.reason]
+
+
+def _dec_episode(e: list[Any] | None) -> Episode | None:
+    return None if e is None else Episode(e[0], _dt(e[1]), e[2], e[3])
+
+
+def _enc_state(s: State) -> dict[str, Any]:
+    if isinstance(s, ThresholdState):
+        return {
+            "t": "threshold",
+            "phase": s.phase,
+            "since": _t(s.since),
+            "episode": _enc_episode(s.episode),
+            "transitions": [_t(x) for x in s.transitions],
+            "flapping": s.flapping,
+            "back_since": _t(s.back_since),
+        }
+    if isinstance(s, RiseState):
+        return {
+            "t": "rise",
+            "samples": [[_t(t), v] for t, v in s.samples],
+            "episode": _enc_episode(s.episode),
+        }
+    if isinstance(s, OfflineState):
+        return {"t": "offline", "last_good": _t(s.last_good), "episode": _enc_episode(s.episode)}
+    return {
+        "t": "fault",
+        "run": s.run,
+        "good_run": s.good_run,
+        "ref": None if s.ref is None else [_t(s.ref[0]), s.ref[1]],
+        "stuck_since": _t(s.stuck_since),
+        "stuck_value": s.stuck_value,
+        "rejected": s.rejected,
+        "episode": _enc_episode(s.episode),
+    }
+
+
+def _dec_state(d: dict[str, Any]) -> State:
+    kind = d["t"]
+    if kind == "threshold":
+        return ThresholdState(
+            phase=d["phase"],
+            since=_d(d["since"]),
+            episode=_dec_episode(d["episode"]),
+            transitions=tuple(_dt(x) for x in d["transitions"]),
+            flapping=d["flapping"],
+            back_since=_d(d["back_since"]),
+        )
+    if kind == "rise":
+        return RiseState(
+            samples=tuple((_dt(t), float(v)) for t, v in d["samples"]),
+            episode=_dec_episode(d["episode"]),
+        )
+    if kind == "offline":
+        return OfflineState(last_good=_d(d["last_good"]), episode=_dec_episode(d["episode"]))
+    if kind == "fault":
+        ref = d["ref"]
+        return FaultState(
+            run=d["run"],
+            good_run=d["good_run"],
+            ref=None if ref is None else (_dt(ref[0]), float(ref[1])),
+            stuck_since=_d(d["stuck_since"]),
+            stuck_value=d["stuck_value"],
+            rejected=d["rejected"],
+            episode=_dec_episode(d["episode"]),
+        )
+    raise ValueError(f"unknown rule state kind {kind!r}")
+
+
+def encode_track(gw: GatewayTrack) -> bytes:
+    return json.dumps(
+        {
+            "v": 1,
+            "site": gw.site,
+            "gateway": gw.gateway,
+            "max_seq": gw.max_seq,
+            "newest_ts": _t(gw.newest_ts),
+            "contact": _t(gw.contact),
+            "said_offline": _t(gw.said_offline),
+            "back_at": _t(gw.back_at),
+            "episode": _enc_episode(gw.episode),
+            "sensors": {
+                sid: {
+                    "kind": s.kind,
+                    "last_ts": _t(s.last_ts),
+                    "states": {k: _enc_state(v) for k, v in s.states.items()},
+                }
+                for sid, s in gw.sensors.items()
+            },
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode()
+
+
+def decode_track(data: bytes | str) -> GatewayTrack:
+    d = json.loads(data)
+    if d.get("v") != 1:
+        raise ValueError(f"rule state of version {d.get('v')!r}; this husvakt reads version 1")
+    return GatewayTrack(
+        site=d["site"],
+        gateway=d["gateway"],
+        max_seq=d["max_seq"],
+        newest_ts=_d(d["newest_ts"]),
+        contact=_d(d["contact"]),
+        said_offline=_d(d["said_offline"]),
+        back_at=_d(d["back_at"]),
+        episode=_dec_episode(d["episode"]),
+        sensors={
+            sid: SensorTrack(
+                kind=s["kind"],
+                last_ts=_d(s["last_ts"]),
+                states={k: _dec_state(v) for k, v in s["states"].items()},
+            )
+            for sid, s in d["sensors"].items()
+        },
+    )

@@ -1,0 +1,135 @@
+"""Properties that must hold for any readings, not just the ones we thought of."""
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stream.config import DEFAULT_RULES, ThresholdRule
+from stream.engine import EmbeddedEngine
+from stream.rules import evaluate_sensor
+from stream.table import RuleTable
+from tests.factories import make_reading
+
+T0 = datetime(2026, 1, 15, 0, 0, tzinfo=UTC)
+TABLE = RuleTable(DEFAULT_RULES, {})
+RULES = TABLE.rules_for("s", "t1", "temperature")
+
+temperatures = st.floats(min_value=-40, max_value=120, allow_nan=False)
+faults = st.sampled_from(["crc", "ds18b20-power-on-reset", "modbus-timeout", "disconnected"])
+
+
+def alarms_of(readings, rules=RULES):
+    states, out = {}, []
+    for r in readings:
+        states, alarms = evaluate_sensor(states, r, rules, r.ts)
+        out += alarms
+    return out
+
+
+def readings_from(steps):
+    """(gap seconds, value, fault or None) → readings of one sensor, seq and ts increasing."""
+    out, t = [], 0.0
+    for i, (gap, value, fault) in enumerate(steps):
+        t += gap
+        out.append(make_reading(t / 60, value, fault=fault, seq=i + 1, start=T0))
+    return out
+
+
+steps = st.lists(
+    st.tuples(st.integers(1, 900), temperatures, st.none() | faults), min_size=1, max_size=60
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 900), temperatures, faults), min_size=1, max_size=60))
+def test_fault_readings_never_raise_freezing_or_fire(steps):
+    conditions = {a.condition for a in alarms_of(readings_from(steps))}
+    assert conditions <= {"sensor_fault"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps)
+def test_fault_readings_slipped_in_change_no_freezing_or_fire_alarm(steps):
+    good_only = [s for s in steps if s[2] is None]
+    with_faults = readings_from(steps)
+    # the same good readings, at the same times, without the faults in between
+    times = [r.ts for r in with_faults if r.quality == "good"]
+    without = [
+        make_reading((ts - T0).total_seconds() / 60, v, seq=i + 1, start=T0)
+        for i, (ts, (_, v, _)) in enumerate(zip(times, good_only, strict=True))
+    ]
+
+    def thresholds(alarms):
+        return [
+            (a.condition, a.state, a.severity, a.ts)
+            for a in alarms
+            if a.condition in ("freezing", "fire")
+        ]
+
+    assert thresholds(alarms_of(with_faults)) == thresholds(alarms_of(without))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.floats(min_value=-10, max_value=4.9),
+    st.lists(st.floats(min_value=5.01, max_value=6.99), min_size=1, max_size=80),
+)
+def test_values_inside_the_hysteresis_band_never_flap_the_alarm(start, band):
+    freezing = ThresholdRule(id="f", condition="freezing", below=5, clear=7, hold=0)
+    readings = readings_from([(60, start, None)] + [(60, v, None) for v in band])
+    alarms = alarms_of(readings, [freezing])
+    assert [a.state for a in alarms] == ["raised"]  # raised once, and nothing after
+
+
+def engine_with(sink, now):
+    class Clock:
+        def now(self):
+            return now
+
+        async def sleep(self, seconds):
+            raise AssertionError("not used")
+
+    return EmbeddedEngine(table=TABLE, clock=Clock(), sink=sink)
+
+
+async def run_engine(batches):
+    got = []
+
+    async def sink(alarm):
+        got.append(alarm)
+
+    engine = engine_with(sink, T0 + timedelta(days=2))
+    for batch in batches:
+        await engine.process_batch(batch)
+    return got, engine.counts
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps, st.data())
+async def test_duplicates_change_nothing(steps, data):
+    readings = readings_from(steps)
+    resent = []
+    for r in readings:
+        resent.append(r)
+        if data.draw(st.booleans()):
+            back = data.draw(st.integers(0, len(resent) - 1))
+            resent.extend(resent[back:])  # a batch sent again after a lost acknowledgement
+    once, _ = await run_engine([readings])
+    again, counts = await run_engine([resent])
+    assert again == once
+    assert counts["duplicate"] == len(resent) - len(readings)
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps, st.lists(st.integers(1, 20), max_size=20))
+async def test_batch_boundaries_do_not_change_the_alarms(steps, cuts):
+    readings = readings_from(steps)
+    batches, i = [], 0
+    for size in cuts:
+        batches.append(readings[i : i + size])
+        i += size
+    batches.append(readings[i:])
+    whole, _ = await run_engine([readings])
+    split, _ = await run_engine(batches)
+    assert split == whole
