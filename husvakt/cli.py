@@ -119,6 +119,39 @@ def _add_people_commands(sub: Any) -> None:
     )
 
 
+def _add_rule_commands(sub: Any) -> None:
+    """`husvakt rules explain` and `husvakt stream`."""
+    rules = sub.add_parser("rules", help="inspect the rule table", description="Rule table tools.")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True)
+    rexplain = rules_sub.add_parser(
+        "explain",
+        help="which rule row applies to a sensor for each condition, and why",
+        description="For each condition (freezing, fire, heat_rise, sensor_offline, "
+        "sensor_fault), list every row of the rule table and say whether it matches the sensor, "
+        "which one wins (the most specific) and what it decides.",
+    )
+    rexplain.add_argument("sensor", help="sensor id")
+    rexplain.add_argument("--config", type=Path, required=True, help="site config YAML")
+    rexplain.add_argument("--site", help="the sensor's site, when its id is used at several")
+
+    stream = sub.add_parser(
+        "stream",
+        help="run the rules and the case bridge on the gateways' uplink (the server side)",
+        description="Subscribe to every gateway's uplink topics on the configured broker "
+        "(stream.broker), apply the rules and record cases in the configured store, with "
+        "notifications and escalations, until Ctrl-C. With --engine faust, run a Faust worker on "
+        "Kafka (stream.kafka) instead, with the MQTT → Kafka ingest and the case bridge "
+        "consuming the alarms topic; more workers: `faust -A stream.app worker`.",
+    )
+    stream.add_argument("--config", type=Path, required=True, help="site config YAML")
+    stream.add_argument(
+        "--engine",
+        choices=["embedded", "faust"],
+        default=None,
+        help="default: stream.engine from the config (embedded)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="husvakt",
@@ -159,6 +192,8 @@ def _parser() -> argparse.ArgumentParser:
         "--config", type=Path, default=None, help="demo site config (default config/demo.yaml)"
     )
     demo.add_argument("--json", action="store_true", help="print the cases as JSON")
+
+    _add_rule_commands(sub)
 
     run = sub.add_parser(
         "run",
@@ -405,6 +440,89 @@ async def _users(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _rules_explain(args: argparse.Namespace) -> int:
+    from stream.explain import explain_sensor, settings_of  # noqa: PLC0415
+
+    config = load_config(args.config)
+    index = config.sensor_index()
+    sites = [site for (site, sensor) in index if sensor == args.sensor]
+    if args.site:
+        site = args.site
+    elif len(sites) == 1:
+        site = sites[0]
+    elif sites:
+        sys.stderr.write(f"husvakt: {args.sensor} is at sites {', '.join(sites)}; pass --site\n")
+        return EXIT_FAILED
+    else:
+        site = config.sites[0].id
+        _print(f"{args.sensor} is not in the config; as an unknown sensor at site {site}:")
+    sensor = index.get((site, args.sensor))
+    where = ", ".join(
+        f"{k} {v}"
+        for k, v in (
+            ("kind", sensor.kind if sensor else "temperature"),
+            ("building", sensor.building if sensor else None),
+            ("room", sensor.room if sensor else None),
+            ("tags", ",".join(sensor.tags) if sensor and sensor.tags else None),
+        )
+        if v
+    )
+    _print(f"{site}/{args.sensor} ({where}):")
+    for part in explain_sensor(config.rules, site, args.sensor, sensor):
+        chosen = part.chosen
+        if chosen is None:
+            _print(f"\n  {part.condition}: no row matches — not watched for this condition")
+        elif not chosen.enabled:
+            _print(f"\n  {part.condition}: off (row {chosen.id} disables it)")
+        else:
+            _print(f"\n  {part.condition}: row {chosen.id} — {settings_of(chosen)}")
+        for row, why in part.rows:
+            _print(f"    {row.id:<20} {why}")
+    return EXIT_OK
+
+
+def _cmd_stream(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    engine = args.engine or config.stream.engine
+    from casebridge.store.sql import open_store  # noqa: PLC0415
+
+    if engine == "faust":
+        return _run_faust_worker(config)
+    from husvakt.server import EmbeddedServer  # noqa: PLC0415
+
+    async def serve() -> None:
+        store = open_store(config.cases)
+        await store.start()
+        stop = _stop_on_signals()
+        try:
+            await EmbeddedServer(config=config, clock=SystemClock(), store=store).run(stop)
+        finally:
+            await store.aclose()
+
+    asyncio.run(serve())
+    return EXIT_OK
+
+
+def _run_faust_worker(config: HusvaktConfig) -> int:
+    """A Faust worker with the MQTT ingest and the case bridge, until SIGINT/SIGTERM. Faust
+    owns its event loop and its signal handling."""
+    import faust  # noqa: PLC0415 - an optional extra
+
+    from casebridge.store.sql import open_store  # noqa: PLC0415
+    from husvakt.server import FaustServer  # noqa: PLC0415
+    from stream.kafka_admin import ensure_topics  # noqa: PLC0415
+
+    asyncio.run(ensure_topics(config.stream.kafka))
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    server = FaustServer(config=config, clock=SystemClock(), store=open_store(config.cases))
+    worker = faust.Worker(server.engine.app, loglevel="INFO", quiet=True)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_FAILED
+    return EXIT_OK
+
+
 def _routing_explain(args: argparse.Namespace) -> int:
     from casebridge.routing import explain, route_facts  # noqa: PLC0415
 
@@ -591,7 +709,12 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(args.verbose)
-    synchronous = {"config": _cmd_config_check, "routing": _routing_explain}
+    synchronous = {
+        "config": _cmd_config_check,
+        "routing": _routing_explain,
+        "rules": _rules_explain,
+        "stream": _cmd_stream,
+    }
     commands = {
         "users": _users,
         "replay": _cmd_replay,

@@ -373,8 +373,10 @@ def compare(result: ReplayResult, expected: Expectations) -> list[str]:
         else:
             unmatched.remove(hit)
     count = expected.case_count if expected.case_count is not None else len(expected.cases)
-    if len(actual) != count:
+    if expected.case_count is None or len(actual) != count:
+        # every case no expectation matched (with case_count: only when the count is off)
         problems.extend(f"+ unexpected case: {_describe(actual[i])}" for i in unmatched)
+    if len(actual) != count:
         problems.append(f"  cases: expected {count}, got {len(actual)}")
     escalations = sum(e.kind == "escalated" for tl in result.timelines.values() for e in tl)
     for label, want_n, got_n in (

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-from gateway.config import Duration, SensorConfig
+from gateway.config import Duration, MqttBrokerConfig, SensorConfig
 from gateway.models import Slug
 from stream.matching import Facts, best_rows
 
@@ -31,6 +31,8 @@ __all__ = [
     "MATCH_ORDER",
     "FaultRule",
     "GatewayOfflineRule",
+    "InfluxConfig",
+    "KafkaConfig",
     "OfflineRule",
     "RiseRule",
     "RuleBase",
@@ -215,10 +217,54 @@ def parse_rule(data: Mapping[str, Any]) -> RuleBase:
     return _ROW.validate_python(dict(data))
 
 
+class KafkaConfig(BaseModel):
+    """The scale-out engine: Faust workers on Kafka (`husvakt stream --engine faust`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bootstrap: str = Field(default="127.0.0.1:9092", description="host:port[,host:port...]")
+    app_id: Slug = "husvakt"
+    readings_topic: str = "husvakt-readings"
+    alarms_topic: str = "husvakt-alarms"
+    partitions: int = Field(default=8, ge=1, description="of both topics and the state table")
+    replication: int = Field(default=1, ge=1)
+    data_dir: Path = Path("faust-data")
+    session_timeout: Duration = 30.0
+    heartbeat: Duration = 3.0
+    producer_max_batch_size: int | None = Field(default=None, ge=1)
+    web_port: int | None = Field(default=None, description="Faust's web view; off when null")
+
+
+class InfluxConfig(BaseModel):
+    """Every reading also goes to InfluxDB (v2 write API), batched, off the rule path."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str
+    org: str = "husvakt"
+    bucket: str = "husvakt"
+    token_file: Path | None = Field(default=None, description="read at start, never logged")
+    measurement: str = "reading"
+    batch_size: int = Field(default=1000, ge=1)
+    flush_every: Duration = 5.0
+    buffer: int = Field(
+        default=100_000, ge=1, description="points kept while InfluxDB is unreachable"
+    )
+
+
 class StreamConfig(BaseModel):
     """Settings of the rule engine."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    engine: Literal["embedded", "faust"] = "embedded"
+    broker: MqttBrokerConfig = Field(
+        default_factory=MqttBrokerConfig,
+        description="where the gateways uplink (husvakt stream subscribes here)",
+    )
+    client_id: str = "husvakt-stream"
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    influx: InfluxConfig | None = None
 
     late_after: Duration = Field(default=300.0, description="readings older than this are 'late'")
     tick_every: Duration = Field(

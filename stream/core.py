@@ -131,12 +131,15 @@ def on_reading(
 def on_status(
     gw: GatewayTrack, online: bool, ts: datetime, table: RuleTable, now: datetime
 ) -> list[Alarm]:
-    """The gateway's retained status: `offline` is its last will (raise at once)."""
+    """The gateway's retained status: `offline` is its last will (raise at once). The will is
+    written when the gateway connects, so its `ts` says nothing about when it went away: the
+    episode starts when the broker delivered it."""
     if online:
         return _contact(gw, table, now, watch_gateway=True)
     if gw.contact is None:
-        gw.contact = ts
-    gw.said_offline = ts
+        gw.contact = min(ts, now)
+    if gw.said_offline is None:
+        gw.said_offline = now
     return on_tick(gw, table, now)
 
 

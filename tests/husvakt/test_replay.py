@@ -45,12 +45,18 @@ async def test_every_scenario_in_the_library_meets_its_expectations(scenario):
 async def test_the_plugin_fixture_and_assertion_helper(husvakt_replay):
     result = await husvakt_replay(SCENARIOS / "gateway-offline-backlog.yaml", config=SCHOOL)
     assert_cases(
-        result, [{"sensor": "basement-t1", "condition": "freezing", "late": True}], late_alarms=1
+        result,
+        [
+            {"sensor": "pi-basement", "condition": "gateway_offline"},
+            {"sensor": "basement-t1", "condition": "freezing", "late": True},
+        ],
+        late_alarms=1,
     )
     with pytest.raises(AssertionError) as caught:
         assert_cases(
             result,
             [
+                {"sensor": "pi-basement", "condition": "gateway_offline"},
                 {"sensor": "basement-t1", "condition": "freezing", "late": False},
                 {"sensor": "boiler-t1", "condition": "fire"},
             ],

@@ -271,7 +271,7 @@ def test_the_last_will_raises_gateway_offline_at_once():
     feed(track, [make_reading(0, 21, seq=1, start=T0)])
     alarms = on_status(track, False, at(30), TABLE, at(31))
     assert [(a.condition, a.state, a.started_at) for a in alarms] == [
-        ("gateway_offline", "raised", at(30))
+        ("gateway_offline", "raised", at(31))
     ]
     assert on_status(track, False, at(30), TABLE, at(40)) == []  # the retained copy again
     alarms = on_status(track, True, at(50), TABLE, at(50))
