@@ -79,8 +79,12 @@ def load_config(path: Path) -> HusvaktConfig:
     if gw is not None and not gw.outbox.path.is_absolute():
         outbox = gw.outbox.model_copy(update={"path": (path.parent / gw.outbox.path).resolve()})
         config = config.model_copy(update={"gateway": gw.model_copy(update={"outbox": outbox})})
-    state = config.stream.state
-    if state is not None and not state.is_absolute():
-        stream = config.stream.model_copy(update={"state": (path.parent / state).resolve()})
-        config = config.model_copy(update={"stream": stream})
-    return config
+    stream = config.stream
+    if stream.state is not None and not stream.state.is_absolute():
+        stream = stream.model_copy(update={"state": (path.parent / stream.state).resolve()})
+    if not stream.kafka.data_dir.is_absolute():
+        kafka = stream.kafka.model_copy(
+            update={"data_dir": (path.parent / stream.kafka.data_dir).resolve()}
+        )
+        stream = stream.model_copy(update={"kafka": kafka})
+    return config.model_copy(update={"stream": stream})

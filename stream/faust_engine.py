@@ -53,12 +53,6 @@ __all__ = [
 
 log = logging.getLogger("husvakt.stream.faust")
 
-#: Keys and values are bytes we encode and decode ourselves (a message that does not decode is
-#: quarantined by the agent instead of crashing it).
-RAW: faust.Schema[bytes, bytes] = faust.Schema(
-    key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-)
-
 
 def gateway_key(site: str, gateway: str) -> bytes:
     return f"{site}/{gateway}".encode()
@@ -117,19 +111,36 @@ class FaustEngine:
             "web_bind": "127.0.0.1",
             "web_port": kafka.web_port or 6066,
             "topic_allow_declare": True,
+            "key_serializer": "raw",
+            "value_serializer": "raw",
         }
         if kafka.producer_max_batch_size is not None:
             settings["producer_max_batch_size"] = kafka.producer_max_batch_size
         self.app = faust.App(kafka.app_id, **settings)
+        # Keys and values are bytes we encode and decode ourselves: a message that does not
+        # decode is quarantined by the agent instead of crashing it.
         self.readings = self.app.topic(
-            kafka.readings_topic, schema=RAW, partitions=kafka.partitions
+            kafka.readings_topic,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=kafka.partitions,
         )
-        self.alarms = self.app.topic(kafka.alarms_topic, schema=RAW, partitions=kafka.partitions)
+        self.alarms = self.app.topic(
+            kafka.alarms_topic,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=kafka.partitions,
+        )
         self.tracks = self.app.Table(
             "rule-state",
             default=None,
             partitions=kafka.partitions,
-            schema=RAW,
+            key_type=bytes,
+            value_type=bytes,
         )
         self.app.agent(self.readings, name="evaluate")(self._evaluate)
         self.app.timer(interval=config.tick_every)(self._tick)

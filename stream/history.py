@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 from influxdb_client.client.write.point import Point
@@ -54,6 +54,7 @@ class InfluxHistory:
         self.written = 0
         self.dropped = 0
         self.failures = 0
+        self._attempted = asyncio.Event()
 
     @property
     def pending(self) -> int:
@@ -100,8 +101,18 @@ class InfluxHistory:
         except Exception as exc:  # noqa: BLE001 - any failure: keep the points, retry later
             self.failures += 1
             log.warning("InfluxDB write failed (%s); %d points waiting", exc, len(self._buffer))
+            self._attempted.set()
             return False
         for _ in range(size):
             self._buffer.popleft()
         self.written += size
+        self._attempted.set()
         return True
+
+    async def wait_until(self, done: Callable[[], bool]) -> None:
+        """Return once `done()` holds, checking after every write attempt."""
+        while True:
+            self._attempted.clear()
+            if done():
+                return
+            await self._attempted.wait()

@@ -80,3 +80,30 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
         yield url
     finally:
         _in_fresh_loop(postgres_server.drop_database(name))
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[services.Tansu]:
+    """A Kafka-protocol broker (Tansu) of the test session's own."""
+    try:
+        broker = services.Tansu().start()
+    except ServiceError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def victoria_metrics() -> Iterator[services.VictoriaMetrics]:
+    """A VictoriaMetrics server (InfluxDB v2 write API) of the test's own."""
+    server = services.VictoriaMetrics(require_binary("victoria-metrics"))
+    try:
+        server.start()
+    except ServiceError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()

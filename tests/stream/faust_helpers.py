@@ -1,0 +1,160 @@
+"""Driving Faust workers and the Kafka topics around them from tests and benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from gateway.models import Reading
+from stream.faust_engine import gateway_key, readings_message, tick_message
+from stream.models import Alarm
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHOOL = ROOT / "config" / "scenarios" / "school.yaml"
+
+#: One input message: (arrival time, gateway key, readings) — or (time, key, None) for a tick.
+Message = tuple[datetime, tuple[str, str], list[Reading] | None]
+
+
+def write_config(directory: Path, bootstrap: str, *, base: Path = SCHOOL, **kafka: object) -> Path:
+    """The school site with a Kafka section of its own (fresh topics and app id)."""
+    app = f"t{uuid.uuid4().hex[:10]}"
+    settings = {
+        "bootstrap": bootstrap,
+        "app_id": app,
+        "readings_topic": f"{app}-readings",
+        "alarms_topic": f"{app}-alarms",
+        "partitions": 2,
+        "session_timeout": 6,
+        "heartbeat": 1,
+        "producer_max_batch_size": 1,
+        "data_dir": str(directory / "faust-data"),
+    } | kafka
+    inline = ", ".join(f"{k}: {v}" for k, v in settings.items())
+    text = base.read_text(encoding="utf-8")
+    text += f"\nstream:\n  state: null\n  tick_every: 5s\n  kafka: {{{inline}}}\n"
+    text += f"\ncases:\n  sqlite: {directory / 'cases.db'}\n"
+    path = directory / "site.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+class Worker:
+    """A worker process: `faust -A stream.app worker` (rules only), or `husvakt stream
+    --engine faust` (rules + MQTT ingest + case bridge) with `full=True`."""
+
+    def __init__(self, config: Path, *, full: bool = False) -> None:
+        self.log = config.parent / f"worker-{uuid.uuid4().hex[:6]}.log"
+        if full:
+            cmd = [sys.executable, "-m", "husvakt.cli", "stream", "--engine", "faust"]
+            cmd += ["--config", str(config)]
+        else:
+            faust = str(Path(sys.executable).parent / "faust")
+            cmd = [faust, "-A", "stream.app", "worker", "--without-web", "-l", "info"]
+        env = os.environ | {"HUSVAKT_CONFIG": str(config), "PYTHONUNBUFFERED": "1"}
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                cmd, cwd=config.parent, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    def kill(self) -> None:
+        """A crash: SIGKILL, nothing flushed."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def output(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+def batches(readings: Sequence[tuple[datetime, Reading]], size: int) -> list[Message]:
+    """Consecutive arrivals of one gateway grouped into uplink batches of up to `size`."""
+    out: list[Message] = []
+    batch: list[Reading] = []
+    for i, (at, reading) in enumerate(readings):
+        batch.append(reading)
+        last = i == len(readings) - 1
+        if len(batch) == size or last or readings[i + 1][1].gateway != reading.gateway:
+            out.append((at, (reading.site, reading.gateway), batch))
+            batch = []
+    return out
+
+
+async def produce(bootstrap: str, topic: str, messages: Iterable[Message]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        for at, (site, gateway), readings in messages:
+            if readings is None:
+                value = tick_message(at)
+            else:
+                body = b",".join(r.model_dump_json().encode() for r in readings)
+                value = readings_message(b"[" + body + b"]")
+            await producer.send(
+                topic,
+                key=gateway_key(site, gateway),
+                value=value,
+                timestamp_ms=int(at.timestamp() * 1000),
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def consume_alarms(
+    bootstrap: str, topic: str, *, sentinels: set[str], timeout: float = 180.0
+) -> list[Alarm]:
+    """Every distinct alarm on the topic, once the alarms of the `sentinels` sensors (sent
+    last, so everything before them was acknowledged by Kafka) have arrived: read until they
+    are all there, then to the end of every partition. Times out with what it has."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    seen: dict[tuple[str, str, str], Alarm] = {}
+
+    def take(batch: dict) -> None:
+        for records in batch.values():
+            for record in records:
+                alarm = Alarm.model_validate_json(record.value)
+                seen.setdefault((alarm.episode, alarm.state, str(alarm.ts)), alarm)
+
+    try:
+        async with asyncio.timeout(timeout):
+            while not sentinels <= {a.sensor for a in seen.values()}:
+                take(await consumer.getmany(timeout_ms=1000))
+            ends = await consumer.end_offsets(list(consumer.assignment()))
+            for tp, end in ends.items():
+                while await consumer.position(tp) < end:
+                    take(await consumer.getmany(tp, timeout_ms=1000))
+    except TimeoutError:
+        pass
+    finally:
+        await consumer.stop()
+    return sorted(seen.values(), key=order)
+
+
+def order(alarm: Alarm) -> tuple[str, str, datetime, str]:
+    return (alarm.site, alarm.sensor, alarm.ts, alarm.state)
