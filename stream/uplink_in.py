@@ -128,7 +128,9 @@ class UplinkSubscriber:
                 client._client.manual_ack_set(True)
                 async with client:
                     await client.subscribe([(READINGS, 1), (STATUS, 1)])
-                    log.info("subscribed to %s:%d", self._broker.host, self._broker.port)
+                    log.info(
+                        "uplink subscription active on %s:%d", self._broker.host, self._broker.port
+                    )
                     backoff.reset()
                     self.subscribed.set()
                     async for message in client.messages:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -55,7 +56,7 @@ class Worker:
     def __init__(self, config: Path, *, full: bool = False) -> None:
         self.log = config.parent / f"worker-{uuid.uuid4().hex[:6]}.log"
         if full:
-            cmd = [sys.executable, "-m", "husvakt.cli", "stream", "--engine", "faust"]
+            cmd = [sys.executable, "-m", "husvakt.cli", "-v", "stream", "--engine", "faust"]
             cmd += ["--config", str(config)]
         else:
             faust = str(Path(sys.executable).parent / "faust")
@@ -80,6 +81,16 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    async def wait_for_output(self, text: str, *, timeout: float) -> bool:
+        """Whether the worker logged `text` within `timeout` (a log line is the only signal
+        another process gives)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if text in self.output():
+                return True
+            await asyncio.sleep(0.2)
+        return text in self.output()
 
     def output(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")

@@ -1,0 +1,178 @@
+"""`husvakt stream`: gateways' uplink on a real broker → rules → cases (embedded and Faust)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+import aiomqtt
+import pytest
+
+from casebridge.store.sql import SqliteCaseStore
+from gateway.config import MqttBrokerConfig
+from gateway.models import Reading, format_ts
+from husvakt.config import load_config
+from husvakt.server import EmbeddedServer
+from tests.stream.faust_helpers import SCHOOL, Worker, write_config
+
+pytestmark = [pytest.mark.mqtt, pytest.mark.e2e]
+
+NOW = datetime(2026, 1, 15, 3, 0, tzinfo=UTC)
+TOPIC = "husvakt/v1/nordskolan/pi-basement"
+
+
+class Clock:
+    def __init__(self, now):
+        self.value = now
+
+    def now(self):
+        return self.value
+
+    async def sleep(self, seconds):
+        await asyncio.Event().wait()  # ticks are not what these tests are about
+
+
+def reading(minute, value, seq, sensor="basement-t1"):
+    return Reading(
+        site="nordskolan",
+        gateway="pi-basement",
+        sensor=sensor,
+        kind="temperature",
+        value=value,
+        unit="°C",
+        ts=NOW - timedelta(minutes=30 - minute),
+        seq=seq,
+    )
+
+
+def batch(readings):
+    return json.dumps([r.to_wire() for r in readings]).encode()
+
+
+def cold_night():
+    return [reading(m, 3.0, m + 1) for m in range(12)]
+
+
+async def publish(broker, *messages, retain=False):
+    async with aiomqtt.Client(broker.host, broker.port, identifier="test-gateway") as client:
+        for topic, payload in messages:
+            await client.publish(topic, payload, qos=1, retain=retain)
+
+
+@pytest.fixture
+async def server(tmp_path, mosquitto):
+    config = load_config(SCHOOL)
+    stream = config.stream.model_copy(
+        update={
+            "broker": MqttBrokerConfig(host=mosquitto.host, port=mosquitto.port),
+            "state": tmp_path / "rules.db",
+        }
+    )
+    config = config.model_copy(update={"stream": stream})
+    store = SqliteCaseStore(tmp_path / "cases.db")
+    await store.start()
+    server = EmbeddedServer(config=config, clock=Clock(NOW), store=store)
+    outcomes: asyncio.Queue = asyncio.Queue()
+    handle = server.bridge.handle
+
+    async def recording(alarm):
+        outcome = await handle(alarm)
+        await outcomes.put((alarm, outcome))
+        return outcome
+
+    server.bridge.handle = recording
+    stop = asyncio.Event()
+    task = asyncio.create_task(server.run(stop))
+    await server.subscriber.subscribed.wait()
+    yield server, store, outcomes
+    stop.set()
+    await task
+    await store.aclose()
+
+
+async def test_uplinked_frost_opens_one_case_and_a_resent_batch_opens_none(server, mosquitto):
+    srv, store, outcomes = server
+    night = cold_night()
+    await publish(
+        mosquitto,
+        (f"{TOPIC}/readings", b"{not json"),
+        (f"{TOPIC}/readings", batch(night[:6])),
+        (f"{TOPIC}/readings", batch(night[6:])),
+        (f"{TOPIC}/readings", batch(night[4:])),  # sent again after a lost PUBACK
+        (f"{TOPIC}/readings", batch([reading(13, 99.0, 20, sensor="boiler-t1")])),
+    )
+    alarm, outcome = await outcomes.get()
+    assert (alarm.sensor, alarm.condition, alarm.state, alarm.late) == (
+        "basement-t1",
+        "freezing",
+        "raised",
+        True,  # measured 20 minutes before the rules saw it
+    )
+    assert outcome.case is not None
+    alarm, _ = await outcomes.get()  # the boiler: after the resent batch, so that was handled
+    assert alarm.sensor == "boiler-t1"
+    assert [c.condition for c in await store.list_cases()] == ["freezing", "fire"]
+    assert srv.engine.counts["duplicate"] == len(night[4:])
+    assert srv.subscriber.quarantine.counts == {"uplink-unusable": 1}
+
+
+async def test_a_gateway_last_will_opens_a_gateway_offline_case(server, mosquitto):
+    srv, store, outcomes = server
+    await publish(mosquitto, (f"{TOPIC}/readings", batch(cold_night()[:2])))
+    offline = json.dumps({"state": "offline", "ts": format_ts(NOW), "buffered": None}).encode()
+    await publish(mosquitto, (f"{TOPIC}/status", offline), retain=True)
+    alarm, outcome = await outcomes.get()
+    assert (alarm.sensor, alarm.condition, alarm.state) == (
+        "pi-basement",
+        "gateway_offline",
+        "raised",
+    )
+    online = json.dumps({"state": "online", "ts": format_ts(NOW), "buffered": 0}).encode()
+    await publish(mosquitto, (f"{TOPIC}/status", online), retain=True)
+    alarm, _ = await outcomes.get()
+    assert (alarm.condition, alarm.state) == ("gateway_offline", "cleared")
+    (case,) = await store.list_cases()
+    kinds = [e.kind for e in await store.timeline(case.id)]
+    assert kinds[:3] == ["opened", "alarm_raised", "alarm_cleared"]
+
+
+@pytest.mark.kafka
+@pytest.mark.timeout(300)
+async def test_the_faust_deployment_takes_mqtt_uplinks_to_cases(kafka_broker, mosquitto, tmp_path):
+    config_path = write_config(tmp_path, kafka_broker.bootstrap)
+    text = config_path.read_text(encoding="utf-8").replace(
+        "\nstream:\n",
+        f"\nstream:\n  broker: {{host: {mosquitto.host}, port: {mosquitto.port}}}\n",
+    )
+    config_path.write_text(text, encoding="utf-8")
+    worker = Worker(config_path, full=True)
+    try:
+        # its MQTT session must exist before the gateway publishes (as after a first start)
+        assert await worker.wait_for_output("uplink subscription active", timeout=60), (
+            worker.output()
+        )
+        night = cold_night()
+        await publish(
+            mosquitto,
+            (f"{TOPIC}/readings", b"[1, 2"),
+            (f"{TOPIC}/readings", batch(night[:6])),
+            (f"{TOPIC}/readings", batch(night[6:])),
+        )
+        store = SqliteCaseStore(tmp_path / "cases.db")
+        deadline = time.monotonic() + 120
+        cases = []
+        while not cases and time.monotonic() < deadline and worker.proc.poll() is None:
+            # another process writes the store: polling it is the only signal there is
+            await asyncio.sleep(0.5)
+            if (tmp_path / "cases.db").exists():
+                await store.start()
+                cases = await store.list_cases()
+        await store.aclose()
+        assert [(c.sensor, c.condition, c.team) for c in cases] == [
+            ("basement-t1", "freezing", "facilities")
+        ], worker.output()[-4000:]
+    finally:
+        worker.stop()
+    assert "uplink-unusable" in worker.output()
