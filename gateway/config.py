@@ -252,7 +252,13 @@ class SensorConfig(_Frozen):
 
 
 class UplinkConfig(MqttBrokerConfig):
-    """Where `husvakt gateway` sends readings: an MQTT broker (QoS 1, persistent session)."""
+    """Where `husvakt gateway` sends readings: an MQTT broker (QoS 1, persistent session), or,
+    with `kafka` set, straight to the Kafka readings topic of a scale-out deployment."""
+
+    kafka: str | None = Field(
+        default=None, description="Kafka bootstrap servers (host:port,...); MQTT when unset"
+    )
+    kafka_topic: str = "husvakt-readings"
 
     batch: int = Field(default=200, ge=1, le=10_000, description="readings per message")
     max_rate: float = Field(default=2000.0, gt=0, description="readings/s when draining a backlog")

@@ -28,7 +28,7 @@ from gateway.sources.modbus import ModbusDevice, ModbusSource
 from gateway.sources.mqtt import MqttSource
 from gateway.sources.onewire import OneWireSource
 from gateway.sources.serial import SerialSource
-from gateway.uplink import MqttUplink
+from gateway.uplink import KafkaUplink, MqttUplink
 
 __all__ = ["Gateway", "build_sources", "run_gateway"]
 
@@ -198,10 +198,18 @@ async def run_gateway(
     box = config.outbox
     outbox = SqliteOutbox(box.path, max_bytes=int(box.max_mb * 1e6), thin_window=box.thin_window)
     await outbox.open()
-    password = read_secret(config.uplink.password_file)
-    uplink = MqttUplink(
-        config=config.uplink, site=config.site, gateway=config.id, clock=clock, password=password
-    )
+    uplink: MqttUplink | KafkaUplink
+    if config.uplink.kafka is not None:
+        uplink = KafkaUplink(config=config.uplink, site=config.site, gateway=config.id, clock=clock)
+    else:
+        password = read_secret(config.uplink.password_file)
+        uplink = MqttUplink(
+            config=config.uplink,
+            site=config.site,
+            gateway=config.id,
+            clock=clock,
+            password=password,
+        )
     gateway = Gateway(config=config, sensors=sensors, clock=clock, outbox=outbox)
     try:
         async with asyncio.TaskGroup() as tg:

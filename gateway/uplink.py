@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 import aiomqtt
 
@@ -25,7 +26,16 @@ from gateway.models import Reading, format_ts
 from gateway.outbox import SqliteOutbox
 from gateway.secrets import tls_context
 
-__all__ = ["LocalUplink", "MqttUplink", "readings_topic", "status_topic"]
+__all__ = [
+    "KafkaUplink",
+    "LocalUplink",
+    "MqttUplink",
+    "kafka_key",
+    "kafka_readings",
+    "kafka_status",
+    "readings_topic",
+    "status_topic",
+]
 
 log = logging.getLogger("husvakt.gateway.uplink")
 
@@ -36,6 +46,21 @@ def readings_topic(site: str, gateway: str) -> str:
 
 def status_topic(site: str, gateway: str) -> str:
     return f"husvakt/v1/{site}/{gateway}/status"
+
+
+def kafka_key(site: str, gateway: str) -> bytes:
+    """Messages on the Kafka readings topic are keyed by gateway: a gateway's batches (and the
+    rule state they update) stay in one partition, in order."""
+    return f"{site}/{gateway}".encode()
+
+
+def kafka_readings(payload: bytes) -> bytes:
+    """An uplink batch (a JSON array of readings) as a Kafka readings-topic message."""
+    return b'{"readings":' + payload + b"}"
+
+
+def kafka_status(online: bool, ts: datetime) -> bytes:
+    return json.dumps({"status": {"online": online, "ts": format_ts(ts)}}).encode()
 
 
 async def _next_batch(outbox: SqliteOutbox, size: int, wait: float) -> list[tuple[int, str]]:
@@ -134,6 +159,62 @@ class MqttUplink:
             if time.monotonic() - last_status >= self._config.status_every:
                 await client.publish(status, self._status("online", outbox), qos=1, retain=True)
                 last_status = time.monotonic()
+
+
+class KafkaUplink:
+    """Batches from the outbox to the Kafka readings topic (acks=all); a batch leaves the
+    outbox only after Kafka acknowledged it. A status message goes out every `status_every`
+    (Kafka has no last will: the rules notice a silent gateway by its silence)."""
+
+    def __init__(self, *, config: UplinkConfig, site: str, gateway: str, clock: Clock) -> None:
+        assert config.kafka is not None, "a Kafka uplink needs the bootstrap servers"
+        self._config = config
+        self._bootstrap = config.kafka
+        self._key = kafka_key(site, gateway)
+        self._clock = clock
+        self.published = 0
+
+    async def run(self, outbox: SqliteOutbox) -> None:
+        from aiokafka import AIOKafkaProducer  # noqa: PLC0415 - an optional extra
+        from aiokafka.errors import KafkaError  # noqa: PLC0415
+
+        backoff = Backoff(cap=30.0)
+        topic = self._config.kafka_topic
+        while True:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self._bootstrap, acks="all", request_timeout_ms=30_000
+            )
+            try:
+                await producer.start()
+                log.info("uplink connected to Kafka at %s", self._bootstrap)
+                backoff.reset()
+                last_status = -float("inf")
+                while True:
+                    if time.monotonic() - last_status >= self._config.status_every:
+                        status = kafka_status(True, self._clock.now())
+                        await producer.send_and_wait(topic, key=self._key, value=status)
+                        last_status = time.monotonic()
+                    batch = await _next_batch(outbox, self._config.batch, self._config.status_every)
+                    if not batch:
+                        continue
+                    payload = ("[" + ",".join(body for _, body in batch) + "]").encode()
+                    await producer.send_and_wait(
+                        topic, key=self._key, value=kafka_readings(payload)
+                    )
+                    await outbox.ack([row_id for row_id, _ in batch])
+                    self.published += len(batch)
+            except KafkaError as exc:
+                delay = backoff.next_delay()
+                log.warning(
+                    "uplink: Kafka unavailable (%s); %d buffered; retrying in %.1fs",
+                    exc,
+                    outbox.stats.buffered,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+            finally:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
 
 
 class LocalUplink:

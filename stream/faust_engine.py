@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from gateway.config import SensorConfig
 from gateway.models import Reading, format_ts
 from gateway.quarantine import Quarantine
+from gateway.uplink import kafka_key, kafka_readings, kafka_status
 from stream.config import KafkaConfig, RuleBase, StreamConfig
 from stream.core import (
     GatewayTrack,
@@ -54,21 +55,13 @@ __all__ = [
 log = logging.getLogger("husvakt.stream.faust")
 
 
-def gateway_key(site: str, gateway: str) -> bytes:
-    return f"{site}/{gateway}".encode()
+gateway_key = kafka_key
+readings_message = kafka_readings
+status_message = kafka_status
 
 
 def alarm_key(alarm: Alarm) -> bytes:
     return f"{alarm.site}/{alarm.sensor}/{alarm.condition}".encode()
-
-
-def readings_message(payload: bytes) -> bytes:
-    """An uplink batch (a JSON array, as the gateway sent it) as a readings-topic message."""
-    return b'{"readings":' + payload + b"}"
-
-
-def status_message(online: bool, ts: datetime) -> bytes:
-    return json.dumps({"status": {"online": online, "ts": format_ts(ts)}}).encode()
 
 
 def tick_message(now: datetime) -> bytes:
@@ -97,6 +90,7 @@ class FaustEngine:
         self.table = RuleTable(rules, sensors)
         self.counts: Counter[str] = Counter()
         self.quarantine = Quarantine()
+        self._decoded: dict[bytes, tuple[bytes, GatewayTrack]] = {}
         settings: dict[str, Any] = {
             "broker": f"kafka://{kafka.bootstrap.replace(',', ';kafka://')}",
             "store": "memory://",
@@ -154,10 +148,18 @@ class FaustEngine:
 
     async def handle(self, key: bytes, value: bytes, now: datetime) -> None:
         """One readings-topic message: decode, the same pure rules, send alarms, save state."""
+        # The decoded track of what this worker last wrote, reused while the table still holds
+        # exactly those bytes; dropped (decoded afresh) whenever anything goes wrong.
+        cached = self._decoded.pop(key, None)
         try:
             site, gateway = key.decode().split("/", 1)
             raw = self.tracks.get(key)
-            track = decode_track(raw) if raw else GatewayTrack(site=site, gateway=gateway)
+            if cached is not None and raw is not None and cached[0] is raw:
+                track = cached[1]
+            elif raw:
+                track = decode_track(raw)
+            else:
+                track = GatewayTrack(site=site, gateway=gateway)
             alarms = self._apply(track, json.loads(value), now)
         except (ValueError, KeyError, TypeError, ValidationError) as exc:
             self.quarantine.add("kafka-unusable", f"{key!r}: {exc}")
@@ -168,7 +170,9 @@ class FaustEngine:
                 key=alarm_key(alarm), value=alarm.model_dump_json().encode()
             )
             await sent  # acknowledged by Kafka before the state that produced it is saved
-        self.tracks[key] = encode_track(track)
+        encoded = encode_track(track)
+        self.tracks[key] = encoded
+        self._decoded[key] = (encoded, track)
 
     def _apply(self, track: GatewayTrack, body: dict[str, Any], now: datetime) -> list[Alarm]:
         if "readings" in body:

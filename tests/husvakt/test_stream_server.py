@@ -119,11 +119,11 @@ async def test_uplinked_frost_opens_one_case_and_a_resent_batch_opens_none(serve
 
 
 async def test_a_gateway_last_will_opens_a_gateway_offline_case(server, mosquitto):
-    srv, store, outcomes = server
+    _srv, store, outcomes = server
     await publish(mosquitto, (f"{TOPIC}/readings", batch(cold_night()[:2])))
     offline = json.dumps({"state": "offline", "ts": format_ts(NOW), "buffered": None}).encode()
     await publish(mosquitto, (f"{TOPIC}/status", offline), retain=True)
-    alarm, outcome = await outcomes.get()
+    alarm, _outcome = await outcomes.get()
     assert (alarm.sensor, alarm.condition, alarm.state) == (
         "pi-basement",
         "gateway_offline",

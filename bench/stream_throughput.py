@@ -1,0 +1,191 @@
+"""Rule engine throughput, measured in one run:
+
+- the pure rules (`stream.rules.evaluate_sensor`, every default rule of a sensor) — the
+  baseline the engines are compared to;
+- the embedded engine with decoding: uplink batches of 200 readings as JSON bytes → parsed and
+  validated → dedup, order and the rules → rule state saved to SQLite once per batch;
+- one Faust worker (`faust -A stream.app worker`, its own process) on a Tansu broker of our own:
+  batches of 200 readings per message versus one reading per message, from the first produce
+  until the sentinel alarm that follows the last reading has arrived on the alarms topic.
+
+Readings are 100 sensors of one gateway at room temperature with noise (no alarms but the
+sentinel's), so what is measured is the cost of evaluating, not of recording cases.
+
+    .venv/bin/python -m bench.stream_throughput [--readings 20000] [--faust-readings 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from gateway.models import Reading
+from stream.config import DEFAULT_RULES
+from stream.engine import EmbeddedEngine
+from stream.kafka_admin import ensure_topics
+from stream.rules import evaluate_sensor
+from stream.state import SqliteRuleState
+from stream.table import RuleTable
+from stream.uplink_in import parse_batch
+from tests.services import Tansu
+from tests.stream.faust_helpers import Worker, consume_alarms, produce, write_config
+
+START = datetime(2026, 1, 15, tzinfo=UTC)
+SENSORS = 100
+BATCH = 200
+
+
+def readings(n: int, *, site: str = "nordskolan", gateway: str = "pi-basement") -> list[Reading]:
+    rng = random.Random(7)
+    return [
+        Reading(
+            site=site,
+            gateway=gateway,
+            sensor=f"t{i % SENSORS}",
+            kind="temperature",
+            value=round(21 + rng.gauss(0, 0.2), 2),
+            unit="°C",
+            ts=START + timedelta(seconds=10 * (i // SENSORS)),
+            seq=i + 1,
+        )
+        for i in range(n)
+    ]
+
+
+def pure(data: list[Reading]) -> float:
+    rules = RuleTable(DEFAULT_RULES, {}).rules_for("nordskolan", "t0", "temperature")
+    states: dict[str, dict] = {}
+    started = time.perf_counter()
+    for r in data:
+        states[r.sensor], _ = evaluate_sensor(states.get(r.sensor, {}), r, rules, r.ts)
+    return len(data) / (time.perf_counter() - started)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.value = START
+
+    def now(self) -> datetime:
+        return self.value
+
+    async def sleep(self, seconds: float) -> None:
+        raise AssertionError("no ticks here")
+
+
+async def embedded(data: list[Reading]) -> float:
+    payloads = [
+        json.dumps([r.to_wire() for r in data[i : i + BATCH]]).encode()
+        for i in range(0, len(data), BATCH)
+    ]
+    topic = "husvakt/v1/nordskolan/pi-basement/readings"
+
+    async def sink(alarm: object) -> None:
+        pass
+
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = EmbeddedEngine(
+            table=RuleTable(DEFAULT_RULES, {}),
+            clock=Clock(),
+            sink=sink,
+            state=SqliteRuleState(Path(tmp) / "rules.db"),
+        )
+        started = time.perf_counter()
+        for payload in payloads:
+            await engine.process_batch(parse_batch(topic, payload))
+        took = time.perf_counter() - started
+        engine.close()
+    assert engine.counts["readings"] == len(data), engine.counts
+    return len(data) / took
+
+
+def sentinel(at: datetime) -> Reading:
+    return Reading(
+        site="nordskolan",
+        gateway="pi-basement",
+        sensor="sentinel",
+        kind="temperature",
+        value=99.0,
+        unit="°C",
+        ts=at,
+        seq=10**9,
+    )
+
+
+async def faust(broker: Tansu, data: list[Reading], per_message: int) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        config = write_config(Path(tmp), broker.bootstrap, producer_max_batch_size=16384)
+        text = config.read_text(encoding="utf-8")
+        app = text.split("app_id: ", 1)[1].split(",", 1)[0]
+        kafka = {"readings": f"{app}-readings", "alarms": f"{app}-alarms"}
+        from husvakt.config import load_config  # noqa: PLC0415
+
+        await ensure_topics(load_config(config).stream.kafka)
+        worker = Worker(config)
+        try:
+            # warm up: the worker joined its group and evaluates (the first alarm arrived)
+            warm = sentinel(START - timedelta(hours=1)).model_copy(
+                update={"sensor": "warm", "seq": 0}
+            )
+            await produce(
+                broker.bootstrap,
+                kafka["readings"],
+                [(START, ("nordskolan", "pi-basement"), [warm])],
+            )
+            await consume_alarms(broker.bootstrap, kafka["alarms"], sentinels={"warm"})
+            end = data[-1].ts + timedelta(seconds=10)
+            messages = [
+                (START, ("nordskolan", "pi-basement"), data[i : i + per_message])
+                for i in range(0, len(data), per_message)
+            ]
+            messages.append((end, ("nordskolan", "pi-basement"), [sentinel(end)]))
+            started = time.perf_counter()
+            await produce(broker.bootstrap, kafka["readings"], messages)
+            got = await consume_alarms(broker.bootstrap, kafka["alarms"], sentinels={"sentinel"})
+            took = time.perf_counter() - started
+            assert any(a.sensor == "sentinel" for a in got), worker.output()[-2000:]
+        finally:
+            worker.stop()
+    return len(data) / took
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--readings", type=int, default=20_000)
+    parser.add_argument("--faust-readings", type=int, default=20_000)
+    args = parser.parse_args()
+    data = readings(args.readings)
+    for r in data[:2000]:  # warm the caches (rule table, pydantic)
+        pass
+    base = pure(data)
+    emb = await embedded(data)
+    broker = Tansu().start()
+    try:
+        fdata = [
+            r.model_copy(update={"seq": i + 1}) for i, r in enumerate(readings(args.faust_readings))
+        ]
+        batched = await faust(broker, fdata, BATCH)
+        single = await faust(broker, fdata[: max(2000, len(fdata) // 10)], 1)
+    finally:
+        broker.stop()
+    print(f"\n{args.readings:,} readings, {SENSORS} sensors, every default rule\n")
+    print("| engine | readings/s | vs pure rules |")
+    print("|---|---:|---:|")
+    print(f"| pure rules, in process (baseline) | {base:,.0f} | 1.00× |")
+    print(
+        f"| embedded: JSON batch → decode → rules → state saved per batch | {emb:,.0f} | {emb / base:.2f}× |"
+    )
+    print(
+        f"| one Faust worker, {BATCH} readings per message | {batched:,.0f} | {batched / base:.2f}× |"
+    )
+    print(f"| one Faust worker, 1 reading per message | {single:,.0f} | {single / base:.2f}× |")
+    print(f"\nbatched vs one per message on Faust: {batched / single:.1f}×")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

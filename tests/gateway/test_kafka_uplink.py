@@ -1,0 +1,70 @@
+"""The gateway's Kafka uplink, against a real Kafka-protocol broker (Tansu)."""
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from gateway.config import UplinkConfig
+from gateway.outbox import SqliteOutbox
+from gateway.uplink import KafkaUplink
+from stream.config import KafkaConfig
+from stream.kafka_admin import ensure_topics
+from tests.factories import make_reading
+
+pytestmark = pytest.mark.kafka
+
+
+class Clock:
+    def now(self):
+        return datetime(2026, 1, 15, 2, 0, tzinfo=UTC)
+
+    async def sleep(self, seconds):
+        await asyncio.sleep(seconds)
+
+
+async def test_batches_reach_the_readings_topic_and_leave_the_outbox_only_then(
+    kafka_broker, tmp_path
+):
+    topic = f"t{uuid.uuid4().hex[:8]}-readings"
+    await ensure_topics(
+        KafkaConfig(
+            bootstrap=kafka_broker.bootstrap,
+            readings_topic=topic,
+            alarms_topic=f"{topic}-alarms",
+            partitions=2,
+        )
+    )
+    outbox = SqliteOutbox(tmp_path / "outbox.db")
+    await outbox.open()
+    await outbox.append([make_reading(m, 20.0 + m / 10) for m in range(250)])
+    config = UplinkConfig(kafka=kafka_broker.bootstrap, kafka_topic=topic, batch=100)
+    uplink = KafkaUplink(config=config, site="s", gateway="g", clock=Clock())
+    task = asyncio.create_task(uplink.run(outbox))
+    await outbox.emptied.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await outbox.close()
+
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=kafka_broker.bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    messages = []
+    try:
+        async with asyncio.timeout(60):
+            while sum(len(m.get("readings", [])) for m in messages) < 250:
+                for records in (await consumer.getmany(timeout_ms=1000)).values():
+                    for record in records:
+                        assert record.key == b"s/g"
+                        messages.append(json.loads(record.value))
+    finally:
+        await consumer.stop()
+    assert messages[0] == {"status": {"online": True, "ts": "2026-01-15T02:00:00Z"}}
+    batches = [m["readings"] for m in messages if "readings" in m]
+    assert [len(b) for b in batches] == [100, 100, 50]  # one message per uplink batch
+    assert [r["seq"] for b in batches for r in b] == list(range(1, 251))
