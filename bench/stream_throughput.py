@@ -170,16 +170,16 @@ async def main() -> None:
     finally:
         broker.stop()
     print(f"\n{args.readings:,} readings, {SENSORS} sensors, every default rule\n")
+    rows = [
+        ("pure rules, in process (baseline)", base),
+        ("embedded: JSON batch → decode → rules → state saved per batch", emb),
+        (f"one Faust worker, {BATCH} readings per message", batched),
+        ("one Faust worker, 1 reading per message", single),
+    ]
     print("| engine | readings/s | vs pure rules |")
     print("|---|---:|---:|")
-    print(f"| pure rules, in process (baseline) | {base:,.0f} | 1.00× |")
-    print(
-        f"| embedded: JSON batch → decode → rules → state saved per batch | {emb:,.0f} | {emb / base:.2f}× |"
-    )
-    print(
-        f"| one Faust worker, {BATCH} readings per message | {batched:,.0f} | {batched / base:.2f}× |"
-    )
-    print(f"| one Faust worker, 1 reading per message | {single:,.0f} | {single / base:.2f}× |")
+    for name, rate in rows:
+        print(f"| {name} | {rate:,.0f} | {rate / base:.2f}× |")
     print(f"\nbatched vs one per message on Faust: {batched / single:.1f}×")
 
 
