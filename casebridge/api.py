@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
@@ -21,6 +22,7 @@ from casebridge.errors import CaseNotFoundError, LifecycleError
 from casebridge.models import Case, CaseEvent, CaseStatus, User
 from casebridge.store import CaseFilter, CaseStore
 from gateway.clock import Clock
+from gateway.config import SiteConfig
 
 __all__ = ["create_app"]
 
@@ -229,8 +231,16 @@ async def _conflict(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=409, content={"detail": str(exc)})
 
 
-def create_app(*, store: CaseStore, teams: Sequence[TeamConfig], clock: Clock) -> FastAPI:
-    """The API on `store`; team membership comes from the site config. OpenAPI at /docs."""
+def create_app(
+    *,
+    store: CaseStore,
+    teams: Sequence[TeamConfig],
+    clock: Clock,
+    sites: Sequence[SiteConfig] = (),
+    rule_state: Path | None = None,
+) -> FastAPI:
+    """The API on `store` and the web pages; team membership comes from the site config.
+    OpenAPI at /docs. `rule_state`: the rule engine's state file, for gateways' last contact."""
     app = FastAPI(
         title="husvakt case API",
         version="1",
@@ -240,4 +250,12 @@ def create_app(*, store: CaseStore, teams: Sequence[TeamConfig], clock: Clock) -
     app.add_exception_handler(CaseNotFoundError, _not_found)
     app.add_exception_handler(LifecycleError, _conflict)
     app.include_router(router)
+    from casebridge.web.pages import WebDeps, mount_web  # noqa: PLC0415
+
+    mount_web(
+        app,
+        WebDeps(
+            store=store, teams=tuple(teams), sites=tuple(sites), clock=clock, rule_state=rule_state
+        ),
+    )
     return app

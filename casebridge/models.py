@@ -60,6 +60,8 @@ ACTIONS: tuple[Action, ...] = (
     "comment",
 )
 Role = Literal["technician", "dispatcher", "admin", "integrator"]
+#: The languages of the web pages (per user).
+Language = Literal["en", "sv"]
 
 
 #: Stands for the case id in notifications planned before the store assigns the id.
@@ -180,6 +182,7 @@ class User(_Frozen):
     name: str
     email: str | None = None
     role: Role = "technician"
+    language: Language = "en"
 
 
 class Delivery(_Frozen):

@@ -73,6 +73,18 @@ def _add_people_commands(sub: Any) -> None:
         default="technician",
         help="what they may do (default %(default)s)",
     )
+    add.add_argument(
+        "--language", choices=["en", "sv"], default="en", help="of the web pages (default en)"
+    )
+    password = users_sub.add_parser(
+        "password",
+        help="set a user's password for the web pages",
+        description="Set the password a user signs in to the web pages with. Read from "
+        "--password-file, else from the first line of standard input (never an argument, so "
+        "it stays out of the shell history). Only a scrypt hash is stored.",
+    )
+    password.add_argument("user_id")
+    password.add_argument("--password-file", type=Path, help="a file holding the password")
     token = users_sub.add_parser(
         "token",
         help="create an API token for a user (printed once)",
@@ -82,7 +94,7 @@ def _add_people_commands(sub: Any) -> None:
     token.add_argument("user_id")
     token.add_argument("--label", default="cli", help="what the token is for (e.g. 'phone')")
     ulist = users_sub.add_parser("list", help="list users", description="List users.")
-    for p in (add, token, ulist):
+    for p in (add, password, token, ulist):
         _store_options(p)
 
     routing = sub.add_parser(
@@ -224,6 +236,11 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--config", type=Path, required=True, help="site config YAML")
     rp.add_argument("--expect", type=Path, help="expectations YAML")
     rp.add_argument("--json", action="store_true", help="the whole result as JSON")
+    rp.add_argument(
+        "--db",
+        type=Path,
+        help="keep the cases in this SQLite file (to look at them, e.g. with `cases serve`)",
+    )
 
     sim = sub.add_parser(
         "sim",
@@ -407,7 +424,13 @@ async def _cases_serve(args: argparse.Namespace) -> int:
 
     store = open_store(config.cases)
     await store.start()
-    app = create_app(store=store, teams=config.teams, clock=SystemClock())
+    app = create_app(
+        store=store,
+        teams=config.teams,
+        clock=SystemClock(),
+        sites=config.sites,
+        rule_state=config.stream.state,
+    )
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info"))
     try:
         await server.serve()
@@ -417,16 +440,31 @@ async def _cases_serve(args: argparse.Namespace) -> int:
 
 
 async def _users(args: argparse.Namespace) -> int:
-    from casebridge.auth import hash_token, new_token  # noqa: PLC0415
+    from casebridge.auth import hash_password, hash_token, new_token  # noqa: PLC0415
 
     store = _store(args, create=args.users_command == "add")
     await store.start()
     now = datetime.now(UTC)
     try:
         if args.users_command == "add":
-            user = User(id=args.user_id, name=args.name, email=args.email, role=args.role)
+            user = User(
+                id=args.user_id,
+                name=args.name,
+                email=args.email,
+                role=args.role,
+                language=args.language,
+            )
             await store.add_user(user, now=now)
             _print(f"user {user.id} ({user.role}) saved in {store.description}")
+        elif args.users_command == "password":
+            source = args.password_file.open(encoding="utf-8") if args.password_file else sys.stdin
+            with source:
+                secret = source.readline().rstrip("\n")
+            if len(secret) < 8:
+                sys.stderr.write("husvakt: a password needs at least 8 characters\n")
+                return EXIT_FAILED
+            await store.set_password(args.user_id, hash_password(secret))
+            _print(f"password set for {args.user_id}")
         elif args.users_command == "token":
             token = new_token()
             await store.add_token(args.user_id, hash_token(token), label=args.label, now=now)
@@ -561,11 +599,19 @@ def _routing_explain(args: argparse.Namespace) -> int:
 async def _cmd_replay(args: argparse.Namespace) -> int:
     from husvakt import replay as rp  # noqa: PLC0415 - keep `husvakt --help` fast
 
+    store = None
+    if args.db is not None:
+        from casebridge.store.sql import SqliteCaseStore  # noqa: PLC0415
+
+        store = SqliteCaseStore(args.db)
     try:
-        result = await rp.replay_path(args.source, load_config(args.config))
+        result = await rp.replay_path(args.source, load_config(args.config), store=store)
     except ValueError as exc:
         sys.stderr.write(f"husvakt: {exc}\n")
         return EXIT_FAILED
+    finally:
+        if store is not None:
+            await store.aclose()
     sys.stdout.write(result.model_dump_json(indent=2) + "\n" if args.json else result.render())
     if args.expect is None:
         return EXIT_OK

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from casebridge.config import SmtpConfig
 from casebridge.models import Case, CaseEvent, Delivery, User
 from casebridge.notify import Escalator, Notifier
+from casebridge.store import CaseStore
 from casebridge.store.sql import MemoryCaseStore
 from firmware_sim.scenario import Output, Scenario
 from gateway.config import SensorConfig
@@ -231,6 +232,7 @@ async def replay(
     counts: Counter[str],
     until: datetime | None = None,
     watched: Collection[str] = (),
+    store: CaseStore | None = None,
 ) -> ReplayResult:
     """Run arrivals — in arrival order — through the embedded rules and the case bridge.
 
@@ -240,14 +242,17 @@ async def replay(
     first = next(stream, None)
     start = first.at if first else (until or datetime(1970, 1, 1, tzinfo=UTC))
     clock = VirtualClock(start)
-    store = MemoryCaseStore()
+    keep = store is not None
+    if store is None:
+        store = MemoryCaseStore()
     await store.start()
     # Every team member is a user who gets e-mail, so a replay shows who would be told.
     members = sorted({m for t in config.teams for m in t.members})
     for member in members:
-        await store.add_user(
-            User(id=member, name=member, email=f"{member}@replay.invalid"), now=start
-        )
+        if await store.get_user(member) is None:  # a kept store may know them already
+            await store.add_user(
+                User(id=member, name=member, email=f"{member}@replay.invalid"), now=start
+            )
     notify = config.notify.model_copy(update={"smtp": config.notify.smtp or SmtpConfig()})
     sent: list[tuple[datetime, Delivery]] = []
     channel = RecordingChannel(sent, clock)
@@ -293,7 +298,8 @@ async def replay(
         cases = await store.list_cases()
         timelines = {c.id: await store.timeline(c.id) for c in cases}
     finally:
-        await store.aclose()
+        if not keep:
+            await store.aclose()
     notifications = [
         {"at": format_ts(at), "channel": d.channel, "recipient": d.recipient, "subject": d.subject}
         for at, d in sent
@@ -389,8 +395,11 @@ def compare(result: ReplayResult, expected: Expectations) -> list[str]:
     return problems
 
 
-async def replay_path(source: Path, config: HusvaktConfig) -> ReplayResult:
-    """Replay a scenario file (YAML) or a trace (JSON Lines, `.jsonl`) against `config`."""
+async def replay_path(
+    source: Path, config: HusvaktConfig, *, store: CaseStore | None = None
+) -> ReplayResult:
+    """Replay a scenario file (YAML) or a trace (JSON Lines, `.jsonl`) against `config`;
+    into `store` when given (it is left open), else into a throwaway store."""
     if config.gateway is None:
         raise ValueError("the config has no 'gateway' section to replay through")
     counts: Counter[str] = Counter()
@@ -400,6 +409,7 @@ async def replay_path(source: Path, config: HusvaktConfig) -> ReplayResult:
             config=config,
             arrivals=arrivals_from_trace(source),
             counts=counts,
+            store=store,
         )
     scenario = load_scenario_file(source)
     missing = sensors_missing(scenario, config)
@@ -412,6 +422,7 @@ async def replay_path(source: Path, config: HusvaktConfig) -> ReplayResult:
         counts=counts,
         until=scenario_end(scenario),
         watched={d.sensor for d in scenario.devices},
+        store=store,
     )
 
 

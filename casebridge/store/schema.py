@@ -113,6 +113,8 @@ users = Table(
     Column("email", String(320), nullable=True),
     Column("role", String(16), nullable=False),
     Column("created_at", UtcText, nullable=False),
+    Column("password_hash", String(300), nullable=True),
+    Column("language", String(8), nullable=False, server_default="en"),
 )
 
 tokens = Table(

@@ -21,7 +21,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, event, func, insert, select, text, update
+from sqlalchemy import Connection, delete, event, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -390,7 +390,12 @@ class SqlCaseStore:
     # --- users -------------------------------------------------------------------------------
 
     async def add_user(self, user: User, *, now: datetime) -> None:
-        values = {"name": user.name, "email": user.email, "role": user.role}
+        values = {
+            "name": user.name,
+            "email": user.email,
+            "role": user.role,
+            "language": user.language,
+        }
         async with self._engine.begin() as conn:
             if await self._get_user(conn, user.id) is None:
                 await conn.execute(insert(users).values(id=user.id, created_at=now, **values))
@@ -400,7 +405,7 @@ class SqlCaseStore:
     @staticmethod
     async def _get_user(conn: AsyncConnection, user_id: str) -> User | None:
         row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
-        return User(id=row.id, name=row.name, email=row.email, role=row.role) if row else None
+        return _user(row) if row else None
 
     async def get_user(self, user_id: str) -> User | None:
         async with self._engine.connect() as conn:
@@ -409,7 +414,7 @@ class SqlCaseStore:
     async def list_users(self) -> list[User]:
         async with self._engine.connect() as conn:
             rows = await conn.execute(select(users).order_by(users.c.id))
-            return [User(id=r.id, name=r.name, email=r.email, role=r.role) for r in rows]
+            return [_user(r) for r in rows]
 
     async def add_token(self, user_id: str, token_hash: str, *, label: str, now: datetime) -> None:
         async with self._engine.begin() as conn:
@@ -429,7 +434,26 @@ class SqlCaseStore:
         )
         async with self._engine.connect() as conn:
             row = (await conn.execute(query)).first()
-        return User(id=row.id, name=row.name, email=row.email, role=row.role) if row else None
+        return _user(row) if row else None
+
+    async def delete_token(self, token_hash: str) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(delete(tokens).where(tokens.c.token_hash == token_hash))
+
+    async def set_password(self, user_id: str, password_hash: str) -> None:
+        async with self._engine.begin() as conn:
+            done = await conn.execute(
+                update(users).where(users.c.id == user_id).values(password_hash=password_hash)
+            )
+            if done.rowcount == 0:
+                raise CaseNotFoundError(f"no user {user_id}")
+
+    async def password_hash(self, user_id: str) -> str | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(select(users.c.password_hash).where(users.c.id == user_id))
+            ).first()
+        return row.password_hash if row else None
 
     # --- notifications and escalation ------------------------------------------------------
 
@@ -539,6 +563,10 @@ class SqlCaseStore:
     async def count_cases(self) -> int:
         async with self._engine.connect() as conn:
             return int((await conn.execute(select(func.count()).select_from(cases))).scalar_one())
+
+
+def _user(row: Any) -> User:
+    return User(id=row.id, name=row.name, email=row.email, role=row.role, language=row.language)
 
 
 class SqliteCaseStore(SqlCaseStore):

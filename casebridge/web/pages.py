@@ -1,0 +1,416 @@
+"""The pages: sign-in, work lists, a case, the site overview, and the live event stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote_plus, urlencode
+
+from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from casebridge.auth import (
+    Access,
+    csrf_token,
+    hash_token,
+    new_token,
+    verify_password,
+)
+from casebridge.config import TeamConfig
+from casebridge.errors import LifecycleError
+from casebridge.models import OPEN_STATUSES, Case, CaseStatus
+from casebridge.store import CaseFilter, CaseStore
+from casebridge.web.chart import readings_svg
+from casebridge.web.i18n import words
+from gateway.clock import Clock
+from gateway.config import SiteConfig
+
+__all__ = ["mount_web"]
+
+COOKIE = "husvakt_session"
+VIEWS = ("mine", "team", "members")
+PRIORITY_ORDER = {"P1": 1, "P2": 2, "P3": 3, "P4": 4}
+ACTIONS = ("acknowledge", "start", "resolve", "close", "reopen")
+_env = Environment(
+    loader=PackageLoader("casebridge.web", "templates"),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+@dataclass(frozen=True)
+class WebDeps:
+    store: CaseStore
+    teams: tuple[TeamConfig, ...]
+    sites: tuple[SiteConfig, ...]
+    clock: Clock
+    rule_state: Path | None = None
+    poll_every: float = 1.0
+    members: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Session:
+    who: Access
+    token: str
+
+    @property
+    def csrf(self) -> str:
+        return csrf_token(self.token)
+
+
+class SignInRequiredError(Exception):
+    """Raised by pages that need a session; answered with a redirect to the sign-in page."""
+
+
+def _deps(request: Request) -> WebDeps:
+    deps: WebDeps = request.app.state.husvakt_web
+    return deps
+
+
+Deps = Annotated[WebDeps, Depends(_deps)]
+
+
+async def _session(request: Request, deps: Deps) -> Session:
+    token = request.cookies.get(COOKIE)
+    user = await deps.store.user_for_token(hash_token(token)) if token else None
+    if token is None or user is None:
+        raise SignInRequiredError
+    return Session(Access(user, deps.teams), token)
+
+
+Signed = Annotated[Session, Depends(_session)]
+
+
+def _render(
+    name: str, *, language: str = "en", status_code: int = 200, **context: Any
+) -> HTMLResponse:
+    t = words(language)
+    html = _env.get_template(name).render(t=t, lang=language, **context)
+    return HTMLResponse(html, status_code=status_code)
+
+
+def _check_csrf(session: Session, sent: str) -> None:
+    if sent != session.csrf:
+        raise HTTPException(status_code=403, detail="the form is stale or foreign; reload it")
+
+
+def _age(then: datetime, now: datetime) -> str:
+    minutes = int((now - then).total_seconds() // 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h {minutes % 60} min"
+    return f"{minutes // 1440} d"
+
+
+def _view_filter(view: str, who: Access) -> dict[str, list[str]]:
+    if view == "mine":
+        return {"assignees": [who.user.id]}
+    if view == "members":
+        return {"assignees": list(who.team_members)}
+    if who.sees_everything:
+        return {}
+    return {"teams": list(who.teams)}
+
+
+def _sort(cases: list[Case], sort: str) -> list[Case]:
+    if sort == "age":
+        return sorted(cases, key=lambda c: c.opened_at)
+    return sorted(
+        cases,
+        key=lambda c: (
+            PRIORITY_ORDER.get(c.draft.priority, 9),
+            c.severity != "critical",
+            c.opened_at,
+        ),
+    )
+
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/", response_class=HTMLResponse)
+async def home() -> RedirectResponse:
+    return RedirectResponse("/cases", status_code=303)
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_page(next: str = "/cases", error: bool = False) -> HTMLResponse:
+    return _render("login.html", next=next, error=error)
+
+
+@router.post("/login")
+async def login(
+    deps: Deps,
+    user: Annotated[str, Form()],
+    password: Annotated[str, Form()],
+    next: Annotated[str, Form()] = "/cases",
+) -> Response:
+    found = await deps.store.get_user(user.strip().lower())
+    stored = await deps.store.password_hash(found.id) if found else None
+    if found is None or not verify_password(password, stored):
+        query = urlencode({"next": next, "error": "1"})
+        return RedirectResponse(f"/login?{query}", status_code=303)
+    token = new_token()
+    await deps.store.add_token(found.id, hash_token(token), label="web", now=deps.clock.now())
+    target = next if next.startswith("/") and not next.startswith("//") else "/cases"
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(COOKIE, token, httponly=True, samesite="lax", max_age=30 * 86400)
+    return response
+
+
+@router.post("/logout")
+async def logout(deps: Deps, session: Signed, csrf: Annotated[str, Form()]) -> Response:
+    _check_csrf(session, csrf)
+    await deps.store.delete_token(hash_token(session.token))
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE)
+    return response
+
+
+@router.get("/cases", response_class=HTMLResponse)
+async def work_list(
+    *,
+    deps: Deps,
+    session: Signed,
+    view: str = "team",
+    site: str = "",
+    status: str = "open",
+    condition: str = "",
+    severity: str = "",
+    sort: str = "priority",
+    fragment: Annotated[bool, Query()] = False,
+) -> HTMLResponse:
+    who = session.who
+    view = view if view in VIEWS else "team"
+    statuses: list[CaseStatus] | None = list(OPEN_STATUSES) if status == "open" else None
+    if status not in ("open", "any", ""):
+        statuses = [status]  # type: ignore[list-item]
+    counts = {}
+    for name in VIEWS:
+        open_cases = [
+            c
+            for c in await deps.store.list_cases(
+                CaseFilter(statuses=list(OPEN_STATUSES), **_view_filter(name, who))
+            )
+            if who.can_read(c)
+        ]
+        counts[name] = (len(open_cases), sum(c.status == "new" for c in open_cases))
+    where = CaseFilter(
+        statuses=statuses,
+        sites=[site] if site else None,
+        conditions=[condition] if condition else None,
+        **_view_filter(view, who),
+    )
+    cases = [c for c in await deps.store.list_cases(where) if who.can_read(c)]
+    if severity:
+        cases = [c for c in cases if c.severity == severity]
+    now = deps.clock.now()
+    context: dict[str, Any] = {
+        "session": session,
+        "view": view,
+        "counts": counts,
+        "cases": _sort(cases, sort),
+        "age": lambda c: _age(c.opened_at, now),
+        "filters": {
+            "site": site,
+            "status": status,
+            "condition": condition,
+            "severity": severity,
+            "sort": sort,
+        },
+        "sites": [s.id for s in deps.sites],
+        "query": lambda **over: urlencode(
+            {"view": view, "site": site, "status": status, "condition": condition}
+            | {"severity": severity, "sort": sort}
+            | over
+        ),
+    }
+    template = "cases_fragment.html" if fragment else "cases.html"
+    return _render(template, language=who.user.language, **context)
+
+
+def _site(deps: WebDeps, site_id: str) -> SiteConfig | None:
+    return next((s for s in deps.sites if s.id == site_id), None)
+
+
+@router.get("/cases/{case_id}", response_class=HTMLResponse)
+async def case_page(deps: Deps, session: Signed, case_id: str) -> HTMLResponse:
+    who = session.who
+    case = await deps.store.get_case(case_id)
+    language = who.user.language
+    if case is None:
+        return _render("error.html", language=language, status_code=404, message="not_found")
+    if not who.can_read(case):
+        return _render("error.html", language=language, status_code=403, message="forbidden")
+    timeline = await deps.store.timeline(case.id)
+    site = _site(deps, case.site)
+    tz = site.timezone if site else "UTC"
+    t = words(language)
+    chart = readings_svg(
+        [(p.ts, p.value) for p in case.draft.recent],
+        threshold=case.threshold if case.condition in ("freezing", "fire") else None,
+        label=f"{t['readings']}: {case.sensor}",
+        tz=tz,
+    )
+    address = case.draft.address
+    team = next((tm for tm in deps.teams if tm.id == case.team), None)
+    return _render(
+        "case.html",
+        language=language,
+        session=session,
+        case=case,
+        timeline=list(reversed(timeline)),
+        chart=chart,
+        map_url=f"https://www.openstreetmap.org/search?query={quote_plus(address)}"
+        if address
+        else None,
+        can_act=who.can_act(case),
+        actions=[a for a in ACTIONS if _allowed(case, a)],
+        members=sorted(team.members) if team else [],
+        age=_age(case.opened_at, deps.clock.now()),
+        tz=tz,
+    )
+
+
+def _allowed(case: Case, action: str) -> bool:
+    status = case.status
+    return {
+        "acknowledge": status in ("new", "reopened"),
+        "start": status in ("new", "acknowledged", "reopened"),
+        "resolve": status in ("new", "acknowledged", "in_progress", "reopened"),
+        "close": status == "resolved",
+        "reopen": status in ("resolved", "closed"),
+    }[action]
+
+
+@router.post("/cases/{case_id}/act")
+async def act(
+    *,
+    deps: Deps,
+    session: Signed,
+    case_id: str,
+    action: Annotated[str, Form()],
+    csrf: Annotated[str, Form()],
+    comment: Annotated[str, Form()] = "",
+    assignee: Annotated[str, Form()] = "",
+) -> Response:
+    _check_csrf(session, csrf)
+    who = session.who
+    case = await deps.store.get_case(case_id)
+    if case is None or not who.can_read(case):
+        raise HTTPException(status_code=404 if case is None else 403)
+    if not who.can_act(case):
+        raise HTTPException(status_code=403, detail=f"role {who.user.role} cannot change cases")
+    if action not in (*ACTIONS, "assign", "comment"):
+        raise HTTPException(status_code=400, detail=f"no action {action!r}")
+    try:
+        await deps.store.act(
+            case.id,
+            action,  # type: ignore[arg-type]
+            actor=who.user.id,
+            now=deps.clock.now(),
+            assignee=assignee or None,
+            text=comment.strip() or None,
+        )
+    except LifecycleError as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from exc
+    return RedirectResponse(f"/cases/{case.id}", status_code=303)
+
+
+def _gateway_contacts(path: Path | None) -> dict[str, list[tuple[str, datetime | None]]]:
+    """Each site's gateways and when the rule engine last heard from them (its state file)."""
+    if path is None or not path.exists():
+        return {}
+    from stream.core import decode_track  # noqa: PLC0415 - only this page reads it
+
+    out: dict[str, list[tuple[str, datetime | None]]] = {}
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT site, gateway, data FROM gateway_state").fetchall()
+    except sqlite3.Error:
+        rows = []
+    finally:
+        db.close()
+    for site, gateway, data in rows:
+        out.setdefault(site, []).append((gateway, decode_track(data).contact))
+    return out
+
+
+@router.get("/sites", response_class=HTMLResponse)
+async def sites_page(deps: Deps, session: Signed) -> HTMLResponse:
+    who = session.who
+    open_cases = [
+        c
+        for c in await deps.store.list_cases(CaseFilter(statuses=list(OPEN_STATUSES)))
+        if who.can_read(c)
+    ]
+    contacts = await asyncio.to_thread(_gateway_contacts, deps.rule_state)
+    now = deps.clock.now()
+    rows = [
+        {
+            "site": site,
+            "cases": _sort([c for c in open_cases if c.site == site.id], "priority"),
+            "gateways": [
+                (gw, _age(at, now) if at else None) for gw, at in contacts.get(site.id, [])
+            ],
+        }
+        for site in deps.sites
+    ]
+    return _render("sites.html", language=who.user.language, session=session, rows=rows)
+
+
+@router.get("/live")
+async def live(request: Request, deps: Deps, session: Signed) -> StreamingResponse:
+    """Server-sent events: one `case` event per changed case the user may see."""
+    who = session.who
+    events = await deps.store.events_after(0, limit=1_000_000)
+    cursor = events[-1].cursor if events else 0
+
+    async def stream() -> AsyncIterator[bytes]:
+        nonlocal cursor
+        yield b"retry: 2000\n\n"
+        while not await request.is_disconnected():
+            batch = await deps.store.events_after(cursor, limit=500)
+            seen: set[str] = set()
+            for ev in batch:
+                cursor = ev.cursor
+                if ev.case_id in seen:
+                    continue
+                seen.add(ev.case_id)
+                case = await deps.store.get_case(ev.case_id)
+                if case is not None and who.can_read(case):
+                    body = json.dumps({"case": case.id, "status": case.status, "kind": ev.kind})
+                    yield f"event: case\ndata: {body}\n\n".encode()
+            if not batch:
+                yield b": keep-alive\n\n"
+                await asyncio.sleep(deps.poll_every)
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _to_login(request: Request, _exc: Exception) -> Response:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/login?{urlencode({'next': target})}", status_code=303)
+
+
+def mount_web(app: FastAPI, deps: WebDeps) -> None:
+    app.state.husvakt_web = deps
+    app.add_exception_handler(SignInRequiredError, _to_login)
+    app.include_router(router)
+    static = Path(__file__).parent / "static"
+    app.mount("/static", StaticFiles(directory=static), name="static")

@@ -1,0 +1,144 @@
+"""The web pages without JavaScript: every read and action is a plain page or form."""
+
+import re
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from casebridge.api import create_app
+from casebridge.auth import hash_password
+from casebridge.models import OpenPlan, User
+from casebridge.store.sql import SqliteCaseStore
+from tests.casebridge.test_api import TEAMS, FixedClock
+from tests.factories import T0, make_alarm, make_draft
+
+PASSWORD = "correct horse battery"  # noqa: S105 - a test user's password
+
+
+@pytest.fixture
+async def web(tmp_path):
+    store = SqliteCaseStore(tmp_path / "cases.db")
+    await store.start()
+    for uid, role, language in (
+        ("eva", "technician", "en"),
+        ("jonas", "technician", "sv"),
+        ("per", "technician", "en"),
+        ("disa", "dispatcher", "en"),
+    ):
+        await store.add_user(User(id=uid, name=uid.title(), role=role, language=language), now=T0)
+        await store.set_password(uid, hash_password(PASSWORD))
+    await store.record_alarm(
+        make_alarm(),
+        make_draft(
+            team="facilities",
+            access_notes="Key box by the north door",
+            recent=[{"ts": T0 - timedelta(minutes=m), "value": 3 + m / 10} for m in range(30)],
+        ),
+        OpenPlan(),
+        now=T0,
+        reopen_window=0,
+    )
+    await store.record_alarm(
+        make_alarm(sensor="t2", condition="fire", severity="critical"),
+        make_draft(team="plumbing", title="Fire", priority="P1"),
+        OpenPlan(),
+        now=T0,
+        reopen_window=0,
+    )
+    app = create_app(store=store, teams=TEAMS, clock=FixedClock())
+    transport = httpx.ASGITransport(app=app)
+    yield lambda: httpx.AsyncClient(transport=transport, base_url="http://husvakt")
+    await store.aclose()
+
+
+async def sign_in(client, user, password=PASSWORD):
+    return await client.post("/login", data={"user": user, "password": password, "next": "/cases"})
+
+
+def csrf(html):
+    return re.search(r'name="csrf" value="([0-9a-f]+)"', html).group(1)
+
+
+async def test_pages_need_a_session_and_a_wrong_password_gets_no_session(web):
+    async with web() as client:
+        page = await client.get("/cases?view=mine")
+        assert page.status_code == 303
+        assert page.headers["location"] == "/login?next=%2Fcases%3Fview%3Dmine"
+        failed = await sign_in(client, "eva", "wrong password")
+        assert "error=1" in failed.headers["location"]
+        assert "husvakt_session" not in client.cookies
+        login = await client.get(failed.headers["location"])
+        assert "Wrong user or password." in login.text
+
+
+async def test_a_technician_sees_their_teams_case_and_acknowledges_it(web):
+    async with web() as client:
+        signed = await sign_in(client, "eva")
+        assert signed.status_code == 303
+        listing = await client.get("/cases?view=team")
+        assert "HV-2026-000001" in listing.text
+        assert "HV-2026-000002" not in listing.text  # the plumbers' case
+        assert re.search(r'class="badge"[^>]*>1<', listing.text)  # one new, unacknowledged
+        case = await client.get("/cases/HV-2026-000001")
+        assert "Key box by the north door" in case.text
+        chart = case.text[case.text.index('<svg class="chart"') :]
+        assert 'class="threshold"' in chart  # the threshold is drawn in
+        assert chart.count(",") > 30  # a point per reading
+        done = await client.post(
+            "/cases/HV-2026-000001/act", data={"action": "acknowledge", "csrf": csrf(case.text)}
+        )
+        assert done.status_code == 303
+        after = await client.get("/cases/HV-2026-000001")
+        assert 'id="status">acknowledged<' in after.text
+        assert "new → acknowledged" in after.text
+        listing = await client.get("/cases?view=team")
+        assert 'class="badge"' not in listing.text
+
+
+async def test_another_teams_case_is_refused_and_forged_forms_are_rejected(web):
+    async with web() as client:
+        await sign_in(client, "eva")
+        other = await client.get("/cases/HV-2026-000002")
+        assert other.status_code == 403
+        assert "belongs to another team" in other.text
+        forged = await client.post(
+            "/cases/HV-2026-000001/act", data={"action": "acknowledge", "csrf": "0" * 32}
+        )
+        assert forged.status_code == 403
+
+
+async def test_a_dispatcher_sees_every_case_sorted_by_priority_and_filters_them(web):
+    async with web() as client:
+        await sign_in(client, "disa")
+        listing = await client.get("/cases?view=team")
+        # the P1 fire (opened at the same time) comes before the P2 frost
+        assert listing.text.index("HV-2026-000002") < listing.text.index("HV-2026-000001")
+        by_age = await client.get("/cases?view=team&sort=age")
+        assert by_age.text.index("HV-2026-000001") < by_age.text.index("HV-2026-000002")
+        critical = await client.get("/cases?view=team&severity=critical")
+        assert "HV-2026-000002" in critical.text
+        assert "HV-2026-000001" not in critical.text
+
+
+async def test_pages_speak_the_users_language(web):
+    async with web() as client:
+        await sign_in(client, "jonas")
+        listing = await client.get("/cases?view=team")
+        assert "Mitt lags ärenden" in listing.text
+        assert '<html lang="sv">' in listing.text
+        case = await client.get("/cases/HV-2026-000001")
+        assert "Kvittera" in case.text
+
+
+async def test_signing_out_ends_the_session(web):
+    async with web() as client:
+        await sign_in(client, "eva")
+        session = client.cookies["husvakt_session"]
+        page = await client.get("/cases")
+        out = await client.post("/logout", data={"csrf": csrf(page.text)})
+        assert out.status_code == 303
+    async with web() as replayed:
+        replayed.cookies.set("husvakt_session", session)
+        again = await replayed.get("/cases")
+        assert again.status_code == 303  # the old session is gone from the store
