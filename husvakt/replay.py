@@ -224,6 +224,15 @@ class ReplayResult(BaseModel):
         return "\n".join(lines) + "\n"
 
 
+async def _seed_users(store: CaseStore, config: HusvaktConfig, now: datetime) -> None:
+    """Every team member is a user who gets e-mail, so a replay shows who would be told."""
+    for member in sorted({m for t in config.teams for m in t.members}):
+        if await store.get_user(member) is None:  # a kept store may know them already
+            await store.add_user(
+                User(id=member, name=member, email=f"{member}@replay.invalid"), now=now
+            )
+
+
 async def replay(
     *,
     name: str,
@@ -246,13 +255,7 @@ async def replay(
     if store is None:
         store = MemoryCaseStore()
     await store.start()
-    # Every team member is a user who gets e-mail, so a replay shows who would be told.
-    members = sorted({m for t in config.teams for m in t.members})
-    for member in members:
-        if await store.get_user(member) is None:  # a kept store may know them already
-            await store.add_user(
-                User(id=member, name=member, email=f"{member}@replay.invalid"), now=start
-            )
+    await _seed_users(store, config, start)
     notify = config.notify.model_copy(update={"smtp": config.notify.smtp or SmtpConfig()})
     sent: list[tuple[datetime, Delivery]] = []
     channel = RecordingChannel(sent, clock)

@@ -13,7 +13,7 @@ from casebridge.store.sql import SqliteCaseStore
 from tests.casebridge.test_api import TEAMS, FixedClock
 from tests.factories import T0, make_alarm, make_draft
 
-PASSWORD = "correct horse battery"  # noqa: S105 - a test user's password
+PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
