@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from casebridge.config import SmtpConfig
+from casebridge.history import ReadingHistory
 from casebridge.models import Case, CaseEvent, Delivery, User
 from casebridge.notify import Escalator, Notifier
 from casebridge.store import CaseStore
@@ -261,7 +262,8 @@ async def replay(
     channel = RecordingChannel(sent, clock)
     sensors = config.sensor_index()
     alarms: list[Alarm] = []
-    bridge = bridge_for(config, store=store, clock=clock, notify=notify)
+    history = ReadingHistory()
+    bridge = bridge_for(config, store=store, clock=clock, notify=notify, history=history)
 
     async def hand_off(alarm: Alarm) -> None:
         alarms.append(alarm)
@@ -295,6 +297,7 @@ async def replay(
         for arrival in itertools.chain([first] if first else [], stream):
             await step_until(arrival.at)
             clock.value = arrival.at
+            history.add(arrival.reading)
             await engine.process(arrival.reading)
         end = max(until or start, clock.value)
         await step_until(end)
@@ -303,10 +306,6 @@ async def replay(
     finally:
         if not keep:
             await store.aclose()
-    notifications = [
-        {"at": format_ts(at), "channel": d.channel, "recipient": d.recipient, "subject": d.subject}
-        for at, d in sent
-    ]
     merged = Counter(counts)
     merged.update({f"engine_{k}": v for k, v in engine.counts.items()})
     return ReplayResult(
@@ -315,7 +314,15 @@ async def replay(
         cases=cases,
         timelines=timelines,
         alarms=alarms,
-        notifications=notifications,
+        notifications=[
+            {
+                "at": format_ts(at),
+                "channel": d.channel,
+                "recipient": d.recipient,
+                "subject": d.subject,
+            }
+            for at, d in sent
+        ],
     )
 
 

@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote_plus, urlencode
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
@@ -280,6 +281,7 @@ async def case_page(deps: Deps, session: Signed, case_id: str) -> HTMLResponse:
         members=sorted(team.members) if team else [],
         age=_age(case.opened_at, deps.clock.now()),
         tz=tz,
+        local=lambda at: at.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M"),
     )
 
 
