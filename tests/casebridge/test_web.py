@@ -142,3 +142,39 @@ async def test_signing_out_ends_the_session(web):
         replayed.cookies.set("husvakt_session", session)
         again = await replayed.get("/cases")
         assert again.status_code == 303  # the old session is gone from the store
+
+
+async def test_the_site_overview_shows_open_cases_and_gateways_last_contact(tmp_path):
+    from casebridge.config import TeamConfig  # noqa: PLC0415
+    from gateway.config import SiteConfig  # noqa: PLC0415
+    from stream.core import GatewayTrack, encode_track  # noqa: PLC0415
+    from stream.state import SqliteRuleState  # noqa: PLC0415
+
+    state = SqliteRuleState(tmp_path / "rules.db")
+    track = GatewayTrack(site="s", gateway="pi-cellar", contact=T0 - timedelta(minutes=7))
+    await state.save({("s", "pi-cellar"): encode_track(track)})
+    state.close()
+    store = SqliteCaseStore(tmp_path / "cases.db")
+    await store.start()
+    await store.add_user(User(id="disa", name="Disa", role="dispatcher"), now=T0)
+    await store.set_password("disa", hash_password(PASSWORD))
+    await store.record_alarm(
+        make_alarm(), make_draft(team="facilities"), OpenPlan(), now=T0, reopen_window=0
+    )
+    app = create_app(
+        store=store,
+        teams=(TeamConfig(id="facilities", name="F", members=("eva",)),),
+        clock=FixedClock(),
+        sites=(SiteConfig(id="s", name="Skolan", address="Skolvägen 1"),),
+        rule_state=tmp_path / "rules.db",
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://husvakt"
+    ) as client:
+        await sign_in(client, "disa")
+        page = await client.get("/sites")
+    await store.aclose()
+    assert "Skolan" in page.text
+    assert "1 open cases" in page.text
+    assert "pi-cellar (last contact 7 min ago)" in page.text
+    assert "/cases/HV-2026-000001" in page.text
