@@ -93,6 +93,9 @@ class CaseStore(Protocol):
         """Every case's events with a cursor above `cursor`, in order (the event feed)."""
         ...
 
+    async def latest_cursor(self) -> int:
+        """The cursor of the newest event (0 without any): where a live feed starts."""
+
     async def add_user(self, user: User, *, now: datetime) -> None: ...
 
     async def get_user(self, user_id: str) -> User | None: ...

@@ -387,6 +387,11 @@ class SqlCaseStore:
                 for r in await conn.execute(query)
             ]
 
+    async def latest_cursor(self) -> int:
+        async with self._engine.connect() as conn:
+            value = (await conn.execute(select(func.max(case_events.c.id)))).scalar_one()
+        return int(value or 0)
+
     # --- users -------------------------------------------------------------------------------
 
     async def add_user(self, user: User, *, now: datetime) -> None:

@@ -376,8 +376,7 @@ async def sites_page(deps: Deps, session: Signed) -> HTMLResponse:
 async def live(request: Request, deps: Deps, session: Signed) -> StreamingResponse:
     """Server-sent events: one `case` event per changed case the user may see."""
     who = session.who
-    events = await deps.store.events_after(0, limit=1_000_000)
-    cursor = events[-1].cursor if events else 0
+    cursor = await deps.store.latest_cursor()
 
     async def stream() -> AsyncIterator[bytes]:
         nonlocal cursor
