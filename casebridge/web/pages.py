@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -56,7 +57,8 @@ class WebDeps:
     clock: Clock
     rule_state: Path | None = None
     poll_every: float = 1.0
-    members: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    #: failed sign-ins per user id (monotonic times), to slow down password guessing
+    failures: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -145,8 +147,12 @@ async def home() -> RedirectResponse:
     return RedirectResponse("/cases", status_code=303)
 
 
+MAX_FAILURES = 5
+FAILURE_WINDOW = 300.0
+
+
 @router.get("/login", response_class=HTMLResponse)
-async def login_page(next: str = "/cases", error: bool = False) -> HTMLResponse:
+async def login_page(next: str = "/cases", error: str = "") -> HTMLResponse:
     return _render("login.html", next=next, error=error)
 
 
@@ -157,11 +163,19 @@ async def login(
     password: Annotated[str, Form()],
     next: Annotated[str, Form()] = "/cases",
 ) -> Response:
-    found = await deps.store.get_user(user.strip().lower())
+    uid = user.strip().lower()
+    moment = time.monotonic()
+    recent = [t for t in deps.failures.get(uid, []) if moment - t < FAILURE_WINDOW]
+    if len(recent) >= MAX_FAILURES:
+        query = urlencode({"next": next, "error": "locked"})
+        return RedirectResponse(f"/login?{query}", status_code=303)
+    found = await deps.store.get_user(uid)
     stored = await deps.store.password_hash(found.id) if found else None
     if found is None or not verify_password(password, stored):
+        deps.failures[uid] = [*recent, moment]
         query = urlencode({"next": next, "error": "1"})
         return RedirectResponse(f"/login?{query}", status_code=303)
+    deps.failures.pop(uid, None)
     token = new_token()
     await deps.store.add_token(found.id, hash_token(token), label="web", now=deps.clock.now())
     target = next if next.startswith("/") and not next.startswith("//") else "/cases"
