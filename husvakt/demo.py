@@ -61,7 +61,7 @@ def night_profiles(start: datetime = NIGHT_START) -> dict[str, Profile]:
             noise=0.05,
             seed=1,
             # 03:30: the probe's connector works loose for a moment; the node reports −127.
-            glitches=[Glitch(at=_at(5.5), value=-127.0, duration=timedelta(seconds=90))],
+            glitches=[Glitch(at=_at(5.5), value=-127.0, duration=timedelta(minutes=3))],
         ),
         # The boiler room runs warm; at 06:00 a burner fault heats it past 50 and then 57 °C.
         "modbus": Profile(
@@ -82,7 +82,7 @@ def night_profiles(start: datetime = NIGHT_START) -> dict[str, Profile]:
             points=[(_at(0), 21.0), (_at(4.0), 18.5), (_at(8.0), 19.5)],
             noise=0.1,
             seed=3,
-            glitches=[Glitch(at=_at(2.0), value="\x00\x7f#@!", duration=timedelta(seconds=90))],
+            glitches=[Glitch(at=_at(2.0), value="\x00\x7f#@!", duration=timedelta(minutes=10))],
         ),
     }
 

@@ -130,7 +130,9 @@ class RiseRule(RuleBase):
     """Raise `heat_rise` when the temperature climbs at `rate` °C per minute or faster.
 
     The rate is the least-squares slope of the good readings within `window`, from at least
-    `min_samples` of them; it clears once the slope is back below `clear_rate`.
+    `min_samples` of them spanning at least `min_span` (a burst of lines that a stalled serial
+    adapter delivers at once must not look like a jump); it clears once the slope is back below
+    `clear_rate`.
     """
 
     condition: Literal["heat_rise"]
@@ -139,6 +141,7 @@ class RiseRule(RuleBase):
     clear_rate: float | None = Field(default=None, ge=0, description="default: half of rate")
     window: Duration = 120.0
     min_samples: int = Field(default=3, ge=2)
+    min_span: Duration = 30.0
 
     @model_validator(mode="after")
     def _rates_are_consistent(self) -> Self:

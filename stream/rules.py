@@ -280,7 +280,8 @@ def _rise(
         *(s for s in state.samples if (ts - s[0]).total_seconds() <= rule.window),
         (ts, reading.value),
     )
-    rate = rise_rate(samples) if len(samples) >= rule.min_samples else None
+    spans = (samples[-1][0] - samples[0][0]).total_seconds() >= rule.min_span
+    rate = rise_rate(samples) if len(samples) >= rule.min_samples and spans else None
 
     def alarm(episode: Episode, what: AlarmState, value: float, threshold: float) -> Alarm:
         return _alarm(

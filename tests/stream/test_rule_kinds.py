@@ -45,9 +45,14 @@ def run(rules, samples):
     ("name", "samples", "expected"),
     [
         (
-            "10 °C a minute, read every 10 s, raises once the window holds 3 samples",
+            "10 °C a minute, read every 10 s, raises once the samples span 30 s",
             [(t, 20 + t / 6) for t in range(0, 200, 10)],
-            [(20, "heat_rise", "raised", "warning")],
+            [(30, "heat_rise", "raised", "warning")],
+        ),
+        (
+            "a burst of lines delivered at once after a stall is not a rise",
+            [(0, 20), (1, 21), (2, 22.5), (3, 23)],
+            [],
         ),
         (
             "a steady room never raises",
