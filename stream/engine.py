@@ -63,6 +63,9 @@ class EmbeddedEngine:
         self._state = state
         self._tracks: dict[tuple[str, str], GatewayTrack] = {}
         self._dirty: set[tuple[str, str]] = set()
+        # Batches, statuses and ticks take turns: each one's alarms are handed off (awaited)
+        # before another changes the state they came from.
+        self._turn = asyncio.Lock()
         self.counts: Counter[str] = Counter()
         if state is not None:
             for key, data in state.load().items():
@@ -93,6 +96,10 @@ class EmbeddedEngine:
 
     async def process_batch(self, readings: Sequence[Reading]) -> None:
         """Evaluate a batch, hand off its alarms, then save the changed state."""
+        async with self._turn:
+            await self._process_batch(readings)
+
+    async def _process_batch(self, readings: Sequence[Reading]) -> None:
         now = self._clock.now()
         for reading in readings:
             track = self._track(reading.site, reading.gateway)
@@ -112,19 +119,22 @@ class EmbeddedEngine:
         """The gateway's retained status message."""
         if not self._watch_gateways:
             return
-        now = self._clock.now()
-        await self._emit(on_status(self._track(site, gateway), online, ts, self._table, now))
-        await self.save()
+        async with self._turn:
+            now = self._clock.now()
+            track = self._track(site, gateway)
+            await self._emit(on_status(track, online, ts, self._table, now))
+            await self.save()
 
     async def tick(self) -> None:
         """Let time-based rules (offline) see the time."""
-        now = self._clock.now()
-        for key, track in self._tracks.items():
-            alarms = on_tick(track, self._table, now, watch_gateway=self._watch_gateways)
-            if alarms:
-                self._dirty.add(key)
-                await self._emit(alarms)
-        await self.save()
+        async with self._turn:
+            now = self._clock.now()
+            for key, track in list(self._tracks.items()):
+                alarms = on_tick(track, self._table, now, watch_gateway=self._watch_gateways)
+                if alarms:
+                    self._dirty.add(key)
+                    await self._emit(alarms)
+            await self.save()
 
     async def run_ticks(self, every: float, stop: asyncio.Event) -> None:
         while not stop.is_set():

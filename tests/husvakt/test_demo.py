@@ -1,6 +1,7 @@
 """The demo night end to end, through real MQTT, Modbus TCP and a serial pty."""
 
 import json
+import signal
 import subprocess
 import sys
 
@@ -60,13 +61,20 @@ async def test_the_demo_night_opens_exactly_one_freezing_and_one_fire_case(tmp_p
 @pytest.mark.serial
 def test_the_demo_command_runs_on_its_embedded_broker_and_lists_its_cases(tmp_path):
     db = tmp_path / "demo.db"
-    run = subprocess.run(
-        [sys.executable, "-m", "husvakt.cli", "demo", "--db", str(db), "--speed", "3600"],
-        capture_output=True,
+    command = [sys.executable, "-X", "faulthandler", "-m", "husvakt.cli", "demo"]
+    proc = subprocess.Popen(
+        [*command, "--db", str(db), "--speed", "3600"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
-        check=False,
     )
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"the demo did not finish in 120 s:\n{stdout}\n{stderr[-6000:]}")
+    run = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     assert run.returncode == 0, run.stderr
     assert "HV-2026-000001" in run.stdout and "HV-2026-000002" in run.stdout
     assert "2 case(s) in" in run.stdout and str(db) in run.stdout
