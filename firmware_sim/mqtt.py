@@ -15,6 +15,15 @@ __all__ = ["MqttThermometer"]
 log = logging.getLogger("husvakt.sim.mqtt")
 
 
+def _honour_cancellation() -> None:
+    """Python 3.11's `asyncio.wait_for` (inside aiomqtt's publish) can swallow a cancellation
+    that arrives as the broker's PUBACK does; the task then goes on, told to stop. Re-raise it.
+    (firmware_sim imports nothing of ours; `gateway.cancel` has the same for the gateway.)"""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class MqttThermometer:
     """Publishes `{"temperature": v}` to `topic` every `interval` simulated seconds (QoS 1)."""
 
@@ -52,7 +61,11 @@ class MqttThermometer:
                         )
                         await client.publish(self._topic, payload, qos=1)
                         self.published += 1
+                        _honour_cancellation()
                         await self._clock.sleep(self._interval)
             except aiomqtt.MqttError as exc:
+                # A cancellation can come back as MqttError (the disconnect on the way out of
+                # `async with` timing out): stop, do not reconnect.
+                _honour_cancellation()
                 log.warning("simulated thermometer lost the broker (%s); reconnecting", exc)
                 await asyncio.sleep(0.2)

@@ -20,6 +20,7 @@ from datetime import datetime
 import aiomqtt
 
 from gateway.backoff import Backoff
+from gateway.cancel import honour_cancellation
 from gateway.clock import Clock
 from gateway.config import UplinkConfig
 from gateway.models import Reading, format_ts
@@ -130,6 +131,7 @@ class MqttUplink:
                     await client.publish(status, self._status("online", outbox), qos=1, retain=True)
                     await self._drain(client, outbox, topic, status)
             except aiomqtt.MqttError as exc:
+                honour_cancellation()
                 delay = backoff.next_delay()
                 log.warning(
                     "uplink: broker unavailable (%s); %d buffered; retrying in %.1fs",
@@ -150,6 +152,7 @@ class MqttUplink:
                 payload = "[" + ",".join(body for _, body in batch) + "]"
                 await client.publish(topic, payload.encode(), qos=1)
                 await outbox.ack([row_id for row_id, _ in batch])
+                honour_cancellation()
                 self.published += len(batch)
                 # A backlog drains at a bounded rate, so the broker and the rules downstream
                 # are not flooded after an outage.
@@ -204,6 +207,7 @@ class KafkaUplink:
                     await outbox.ack([row_id for row_id, _ in batch])
                     self.published += len(batch)
             except KafkaError as exc:
+                honour_cancellation()
                 delay = backoff.next_delay()
                 log.warning(
                     "uplink: Kafka unavailable (%s); %d buffered; retrying in %.1fs",

@@ -19,6 +19,7 @@ import aiomqtt
 from pydantic import ValidationError
 
 from gateway.backoff import Backoff
+from gateway.cancel import honour_cancellation
 from gateway.config import MqttBrokerConfig
 from gateway.models import Reading
 from gateway.quarantine import Quarantine
@@ -136,7 +137,9 @@ class UplinkSubscriber:
                     async for message in client.messages:
                         await self._handle(message)
                         client._client.ack(message.mid, message.qos)
+                        honour_cancellation()
             except aiomqtt.MqttError as exc:
+                honour_cancellation()
                 self.subscribed.clear()
                 delay = backoff.next_delay()
                 log.warning("uplink broker unavailable (%s); retrying in %.1fs", exc, delay)

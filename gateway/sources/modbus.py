@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import timedelta
@@ -12,6 +11,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from pymodbus.framer import FramerType
 from pymodbus.pdu import ExceptionResponse
 
+from gateway.cancel import honour_cancellation
 from gateway.clock import Clock
 from gateway.config import ModbusDeviceConfig, ModbusPoint
 from gateway.decode import decode_registers, register_count
@@ -28,15 +28,6 @@ ModbusDevice = tuple[ModbusDeviceConfig, Sequence[tuple[str, ModbusPoint]]]
 #: A device that keeps failing is polled only every 2ⁿ-th cycle (n ≤ 4), so on a shared RTU bus
 #: a dead device does not eat the others' bus time; a device that answers is back at once.
 MAX_SKIP_EXPONENT = 4
-
-
-def _honour_cancellation() -> None:
-    """pymodbus can swallow a cancellation that arrives mid-request (it catches broadly around
-    its transport), leaving the task running with the request pending; re-raise it here so
-    stopping the gateway always stops the source."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def _client(device: ModbusDeviceConfig) -> Client:
@@ -88,7 +79,7 @@ class ModbusSource:
         try:
             while True:
                 await self._poll(client, emit, cycle)
-                _honour_cancellation()
+                honour_cancellation()
                 cycle += 1
                 due += self._interval
                 now = self._clock.now()

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 import aiomqtt
 
 from gateway.backoff import Backoff
+from gateway.cancel import honour_cancellation
 from gateway.clock import Clock
 from gateway.config import MqttBrokerConfig, MqttPoint
 from gateway.decode import decode_mqtt
@@ -72,6 +73,7 @@ class MqttSource:
                     async for message in client.messages:
                         await self._handle(str(message.topic), message.payload, emit)
             except aiomqtt.MqttError as exc:
+                honour_cancellation()
                 delay = backoff.next_delay()
                 log.warning(
                     "%s: broker unavailable (%s); retrying in %.1fs", self._name, exc, delay
