@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from casebridge.history import ReadingHistory
@@ -19,6 +20,7 @@ from casebridge.notify import Escalator, Notifier, run_notifications
 from casebridge.store import CaseStore
 from gateway.clock import Clock
 from gateway.models import Reading
+from gateway.uplink import kafka_key, kafka_readings, kafka_status
 from husvakt.allinone import bridge_for, channels_for
 from husvakt.config import HusvaktConfig
 from stream.engine import EmbeddedEngine
@@ -33,14 +35,60 @@ __all__ = ["EmbeddedServer", "FaustServer"]
 log = logging.getLogger("husvakt.stream.server")
 
 
-class EmbeddedServer:
-    def __init__(self, *, config: HusvaktConfig, clock: Clock, store: CaseStore) -> None:
+class _Server:
+    """What both shapes share: the uplink subscriber, the case bridge with its notifications
+    and escalations, and the reading history (in memory for enrichment, InfluxDB if set)."""
+
+    def __init__(
+        self,
+        *,
+        config: HusvaktConfig,
+        clock: Clock,
+        store: CaseStore,
+        on_readings: Callable[[list[Reading]], Awaitable[None]],
+        on_status: Callable[[GatewayStatus], Awaitable[None]],
+    ) -> None:
         stream = config.stream
         self._config = config
         self._clock = clock
         self.history = ReadingHistory()
         self.influx = InfluxHistory(stream.influx) if stream.influx else None
         self.bridge = bridge_for(config, store=store, clock=clock, history=self.history)
+        self.subscriber = UplinkSubscriber(
+            broker=stream.broker,
+            client_id=stream.client_id,
+            on_readings=on_readings,
+            on_status=on_status,
+        )
+        self.notifier = Notifier(store=store, channels=channels_for(config, clock))
+        self.escalator = Escalator(store=store, teams=config.teams, notify=config.notify)
+
+    def _remember(self, readings: list[Reading]) -> None:
+        for reading in readings:
+            self.history.add(reading)
+        if self.influx is not None:
+            self.influx.add(readings)
+
+    async def _notifications(self, stop: asyncio.Event) -> None:
+        await run_notifications(
+            notifier=self.notifier,
+            escalator=self.escalator,
+            clock=self._clock,
+            every=self._config.notify.check_every,
+            stop=stop,
+        )
+
+
+class EmbeddedServer(_Server):
+    def __init__(self, *, config: HusvaktConfig, clock: Clock, store: CaseStore) -> None:
+        super().__init__(
+            config=config,
+            clock=clock,
+            store=store,
+            on_readings=self._readings,
+            on_status=self._status,
+        )
+        stream = config.stream
         self.engine = EmbeddedEngine(
             table=RuleTable(config.rules, config.sensor_index()),
             clock=clock,
@@ -49,23 +97,12 @@ class EmbeddedServer:
             watch_gateways=True,
             state=SqliteRuleState(stream.state) if stream.state else None,
         )
-        self.subscriber = UplinkSubscriber(
-            broker=stream.broker,
-            client_id=stream.client_id,
-            on_readings=self._readings,
-            on_status=self._status,
-        )
-        self.notifier = Notifier(store=store, channels=channels_for(config, clock))
-        self.escalator = Escalator(store=store, teams=config.teams, notify=config.notify)
 
     async def _hand_off(self, alarm: Alarm) -> None:
         await self.bridge.handle(alarm)
 
     async def _readings(self, readings: list[Reading]) -> None:
-        for reading in readings:
-            self.history.add(reading)
-        if self.influx is not None:
-            self.influx.add(readings)
+        self._remember(readings)
         await self.engine.process_batch(readings)
 
     async def _status(self, status: GatewayStatus) -> None:
@@ -77,16 +114,7 @@ class EmbeddedServer:
             tasks = [
                 tg.create_task(self.subscriber.run(), name="uplink subscriber"),
                 tg.create_task(self.engine.run_ticks(stream.tick_every, stop), name="ticks"),
-                tg.create_task(
-                    run_notifications(
-                        notifier=self.notifier,
-                        escalator=self.escalator,
-                        clock=self._clock,
-                        every=self._config.notify.check_every,
-                        stop=stop,
-                    ),
-                    name="notifications",
-                ),
+                tg.create_task(self._notifications(stop), name="notifications"),
             ]
             if self.influx is not None:
                 tasks.append(tg.create_task(self.influx.run(), name="history"))
@@ -101,38 +129,25 @@ class EmbeddedServer:
         )
 
 
-class FaustServer:
+class FaustServer(_Server):
     """One Faust worker with the MQTT ingest and the case bridge as its tasks and agent."""
 
     def __init__(self, *, config: HusvaktConfig, clock: Clock, store: CaseStore) -> None:
-        from stream.faust_engine import (  # noqa: PLC0415 - Faust is an optional extra
-            FaustEngine,
-            gateway_key,
-            readings_message,
-            status_message,
-        )
+        from stream.faust_engine import FaustEngine  # noqa: PLC0415 - an optional extra
 
-        self._gateway_key = gateway_key
-        self._readings_message = readings_message
-        self._status_message = status_message
-        stream = config.stream
-        self._config = config
-        self._clock = clock
-        self._store = store
-        self._started = asyncio.Lock()
-        self._store_ready = False
-        self.engine = FaustEngine(rules=config.rules, sensors=config.sensor_index(), config=stream)
-        self.history = ReadingHistory()
-        self.influx = InfluxHistory(stream.influx) if stream.influx else None
-        self.bridge = bridge_for(config, store=store, clock=clock, history=self.history)
-        self.subscriber = UplinkSubscriber(
-            broker=stream.broker,
-            client_id=stream.client_id,
+        super().__init__(
+            config=config,
+            clock=clock,
+            store=store,
             on_readings=self._ingest_readings,
             on_status=self._ingest_status,
         )
-        self.notifier = Notifier(store=store, channels=channels_for(config, clock))
-        self.escalator = Escalator(store=store, teams=config.teams, notify=config.notify)
+        self._store = store
+        self._started = asyncio.Lock()
+        self._store_ready = False
+        self.engine = FaustEngine(
+            rules=config.rules, sensors=config.sensor_index(), config=config.stream
+        )
         app = self.engine.app
         app.agent(self.engine.alarms, name="record-cases")(self._record_cases)
         app.task(self._run_subscriber)
@@ -148,18 +163,17 @@ class FaustServer:
 
     async def _ingest_readings(self, readings: list[Reading]) -> None:
         first = readings[0]
-        if self.influx is not None:
-            self.influx.add(readings)
+        self._remember(readings)
         payload = b"[" + b",".join(r.model_dump_json().encode() for r in readings) + b"]"
         sent = await self.engine.readings.send(
-            key=self._gateway_key(first.site, first.gateway), value=self._readings_message(payload)
+            key=kafka_key(first.site, first.gateway), value=kafka_readings(payload)
         )
         await sent  # Kafka has it before the MQTT message is acknowledged
 
     async def _ingest_status(self, status: GatewayStatus) -> None:
         sent = await self.engine.readings.send(
-            key=self._gateway_key(status.site, status.gateway),
-            value=self._status_message(status.online, status.ts),
+            key=kafka_key(status.site, status.gateway),
+            value=kafka_status(status.online, status.ts),
         )
         await sent
 
@@ -178,13 +192,7 @@ class FaustServer:
 
     async def _run_notifications(self) -> None:
         await self._ensure_store()
-        await run_notifications(
-            notifier=self.notifier,
-            escalator=self.escalator,
-            clock=self._clock,
-            every=self._config.notify.check_every,
-            stop=asyncio.Event(),
-        )
+        await self._notifications(asyncio.Event())
 
     async def _run_influx(self) -> None:
         assert self.influx is not None

@@ -30,7 +30,6 @@ from pydantic import ValidationError
 from gateway.config import SensorConfig
 from gateway.models import Reading, format_ts
 from gateway.quarantine import Quarantine
-from gateway.uplink import kafka_key, kafka_readings, kafka_status
 from stream.config import KafkaConfig, RuleBase, StreamConfig
 from stream.core import (
     GatewayTrack,
@@ -46,18 +45,10 @@ from stream.table import RuleTable
 __all__ = [
     "FaustEngine",
     "alarm_key",
-    "gateway_key",
-    "readings_message",
-    "status_message",
     "tick_message",
 ]
 
 log = logging.getLogger("husvakt.stream.faust")
-
-
-gateway_key = kafka_key
-readings_message = kafka_readings
-status_message = kafka_status
 
 
 def alarm_key(alarm: Alarm) -> bytes:
@@ -113,22 +104,8 @@ class FaustEngine:
         self.app = faust.App(kafka.app_id, **settings)
         # Keys and values are bytes we encode and decode ourselves: a message that does not
         # decode is quarantined by the agent instead of crashing it.
-        self.readings = self.app.topic(
-            kafka.readings_topic,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=kafka.partitions,
-        )
-        self.alarms = self.app.topic(
-            kafka.alarms_topic,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=kafka.partitions,
-        )
+        self.readings = self._raw_topic(kafka.readings_topic, kafka.partitions)
+        self.alarms = self._raw_topic(kafka.alarms_topic, kafka.partitions)
         self.tracks = self.app.Table(
             "rule-state",
             default=None,
@@ -138,6 +115,16 @@ class FaustEngine:
         )
         self.app.agent(self.readings, name="evaluate")(self._evaluate)
         self.app.timer(interval=config.tick_every)(self._tick)
+
+    def _raw_topic(self, name: str, partitions: int) -> faust.TopicT:
+        return self.app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=partitions,
+        )
 
     async def _evaluate(self, stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():

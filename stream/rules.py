@@ -30,7 +30,6 @@ __all__ = [
     "FaultState",
     "OfflineState",
     "RiseState",
-    "RuleState",
     "State",
     "ThresholdState",
     "episode_id",
@@ -92,8 +91,6 @@ class FaultState:
 
 
 State = ThresholdState | RiseState | OfflineState | FaultState
-#: Kept for callers of the first version, where only thresholds existed.
-RuleState = ThresholdState
 
 
 def initial_state(rule: RuleBase) -> State:

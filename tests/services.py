@@ -21,6 +21,7 @@ __all__ = [
     "ServiceError",
     "Tansu",
     "VictoriaMetrics",
+    "stop_process",
     "wait_for_port",
 ]
 
@@ -43,6 +44,18 @@ def wait_for_port(
         except OSError:
             time.sleep(0.02)  # polling a port another process opens: no event to wait on
     raise ServiceError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, *, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it does not exit within `timeout`."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 class PostgresServer:
@@ -115,14 +128,8 @@ class PostgresServer:
         return self
 
     def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc = None
+        stop_process(self._proc, timeout=15)
+        self._proc = None
         shutil.rmtree(self._dir, ignore_errors=True)
 
     async def _admin(self, sql: str) -> None:
@@ -180,13 +187,7 @@ class Mosquitto:
         wait_for_port(self.host, self.port, proc=self.proc)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout=5)
         self.proc = None
 
 
@@ -228,14 +229,8 @@ class Tansu:
         return self
 
     def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc = None
+        stop_process(self._proc, timeout=10)
+        self._proc = None
         self._log.close()
 
 
@@ -266,12 +261,6 @@ class VictoriaMetrics:
         return self
 
     def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc = None
+        stop_process(self._proc, timeout=10)
+        self._proc = None
         shutil.rmtree(self._dir, ignore_errors=True)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from casebridge.enrich import CONDITION_TITLES
+
 __all__ = ["LANGUAGES", "words"]
 
 _EN: dict[str, str] = {
+    **CONDITION_TITLES,
     "app": "husvakt",
     "sign_in": "Sign in",
     "sign_out": "Sign out",
@@ -68,12 +71,6 @@ _EN: dict[str, str] = {
     "sla_due": "Due",
     "condition_active": "Condition still active",
     "condition_cleared": "Condition cleared",
-    "freezing": "Freezing risk",
-    "fire": "Abnormal heat (fire risk)",
-    "heat_rise": "Rapid temperature rise",
-    "sensor_offline": "Sensor offline",
-    "gateway_offline": "Gateway offline",
-    "sensor_fault": "Sensor fault",
     "new": "new",
     "acknowledged": "acknowledged",
     "in_progress": "in progress",

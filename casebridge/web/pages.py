@@ -126,6 +126,15 @@ def _view_filter(view: str, who: Access) -> dict[str, list[str]]:
     return {"teams": list(who.teams)}
 
 
+def _in_view(view: str, who: Access, case: Case) -> bool:
+    """`_view_filter` for one case already read (the tab counts come from one query)."""
+    if view == "mine":
+        return case.assignee == who.user.id
+    if view == "members":
+        return case.assignee in who.team_members
+    return who.sees_everything or case.team in who.teams
+
+
 def _sort(cases: list[Case], sort: str) -> list[Case]:
     if sort == "age":
         return sorted(cases, key=lambda c: c.opened_at)
@@ -211,16 +220,15 @@ async def work_list(
     statuses: list[CaseStatus] | None = list(OPEN_STATUSES) if status == "open" else None
     if status not in ("open", "any", ""):
         statuses = [status]  # type: ignore[list-item]
+    open_cases = [
+        c
+        for c in await deps.store.list_cases(CaseFilter(statuses=list(OPEN_STATUSES)))
+        if who.can_read(c)
+    ]
     counts = {}
     for name in VIEWS:
-        open_cases = [
-            c
-            for c in await deps.store.list_cases(
-                CaseFilter(statuses=list(OPEN_STATUSES), **_view_filter(name, who))
-            )
-            if who.can_read(c)
-        ]
-        counts[name] = (len(open_cases), sum(c.status == "new" for c in open_cases))
+        in_view = [c for c in open_cases if _in_view(name, who, c)]
+        counts[name] = (len(in_view), sum(c.status == "new" for c in in_view))
     where = CaseFilter(
         statuses=statuses,
         sites=[site] if site else None,

@@ -16,8 +16,10 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from gateway.models import Reading
-from stream.faust_engine import gateway_key, readings_message, tick_message
+from gateway.uplink import kafka_key, kafka_readings
+from stream.faust_engine import tick_message
 from stream.models import Alarm
+from tests.services import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHOOL = ROOT / "config" / "scenarios" / "school.yaml"
@@ -74,13 +76,7 @@ class Worker:
             self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout=30)
 
     async def wait_for_output(self, text: str, *, timeout: float) -> bool:
         """Whether the worker logged `text` within `timeout` (a log line is the only signal
@@ -118,10 +114,10 @@ async def produce(bootstrap: str, topic: str, messages: Iterable[Message]) -> No
                 value = tick_message(at)
             else:
                 body = b",".join(r.model_dump_json().encode() for r in readings)
-                value = readings_message(b"[" + body + b"]")
+                value = kafka_readings(b"[" + body + b"]")
             await producer.send(
                 topic,
-                key=gateway_key(site, gateway),
+                key=kafka_key(site, gateway),
                 value=value,
                 timestamp_ms=int(at.timestamp() * 1000),
             )

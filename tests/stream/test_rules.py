@@ -5,7 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.config import ThresholdRule as RuleRow
-from stream.rules import RuleState, evaluate
+from stream.rules import ThresholdState as RuleState
+from stream.rules import evaluate
 from tests.factories import make_reading
 
 T0 = datetime(2026, 1, 15, 0, 0, tzinfo=UTC)

@@ -14,7 +14,7 @@ from casebridge.store.sql import SqliteCaseStore
 from husvakt.broker import free_port
 from husvakt.config import load_config
 from husvakt.replay import replay_path
-from tests.services import ServiceError, wait_for_port
+from tests.services import ServiceError, stop_process, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "config" / "scenarios"
@@ -97,13 +97,7 @@ class Server:
         wait_for_port("127.0.0.1", self.port, proc=self.proc, timeout=30)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 async def sign_in(page, base: str, user: str) -> None:
