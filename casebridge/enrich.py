@@ -19,6 +19,7 @@ CONDITION_TITLES: dict[str, str] = {
     "sensor_offline": "Sensor offline",
     "gateway_offline": "Gateway offline",
     "sensor_fault": "Sensor fault",
+    "gateway_clock": "Gateway clock wrong",
 }
 #: How many of the latest readings a case shows.
 RECENT_SHOWN = 12

@@ -3,11 +3,15 @@
 CaseBridgeError
 ├── RoutingError      no routing row matches (the table lacks its required fallback row)
 ├── CaseStoreError    the case store cannot be opened or written
+│   └── StoreUnavailableError   it cannot be reached right now (also a stream SinkUnavailableError:
+│                          the engine retries the alarm instead of dropping it)
 ├── CaseNotFoundError      no case (or user) with that id
 └── LifecycleError    an action the case's status does not allow (e.g. close a new case)
 """
 
 from __future__ import annotations
+
+from stream.errors import SinkUnavailableError
 
 __all__ = [
     "CaseBridgeError",
@@ -15,6 +19,7 @@ __all__ = [
     "CaseStoreError",
     "LifecycleError",
     "RoutingError",
+    "StoreUnavailableError",
 ]
 
 
@@ -36,3 +41,7 @@ class CaseNotFoundError(CaseBridgeError):
 
 class LifecycleError(CaseBridgeError):
     """The action is not allowed in the case's current status."""
+
+
+class StoreUnavailableError(CaseStoreError, SinkUnavailableError):
+    """The database cannot be reached or is busy; the same write may succeed later."""

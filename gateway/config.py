@@ -237,6 +237,11 @@ class SensorConfig(_Frozen):
 
     id: Slug
     site: Slug | None = None
+    gateway: Slug | None = Field(
+        default=None,
+        description="the gateway that reads this sensor (default: this file's gateway); the "
+        "server refuses the sensor's readings from any other",
+    )
     building: Slug | None = None
     room: Slug | None = None
     asset: str | None = None
@@ -286,6 +291,11 @@ class GatewayConfig(_Frozen):
     serial_ports: dict[Slug, SerialPortConfig] = Field(default_factory=dict)
     onewire: OneWireConfig = OneWireConfig()
     queue_size: int = Field(default=10_000, ge=1)
+    quarantine: Path | None = Field(
+        default=Path("quarantine.db"),
+        description="SQLite file of refused input for `husvakt quarantine` (relative to the "
+        "config); null keeps it in memory only",
+    )
 
 
 def sensor_problems(
@@ -352,8 +362,8 @@ def _source_problems(
 ) -> Iterator[tuple[tuple[str | int, ...], str]]:
     src = sensor.source
     where: tuple[str | int, ...] = ("sensors", i, "source")
-    if gateway is None:
-        return
+    if gateway is None or sensor.gateway not in (None, gateway.id):
+        return  # read by another gateway, whose own file names its connections
     if isinstance(src, MqttPoint):
         if src.broker is None and len(gateway.mqtt_brokers) != 1:
             yield (*where, "broker"), "name the broker (gateway.mqtt_brokers has not exactly one)"

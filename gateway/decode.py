@@ -5,7 +5,6 @@ Each raises `DecodeError` with a short fault reason; they never touch I/O or the
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import struct
@@ -13,12 +12,14 @@ from collections.abc import Sequence
 from typing import Literal
 
 from gateway.errors import DecodeError
+from gateway.wire import WireError, loads_bounded
 
 __all__ = [
     "MQTT_PRESETS",
     "decode_mqtt",
     "decode_registers",
     "parse_line",
+    "parse_number",
     "parse_w1_slave",
     "register_count",
 ]
@@ -49,17 +50,43 @@ def _finite(value: float) -> float:
     return value
 
 
-def _number(text: str) -> float:
-    try:
-        return _finite(float(text))
-    except ValueError:
-        raise DecodeError("unparsable", repr(text[:40])) from None
+#: What a device may send as a number: a plain decimal, as thermometers print them.
+_PLAIN = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+#: What Python would also read as a number; each is a fault with its reason, never a value.
+_NOT_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
+_SCIENTIFIC = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][+-]?[0-9]+")
+MAX_NUMBER_CHARS = 32
+
+
+def parse_number(text: str) -> float:
+    """The one number parser of every source: a plain decimal (`21.5`, `-3`, `+0.25`) → float.
+    `nan`, `inf` and numbers too large for a float (`1e309`) are `not-finite` faults; anything
+    else — exponents included, which no thermometer prints and which a pattern would otherwise
+    cut to a different number — is `unparsable`."""
+    text = text.strip()
+    if len(text) > MAX_NUMBER_CHARS:
+        raise DecodeError("unparsable", f"a number of {len(text)} characters")
+    if _PLAIN.fullmatch(text):
+        return float(text)  # a plain decimal of ≤ 32 characters is always finite
+    if _NOT_FINITE.fullmatch(text):
+        raise DecodeError("not-finite", repr(text))
+    if _SCIENTIFIC.fullmatch(text):
+        if not math.isfinite(float(text)):
+            raise DecodeError("not-finite", repr(text))
+        raise DecodeError("unparsable", f"{text!r} is not a plain decimal")
+    raise DecodeError("unparsable", repr(text[:40]))
+
+
+#: Sensor payloads are small; anything larger is not a reading.
+MAX_PAYLOAD = 64 * 1024
 
 
 def decode_mqtt(payload: bytes, fmt: str, value_path: str | None) -> float:
     """The value in an MQTT payload: a plain number, or JSON with a dotted path to the value
     (`fmt` a key of `MQTT_PRESETS`; presets know their device's path). Tasmota reports in °F
     when its TempUnit says so; that is converted here, since the unit travels in the payload."""
+    if len(payload) > MAX_PAYLOAD:
+        raise DecodeError("too-large", f"{len(payload)} bytes")
     try:
         text = payload.decode("utf-8").strip()
     except UnicodeDecodeError:
@@ -67,12 +94,15 @@ def decode_mqtt(payload: bytes, fmt: str, value_path: str | None) -> float:
     is_json, default_path = MQTT_PRESETS[fmt]
     value_path = value_path or default_path
     if not is_json:
-        return _number(text)
+        return parse_number(text)
     try:
-        # NaN/Infinity are not JSON; reject them rather than let Python's parser accept them.
-        node: object = json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise DecodeError("unparsable", f"invalid JSON: {exc.msg}") from None
+        # bounded: size, containers (so nesting) and digits; NaN/Infinity/1e309 refused
+        node: object = loads_bounded(text, max_bytes=MAX_PAYLOAD, max_containers=256)
+    except WireError as exc:
+        reason = (
+            "not-finite" if "finite" in str(exc) or "not a number" in str(exc) else "unparsable"
+        )
+        raise DecodeError(reason, str(exc)) from None
     for part in (value_path or "").split("."):
         if not part:
             continue
@@ -84,14 +114,10 @@ def decode_mqtt(payload: bytes, fmt: str, value_path: str | None) -> float:
             raise DecodeError("missing-value", f"no {value_path!r} in payload")
     if isinstance(node, bool) or not isinstance(node, int | float | str):
         raise DecodeError("unparsable", f"{value_path!r} is not a number")
-    value = _number(str(node)) if isinstance(node, str) else _finite(float(node))
+    value = parse_number(node) if isinstance(node, str) else _finite(float(node))
     if fmt == "tasmota" and '"TempUnit":"F"' in text.replace(" ", ""):
         value = (value - 32.0) * 5.0 / 9.0
     return value
-
-
-def _reject_constant(name: str) -> float:
-    raise DecodeError("not-finite", name)
 
 
 def register_count(data_type: DataType) -> int:
@@ -111,14 +137,73 @@ def decode_registers(
     return _finite(float(value))
 
 
+def _value_group_end(source: str) -> int | None:
+    """Where the `(?P<value>…)` group of a pattern's source ends (the index of its `)`)."""
+    start = source.find("(?P<value>")
+    if start < 0:
+        return None
+    depth, i, in_class = 0, start, False
+    while i < len(source):
+        char = source[i]
+        if char == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return None
+
+
+def _loosened(pattern: re.Pattern[str]) -> re.Pattern[str] | None:
+    """The pattern with its value group taking any token, so that a line whose value is not a
+    number (`T1=nan`) still names its sensor and becomes that sensor's fault reading."""
+    end = _value_group_end(pattern.pattern)
+    if end is None:
+        return None
+    start = pattern.pattern.find("(?P<value>")
+    source = pattern.pattern[:start] + r"(?P<value>[^\s,;|]+)" + pattern.pattern[end + 1 :]
+    try:
+        return re.compile(source, pattern.flags)
+    except re.error:
+        return None
+
+
 def parse_line(line: str, pattern: re.Pattern[str]) -> tuple[str | None, float]:
-    """A serial line → (the `sensor` group's text or None, value). Empty lines are unparsable."""
+    """A serial line → (the `sensor` group's text or None, value). Empty lines are unparsable.
+    A line whose value is not a plain decimal raises DecodeError with `sensor` set when the
+    line still names its sensor, so that it becomes that sensor's fault reading."""
     match = pattern.search(line)
     if match is None:
-        raise DecodeError("unparsable", repr(line[:60]))
+        loose = _loosened(pattern)
+        match = loose.search(line) if loose is not None else None
+        if match is None or "sensor" not in (loose.groupindex if loose else {}):
+            raise DecodeError("unparsable", repr(line[:60]))
+        sensor = match.group("sensor")
+        try:
+            parse_number(match.group("value"))
+        except DecodeError as exc:
+            raise DecodeError(exc.reason, exc.detail, sensor=sensor) from None
+        raise DecodeError("unparsable", repr(line[:60]), sensor=sensor)
     name = match.group("sensor") if "sensor" in pattern.groupindex else None
-    return name, _number(match.group("value"))
+    # The whole token where the value starts, not only what the group matched: `T1=2.5e1`
+    # must not read as 2.5, nor `T1=1e309` as 1.0.
+    token = _TOKEN.match(line, match.start("value"))
+    try:
+        return name, parse_number(token.group(0) if token else match.group("value"))
+    except DecodeError as exc:
+        raise DecodeError(exc.reason, exc.detail, sensor=name) from None
 
+
+#: A value token on a serial line: up to the next space or separator.
+_TOKEN = re.compile(r"[^\s,;|]+")
 
 #: The DS18B20 scratchpad right after power-on: 85 °C in bytes 0-1, count-remain 0x0C.
 _POWER_ON_RESET = ("50", "05")

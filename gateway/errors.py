@@ -19,8 +19,11 @@ class GatewayError(Exception):
 class DecodeError(GatewayError):
     """Input that names a sensor but holds no usable value; `reason` becomes the fault."""
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: str, detail: str = "", *, sensor: str | None = None) -> None:
         self.reason = reason
+        self.detail = detail
+        #: the sensor the input names, when it names one (a serial line's sensor group)
+        self.sensor = sensor
         super().__init__(f"{reason}: {detail}" if detail else reason)
 
 

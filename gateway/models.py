@@ -22,7 +22,7 @@ _SLUG = re.compile(SLUG_PATTERN)
 
 
 def _check_slug(value: str) -> str:
-    if not _SLUG.match(value):
+    if not _SLUG.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a valid id: use lowercase letters, digits, '-' and '_' "
             "(starting and ending with a letter or digit, at most 64 characters)"

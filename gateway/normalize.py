@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from gateway.config import SensorConfig
 from gateway.models import Reading
+from gateway.wire import LIMITS
 
 __all__ = ["PLAUSIBLE", "Sample", "normalize"]
 
@@ -18,18 +21,34 @@ PLAUSIBLE: dict[str, tuple[float, float]] = {
     "humidity": (0.0, 100.0),
 }
 
+#: The largest magnitude the wire carries.
+MAX_VALUE = LIMITS.value
+
 #: DallasTemperature's DEVICE_DISCONNECTED_C, sent by Arduino/ESP nodes when the probe is gone.
 DISCONNECTED_C = -127.0
 
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """What a source saw: a value (in the sensor's own unit, unscaled) or the fault it hit."""
+    """What a source saw: a value (in the sensor's own unit, unscaled) or the fault it hit.
+    `committed`, if given, is called once the reading is safe in the outbox (or quarantined):
+    an MQTT source acknowledges the message then."""
 
     sensor: str
     ts: datetime
     value: float | None = None
     fault: str | None = None
+    committed: Callable[[], None] | None = None
+
+
+#: The wire allows fault texts of 64 characters without control characters; a device's error
+#: message (a Modbus exception's text, say) is cut and cleaned to fit, never refused downstream.
+FAULT_CHARS = 64
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _fault_text(fault: str) -> str:
+    return _UNPRINTABLE.sub("?", fault)[:FAULT_CHARS] or "fault"
 
 
 def _ds18b20_fault(value: float) -> str | None:
@@ -67,10 +86,12 @@ def normalize(
                 fault = "disconnected"
             elif sensor.probe == "ds18b20":
                 fault = _ds18b20_fault(value)
-        bounds = PLAUSIBLE.get(sensor.kind)
-        if fault is None and bounds is not None and not bounds[0] <= value <= bounds[1]:
+        bounds = PLAUSIBLE.get(sensor.kind, (-MAX_VALUE, MAX_VALUE))
+        if fault is None and not bounds[0] <= value <= bounds[1]:
             fault = "out-of-range"
     shown = value if value is not None and math.isfinite(value) else 0.0
+    if abs(shown) > MAX_VALUE:
+        shown = 0.0  # a fault reading's value means nothing, and the wire carries no more
     return Reading(
         site=site,
         gateway=gateway,
@@ -81,5 +102,5 @@ def normalize(
         ts=sample.ts,
         seq=seq,
         quality="fault" if fault else "good",
-        fault=fault,
+        fault=_fault_text(fault) if fault else None,
     )

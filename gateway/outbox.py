@@ -3,7 +3,9 @@ only after the uplink confirmed it.
 
 SQLite in WAL mode with `synchronous=FULL`, one connection used from a worker thread. The
 outbox numbers readings as it commits them (`seq`, per gateway, gap-free across restarts), so a
-receiver that sees every `seq` from 1 to the last knows nothing committed was lost.
+receiver that sees every `seq` from 1 to the last knows nothing committed was lost. Each
+outbox has a random `id`, sent with every batch: a receiver that sees a new id knows the
+numbering starts again (the gateway got a new outbox), and no forged seq outlives it.
 
 When the payload held exceeds `max_bytes` the oldest quarter is thinned rather than dropped:
 per sensor and `thin_window`, the lowest and highest good reading and every fault reading stay,
@@ -14,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.models import Reading
+from gateway.wire import encode_reading
 
 __all__ = ["OutboxStats", "SqliteOutbox"]
 
@@ -34,6 +38,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('last_seq', 0), ('thinned', 0);
+CREATE TABLE IF NOT EXISTS identity (id TEXT NOT NULL);
 """
 
 
@@ -60,6 +65,7 @@ class SqliteOutbox:
         self._bytes = 0
         self._thinned = 0
         self._last_seq = 0
+        self.id = ""
         self.appended = asyncio.Event()
         self.emptied = asyncio.Event()
 
@@ -77,6 +83,11 @@ class SqliteOutbox:
         ).fetchone()
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         self._last_seq, self._thinned = int(meta["last_seq"]), int(meta["thinned"])
+        row = db.execute("SELECT id FROM identity").fetchone()
+        if row is None:
+            row = (f"ob-{secrets.token_hex(8)}",)
+            db.execute("INSERT INTO identity VALUES (?)", row)
+        self.id = str(row[0])
         if self._buffered == 0:
             self.emptied.set()
         self._db = db
@@ -115,7 +126,7 @@ class SqliteOutbox:
         for reading in readings:
             seq += 1
             numbered = reading.model_copy(update={"seq": seq})
-            body = json.dumps(numbered.to_wire(), ensure_ascii=False, separators=(",", ":"))
+            body = encode_reading(numbered)
             rows.append(
                 (
                     numbered.sensor,

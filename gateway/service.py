@@ -7,8 +7,9 @@ import contextlib
 import logging
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from gateway.backoff import Backoff
 from gateway.clock import Clock
 from gateway.config import (
     GatewayConfig,
@@ -21,7 +22,7 @@ from gateway.config import (
 from gateway.models import Reading
 from gateway.normalize import Sample, normalize
 from gateway.outbox import SqliteOutbox
-from gateway.quarantine import Quarantine
+from gateway.quarantine import Quarantine, SqliteQuarantine
 from gateway.secrets import read_secret, tls_context
 from gateway.sources import Source
 from gateway.sources.modbus import ModbusDevice, ModbusSource
@@ -48,6 +49,8 @@ def build_sources(
     serial: dict[str, dict[str, str]] = {}
     onewire: list[tuple[str, str]] = []
     for sensor in sensors:
+        if sensor.gateway not in (None, config.id):
+            continue  # another gateway reads it (a server-wide config)
         src = sensor.source
         if isinstance(src, MqttPoint):
             broker = src.broker or next(iter(config.mqtt_brokers))
@@ -111,7 +114,10 @@ class Gateway:
     """Runs every source as a named task; their samples become readings in the outbox.
 
     Sources hand samples over a bounded queue (back-pressure, never drops) to one writer that
-    commits them to the outbox in batches; the outbox numbers them.
+    commits them to the outbox in batches; the outbox numbers them. A sample that carries a
+    `committed` callback (an MQTT message waiting for its acknowledgement) has it called once
+    its reading is on disk — or once it was quarantined. A sample that cannot be normalised,
+    or a reading the outbox refuses on its own, is quarantined; a failing disk is retried.
     """
 
     def __init__(
@@ -127,9 +133,13 @@ class Gateway:
         self._sensors = {s.id: s for s in sensors}
         self._outbox = outbox
         self._batch = batch
-        self.quarantine = Quarantine()
+        self.quarantine = Quarantine(
+            store=SqliteQuarantine(config.quarantine) if config.quarantine else None
+        )
         self._sources = build_sources(config, sensors, clock=clock, quarantine=self.quarantine)
-        self._pending: asyncio.Queue[Reading] = asyncio.Queue(maxsize=config.queue_size)
+        self._pending: asyncio.Queue[tuple[Reading, Callable[[], None] | None]] = asyncio.Queue(
+            maxsize=config.queue_size
+        )
         self.counts: Counter[str] = Counter()
 
     @property
@@ -149,6 +159,7 @@ class Gateway:
         )
         async with asyncio.TaskGroup() as tg:
             writer = tg.create_task(self._write(), name="outbox writer")
+            flusher = tg.create_task(self.quarantine.run(), name="quarantine")
             sources = [
                 tg.create_task(source.run(self.accept), name=f"source {source.name}")
                 for source in self._sources
@@ -158,17 +169,30 @@ class Gateway:
                 task.cancel()
             await self._pending.join()
             writer.cancel()
+            flusher.cancel()
 
     async def accept(self, sample: Sample) -> None:
         sensor = self._sensors.get(sample.sensor)
         if sensor is None:
-            self.quarantine.add("unknown-sensor", sample.sensor)
+            self.quarantine.add("unknown-sensor", sample.sensor, source="gateway")
+            _done(sample.committed)
             return
         site = sensor.site or self._config.site
-        # seq 0 until the outbox numbers the reading as it commits it
-        reading = normalize(sample, sensor, site=site, gateway=self._config.id, seq=0)
+        try:
+            # seq 0 until the outbox numbers the reading as it commits it
+            reading = normalize(sample, sensor, site=site, gateway=self._config.id, seq=0)
+        except Exception as exc:  # a sample that cannot be normalised stops nothing
+            log.exception("normalising a sample of %s failed", sample.sensor)
+            self.quarantine.add(
+                "normalize-failed",
+                f"{type(exc).__name__}: {exc}",
+                source=sample.sensor,
+                raw=repr(sample),
+            )
+            _done(sample.committed)
+            return
         self.counts[reading.quality] += 1
-        await self._pending.put(reading)
+        await self._pending.put((reading, sample.committed))
 
     async def _write(self) -> None:
         while True:
@@ -176,10 +200,50 @@ class Gateway:
             while len(batch) < self._batch and not self._pending.empty():
                 batch.append(self._pending.get_nowait())
             try:
-                await self._outbox.append(batch)
+                await self._commit([reading for reading, _ in batch])
+                for _, committed in batch:
+                    _done(committed)
             finally:
                 for _ in batch:
                     self._pending.task_done()
+
+    async def _commit(self, readings: list[Reading]) -> None:
+        """Append to the outbox. If the batch fails, each reading is tried on its own: one that
+        fails alone is quarantined; if every one fails, the disk is at fault and the batch is
+        retried with backoff (nothing read is dropped)."""
+        backoff = Backoff(cap=30.0)
+        while True:
+            try:
+                await self._outbox.append(readings)
+            except Exception:
+                log.exception("the outbox refused a batch of %d readings", len(readings))
+            else:
+                return
+            kept = 0
+            for reading in readings:
+                try:
+                    await self._outbox.append([reading])
+                    kept += 1
+                except Exception as exc:  # noqa: BLE001 - quarantined, with its reason
+                    self.quarantine.add(
+                        "outbox-refused",
+                        f"{type(exc).__name__}: {exc}",
+                        source=reading.sensor,
+                        raw=repr(reading),
+                    )
+            if kept:
+                return
+            delay = backoff.next_delay()
+            log.error("the outbox takes nothing; retrying in %.1fs", delay)
+            await asyncio.sleep(delay)
+
+
+def _done(committed: Callable[[], None] | None) -> None:
+    if committed is not None:
+        try:
+            committed()
+        except Exception:  # an acknowledgement that fails is sent again by the broker
+            log.exception("acknowledging a message failed")
 
 
 async def run_gateway(

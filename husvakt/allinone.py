@@ -97,6 +97,9 @@ class AllInOne:
             sink=self._hand_off,
             late_after=config.stream.late_after,
             state=SqliteRuleState(config.stream.state) if config.stream.state else None,
+            registry=config.registry(),
+            quarantine=self.gateway.quarantine,
+            max_skew=config.stream.max_clock_skew,
         )
         self._tick_every = config.stream.tick_every
         for (site, sensor), entry in sensors.items():
@@ -105,10 +108,10 @@ class AllInOne:
         self.notifier = Notifier(store=store, channels=channels_for(config, clock))
         self.escalator = Escalator(store=store, teams=config.teams, notify=config.notify)
 
-    async def _evaluate(self, readings: list[Reading]) -> None:
+    async def _evaluate(self, readings: list[Reading], outbox: str) -> None:
         for reading in readings:
             self.history.add(reading)
-        await self.engine.process_batch(readings)
+        await self.engine.process_batch(readings, outbox=outbox, source="local")
 
     async def _hand_off(self, alarm: Alarm) -> None:
         await self.bridge.handle(alarm)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from casebridge.enrich import CONDITION_TITLES
 from casebridge.errors import CaseStoreError
 from casebridge.models import OPEN_STATUSES, CaseStatus, User
 from casebridge.store import CaseFilter
@@ -113,14 +115,7 @@ def _add_people_commands(sub: Any) -> None:
     explain.add_argument(
         "--condition",
         required=True,
-        choices=[
-            "freezing",
-            "fire",
-            "heat_rise",
-            "sensor_offline",
-            "gateway_offline",
-            "sensor_fault",
-        ],
+        choices=list(CONDITION_TITLES),
     )
     explain.add_argument("--severity", choices=["warning", "critical"], default="warning")
     explain.add_argument(
@@ -164,6 +159,46 @@ def _add_rule_commands(sub: Any) -> None:
     )
 
 
+def _add_safety_commands(sub: Any) -> None:
+    hostile = sub.add_parser(
+        "hostile",
+        help="send every class of hostile input to a live `husvakt stream` and tally it",
+        description="Start the embedded stream server of a config (default: the demo's) on a "
+        "broker (an embedded one unless --broker), send it the hostile-input corpus over MQTT "
+        "and, after each input, a genuine freezing reading on a fresh sensor; print per class "
+        "the inputs tried, handled (process alive, input quarantined, the alarm's case opened) "
+        "and failed. Exit status 1 if any failed.",
+    )
+    hostile.add_argument("--config", type=Path, default=None, help="site config YAML")
+    hostile.add_argument("--broker", type=_address, metavar="HOST:PORT", default=None)
+    hostile.add_argument("--json", action="store_true", help="print the tally as JSON")
+
+    quarantine = sub.add_parser(
+        "quarantine",
+        help="what the gateway or the stream refused, and why",
+        description="Input that could not be used (malformed, out of bounds, from sensors or "
+        "gateways the config does not know, dated in the future, …) is kept per source and "
+        "reason with its first bytes and a count. Read it from the files a config names "
+        "(gateway.quarantine, stream.quarantine) or from --db.",
+    )
+    qsub = quarantine.add_subparsers(dest="quarantine_command", required=True, metavar="ACTION")
+    for action, text in (
+        ("list", "one line per source and reason"),
+        ("show", "one entry with its bytes"),
+        ("purge", "delete entries (all, or of one --reason)"),
+    ):
+        q = qsub.add_parser(action, help=text)
+        if action == "show":
+            q.add_argument("id", type=int)
+        where = q.add_mutually_exclusive_group(required=True)
+        where.add_argument("--config", type=Path, help="site config YAML")
+        where.add_argument("--db", type=Path, help="a quarantine SQLite file")
+        if action != "show":
+            q.add_argument("--reason", default=None, help="only this reason")
+        if action == "list":
+            q.add_argument("--json", action="store_true")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="husvakt",
@@ -205,6 +240,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--json", action="store_true", help="print the cases as JSON")
 
+    _add_safety_commands(sub)
     _add_rule_commands(sub)
 
     run = sub.add_parser(
@@ -752,6 +788,92 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _cmd_hostile(args: argparse.Namespace) -> int:
+    import tempfile  # noqa: PLC0415
+
+    from husvakt.demo import DEFAULT_CONFIG  # noqa: PLC0415 - keep `husvakt --help` fast
+    from husvakt.hostile import check  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="husvakt-hostile-") as directory:
+        tally = await check(
+            config_path=args.config or DEFAULT_CONFIG, broker=args.broker, directory=Path(directory)
+        )
+    if args.json:
+        _print(json.dumps(tally.as_json(), indent=2))
+    else:
+        _print(tally.table())
+    return EXIT_FAILED if tally.failures or not tally.tried else EXIT_OK
+
+
+def _quarantine_files(args: argparse.Namespace) -> list[Path]:
+    if args.db is not None:
+        return [args.db]
+    config = load_config(args.config)
+    paths = [config.stream.quarantine]
+    if config.gateway is not None:
+        paths.append(config.gateway.quarantine)
+    return [p for p in dict.fromkeys(paths) if p is not None and p.exists()]
+
+
+def _cmd_quarantine(args: argparse.Namespace) -> int:
+    from gateway.quarantine import SqliteQuarantine  # noqa: PLC0415
+
+    files = _quarantine_files(args)
+    if not files:
+        _print("nothing quarantined (no quarantine file yet)")
+        return EXIT_OK
+    action = args.quarantine_command
+    for path in files:
+        store = SqliteQuarantine(path)
+        try:
+            if action == "purge":
+                _print(f"{path}: {store.purge(reason=args.reason)} entr(ies) deleted")
+            elif action == "show":
+                entry = store.get(args.id)
+                if entry is None:
+                    continue
+                _print(
+                    f"#{entry.id} {entry.reason} from {entry.source or '-'}\n"
+                    f"  {entry.count} time(s), first {entry.first_at:%Y-%m-%d %H:%M:%S}, "
+                    f"latest {entry.last_at:%Y-%m-%d %H:%M:%S} UTC\n"
+                    f"  why: {entry.detail}\n"
+                    f"  first bytes: {entry.sample!r}"
+                )
+                return EXIT_OK
+            else:
+                entries = store.entries(reason=args.reason)
+                if args.json:
+                    _print(json.dumps([_entry_json(e, path) for e in entries], indent=2))
+                    continue
+                _print(f"{path}:")
+                _print(f"{'id':>5}  {'count':>7}  {'latest (UTC)':<19}  {'reason':<28}  source")
+                for e in entries:
+                    _print(
+                        f"{e.id:>5}  {e.count:>7}  {e.last_at:%Y-%m-%d %H:%M:%S}  "
+                        f"{e.reason:<28}  {e.source[:80]}"
+                    )
+        finally:
+            store.close()
+    if action == "show":
+        sys.stderr.write(f"husvakt: no quarantine entry {args.id}\n")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _entry_json(entry: Any, path: Path) -> dict[str, object]:
+    return {
+        "file": str(path),
+        "id": entry.id,
+        "source": entry.source,
+        "reason": entry.reason,
+        "count": entry.count,
+        "first_at": entry.first_at.isoformat(),
+        "last_at": entry.last_at.isoformat(),
+        "detail": entry.detail,
+        "sample": entry.sample.decode("utf-8", "backslashreplace"),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(args.verbose)
@@ -760,6 +882,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "routing": _routing_explain,
         "rules": _rules_explain,
         "stream": _cmd_stream,
+        "quarantine": _cmd_quarantine,
     }
     commands = {
         "users": _users,
@@ -769,6 +892,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "gateway": _cmd_gateway,
         "run": _cmd_run,
         "demo": _cmd_demo,
+        "hostile": _cmd_hostile,
         "cases": {"list": _cases_list, "show": _cases_show, "serve": _cases_serve}.get(
             getattr(args, "cases_command", ""), _cases_list
         ),

@@ -17,6 +17,7 @@ from casebridge.config import (
 from gateway.config import GatewayConfig, SensorConfig, SiteConfig, sensor_problems
 from gateway.configfile import ConfigError, Loc, load_model, read_yaml
 from stream.config import DEFAULT_RULES, RuleRow, StreamConfig, rule_problems, with_defaults
+from stream.registry import Registry
 
 __all__ = ["ConfigError", "HusvaktConfig", "load_config"]
 
@@ -46,12 +47,22 @@ class HusvaktConfig(BaseModel):
         assert site is not None, "validated: every sensor has a site"
         return site
 
+    def gateway_of(self, sensor: SensorConfig) -> str | None:
+        return sensor.gateway or (self.gateway.id if self.gateway else None)
+
     def sensor_index(self) -> dict[tuple[str, str], SensorConfig]:
-        """(site, sensor id) → sensor, with each sensor's site filled in."""
+        """(site, sensor id) → sensor, with each sensor's site and gateway filled in."""
         return {
-            (self.site_of(s), s.id): s.model_copy(update={"site": self.site_of(s)})
+            (self.site_of(s), s.id): s.model_copy(
+                update={"site": self.site_of(s), "gateway": self.gateway_of(s)}
+            )
             for s in self.sensors
         }
+
+    def registry(self) -> Registry:
+        """The allow-list of what the server evaluates: these sites, gateways and sensors."""
+        gateways = {(self.gateway.site, self.gateway.id)} if self.gateway else set()
+        return Registry(self.sensor_index(), gateways=gateways)
 
 
 def _problems(config: HusvaktConfig) -> Iterator[tuple[Loc, str]]:
@@ -79,9 +90,16 @@ def load_config(path: Path) -> HusvaktConfig:
     if gw is not None and not gw.outbox.path.is_absolute():
         outbox = gw.outbox.model_copy(update={"path": (path.parent / gw.outbox.path).resolve()})
         config = config.model_copy(update={"gateway": gw.model_copy(update={"outbox": outbox})})
+    gw = config.gateway
+    if gw is not None and gw.quarantine is not None and not gw.quarantine.is_absolute():
+        where = (path.parent / gw.quarantine).resolve()
+        config = config.model_copy(update={"gateway": gw.model_copy(update={"quarantine": where})})
     stream = config.stream
     if stream.state is not None and not stream.state.is_absolute():
         stream = stream.model_copy(update={"state": (path.parent / stream.state).resolve()})
+    if stream.quarantine is not None and not stream.quarantine.is_absolute():
+        where = (path.parent / stream.quarantine).resolve()
+        stream = stream.model_copy(update={"quarantine": where})
     if not stream.kafka.data_dir.is_absolute():
         kafka = stream.kafka.model_copy(
             update={"data_dir": (path.parent / stream.kafka.data_dir).resolve()}

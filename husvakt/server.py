@@ -13,22 +13,25 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from casebridge.history import ReadingHistory
 from casebridge.notify import Escalator, Notifier, run_notifications
 from casebridge.store import CaseStore
 from gateway.clock import Clock
 from gateway.models import Reading
-from gateway.uplink import kafka_key, kafka_readings, kafka_status
+from gateway.quarantine import Quarantine, SqliteQuarantine
+from gateway.wire import Batch, Status, encode_batch, encode_kafka_status, kafka_key
 from husvakt.allinone import bridge_for, channels_for
 from husvakt.config import HusvaktConfig
-from stream.engine import EmbeddedEngine
-from stream.history import InfluxHistory
-from stream.models import Alarm
+from stream.engine import EmbeddedEngine, hand_off
+from stream.models import Alarm, decode_alarm
 from stream.state import SqliteRuleState
 from stream.table import RuleTable
 from stream.uplink_in import GatewayStatus, UplinkSubscriber
+
+if TYPE_CHECKING:
+    from stream.history import InfluxHistory
 
 __all__ = ["EmbeddedServer", "FaustServer"]
 
@@ -45,25 +48,35 @@ class _Server:
         config: HusvaktConfig,
         clock: Clock,
         store: CaseStore,
-        on_readings: Callable[[list[Reading]], Awaitable[None]],
+        on_batch: Callable[[str, str, Batch], Awaitable[None]],
         on_status: Callable[[GatewayStatus], Awaitable[None]],
     ) -> None:
         stream = config.stream
         self._config = config
         self._clock = clock
         self.history = ReadingHistory()
-        self.influx = InfluxHistory(stream.influx) if stream.influx else None
+        self.influx: InfluxHistory | None = None
+        if stream.influx is not None:
+            # an optional extra: imported only when configured, so a base install runs
+            from stream.history import InfluxHistory  # noqa: PLC0415
+
+            self.influx = InfluxHistory(stream.influx)
+        self.quarantine = Quarantine(
+            store=SqliteQuarantine(stream.quarantine) if stream.quarantine else None
+        )
+        self.registry = config.registry()
         self.bridge = bridge_for(config, store=store, clock=clock, history=self.history)
         self.subscriber = UplinkSubscriber(
             broker=stream.broker,
             client_id=stream.client_id,
-            on_readings=on_readings,
+            on_batch=on_batch,
             on_status=on_status,
+            quarantine=self.quarantine,
         )
         self.notifier = Notifier(store=store, channels=channels_for(config, clock))
         self.escalator = Escalator(store=store, teams=config.teams, notify=config.notify)
 
-    def _remember(self, readings: list[Reading]) -> None:
+    def _remember(self, readings: tuple[Reading, ...] | list[Reading]) -> None:
         for reading in readings:
             self.history.add(reading)
         if self.influx is not None:
@@ -85,7 +98,7 @@ class EmbeddedServer(_Server):
             config=config,
             clock=clock,
             store=store,
-            on_readings=self._readings,
+            on_batch=self._readings,
             on_status=self._status,
         )
         stream = config.stream
@@ -96,14 +109,19 @@ class EmbeddedServer(_Server):
             late_after=stream.late_after,
             watch_gateways=True,
             state=SqliteRuleState(stream.state) if stream.state else None,
+            registry=self.registry,
+            quarantine=self.quarantine,
+            max_skew=stream.max_clock_skew,
         )
 
     async def _hand_off(self, alarm: Alarm) -> None:
         await self.bridge.handle(alarm)
 
-    async def _readings(self, readings: list[Reading]) -> None:
-        self._remember(readings)
-        await self.engine.process_batch(readings)
+    async def _readings(self, site: str, gateway: str, batch: Batch) -> None:
+        self._remember(batch.readings)
+        await self.engine.process_batch(
+            batch.readings, outbox=batch.outbox, source=f"{site}/{gateway}"
+        )
 
     async def _status(self, status: GatewayStatus) -> None:
         await self.engine.status(status.site, status.gateway, online=status.online, ts=status.ts)
@@ -115,6 +133,7 @@ class EmbeddedServer(_Server):
                 tg.create_task(self.subscriber.run(), name="uplink subscriber"),
                 tg.create_task(self.engine.run_ticks(stream.tick_every, stop), name="ticks"),
                 tg.create_task(self._notifications(stop), name="notifications"),
+                tg.create_task(self.quarantine.run(), name="quarantine"),
             ]
             if self.influx is not None:
                 tasks.append(tg.create_task(self.influx.run(), name="history"))
@@ -139,14 +158,18 @@ class FaustServer(_Server):
             config=config,
             clock=clock,
             store=store,
-            on_readings=self._ingest_readings,
+            on_batch=self._ingest_readings,
             on_status=self._ingest_status,
         )
         self._store = store
         self._started = asyncio.Lock()
         self._store_ready = False
         self.engine = FaustEngine(
-            rules=config.rules, sensors=config.sensor_index(), config=config.stream
+            rules=config.rules,
+            sensors=config.sensor_index(),
+            config=config.stream,
+            registry=self.registry,
+            quarantine=self.quarantine,
         )
         app = self.engine.app
         app.agent(self.engine.alarms, name="record-cases")(self._record_cases)
@@ -161,19 +184,17 @@ class FaustServer(_Server):
                 await self._store.start()
                 self._store_ready = True
 
-    async def _ingest_readings(self, readings: list[Reading]) -> None:
-        first = readings[0]
-        self._remember(readings)
-        payload = b"[" + b",".join(r.model_dump_json().encode() for r in readings) + b"]"
+    async def _ingest_readings(self, site: str, gateway: str, batch: Batch) -> None:
+        self._remember(batch.readings)
         sent = await self.engine.readings.send(
-            key=kafka_key(first.site, first.gateway), value=kafka_readings(payload)
+            key=kafka_key(site, gateway), value=encode_batch(batch.readings, outbox=batch.outbox)
         )
         await sent  # Kafka has it before the MQTT message is acknowledged
 
     async def _ingest_status(self, status: GatewayStatus) -> None:
         sent = await self.engine.readings.send(
             key=kafka_key(status.site, status.gateway),
-            value=kafka_status(status.online, status.ts),
+            value=encode_kafka_status(Status(status.online, status.ts)),
         )
         await sent
 
@@ -181,14 +202,16 @@ class FaustServer(_Server):
         await self._ensure_store()
         async for value in stream:
             try:
-                alarm = Alarm.model_validate_json(value)
+                alarm = decode_alarm(value)
             except ValueError as exc:
-                self.engine.quarantine.add("alarm-unusable", str(exc))
+                self.quarantine.add("alarm-unusable", str(exc), source="alarms", raw=value)
                 continue
-            await self.bridge.handle(alarm)
+            await hand_off(alarm, self.bridge.handle, self.quarantine)
 
     async def _run_subscriber(self) -> None:
-        await self.subscriber.run()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.quarantine.run(), name="quarantine")
+            tg.create_task(self.subscriber.run(), name="uplink subscriber")
 
     async def _run_notifications(self) -> None:
         await self._ensure_store()

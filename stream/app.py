@@ -20,7 +20,12 @@ def _engine() -> FaustEngine:
     from husvakt.config import load_config  # noqa: PLC0415
 
     config = load_config(Path(os.environ.get("HUSVAKT_CONFIG", "husvakt.yaml")))
-    return FaustEngine(rules=config.rules, sensors=config.sensor_index(), config=config.stream)
+    return FaustEngine(
+        rules=config.rules,
+        sensors=config.sensor_index(),
+        config=config.stream,
+        registry=config.registry(),
+    )
 
 
 engine = _engine()

@@ -277,6 +277,16 @@ class StreamConfig(BaseModel):
         default=Path("rule-state.db"),
         description="SQLite file keeping rule state across restarts (relative to the config)",
     )
+    quarantine: Path | None = Field(
+        default=Path("quarantine.db"),
+        description="SQLite file of refused input for `husvakt quarantine` (relative to the "
+        "config); null keeps it in memory only",
+    )
+    max_clock_skew: Duration = Field(
+        default=300.0,
+        description="readings dated further ahead of the server's clock are refused and raise "
+        "a gateway_clock case",
+    )
 
 
 def sensor_facts(site: str, sensor: str, kind: str, config: SensorConfig | None) -> Facts:

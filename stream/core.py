@@ -7,7 +7,13 @@ data and functions of it; the decisions are `stream.rules`.
 
 Per gateway, `seq` only grows: a reading whose seq is not above the highest one seen is a
 duplicate (a batch sent again after a lost acknowledgement), unless it is also newer than
-anything seen, which means the gateway started numbering again (a new outbox).
+anything seen, which means the gateway started numbering again (a new outbox). Batches name the
+outbox that numbered them, so a new outbox is recognised by its id as well.
+
+Time is the receiver's to trust: a reading dated more than `max_skew` ahead of `now` is refused
+(`clock_ahead`) and raises a `gateway_clock` case for its gateway; one dated a little ahead is
+taken as measured `now`. So no reading moves a sensor's or a gateway's clock past `now`, and
+whatever a wild timestamp or seq did heals with the next genuine reading.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any, Literal
 
 from gateway.models import Reading
 from stream.config import OfflineRule
-from stream.models import Alarm
+from stream.models import Alarm, AlarmState
 from stream.rules import (
     Episode,
     FaultState,
@@ -49,7 +55,14 @@ __all__ = [
 
 log = logging.getLogger("husvakt.stream")
 
-Outcome = Literal["evaluated", "duplicate", "out_of_order", "seq_reset"]
+Outcome = Literal["evaluated", "duplicate", "out_of_order", "seq_reset", "clock_ahead", "seq_jump"]
+
+#: The largest step of `seq` accepted within one outbox: a gateway cannot have thinned more
+#: than this many readings between two batches, so a larger step is a forged or corrupt seq.
+MAX_SEQ_JUMP = 1_000_000_000
+
+#: The id of the maintenance rule that raises `gateway_clock` (it has no row in the table).
+CLOCK_RULE = "gateway-clock"
 
 
 @dataclass(slots=True)
@@ -73,6 +86,8 @@ class GatewayTrack:
     back_at: datetime | None = None
     episode: Episode | None = None
     sensors: dict[str, SensorTrack] = field(default_factory=dict)
+    outbox: str | None = None
+    clock_episode: Episode | None = None
 
 
 def _contact(
@@ -89,6 +104,56 @@ def _contact(
     return [gateway_back(episode, rule, now, site=gw.site, gateway=gw.gateway)]
 
 
+def _clock_alarm(
+    gw: GatewayTrack, what: AlarmState, ahead: float, skew: float, now: datetime
+) -> Alarm:
+    assert gw.clock_episode is not None
+    return Alarm(
+        episode=gw.clock_episode.id,
+        site=gw.site,
+        sensor=gw.gateway,
+        condition="gateway_clock",
+        state=what,
+        severity="warning",
+        value=round(ahead, 1),
+        threshold=skew,
+        rule=CLOCK_RULE,
+        started_at=gw.clock_episode.since,
+        ts=now,
+        reason=gw.clock_episode.reason,
+    )
+
+
+def _check_clock(
+    gw: GatewayTrack, reading: Reading, now: datetime, max_skew: float
+) -> tuple[list[Alarm], Reading | None]:
+    """The reading as the rules may see it (never later than `now`), or None when it is dated
+    too far ahead; and the gateway_clock alarm this raised or cleared."""
+    ahead = (reading.ts - now).total_seconds()
+    if ahead > max_skew:
+        if gw.clock_episode is not None:
+            return [], None
+        since = now
+        reason = (
+            f"readings dated {ahead:.0f} s ahead of the server's clock (more than "
+            f"{max_skew:g} s): they are refused until the gateway's clock is right"
+        )
+        gw.clock_episode = Episode(
+            f"{CLOCK_RULE}:{gw.site}:{gw.gateway}:{since.strftime('%Y%m%dT%H%M%SZ')}",
+            since,
+            "warning",
+            reason,
+        )
+        return [_clock_alarm(gw, "raised", ahead, max_skew, now)], None
+    alarms: list[Alarm] = []
+    if gw.clock_episode is not None:
+        alarms.append(_clock_alarm(gw, "cleared", max(ahead, 0.0), max_skew, now))
+        gw.clock_episode = None
+    if ahead > 0:
+        reading = reading.model_copy(update={"ts": now})
+    return alarms, reading
+
+
 def on_reading(
     gw: GatewayTrack,
     reading: Reading,
@@ -97,9 +162,28 @@ def on_reading(
     *,
     late_after: float,
     watch_gateway: bool = True,
+    max_skew: float = 300.0,
+    outbox: str | None = None,
 ) -> tuple[list[Alarm], Outcome]:
-    """Apply one reading of this gateway: dedup by seq, order per sensor, then the rules."""
+    """Apply one reading of this gateway: its clock, dedup by seq, order per sensor, then the
+    rules. `outbox` is the id of the outbox that numbered the reading's batch, if it said."""
+    alarms, checked = _check_clock(gw, reading, now, max_skew)
+    if checked is None:
+        return alarms, "clock_ahead"
+    reading = checked
     outcome: Outcome = "evaluated"
+    if outbox is not None and outbox != gw.outbox:
+        if gw.outbox is not None:
+            log.warning(
+                "gateway %s/%s uplinks from a new outbox (%s); its numbering starts again",
+                gw.site,
+                gw.gateway,
+                outbox,
+            )
+            outcome = "seq_reset"
+        gw.outbox, gw.max_seq, gw.newest_ts = outbox, 0, None
+    if reading.seq > gw.max_seq + MAX_SEQ_JUMP and gw.newest_ts is not None:
+        return alarms, "seq_jump"
     if gw.newest_ts is not None and reading.seq <= gw.max_seq:
         if reading.ts <= gw.newest_ts:
             return [], "duplicate"
@@ -113,7 +197,7 @@ def on_reading(
         outcome = "seq_reset"
     gw.max_seq = reading.seq
     gw.newest_ts = reading.ts if gw.newest_ts is None else max(gw.newest_ts, reading.ts)
-    alarms = _contact(gw, table, now, watch_gateway=watch_gateway)
+    alarms.extend(_contact(gw, table, now, watch_gateway=watch_gateway))
     sensor = gw.sensors.get(reading.sensor)
     if sensor is None:
         sensor = gw.sensors[reading.sensor] = SensorTrack(kind=reading.kind)
@@ -250,6 +334,7 @@ def _enc_state(s: State) -> dict[str, Any]:
         "stuck_value": s.stuck_value,
         "rejected": s.rejected,
         "episode": _enc_episode(s.episode),
+        "jumped": None if s.jumped is None else [_t(s.jumped[0]), s.jumped[1]],
     }
 
 
@@ -272,7 +357,7 @@ def _dec_state(d: dict[str, Any]) -> State:
     if kind == "offline":
         return OfflineState(last_good=_d(d["last_good"]), episode=_dec_episode(d["episode"]))
     if kind == "fault":
-        ref = d["ref"]
+        ref, jumped = d["ref"], d.get("jumped")
         return FaultState(
             run=d["run"],
             good_run=d["good_run"],
@@ -281,6 +366,7 @@ def _dec_state(d: dict[str, Any]) -> State:
             stuck_value=d["stuck_value"],
             rejected=d["rejected"],
             episode=_dec_episode(d["episode"]),
+            jumped=None if jumped is None else (_dt(jumped[0]), float(jumped[1])),
         )
     raise ValueError(f"unknown rule state kind {kind!r}")
 
@@ -297,6 +383,8 @@ def encode_track(gw: GatewayTrack) -> bytes:
             "said_offline": _t(gw.said_offline),
             "back_at": _t(gw.back_at),
             "episode": _enc_episode(gw.episode),
+            "outbox": gw.outbox,
+            "clock_episode": _enc_episode(gw.clock_episode),
             "sensors": {
                 sid: {
                     "kind": s.kind,
@@ -324,6 +412,8 @@ def decode_track(data: bytes | str) -> GatewayTrack:
         said_offline=_d(d["said_offline"]),
         back_at=_d(d["back_at"]),
         episode=_dec_episode(d["episode"]),
+        outbox=d.get("outbox"),
+        clock_episode=_dec_episode(d.get("clock_episode")),
         sensors={
             sid: SensorTrack(
                 kind=s["kind"],

@@ -4,18 +4,26 @@ Readings come from the in-process gateway (all-in-one) or from the MQTT uplink t
 (`husvakt stream`). Alarms go to a sink that is awaited before the engine moves on (the case
 bridge records them durably), and what a batch changed is saved after its alarms were handed
 off, so a restart continues hold timers and hysteresis where they were.
+
+Nothing a reading carries can stop the engine: each reading is admitted by the registry (the
+allow-list), evaluated in isolation — any exception quarantines that reading and the batch goes
+on — and a big batch yields to the event loop every few hundred readings. An alarm the sink
+cannot record is retried: without end while the sink is unavailable (no case may be lost),
+a few times for any other error, then quarantined so the alarms after it go on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 
 from gateway.clock import Clock
 from gateway.models import Reading
+from gateway.quarantine import Quarantine
 from stream.core import (
     GatewayTrack,
     decode_track,
@@ -25,17 +33,51 @@ from stream.core import (
     on_tick,
     watch,
 )
+from stream.errors import SinkUnavailableError
 from stream.models import Alarm
+from stream.registry import Registry
 from stream.state import SqliteRuleState
 from stream.table import RuleTable
 
-__all__ = ["AlarmSink", "EmbeddedEngine"]
+__all__ = ["AlarmSink", "EmbeddedEngine", "hand_off"]
 
 log = logging.getLogger("husvakt.stream")
 
 #: Where alarms go (the case bridge in-process). Awaited before the next reading: an alarm is
 #: handed off before the engine moves on, so none is lost between stream and cases.
-AlarmSink = Callable[[Alarm], Awaitable[None]]
+AlarmSink = Callable[[Alarm], Awaitable[object]]
+
+#: Readings evaluated between two yields to the event loop (keepalives, other gateways).
+YIELD_EVERY = 256
+#: Attempts for an alarm whose recording fails for another reason than an unavailable sink.
+SINK_ATTEMPTS = 3
+
+
+async def hand_off(alarm: Alarm, sink: AlarmSink, quarantine: Quarantine) -> bool:
+    """Give `alarm` to `sink` until it takes it. Returns False when the alarm itself cannot be
+    recorded (it is quarantined then, and the caller goes on with the next)."""
+    delay, failures = 0.05, 0
+    while True:
+        try:
+            await sink(alarm)
+        except SinkUnavailableError as exc:
+            log.warning("cannot record %s yet (%s); retrying in %.1fs", alarm.episode, exc, delay)
+        except Exception as exc:  # one alarm never stops the alarms after it
+            failures += 1
+            if failures >= SINK_ATTEMPTS:
+                log.exception("alarm %s could not be recorded", alarm.episode)
+                quarantine.add(
+                    "alarm-unrecorded",
+                    f"{type(exc).__name__}: {exc}",
+                    source=f"{alarm.site}/{alarm.sensor}/{alarm.condition}",
+                    raw=alarm.model_dump_json(),
+                )
+                return False
+            log.warning("recording %s failed (%s); retrying", alarm.episode, exc)
+        else:
+            return True
+        await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter, not crypto
+        delay = min(delay * 2, 30.0)
 
 
 class EmbeddedEngine:
@@ -54,6 +96,9 @@ class EmbeddedEngine:
         late_after: float = 300.0,
         watch_gateways: bool = False,
         state: SqliteRuleState | None = None,
+        registry: Registry | None = None,
+        quarantine: Quarantine | None = None,
+        max_skew: float = 300.0,
     ) -> None:
         self._table = table
         self._clock = clock
@@ -61,6 +106,9 @@ class EmbeddedEngine:
         self._late_after = late_after
         self._watch_gateways = watch_gateways
         self._state = state
+        self._registry = registry
+        self._max_skew = max_skew
+        self.quarantine = quarantine or Quarantine()
         self._tracks: dict[tuple[str, str], GatewayTrack] = {}
         self._dirty: set[tuple[str, str]] = set()
         # Batches, statuses and ticks take turns: each one's alarms are handed off (awaited)
@@ -94,31 +142,85 @@ class EmbeddedEngine:
     async def process(self, reading: Reading) -> None:
         await self.process_batch([reading])
 
-    async def process_batch(self, readings: Sequence[Reading]) -> None:
-        """Evaluate a batch, hand off its alarms, then save the changed state."""
+    async def process_batch(
+        self, readings: Sequence[Reading], *, outbox: str | None = None, source: str = ""
+    ) -> None:
+        """Evaluate a batch, hand off its alarms, then save the changed state. `outbox`: the id
+        of the gateway outbox that numbered the batch; `source`: where it came from (a topic),
+        for the quarantine."""
         async with self._turn:
-            await self._process_batch(readings)
+            await self._process_batch(readings, outbox, source)
 
-    async def _process_batch(self, readings: Sequence[Reading]) -> None:
+    async def _process_batch(
+        self, readings: Sequence[Reading], outbox: str | None, source: str
+    ) -> None:
         now = self._clock.now()
-        for reading in readings:
-            track = self._track(reading.site, reading.gateway)
-            alarms, outcome = on_reading(
-                track,
-                reading,
-                self._table,
-                now,
-                late_after=self._late_after,
-                watch_gateway=self._watch_gateways,
-            )
-            self.counts["readings" if outcome == "evaluated" else outcome] += 1
+        for i, reading in enumerate(readings):
+            if i and i % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+            try:
+                alarms = self._evaluate(reading, now, outbox, source)
+            except Exception as exc:
+                log.exception("evaluating %s/%s failed", reading.site, reading.sensor)
+                self.counts["failed"] += 1
+                self.quarantine.add(
+                    "evaluate-failed",
+                    f"{type(exc).__name__}: {exc}",
+                    source=source or f"{reading.site}/{reading.gateway}",
+                    raw=repr(reading),
+                )
+                continue
             await self._emit(alarms)
         await self.save()
+
+    def _evaluate(
+        self, reading: Reading, now: datetime, outbox: str | None, source: str
+    ) -> list[Alarm]:
+        if self._registry is not None:
+            refused = self._registry.refuse(reading)
+            if refused is not None:
+                self.counts["refused"] += 1
+                self.quarantine.add(
+                    refused,
+                    f"{reading.site}/{reading.gateway}/{reading.sensor} ({reading.kind}) is not "
+                    "in the config",
+                    source=source or f"{reading.site}/{reading.gateway}",
+                    raw=repr(reading),
+                )
+                return []
+        track = self._track(reading.site, reading.gateway)
+        alarms, outcome = on_reading(
+            track,
+            reading,
+            self._table,
+            now,
+            late_after=self._late_after,
+            watch_gateway=self._watch_gateways,
+            max_skew=self._max_skew,
+            outbox=outbox,
+        )
+        self.counts["readings" if outcome == "evaluated" else outcome] += 1
+        if outcome in ("clock_ahead", "seq_jump"):
+            self.quarantine.add(
+                outcome.replace("_", "-"),
+                f"{reading.sensor} at {reading.ts.isoformat()} seq {reading.seq} (now "
+                f"{now.isoformat()})",
+                source=source or f"{reading.site}/{reading.gateway}",
+                raw=repr(reading),
+            )
+        return alarms
 
     async def status(self, site: str, gateway: str, *, online: bool, ts: datetime) -> None:
         """The gateway's retained status message."""
         if not self._watch_gateways:
             return
+        if self._registry is not None:
+            refused = self._registry.refuse_gateway(site, gateway)
+            if refused is not None:
+                self.quarantine.add(
+                    refused, "status of a gateway not in the config", source=f"{site}/{gateway}"
+                )
+                return
         async with self._turn:
             now = self._clock.now()
             track = self._track(site, gateway)
@@ -130,7 +232,14 @@ class EmbeddedEngine:
         async with self._turn:
             now = self._clock.now()
             for key, track in list(self._tracks.items()):
-                alarms = on_tick(track, self._table, now, watch_gateway=self._watch_gateways)
+                try:
+                    alarms = on_tick(track, self._table, now, watch_gateway=self._watch_gateways)
+                except Exception as exc:
+                    log.exception("tick of %s/%s failed", *key)
+                    self.quarantine.add(
+                        "tick-failed", f"{type(exc).__name__}: {exc}", source="/".join(key)
+                    )
+                    continue
                 if alarms:
                     self._dirty.add(key)
                     await self._emit(alarms)
@@ -154,7 +263,7 @@ class EmbeddedEngine:
                 alarm.value,
                 " late" if alarm.late else "",
             )
-            await self._sink(alarm)
+            await hand_off(alarm, self._sink, self.quarantine)
 
     async def save(self) -> None:
         if self._state is None:

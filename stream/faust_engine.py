@@ -17,7 +17,7 @@ bridge recognises (at least once, never lost).
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Mapping
@@ -25,11 +25,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from pydantic import ValidationError
 
 from gateway.config import SensorConfig
-from gateway.models import Reading, format_ts
 from gateway.quarantine import Quarantine
+from gateway.wire import (
+    Batch,
+    Status,
+    Tick,
+    WireError,
+    decode_kafka,
+    encode_tick,
+    parse_kafka_key,
+)
 from stream.config import KafkaConfig, RuleBase, StreamConfig
 from stream.core import (
     GatewayTrack,
@@ -39,13 +46,14 @@ from stream.core import (
     on_status,
     on_tick,
 )
+from stream.engine import YIELD_EVERY
 from stream.models import Alarm
+from stream.registry import Registry
 from stream.table import RuleTable
 
 __all__ = [
     "FaustEngine",
     "alarm_key",
-    "tick_message",
 ]
 
 log = logging.getLogger("husvakt.stream.faust")
@@ -53,17 +61,6 @@ log = logging.getLogger("husvakt.stream.faust")
 
 def alarm_key(alarm: Alarm) -> bytes:
     return f"{alarm.site}/{alarm.sensor}/{alarm.condition}".encode()
-
-
-def tick_message(now: datetime) -> bytes:
-    return json.dumps({"tick": format_ts(now)}).encode()
-
-
-def _ts(text: str) -> datetime:
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        raise ValueError(f"timestamp {text!r} has no time zone")
-    return value.astimezone(UTC)
 
 
 class FaustEngine:
@@ -75,12 +72,15 @@ class FaustEngine:
         rules: tuple[RuleBase, ...],
         sensors: Mapping[tuple[str, str], SensorConfig],
         config: StreamConfig,
+        registry: Registry | None = None,
+        quarantine: Quarantine | None = None,
     ) -> None:
         kafka: KafkaConfig = config.kafka
         self.config = config
         self.table = RuleTable(rules, sensors)
+        self.registry = registry
         self.counts: Counter[str] = Counter()
-        self.quarantine = Quarantine()
+        self.quarantine = quarantine or Quarantine()
         self._decoded: dict[bytes, tuple[bytes, GatewayTrack]] = {}
         settings: dict[str, Any] = {
             "broker": f"kafka://{kafka.bootstrap.replace(',', ';kafka://')}",
@@ -134,12 +134,19 @@ class FaustEngine:
             await self.handle(key, value, now)
 
     async def handle(self, key: bytes, value: bytes, now: datetime) -> None:
-        """One readings-topic message: decode, the same pure rules, send alarms, save state."""
+        """One readings-topic message: decode, the same pure rules, send alarms, save state.
+        Whatever about it cannot be used is quarantined; nothing here stops the agent."""
         # The decoded track of what this worker last wrote, reused while the table still holds
         # exactly those bytes; dropped (decoded afresh) whenever anything goes wrong.
         cached = self._decoded.pop(key, None)
+        source = key[:100].decode("utf-8", "replace")
         try:
-            site, gateway = key.decode().split("/", 1)
+            site, gateway = parse_kafka_key(key)
+            message = decode_kafka(value, site=site, gateway=gateway)
+            refused = self.registry.refuse_gateway(site, gateway) if self.registry else None
+            if refused is not None:
+                self.quarantine.add(refused, "a gateway not in the config", source=source)
+                return
             raw = self.tracks.get(key)
             if cached is not None and raw is not None and cached[0] is raw:
                 track = cached[1]
@@ -147,9 +154,15 @@ class FaustEngine:
                 track = decode_track(raw)
             else:
                 track = GatewayTrack(site=site, gateway=gateway)
-            alarms = self._apply(track, json.loads(value), now)
-        except (ValueError, KeyError, TypeError, ValidationError) as exc:
-            self.quarantine.add("kafka-unusable", f"{key!r}: {exc}")
+            alarms = await self._apply(track, message, now, source)
+        except WireError as exc:
+            self.quarantine.add(f"kafka-{exc.reason}", str(exc), source=source, raw=value)
+            return
+        except Exception as exc:
+            log.exception("evaluating a message of %s failed", source)
+            self.quarantine.add(
+                "kafka-failed", f"{type(exc).__name__}: {exc}", source=source, raw=value
+            )
             return
         for alarm in alarms:
             self.counts[f"alarms_{alarm.state}"] += 1
@@ -161,25 +174,65 @@ class FaustEngine:
         self.tracks[key] = encoded
         self._decoded[key] = (encoded, track)
 
-    def _apply(self, track: GatewayTrack, body: dict[str, Any], now: datetime) -> list[Alarm]:
-        if "readings" in body:
-            alarms: list[Alarm] = []
-            for item in body["readings"]:
-                reading = Reading.model_validate(item)
-                produced, outcome = on_reading(
-                    track, reading, self.table, now, late_after=self.config.late_after
+    async def _apply(
+        self, track: GatewayTrack, message: Batch | Status | Tick, now: datetime, source: str
+    ) -> list[Alarm]:
+        if isinstance(message, Status):
+            return on_status(track, message.online, message.ts, self.table, now)
+        if isinstance(message, Tick):
+            return on_tick(track, self.table, message.at)
+        for refused_reading in message.rejected:
+            self.quarantine.add(
+                f"reading-{refused_reading.reason}",
+                refused_reading.detail,
+                source=source,
+                raw=refused_reading.raw,
+            )
+        alarms: list[Alarm] = []
+        for i, reading in enumerate(message.readings):
+            if i and i % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+            refused = self.registry.refuse(reading) if self.registry else None
+            if refused is not None:
+                self.counts["refused"] += 1
+                self.quarantine.add(
+                    refused,
+                    f"{reading.sensor} is not in the config",
+                    source=source,
+                    raw=repr(reading),
                 )
-                self.counts["readings" if outcome == "evaluated" else outcome] += 1
-                alarms.extend(produced)
-            return alarms
-        if "status" in body:
-            status = body["status"]
-            return on_status(track, bool(status["online"]), _ts(status["ts"]), self.table, now)
-        if "tick" in body:
-            return on_tick(track, self.table, _ts(body["tick"]))
-        raise ValueError("neither readings, status nor tick")
+                continue
+            try:
+                produced, outcome = on_reading(
+                    track,
+                    reading,
+                    self.table,
+                    now,
+                    late_after=self.config.late_after,
+                    max_skew=self.config.max_clock_skew,
+                    outbox=message.outbox,
+                )
+            except Exception as exc:
+                log.exception("evaluating %s/%s failed", reading.site, reading.sensor)
+                self.quarantine.add(
+                    "evaluate-failed",
+                    f"{type(exc).__name__}: {exc}",
+                    source=source,
+                    raw=repr(reading),
+                )
+                continue
+            self.counts["readings" if outcome == "evaluated" else outcome] += 1
+            if outcome in ("clock_ahead", "seq_jump"):
+                self.quarantine.add(
+                    outcome.replace("_", "-"),
+                    f"{reading.sensor} at {reading.ts.isoformat()} seq {reading.seq}",
+                    source=source,
+                    raw=repr(reading),
+                )
+            alarms.extend(produced)
+        return alarms
 
     async def _tick(self) -> None:
         now = datetime.now(UTC)
         for key in list(self.tracks.keys()):
-            await self.readings.send(key=key, value=tick_message(now))
+            await self.readings.send(key=key, value=encode_tick(now))

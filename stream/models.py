@@ -8,10 +8,19 @@ from pydantic import BaseModel, ConfigDict
 
 from gateway.models import Slug, UtcTime
 
-__all__ = ["SEVERITY_RANK", "Alarm", "AlarmState", "Condition", "Severity"]
+__all__ = ["SEVERITY_RANK", "Alarm", "AlarmState", "Condition", "Severity", "decode_alarm"]
+
+#: An alarm encodes in well under 1 KB; anything larger on the alarms topic is not one.
+MAX_ALARM_BYTES = 8192
 
 Condition = Literal[
-    "freezing", "fire", "heat_rise", "sensor_offline", "gateway_offline", "sensor_fault"
+    "freezing",
+    "fire",
+    "heat_rise",
+    "sensor_offline",
+    "gateway_offline",
+    "sensor_fault",
+    "gateway_clock",
 ]
 AlarmState = Literal["raised", "updated", "cleared"]
 Severity = Literal["warning", "critical"]
@@ -47,3 +56,16 @@ class Alarm(BaseModel):
 
     def to_wire(self) -> dict[str, object]:
         return self.model_dump(mode="json")
+
+
+def decode_alarm(value: bytes) -> Alarm:
+    """An alarm from the alarms topic, bounded and strict (no coercion from other types).
+    Raises ValueError."""
+    if len(value) > MAX_ALARM_BYTES:
+        raise ValueError(f"an alarm of {len(value)} bytes (at most {MAX_ALARM_BYTES})")
+    try:
+        return Alarm.model_validate_json(value, strict=True)
+    except ValueError:
+        raise
+    except (OverflowError, RecursionError, TypeError) as exc:
+        raise ValueError(f"not an alarm ({type(exc).__name__})") from exc

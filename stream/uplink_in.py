@@ -4,28 +4,32 @@ A message is acknowledged (PUBACK) only after its handler returned — after the
 its readings and the case bridge recorded their alarms, or after Kafka acknowledged the write —
 and the session is persistent, so a crash in between gets the message again from the broker
 (and the rules recognise readings they already saw by their seq).
+
+Every message is decoded by `gateway.wire` (bounded and strict). What cannot be used — the whole
+message, or single readings of a batch — is quarantined and acknowledged; a handler that fails
+for any reason quarantines the message too. No message can stop the subscriber, so none can
+kill it again on every restart by being delivered again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 import aiomqtt
-from pydantic import ValidationError
 
 from gateway.backoff import Backoff
 from gateway.cancel import honour_cancellation
 from gateway.config import MqttBrokerConfig
-from gateway.models import Reading
+from gateway.mqttack import ack, manual_acks
 from gateway.quarantine import Quarantine
 from gateway.secrets import read_secret, tls_context
+from gateway.wire import Batch, WireError, decode_batch, decode_status, topic_ids
 
-__all__ = ["READINGS", "STATUS", "GatewayStatus", "UplinkSubscriber", "parse_batch", "parse_status"]
+__all__ = ["READINGS", "STATUS", "GatewayStatus", "UplinkSubscriber"]
 
 log = logging.getLogger("husvakt.stream.uplink")
 
@@ -41,72 +45,27 @@ class GatewayStatus:
     ts: datetime
 
 
-def _topic_ids(topic: str) -> tuple[str, str]:
-    parts = topic.split("/")
-    return parts[2], parts[3]
-
-
-def parse_batch(topic: str, payload: bytes) -> list[Reading]:
-    """A readings message. Raises ValueError or TypeError naming what is wrong (the whole
-    batch is refused: a gateway sends what its own outbox validated, so one bad reading means a
-    bad sender)."""
-    site, gateway = _topic_ids(topic)
-    try:
-        batch = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"not JSON ({exc})") from exc
-    if not isinstance(batch, list):
-        raise TypeError("not a JSON array of readings")
-    readings = []
-    for i, item in enumerate(batch):
-        try:
-            reading = Reading.model_validate(item)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ValueError(f"reading [{i}] {where}: {first['msg']}") from exc
-        if (reading.site, reading.gateway) != (site, gateway):
-            raise ValueError(
-                f"reading [{i}] is from {reading.site}/{reading.gateway}, "
-                f"published on {site}/{gateway}'s topic"
-            )
-        readings.append(reading)
-    return readings
-
-
-def parse_status(topic: str, payload: bytes) -> GatewayStatus:
-    site, gateway = _topic_ids(topic)
-    try:
-        body = json.loads(payload)
-        state = body["state"]
-        ts = datetime.fromisoformat(str(body["ts"]).replace("Z", "+00:00"))
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"not a status message ({exc})") from exc
-    if state not in ("online", "offline") or ts.tzinfo is None:
-        raise ValueError(f"not a status message (state {state!r}, ts {body.get('ts')!r})")
-    return GatewayStatus(site, gateway, state == "online", ts)
-
-
 class UplinkSubscriber:
     """Subscribes to every gateway's readings and status on one broker (QoS 1, persistent
     session, acknowledgement after handling). Unusable messages are quarantined — counted,
-    logged with a rate limit, acknowledged and dropped — and the rest go on."""
+    kept with their first bytes, logged with a rate limit, acknowledged — and the rest go on."""
 
     def __init__(
         self,
         *,
         broker: MqttBrokerConfig,
         client_id: str,
-        on_readings: Callable[[list[Reading]], Awaitable[None]],
+        on_batch: Callable[[str, str, Batch], Awaitable[None]],
         on_status: Callable[[GatewayStatus], Awaitable[None]],
+        quarantine: Quarantine | None = None,
     ) -> None:
         self._broker = broker
         self._client_id = client_id
-        self._on_readings = on_readings
+        self._on_batch = on_batch
         self._on_status = on_status
         self._password = read_secret(broker.password_file)
         self._tls = tls_context(broker.tls)
-        self.quarantine = Quarantine()
+        self.quarantine = quarantine or Quarantine()
         self.messages = 0
         self.subscribed = asyncio.Event()
 
@@ -125,8 +84,7 @@ class UplinkSubscriber:
                     keepalive=self._broker.keepalive,
                     timeout=30,
                 )
-                # aiomqtt acknowledges on arrival; paho can leave it to us (after handling).
-                client._client.manual_ack_set(True)
+                manual_acks(client)
                 async with client:
                     await client.subscribe([(READINGS, 1), (STATUS, 1)])
                     log.info(
@@ -136,7 +94,7 @@ class UplinkSubscriber:
                     self.subscribed.set()
                     async for message in client.messages:
                         await self._handle(message)
-                        client._client.ack(message.mid, message.qos)
+                        ack(client, message)
                         honour_cancellation()
             except aiomqtt.MqttError as exc:
                 honour_cancellation()
@@ -150,14 +108,29 @@ class UplinkSubscriber:
         payload = message.payload if isinstance(message.payload, bytes) else b""
         self.messages += 1
         try:
-            if topic.endswith("/status"):
-                status = parse_status(topic, payload)
-            else:
-                readings = parse_batch(topic, payload)
-        except (ValueError, TypeError) as exc:
-            self.quarantine.add("uplink-unusable", f"{topic}: {exc}")
-            return
+            await self.handle(topic, payload)
+        except WireError as exc:
+            self.quarantine.add(f"uplink-{exc.reason}", str(exc), source=topic, raw=payload)
+        except Exception as exc:
+            log.exception("handling a message on %s failed", topic[:200])
+            self.quarantine.add(
+                "uplink-failed", f"{type(exc).__name__}: {exc}", source=topic, raw=payload
+            )
+
+    async def handle(self, topic: str, payload: bytes) -> None:
+        """One uplink message (public for tests and for other transports)."""
+        site, gateway = topic_ids(topic)
         if topic.endswith("/status"):
-            await self._on_status(status)
-        elif readings:
-            await self._on_readings(readings)
+            status = decode_status(payload)
+            await self._on_status(GatewayStatus(site, gateway, status.online, status.ts))
+            return
+        batch = decode_batch(payload, site=site, gateway=gateway)
+        for refused in batch.rejected:
+            self.quarantine.add(
+                f"reading-{refused.reason}",
+                f"reading [{refused.index}]: {refused.detail}",
+                source=topic,
+                raw=refused.raw,
+            )
+        if batch.readings:
+            await self._on_batch(site, gateway, batch)

@@ -22,11 +22,22 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, delete, event, func, insert, select, text, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from casebridge.config import CaseStoreConfig
-from casebridge.errors import CaseNotFoundError, CaseStoreError, LifecycleError
+from casebridge.errors import (
+    CaseNotFoundError,
+    CaseStoreError,
+    LifecycleError,
+    StoreUnavailableError,
+)
 from casebridge.lifecycle import act, apply_alarm, new_case, reopen_by_alarm
 from casebridge.models import (
     PENDING_ID,
@@ -166,6 +177,18 @@ class SqlCaseStore:
 
     async def record_alarm(
         self, alarm: Alarm, draft: CaseDraft, plan: OpenPlan, *, now: datetime, reopen_window: float
+    ) -> Outcome:
+        try:
+            return await self._record_alarm(alarm, draft, plan, now, reopen_window)
+        except (OperationalError, InterfaceError, OSError) as exc:
+            raise StoreUnavailableError(f"the case store is unavailable: {exc}") from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise StoreUnavailableError(f"the case store connection was lost: {exc}") from exc
+            raise
+
+    async def _record_alarm(
+        self, alarm: Alarm, draft: CaseDraft, plan: OpenPlan, now: datetime, reopen_window: float
     ) -> Outcome:
         # A writer that loses a race (to open the same case, or to record the same alarm) gets
         # an integrity error from the unique indexes; on retry it sees the winner's commit.
@@ -413,8 +436,11 @@ class SqlCaseStore:
         return _user(row) if row else None
 
     async def get_user(self, user_id: str) -> User | None:
-        async with self._engine.connect() as conn:
-            return await self._get_user(conn, user_id)
+        try:
+            async with self._engine.connect() as conn:
+                return await self._get_user(conn, user_id)
+        except (OperationalError, InterfaceError, OSError) as exc:
+            raise StoreUnavailableError(f"the case store is unavailable: {exc}") from exc
 
     async def list_users(self) -> list[User]:
         async with self._engine.connect() as conn:

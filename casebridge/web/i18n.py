@@ -149,6 +149,7 @@ _SV: dict[str, str] = {
     "sensor_offline": "Givare ur drift",
     "gateway_offline": "Gateway ur drift",
     "sensor_fault": "Givarfel",
+    "gateway_clock": "Gatewayns klocka går fel",
     "new": "ny",
     "acknowledged": "kvitterad",
     "in_progress": "pågår",

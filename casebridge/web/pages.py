@@ -27,6 +27,7 @@ from casebridge.auth import (
     verify_password,
 )
 from casebridge.config import TeamConfig
+from casebridge.enrich import CONDITION_TITLES
 from casebridge.errors import LifecycleError
 from casebridge.models import OPEN_STATUSES, Case, CaseStatus
 from casebridge.store import CaseFilter, CaseStore
@@ -253,6 +254,7 @@ async def work_list(
             "sort": sort,
         },
         "sites": [s.id for s in deps.sites],
+        "conditions": list(CONDITION_TITLES),
         "query": lambda **over: urlencode(
             {"view": view, "site": site, "status": status, "condition": condition}
             | {"severity": severity, "sort": sort}

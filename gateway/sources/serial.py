@@ -91,9 +91,18 @@ class SerialSource:
                 return  # port closed
             except asyncio.LimitOverrunError as exc:
                 await reader.readexactly(exc.consumed)
-                self._quarantine.add("serial-line-too-long", self._port.path)
+                self._quarantine.add(
+                    "serial-line-too-long", f"more than {MAX_LINE} bytes", source=self._name
+                )
                 continue
-            await self._handle(raw.decode("utf-8", errors="replace").strip(), emit)
+            line = raw.decode("utf-8", errors="replace").strip()
+            try:
+                await self._handle(line, emit)
+            except Exception as exc:  # one line never stops the port
+                log.exception("%s: handling a line failed", self._name)
+                self._quarantine.add(
+                    "serial-failed", f"{type(exc).__name__}: {exc}", source=self._name, raw=raw
+                )
 
     async def _handle(self, line: str, emit: Emit) -> None:
         if not line:
@@ -103,13 +112,19 @@ class SerialSource:
         try:
             name, value = parse_line(line, self._pattern)
         except DecodeError as exc:
-            if single is not None:
-                await emit(Sample(sensor=single, ts=ts, fault=exc.reason))
+            named = self._sensors.get(exc.sensor) if exc.sensor is not None else None
+            sensor = single if single is not None else named
+            if sensor is not None:
+                await emit(Sample(sensor=sensor, ts=ts, fault=exc.reason))
             else:
-                self._quarantine.add("serial-unparsable", f"{self._port.path}: {line[:60]!r}")
+                self._quarantine.add(
+                    "serial-unparsable", str(exc), source=self._name, raw=line.encode()
+                )
             return
         sensor = single if name is None else self._sensors.get(name)
         if sensor is None:
-            self._quarantine.add("serial-unknown-sensor", f"{self._port.path}: {name!r}")
+            self._quarantine.add(
+                "serial-unknown-sensor", f"{name!r}", source=self._name, raw=line.encode()
+            )
             return
         await emit(Sample(sensor=sensor, ts=ts, value=value))

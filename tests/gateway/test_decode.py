@@ -2,7 +2,13 @@ import re
 
 import pytest
 
-from gateway.decode import decode_mqtt, decode_registers, parse_line, parse_w1_slave
+from gateway.decode import (
+    decode_mqtt,
+    decode_registers,
+    parse_line,
+    parse_number,
+    parse_w1_slave,
+)
 from gateway.errors import DecodeError
 
 
@@ -36,6 +42,12 @@ def test_mqtt_payloads_decode_to_their_value(payload, fmt, path, expected):
         (b'{"humidity": 40}', "json", "temperature", "missing-value"),
         (b'{"temperature": true}', "json", "temperature", "unparsable"),
         (b'{"temperature": null}', "json", "temperature", "unparsable"),
+        # hostile payloads: each is a fault reading of its sensor, never a crash
+        (b"[" * 60_000, "json", "temperature", "unparsable"),
+        (b'{"temperature": 1' + b"0" * 5000 + b"}", "json", "temperature", "unparsable"),
+        (b"1" * 5000, "plain", None, "unparsable"),
+        (b"2.5e1", "plain", None, "unparsable"),
+        (b" " * 70_000, "plain", None, "too-large"),
     ],
 )
 def test_unusable_mqtt_payloads_name_their_fault(payload, fmt, path, reason):
@@ -89,6 +101,53 @@ def test_garbage_serial_lines_are_unparsable(line):
     with pytest.raises(DecodeError) as caught:
         parse_line(line, PATTERN)
     assert caught.value.reason == "unparsable"
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("T1=1e309", "not-finite"),
+        ("T1=inf", "not-finite"),
+        ("T1=-Infinity", "not-finite"),
+        ("T1=nan", "not-finite"),
+        ("T1=2.5e1", "unparsable"),  # not read as 2.5
+        ("T1=21.5.3", "unparsable"),  # not read as 21.5
+        ("T1=warm", "unparsable"),
+    ],
+)
+def test_a_line_that_names_its_sensor_but_no_plain_number_is_that_sensors_fault(line, reason):
+    with pytest.raises(DecodeError) as caught:
+        parse_line(line, PATTERN)
+    assert (caught.value.reason, caught.value.sensor) == (reason, "T1")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("21.5", 21.5), ("-3", -3.0), ("+0.25", 0.25), (".5", 0.5), ("7.", 7.0), (" 4 ", 4.0)],
+)
+def test_one_number_parser_reads_plain_decimals(text, expected):
+    assert parse_number(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("nan", "not-finite"),
+        ("-inf", "not-finite"),
+        ("Infinity", "not-finite"),
+        ("1e309", "not-finite"),
+        ("1e3", "unparsable"),
+        ("0x10", "unparsable"),
+        ("1_000", "unparsable"),
+        ("", "unparsable"),
+        ("9" * 33, "unparsable"),
+        ("٣", "unparsable"),  # an Arabic-Indic digit: float() would take it
+    ],
+)
+def test_one_number_parser_makes_everything_else_a_fault(text, reason):
+    with pytest.raises(DecodeError) as caught:
+        parse_number(text)
+    assert caught.value.reason == reason
 
 
 def test_a_one_sensor_pattern_gives_no_name():

@@ -64,7 +64,15 @@ async def test_batches_reach_the_readings_topic_and_leave_the_outbox_only_then(
                         messages.append(json.loads(record.value))
     finally:
         await consumer.stop()
-    assert messages[0] == {"status": {"online": True, "ts": "2026-01-15T02:00:00Z"}}
+    assert messages[0] == {  # the same status shape as on MQTT
+        "status": {
+            "state": "online",
+            "ts": "2026-01-15T02:00:00Z",
+            "buffered": None,
+            "thinned": None,
+            "dropped": None,
+        }
+    }
     batches = [m["readings"] for m in messages if "readings" in m]
     assert [len(b) for b in batches] == [100, 100, 50]  # one message per uplink batch
     assert [r["seq"] for b in batches for r in b] == list(range(1, 251))

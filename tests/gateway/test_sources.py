@@ -33,10 +33,17 @@ START = datetime(2026, 1, 15, 0, 0, tzinfo=UTC)
 
 
 @contextlib.asynccontextmanager
-async def running(source):
-    """Run a source; yield the queue its samples land in."""
+async def running(source, *, commit=True):
+    """Run a source; yield the queue its samples land in. With `commit`, each sample is taken
+    as committed to the outbox at once (an MQTT source then acknowledges its message)."""
     samples: asyncio.Queue = asyncio.Queue()
-    task = asyncio.create_task(source.run(samples.put))
+
+    async def emit(sample):
+        await samples.put(sample)
+        if commit and sample.committed is not None:
+            sample.committed()
+
+    task = asyncio.create_task(source.run(emit))
     try:
         yield samples
     finally:

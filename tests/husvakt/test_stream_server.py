@@ -68,6 +68,7 @@ async def server(tmp_path, mosquitto):
         update={
             "broker": MqttBrokerConfig(host=mosquitto.host, port=mosquitto.port),
             "state": tmp_path / "rules.db",
+            "quarantine": tmp_path / "quarantine.db",
         }
     )
     config = config.model_copy(update={"stream": stream})
@@ -115,7 +116,7 @@ async def test_uplinked_frost_opens_one_case_and_a_resent_batch_opens_none(serve
     assert alarm.sensor == "boiler-t1"
     assert [c.condition for c in await store.list_cases()] == ["freezing", "fire"]
     assert srv.engine.counts["duplicate"] == len(night[4:])
-    assert srv.subscriber.quarantine.counts == {"uplink-unusable": 1}
+    assert srv.subscriber.quarantine.counts == {"uplink-not-json": 1}
 
 
 async def test_a_gateway_last_will_opens_a_gateway_offline_case(server, mosquitto):
@@ -175,4 +176,4 @@ async def test_the_faust_deployment_takes_mqtt_uplinks_to_cases(kafka_broker, mo
         ], worker.output()[-4000:]
     finally:
         worker.stop()
-    assert "uplink-unusable" in worker.output()
+    assert "uplink-not-json" in worker.output()

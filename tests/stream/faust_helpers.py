@@ -16,13 +16,25 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from gateway.models import Reading
-from gateway.uplink import kafka_key, kafka_readings
-from stream.faust_engine import tick_message
+from gateway.wire import encode_batch, encode_tick, kafka_key
 from stream.models import Alarm
 from tests.services import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHOOL = ROOT / "config" / "scenarios" / "school.yaml"
+
+#: The sensors of a second gateway the traces use, and the sentinels that end a trace: the
+#: registry refuses readings of sensors and gateways the config does not name.
+SECOND_GATEWAY = """\
+  - {id: basement-t1-2, gateway: pi-attic, building: main, room: basement, probe: ds18b20,
+     source: {type: mqtt, topic: attic/basement-t1}}
+  - {id: attic-t1-2, gateway: pi-attic, building: main, room: attic,
+     source: {type: onewire, device: 28-000005e2fdc4}}
+  - {id: sentinel-pi-basement, building: main, room: boiler-room,
+     source: {type: mqtt, topic: sentinel/pi-basement}}
+  - {id: sentinel-pi-attic, gateway: pi-attic, building: main, room: boiler-room,
+     source: {type: mqtt, topic: sentinel/pi-attic}}
+"""
 
 #: One input message: (arrival time, gateway key, readings) — or (time, key, None) for a tick.
 Message = tuple[datetime, tuple[str, str], list[Reading] | None]
@@ -43,7 +55,9 @@ def write_config(directory: Path, bootstrap: str, *, base: Path = SCHOOL, **kafk
         "data_dir": str(directory / "faust-data"),
     } | kafka
     inline = ", ".join(f"{k}: {v}" for k, v in settings.items())
-    text = base.read_text(encoding="utf-8")
+    text = base.read_text(encoding="utf-8").replace(
+        "\nsensors:\n", "\nsensors:\n" + SECOND_GATEWAY, 1
+    )
     text += f"\nstream:\n  state: null\n  tick_every: 5s\n  kafka: {{{inline}}}\n"
     text += f"\ncases:\n  sqlite: {directory / 'cases.db'}\n"
     path = directory / "site.yaml"
@@ -110,11 +124,7 @@ async def produce(bootstrap: str, topic: str, messages: Iterable[Message]) -> No
     await producer.start()
     try:
         for at, (site, gateway), readings in messages:
-            if readings is None:
-                value = tick_message(at)
-            else:
-                body = b",".join(r.model_dump_json().encode() for r in readings)
-                value = kafka_readings(b"[" + body + b"]")
+            value = encode_tick(at) if readings is None else encode_batch(readings)
             await producer.send(
                 topic,
                 key=kafka_key(site, gateway),

@@ -56,7 +56,9 @@ async def test_out_of_order_readings_are_counted_and_ignored():
     async def sink(alarm):
         got.append(alarm)
 
-    engine = EmbeddedEngine(table=RuleTable(DEFAULT_RULES, {}), clock=FixedClock(T0), sink=sink)
+    engine = EmbeddedEngine(
+        table=RuleTable(DEFAULT_RULES, {}), clock=FixedClock(T0 + timedelta(minutes=20)), sink=sink
+    )
     await feed(engine, [(0, 4.0), (10, 8.0), (5, 4.0), (11, 4.0)])
     assert got == []
     assert engine.counts["out_of_order"] == 1
@@ -80,7 +82,10 @@ async def test_a_restart_continues_hold_timers_and_hysteresis_where_they_were(tm
         for part in parts:
             state = SqliteRuleState(path) if path else None
             engine = EmbeddedEngine(
-                table=RuleTable(DEFAULT_RULES, {}), clock=FixedClock(T0), sink=sink, state=state
+                table=RuleTable(DEFAULT_RULES, {}),
+                clock=FixedClock(T0 + timedelta(minutes=30)),
+                sink=sink,
+                state=state,
             )
             await engine.process_batch(part)
             engine.close()
@@ -107,7 +112,7 @@ async def test_readings_sent_again_after_a_restart_are_duplicates(tmp_path):
     for _ in range(2):  # the second time: a crash before the outbox acknowledged the batch
         engine = EmbeddedEngine(
             table=RuleTable(DEFAULT_RULES, {}),
-            clock=FixedClock(T0),
+            clock=FixedClock(T0 + timedelta(minutes=30)),
             sink=sink,
             state=SqliteRuleState(tmp_path / "rules.db"),
         )

@@ -46,7 +46,10 @@ def night() -> list[Message]:
         load_scenario_file(SCENARIOS / "gateway-offline-backlog.yaml"), config, counts
     )
     faults = [
-        (a.at, a.reading.model_copy(update={"gateway": "pi-attic"}))
+        (
+            a.at,
+            a.reading.model_copy(update={"gateway": "pi-attic", "sensor": f"{a.reading.sensor}-2"}),
+        )
         for a in arrivals_from_scenario(
             load_scenario_file(SCENARIOS / "ds18b20-faults.yaml"), config, counts
         )
@@ -190,3 +193,60 @@ async def test_a_crashed_worker_is_replaced_and_the_rules_continue_where_they_we
     # the replacement rebuilt the rule state from the changelog the crashed worker wrote
     highwaters = re.findall(r"rule-state-changelog \| (\d+)\s+\| (-?\d+)", replacement.output())
     assert any(int(mark) > 0 for _, mark in highwaters), replacement.output()[:3000]
+
+
+async def test_hostile_messages_on_the_readings_topic_stop_no_worker(kafka_broker, tmp_path):
+    """The Faust path decodes with the same bounded wire module: every hostile message is
+    quarantined, and a genuine fire sent after them still raises its alarm."""
+    from datetime import UTC, datetime
+
+    from aiokafka import AIOKafkaProducer
+
+    from gateway.wire import encode_batch, kafka_key
+    from husvakt.hostile import corpus
+
+    config_path = write_config(tmp_path, kafka_broker.bootstrap)
+    kafka = load_config(config_path).stream.kafka
+    await ensure_topics(kafka)
+    now = datetime.now(UTC)
+    key = kafka_key("nordskolan", "pi-basement")
+    hostile = [
+        (b"s/../x" if h.topic.endswith("/status") and h.kind == "wrong shape" else key, h.payload)
+        for h in corpus("nordskolan", "pi-basement", "basement-t1", now=now)
+        if len(h.payload) < 900_000  # Tansu's default message size
+    ]
+    hostile += [(b"\xff\xfe", b"[]"), (b"nordskolan/ghost-gw", b"[]"), (b"no-slash", b"{}")]
+    sentinel = Reading(
+        site="nordskolan",
+        gateway="pi-basement",
+        sensor="sentinel-pi-basement",
+        kind="temperature",
+        value=99.0,
+        unit="°C",
+        ts=now,
+        seq=10**9 + 10**8,
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka_broker.bootstrap, acks="all", max_request_size=1_048_576
+    )
+    await producer.start()
+    try:
+        for k, value in [*hostile, (key, encode_batch([sentinel], outbox="ob-hostile"))]:
+            await producer.send_and_wait(kafka.readings_topic, key=k, value=value)
+    finally:
+        await producer.stop()
+    worker = Worker(config_path)
+    try:
+        got = await consume_alarms(
+            kafka_broker.bootstrap, kafka.alarms_topic, sentinels={"sentinel-pi-basement"}
+        )
+        alive = worker.proc.poll() is None
+    finally:
+        worker.stop()
+    output = worker.output()
+    assert ("sentinel-pi-basement", "fire", "raised") in {
+        (a.sensor, a.condition, a.state) for a in got
+    }, output[-3000:]
+    assert alive, output[-3000:]
+    for reason in ("kafka-too-deep", "kafka-not-json", "reading-number", "unknown-sensor"):
+        assert f"× {reason}" in output, reason

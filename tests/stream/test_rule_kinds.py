@@ -111,9 +111,20 @@ def test_rise_rate_is_the_least_squares_slope_per_minute():
             [],
         ),
         (
+            # the reading after the spike, back near 21, shows the 95 was not real
             "an impossible jump raises sensor_fault, never fire",
             [(0, 21), (10, 21.1), (20, 95.0), (30, 21.2), (40, 21.1), (50, 21.0)],
-            [(20, "sensor_fault", "raised", "warning"), (50, "sensor_fault", "cleared", "warning")],
+            [(30, "sensor_fault", "raised", "warning"), (50, "sensor_fault", "cleared", "warning")],
+        ),
+        (
+            "a jump that the next reading confirms is a real fire, one reading late at most",
+            [(0, 20), (5, 20.1), (10, 58.0), (15, 59.0), (20, 60.0), (25, 61.0)],
+            [(15, "fire", "raised", "critical")],
+        ),
+        (
+            "a sensor that jumps at every reading is a fault, never fire",
+            [(0, 20), (5, 90.0), (10, 20.0), (15, 95.0), (20, 10.0), (25, 99.0)],
+            [(10, "sensor_fault", "raised", "warning")],
         ),
         (
             "a jump spread over longer than jump_within is a real change",

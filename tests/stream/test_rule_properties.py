@@ -133,3 +133,44 @@ async def test_batch_boundaries_do_not_change_the_alarms(steps, cuts):
     whole, _ = await run_engine([readings])
     split, _ = await run_engine(batches)
     assert split == whole
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 60), st.floats(0, 40)), min_size=1, max_size=20),
+    st.floats(min_value=51, max_value=120),
+    st.lists(st.tuples(st.integers(1, 60), st.floats(-1, 1)), min_size=2, max_size=10),
+)
+def test_a_step_to_fire_that_persists_raises_fire_by_the_second_reading_after_it(
+    before, level, after
+):
+    """However sudden the step (an impossible jump for the fault rule), once the next reading
+    confirms it, fire is raised: a real fire is held back by one reading at most."""
+    steps = [(gap, value, None) for gap, value in before]
+    steps += [(gap, max(level + noise, 50.5), None) for gap, noise in after]
+    readings = readings_from(steps)
+    second_after = readings[len(before) + 1].ts
+    fire = [a for a in alarms_of(readings) if a.condition == "fire" and a.state == "raised"]
+    assert fire and fire[0].ts <= second_after
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 20_000), st.floats(-40, 120)), min_size=2, max_size=300),
+    st.integers(10, 600),
+)
+def test_the_incremental_rate_of_rise_is_the_least_squares_slope(gaps_ms, window):
+    from stream.rules import RiseState, rise_rate
+
+    state = RiseState()
+    t = T0
+    for gap, value in gaps_ms:
+        t += timedelta(milliseconds=gap)
+        state.push(t, value, window)
+        samples = tuple(state.samples)
+        assert all((t - s[0]).total_seconds() <= window for s in samples)
+        exact = rise_rate(samples)
+        got = state.rate(())
+        if exact is None or state.span() < 1.0:
+            continue  # no rate, or one the rule would not take (min_span)
+        assert abs(got - exact) <= 1e-6 * max(1.0, abs(exact)), (got, exact)

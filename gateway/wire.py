@@ -1,0 +1,497 @@
+"""The v1 wire format, sans I/O: every encode/decode pair between husvakt processes.
+
+Transports (MQTT, Kafka, trace files) only move the bytes; this module alone knows their shape:
+
+- a readings batch: `{"outbox": ID, "readings": [READING, ...]}` on
+  `husvakt/v1/{site}/{gateway}/readings` and, unchanged, as a Kafka readings-topic message
+  (a bare JSON array of readings, as older gateways send it, is still read);
+- a gateway status: `{"state": "online"|"offline", "ts", "buffered", "thinned", "dropped"}`,
+  retained on `…/status`, and on Kafka wrapped as `{"status": STATUS}`;
+- a clock tick on Kafka: `{"tick": TS}`;
+- a trace line (JSON Lines): `{"received": TS, "reading": READING}`;
+- timestamps: RFC 3339, stored and compared in UTC.
+
+Every decoder is bounded and strict, because everything on the wire is hostile until it has
+passed here: payload size, nesting, readings per message, characters per number, string
+lengths, timestamps within a plausible range; no booleans as numbers, no numeric strings, no
+control characters. A batch decodes reading by reading: one bad reading is rejected with its
+reason and the good readings of the batch go on.
+
+    WireError (ValueError)   the message as a whole is unusable; `reason` is a short slug for
+                             the quarantine, `str(exc)` says what was wrong
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.models import SLUG_PATTERN, Reading, format_ts
+
+__all__ = [
+    "LIMITS",
+    "Batch",
+    "Limits",
+    "Rejected",
+    "Status",
+    "Tick",
+    "TraceLine",
+    "WireError",
+    "decode_batch",
+    "decode_kafka",
+    "decode_status",
+    "decode_trace_line",
+    "encode_batch",
+    "encode_bodies",
+    "encode_kafka_status",
+    "encode_reading",
+    "encode_status",
+    "encode_tick",
+    "encode_trace_line",
+    "kafka_key",
+    "loads_bounded",
+    "parse_kafka_key",
+    "parse_ts",
+    "readings_topic",
+    "status_topic",
+    "topic_ids",
+]
+
+
+class WireError(ValueError):
+    """A message that is not usable as a whole. `reason` is a short slug (`too-large`,
+    `not-json`, `too-deep`, `shape`, `number`, `string`, `timestamp`, …)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        super().__init__(detail)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The bounds every decode enforces. A gateway's batch is at most 10,000 readings (its
+    `uplink.batch` allows no more), an ingest may join a few; a reading encodes in about 200
+    bytes. At these bounds a message decodes in well under a second."""
+
+    payload: int = 16 * 1024 * 1024
+    readings: int = 50_000
+    number_chars: int = 32
+    kind: int = 32
+    unit: int = 16
+    fault: int = 64
+    outbox: int = 64
+    value: float = 1e12
+    seq: int = 2**63 - 1
+    earliest_year: int = 2000
+    latest_year: int = 2200
+    status: int = 4096
+    trace_line: int = 4096
+
+
+LIMITS = Limits()
+
+_SLUG = re.compile(SLUG_PATTERN)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_RFC3339 = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+# --- topics and keys ---------------------------------------------------------------------------
+
+
+def readings_topic(site: str, gateway: str) -> str:
+    return f"husvakt/v1/{site}/{gateway}/readings"
+
+
+def status_topic(site: str, gateway: str) -> str:
+    return f"husvakt/v1/{site}/{gateway}/status"
+
+
+def topic_ids(topic: str) -> tuple[str, str]:
+    """(site, gateway) of an uplink topic; WireError when it is not one with valid ids."""
+    parts = topic.split("/")
+    if len(parts) != 5 or parts[:2] != ["husvakt", "v1"] or parts[4] not in ("readings", "status"):
+        raise WireError("topic", f"not a husvakt uplink topic: {topic[:120]!r}")
+    site, gateway = parts[2], parts[3]
+    if not (_SLUG.fullmatch(site) and _SLUG.fullmatch(gateway)):
+        raise WireError("topic", f"site or gateway in {topic[:120]!r} is not a valid id")
+    return site, gateway
+
+
+def kafka_key(site: str, gateway: str) -> bytes:
+    """Messages on the Kafka readings topic are keyed by gateway: a gateway's batches (and the
+    rule state they update) stay in one partition, in order."""
+    return f"{site}/{gateway}".encode()
+
+
+# --- bounded JSON ------------------------------------------------------------------------------
+
+
+def _check_length(text: str) -> None:
+    if len(text) > LIMITS.number_chars:
+        raise WireError(
+            "number", f"a number of {len(text)} characters (at most {LIMITS.number_chars})"
+        )
+
+
+def _parse_float(text: str) -> float:
+    _check_length(text)
+    value = float(text)
+    if not math.isfinite(value):
+        raise WireError("number", f"{text} is not a finite number")
+    return value
+
+
+def _parse_int(text: str) -> int:
+    _check_length(text)
+    return int(text)
+
+
+#: A JSON string, so that brackets inside strings are not counted as containers.
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def _containers(raw: bytes) -> int:
+    return raw.count(b"[") + raw.count(b"{")
+
+
+def _reject_constant(name: str) -> float:
+    raise WireError("number", f"{name} is not a number")
+
+
+def loads_bounded(data: bytes | str, *, max_bytes: int, max_containers: int) -> Any:
+    """JSON with bounded size, containers (and so nesting) and number length; NaN, Infinity
+    and numbers that overflow a float are refused."""
+    if len(data) > max_bytes:
+        raise WireError("too-large", f"{len(data)} bytes (at most {max_bytes})")
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if _containers(raw) > max_containers and _containers(_STRING.sub(b'""', raw)) > max_containers:
+        raise WireError("too-deep", f"more than {max_containers} arrays and objects")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise WireError("not-utf8", "the payload is not UTF-8") from None
+    try:
+        return json.loads(
+            text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_reject_constant
+        )
+    except RecursionError:
+        raise WireError("too-deep", "nested too deeply") from None
+    except json.JSONDecodeError as exc:
+        raise WireError("not-json", f"invalid JSON: {exc.msg} at {exc.pos}") from None
+
+
+# --- field checks ------------------------------------------------------------------------------
+
+
+def _text(value: object, name: str, limit: int) -> str:
+    if not isinstance(value, str):
+        raise WireError("string", f"{name} is not a string")
+    if len(value) > limit:
+        raise WireError("string", f"{name} has {len(value)} characters (at most {limit})")
+    if _CONTROL.search(value):
+        raise WireError("string", f"{name} contains control characters")
+    return value
+
+
+def _slug(value: object, name: str) -> str:
+    if not isinstance(value, str) or not _SLUG.fullmatch(value):
+        raise WireError("id", f"{name} is not a valid id")
+    return value
+
+
+def _number(value: object, name: str, bound: float) -> float:
+    # bool is a subclass of int, and JSON `true` must never become 1.0 °C
+    if type(value) is not float and type(value) is not int:
+        raise WireError("number", f"{name} is not a number")
+    if not -bound <= value <= bound:
+        raise WireError("number", f"{name} is outside ±{bound:g}")
+    return float(value)
+
+
+def _integer(value: object, name: str, bound: int) -> int:
+    if type(value) is not int or not 0 <= value <= bound:
+        raise WireError("number", f"{name} is not an integer within 0…{bound}")
+    return value
+
+
+def parse_ts(value: object, name: str = "ts") -> datetime:
+    """An RFC 3339 timestamp with a zone, within the plausible years, as UTC."""
+    if not isinstance(value, str) or len(value) > 40:
+        raise WireError("timestamp", f"{name} is not an RFC 3339 timestamp")
+    match = _RFC3339.fullmatch(value)
+    if match is None:
+        raise WireError("timestamp", f"{name} {value!r} is not an RFC 3339 timestamp")
+    year = int(match.group(1))
+    if not LIMITS.earliest_year <= year <= LIMITS.latest_year:
+        raise WireError(
+            "timestamp",
+            f"{name} year {year} is outside {LIMITS.earliest_year}…{LIMITS.latest_year}",
+        )
+    fraction = (match.group(7) or "")[:6].ljust(6, "0")
+    zone = match.group(8)
+    text = f"{value[:19]}.{fraction}{'+00:00' if zone in ('Z', 'z') else zone}"
+    try:
+        parsed = datetime.fromisoformat(text.replace("t", "T", 1))
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise WireError("timestamp", f"{name} {value!r} is not a valid time") from None
+
+
+_READING_KEYS = frozenset(
+    ("site", "gateway", "sensor", "kind", "value", "unit", "ts", "seq", "quality", "fault")
+)
+
+
+def _reading(item: object) -> Reading:
+    if not isinstance(item, dict):
+        raise WireError("shape", "a reading is not a JSON object")
+    extra = item.keys() - _READING_KEYS
+    if extra:
+        raise WireError("shape", f"unknown field {sorted(extra)[0][:40]!r}")
+    quality = item.get("quality", "good")
+    if quality not in ("good", "fault"):
+        raise WireError("shape", "quality is neither 'good' nor 'fault'")
+    fault_value = item.get("fault")
+    fault = None if fault_value is None else _text(fault_value, "fault", LIMITS.fault)
+    if quality == "fault" and not fault:
+        raise WireError("shape", "a fault reading must name its fault")
+    if quality == "good" and fault is not None:
+        raise WireError("shape", "'fault' is only allowed with quality 'fault'")
+    return Reading.model_construct(
+        site=_slug(item.get("site"), "site"),
+        gateway=_slug(item.get("gateway"), "gateway"),
+        sensor=_slug(item.get("sensor"), "sensor"),
+        kind=_text(item.get("kind"), "kind", LIMITS.kind),
+        value=_number(item.get("value"), "value", LIMITS.value),
+        unit=_text(item.get("unit"), "unit", LIMITS.unit),
+        ts=parse_ts(item.get("ts")),
+        seq=_integer(item.get("seq"), "seq", LIMITS.seq),
+        quality=quality,
+        fault=fault,
+    )
+
+
+# --- readings batches --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """One reading of a batch that was refused: its index, the reason slug and the detail."""
+
+    index: int
+    reason: str
+    detail: str
+    raw: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A decoded readings message. `outbox` identifies the gateway's outbox that numbered the
+    readings (None from gateways that predate it); a new id means numbering starts again."""
+
+    readings: tuple[Reading, ...]
+    outbox: str | None = None
+    rejected: tuple[Rejected, ...] = field(default=())
+
+
+def encode_reading(reading: Reading) -> str:
+    """One reading's JSON object (what the outbox stores; no `fault` key on good readings)."""
+    body: dict[str, object] = {
+        "site": reading.site,
+        "gateway": reading.gateway,
+        "sensor": reading.sensor,
+        "kind": reading.kind,
+        "value": reading.value,
+        "unit": reading.unit,
+        "ts": format_ts(reading.ts),
+        "seq": reading.seq,
+        "quality": reading.quality,
+    }
+    if reading.fault is not None:
+        body["fault"] = reading.fault
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def encode_bodies(bodies: Iterable[str], *, outbox: str | None) -> bytes:
+    """A readings message from readings already encoded (the outbox's bodies)."""
+    head = "{" if outbox is None else '{"outbox":' + json.dumps(outbox) + ","
+    return (head + '"readings":[' + ",".join(bodies) + "]}").encode()
+
+
+def encode_batch(readings: Iterable[Reading], *, outbox: str | None = None) -> bytes:
+    return encode_bodies((encode_reading(r) for r in readings), outbox=outbox)
+
+
+def _batch_body(body: object) -> tuple[list[object], str | None]:
+    if isinstance(body, list):
+        return body, None
+    if isinstance(body, dict) and "readings" in body:
+        if body.keys() - {"readings", "outbox"}:
+            raise WireError("shape", "a readings message has only 'outbox' and 'readings'")
+        items = body["readings"]
+        if not isinstance(items, list):
+            raise WireError("shape", "'readings' is not an array")
+        outbox = body.get("outbox")
+        if outbox is not None:
+            outbox = _text(outbox, "outbox", LIMITS.outbox)
+        return items, outbox
+    raise WireError("shape", "not an array of readings nor {outbox, readings}")
+
+
+def _decode_items(
+    items: Sequence[object], *, site: str | None, gateway: str | None
+) -> tuple[list[Reading], list[Rejected]]:
+    if len(items) > LIMITS.readings:
+        raise WireError("too-many", f"{len(items)} readings (at most {LIMITS.readings})")
+    readings: list[Reading] = []
+    rejected: list[Rejected] = []
+    for i, item in enumerate(items):
+        try:
+            reading = _reading(item)
+            if site is not None and (reading.site, reading.gateway) != (site, gateway):
+                raise WireError(  # noqa: TRY301 - one path for every refused reading
+                    "wrong-gateway",
+                    f"a reading of {reading.site}/{reading.gateway} on {site}/{gateway}'s topic",
+                )
+        except WireError as exc:
+            rejected.append(Rejected(i, exc.reason, str(exc), _preview(item)))
+            continue
+        readings.append(reading)
+    return readings, rejected
+
+
+def _preview(item: object) -> str:
+    try:
+        return json.dumps(item, ensure_ascii=True)[:200]
+    except (TypeError, ValueError):  # pragma: no cover - decoded JSON always re-encodes
+        return repr(item)[:200]
+
+
+def decode_batch(payload: bytes, *, site: str | None = None, gateway: str | None = None) -> Batch:
+    """A readings message. When `site`/`gateway` are given (from the topic or the Kafka key)
+    every reading must be theirs. Raises WireError if the message as a whole is unusable."""
+    body = loads_bounded(payload, max_bytes=LIMITS.payload, max_containers=LIMITS.readings + 2)
+    items, outbox = _batch_body(body)
+    readings, rejected = _decode_items(items, site=site, gateway=gateway)
+    return Batch(tuple(readings), outbox, tuple(rejected))
+
+
+# --- status ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A gateway's status: online (with its outbox figures) or offline (its last will)."""
+
+    online: bool
+    ts: datetime
+    buffered: int | None = None
+    thinned: int | None = None
+    dropped: int | None = None
+
+
+def _status_dict(status: Status) -> dict[str, object]:
+    return {
+        "state": "online" if status.online else "offline",
+        "ts": format_ts(status.ts),
+        "buffered": status.buffered,
+        "thinned": status.thinned,
+        "dropped": status.dropped,
+    }
+
+
+def encode_status(status: Status) -> bytes:
+    return json.dumps(_status_dict(status), separators=(",", ":")).encode()
+
+
+def encode_kafka_status(status: Status) -> bytes:
+    return json.dumps({"status": _status_dict(status)}, separators=(",", ":")).encode()
+
+
+def _count(body: dict[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    return None if value is None else _integer(value, name, 2**63 - 1)
+
+
+def _status(body: object) -> Status:
+    if not isinstance(body, dict):
+        raise WireError("shape", "a status is not a JSON object")
+    if body.keys() - {"state", "ts", "buffered", "thinned", "dropped"}:
+        raise WireError("shape", "a status has only state, ts, buffered, thinned and dropped")
+    state = body.get("state")
+    if state not in ("online", "offline"):
+        raise WireError("shape", "state is neither 'online' nor 'offline'")
+    return Status(
+        online=state == "online",
+        ts=parse_ts(body.get("ts")),
+        buffered=_count(body, "buffered"),
+        thinned=_count(body, "thinned"),
+        dropped=_count(body, "dropped"),
+    )
+
+
+def decode_status(payload: bytes) -> Status:
+    return _status(loads_bounded(payload, max_bytes=LIMITS.status, max_containers=1))
+
+
+# --- Kafka readings topic ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    at: datetime
+
+
+def encode_tick(at: datetime) -> bytes:
+    return json.dumps({"tick": format_ts(at)}).encode()
+
+
+def decode_kafka(
+    value: bytes, *, site: str | None = None, gateway: str | None = None
+) -> Batch | Status | Tick:
+    """A readings-topic message: a readings batch, a wrapped status, or a clock tick."""
+    body = loads_bounded(value, max_bytes=LIMITS.payload, max_containers=LIMITS.readings + 2)
+    if isinstance(body, dict) and body.keys() == {"status"}:
+        return _status(body["status"])
+    if isinstance(body, dict) and body.keys() == {"tick"}:
+        return Tick(parse_ts(body["tick"], "tick"))
+    items, outbox = _batch_body(body)
+    readings, rejected = _decode_items(items, site=site, gateway=gateway)
+    return Batch(tuple(readings), outbox, tuple(rejected))
+
+
+def parse_kafka_key(key: bytes) -> tuple[str, str]:
+    """(site, gateway) of a readings-topic key."""
+    try:
+        site, gateway = key.decode("ascii").split("/")
+    except (UnicodeDecodeError, ValueError):
+        raise WireError("key", f"not a site/gateway key: {key[:80]!r}") from None
+    return _slug(site, "site"), _slug(gateway, "gateway")
+
+
+# --- traces ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TraceLine:
+    received: datetime
+    reading: Reading
+
+
+def encode_trace_line(received: datetime, reading: Reading) -> str:
+    return '{"received":"' + format_ts(received) + '","reading":' + encode_reading(reading) + "}"
+
+
+def decode_trace_line(line: str | bytes) -> TraceLine:
+    body = loads_bounded(line, max_bytes=LIMITS.trace_line, max_containers=2)
+    if not isinstance(body, dict) or body.keys() != {"received", "reading"}:
+        raise WireError("shape", "a trace line is {received, reading}")
+    return TraceLine(parse_ts(body["received"], "received"), _reading(body["reading"]))

@@ -1,0 +1,246 @@
+"""The v1 wire module: every encode/decode pair round-trips, and no input makes a decoder do
+anything but return or raise WireError — within its bounds."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.models import Reading
+from gateway.wire import (
+    LIMITS,
+    Batch,
+    Status,
+    Tick,
+    WireError,
+    decode_batch,
+    decode_kafka,
+    decode_status,
+    decode_trace_line,
+    encode_batch,
+    encode_kafka_status,
+    encode_status,
+    encode_tick,
+    encode_trace_line,
+    parse_kafka_key,
+    parse_ts,
+    topic_ids,
+)
+
+T0 = datetime(2026, 1, 15, 2, 0, tzinfo=UTC)
+
+slugs = st.from_regex(r"[a-z0-9](?:[a-z0-9_-]{0,10}[a-z0-9])?", fullmatch=True)
+texts = st.text(
+    alphabet=st.characters(blacklist_categories=("Cc", "Cs"), max_codepoint=0x2FFF), max_size=16
+)
+times = st.datetimes(
+    min_value=datetime(2000, 1, 2),  # noqa: DTZ001 - hypothesis takes naive bounds
+    max_value=datetime(2199, 12, 30),  # noqa: DTZ001
+    timezones=st.just(UTC),
+).map(lambda t: t.replace(microsecond=t.microsecond // 1000 * 1000))
+
+
+@st.composite
+def readings(draw):
+    fault = draw(st.one_of(st.none(), texts.filter(bool)))
+    return Reading(
+        site=draw(slugs),
+        gateway=draw(slugs),
+        sensor=draw(slugs),
+        kind=draw(texts),
+        value=draw(st.floats(min_value=-1e12, max_value=1e12, allow_nan=False)),
+        unit=draw(texts),
+        ts=draw(times),
+        seq=draw(st.integers(min_value=0, max_value=2**63 - 1)),
+        quality="fault" if fault else "good",
+        fault=fault,
+    )
+
+
+@given(st.lists(readings(), max_size=20), st.one_of(st.none(), slugs))
+def test_a_batch_round_trips(batch, outbox):
+    decoded = decode_batch(encode_batch(batch, outbox=outbox))
+    assert decoded == Batch(tuple(batch), outbox, ())
+
+
+@given(st.booleans(), times, st.one_of(st.none(), st.integers(0, 2**40)))
+def test_a_status_round_trips_in_one_shape_on_mqtt_and_kafka(online, ts, buffered):
+    status = Status(online, ts, buffered, 0, 0)
+    assert decode_status(encode_status(status)) == status
+    assert decode_kafka(encode_kafka_status(status)) == status
+
+
+@given(times)
+def test_a_tick_round_trips(at):
+    assert decode_kafka(encode_tick(at)) == Tick(at)
+
+
+@given(times, readings())
+def test_a_trace_line_round_trips(received, reading):
+    line = decode_trace_line(encode_trace_line(received, reading))
+    assert (line.received, line.reading) == (received, reading)
+
+
+def test_a_bare_array_from_an_older_gateway_is_still_a_batch():
+    reading = Reading(
+        site="s", gateway="g", sensor="t", kind="temperature", value=3.0, unit="°C", ts=T0, seq=1
+    )
+    payload = json.dumps([json.loads(encode_batch([reading]))["readings"][0]]).encode()
+    assert decode_batch(payload, site="s", gateway="g") == Batch((reading,), None, ())
+
+
+GOOD = {
+    "site": "s",
+    "gateway": "g",
+    "sensor": "t",
+    "kind": "temperature",
+    "value": 3.0,
+    "unit": "°C",
+    "ts": "2026-01-15T02:00:00Z",
+    "seq": 1,
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"value": True}, "number"),
+        ({"value": False}, "number"),
+        ({"value": "3.5"}, "number"),
+        ({"seq": "7"}, "number"),
+        ({"seq": 1.5}, "number"),
+        ({"seq": -1}, "number"),
+        ({"value": 1e13}, "number"),
+        ({"ts": "0001-01-01T00:30:00+01:00"}, "timestamp"),
+        ({"ts": "9999-12-31T23:59:59-01:00"}, "timestamp"),
+        ({"ts": "2026-01-15T02:00:00"}, "timestamp"),
+        ({"ts": "2026-02-30T02:00:00Z"}, "timestamp"),
+        ({"ts": 1768442400}, "timestamp"),
+        ({"kind": "k" * 33}, "string"),
+        ({"unit": "°C\x00"}, "string"),
+        ({"quality": "fault", "fault": "crc\x00"}, "string"),
+        ({"quality": "fault", "fault": "x" * 65}, "string"),
+        ({"quality": "fault"}, "shape"),
+        ({"fault": "crc"}, "shape"),
+        ({"quality": "bad"}, "shape"),
+        ({"extra": 1}, "shape"),
+        ({"sensor": "Not A Slug"}, "id"),
+        ({"gateway": "other"}, "wrong-gateway"),
+    ],
+)
+def test_a_bad_reading_is_refused_with_its_reason_and_the_good_ones_go_on(change, reason):
+    bad = {**GOOD, **change}
+    payload = json.dumps({"readings": [GOOD, bad, {**GOOD, "seq": 2}]}).encode()
+    batch = decode_batch(payload, site="s", gateway="g")
+    assert [r.seq for r in batch.readings] == [1, 2]
+    assert [(r.index, r.reason) for r in batch.rejected] == [(1, reason)]
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "too-deep"),
+        (b'{"a":' * 5000 + b"1" + b"}" * 5000, "too-deep"),
+        (b"[" + b"1" * 5000 + b"]", "number"),
+        (b"[1e309]", "number"),
+        (b"[NaN]", "number"),
+        (b"[-Infinity]", "number"),
+        (b"\xff\xfe", "not-utf8"),
+        (b"", "not-json"),
+        (b"{not json", "not-json"),
+        (b" " * (LIMITS.payload + 1), "too-large"),
+        (json.dumps([1] * (LIMITS.readings + 1)).encode(), "too-many"),
+        (b'{"readings": {}}', "shape"),
+        (b'{"readings": [], "more": 1}', "shape"),
+        (b'{"outbox": "x\\u0000", "readings": []}', "string"),
+        (b"42", "shape"),
+    ],
+)
+def test_a_malformed_batch_is_one_wire_error(payload, reason):
+    with pytest.raises(WireError) as exc:
+        decode_batch(payload, site="s", gateway="g")
+    assert exc.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"state": "online"}',
+        b'{"state": "on fire", "ts": "2026-01-15T02:00:00Z"}',
+        b'{"state": "online", "ts": "2026-01-15T02:00:00Z", "buffered": true}',
+        b'{"state": "online", "ts": "2026-01-15T02:00:00Z", "buffered": -1}',
+        b'{"state": "online", "ts": "0001-01-01T00:00:00+01:00"}',
+        b'{"state": "online", "ts": "2026-01-15T02:00:00Z", "x": 1}',
+        b'{"state": ' + b"[" * 10_000 + b"]" * 10_000 + b"}",
+        b"[]",
+        b"x" * 5000,
+    ],
+)
+def test_a_malformed_status_is_one_wire_error(payload):
+    with pytest.raises(WireError):
+        decode_status(payload)
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "husvakt/v1/s/g",
+        "husvakt/v2/s/g/readings",
+        "husvakt/v1/S/g/readings",
+        "husvakt/v1/s/g/readings/extra",
+        "husvakt/v1/" + "x" * 300 + "/g/readings",
+        "other/v1/s/g/readings",
+    ],
+)
+def test_topics_and_keys_that_name_no_valid_gateway_are_refused(topic):
+    with pytest.raises(WireError):
+        topic_ids(topic)
+    assert topic_ids("husvakt/v1/s/g-1/status") == ("s", "g-1")
+    with pytest.raises(WireError):
+        parse_kafka_key(b"\xff/g")
+    assert parse_kafka_key(b"s/g") == ("s", "g")
+
+
+def test_timestamps_are_rfc3339_with_a_zone_within_the_plausible_years():
+    assert parse_ts("2026-01-15T03:00:00.123456789+01:00") == T0 + timedelta(microseconds=123456)
+    assert parse_ts("2026-01-15t02:00:00z") == T0
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=400))
+def test_no_bytes_make_a_decoder_raise_anything_but_wire_error(payload):
+    for decode in (decode_batch, decode_status, decode_kafka, decode_trace_line):
+        with contextlib.suppress(WireError):
+            decode(payload)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(
+        st.dictionaries(st.sampled_from([*sorted(GOOD), "quality", "fault", "x"]), json_values),
+        max_size=5,
+    )
+)
+def test_no_json_makes_the_batch_decoder_raise_anything_but_wire_error(items):
+    payload = json.dumps({"readings": items}, allow_nan=True).encode()
+    try:
+        batch = decode_batch(payload, site="s", gateway="g")
+    except WireError:
+        return
+    assert len(batch.readings) + len(batch.rejected) == len(items)
+    for reading in batch.readings:
+        assert type(reading.value) is float and type(reading.seq) is int
