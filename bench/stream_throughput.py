@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import tempfile
 import time
@@ -26,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from gateway.models import Reading
+from gateway.wire import decode_batch, encode_batch
 from husvakt.config import load_config
 from stream.config import DEFAULT_RULES
 from stream.engine import EmbeddedEngine
@@ -33,7 +33,6 @@ from stream.kafka_admin import ensure_topics
 from stream.rules import evaluate_sensor
 from stream.state import SqliteRuleState
 from stream.table import RuleTable
-from stream.uplink_in import parse_batch
 from tests.services import Tansu
 from tests.stream.faust_helpers import Worker, consume_alarms, produce, write_config
 
@@ -70,7 +69,7 @@ def pure(data: list[Reading]) -> float:
 
 class Clock:
     def __init__(self) -> None:
-        self.value = START
+        self.value = START + timedelta(days=1)  # after every reading: none dated ahead
 
     def now(self) -> datetime:
         return self.value
@@ -81,10 +80,9 @@ class Clock:
 
 async def embedded(data: list[Reading]) -> float:
     payloads = [
-        json.dumps([r.to_wire() for r in data[i : i + BATCH]]).encode()
-        for i in range(0, len(data), BATCH)
+        encode_batch(data[i : i + BATCH], outbox="ob-bench") for i in range(0, len(data), BATCH)
     ]
-    topic = "husvakt/v1/nordskolan/pi-basement/readings"
+    site, gateway = "nordskolan", "pi-basement"
 
     async def sink(alarm: object) -> None:
         pass
@@ -98,7 +96,8 @@ async def embedded(data: list[Reading]) -> float:
         )
         started = time.perf_counter()
         for payload in payloads:
-            await engine.process_batch(parse_batch(topic, payload))
+            batch = decode_batch(payload, site=site, gateway=gateway)
+            await engine.process_batch(batch.readings, outbox=batch.outbox)
         took = time.perf_counter() - started
         engine.close()
     assert engine.counts["readings"] == len(data), engine.counts
@@ -120,7 +119,10 @@ def sentinel(at: datetime) -> Reading:
 
 async def faust(broker: Tansu, data: list[Reading], per_message: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        config = write_config(Path(tmp), broker.bootstrap, producer_max_batch_size=16384)
+        names = [*(f"t{i}" for i in range(SENSORS)), "warm", "sentinel"]
+        config = write_config(
+            Path(tmp), broker.bootstrap, producer_max_batch_size=16384, sensors=names
+        )
         settings = load_config(config).stream.kafka
         kafka = {"readings": settings.readings_topic, "alarms": settings.alarms_topic}
         await ensure_topics(settings)
@@ -137,8 +139,13 @@ async def faust(broker: Tansu, data: list[Reading], per_message: int) -> float:
             )
             await consume_alarms(broker.bootstrap, kafka["alarms"], sentinels={"warm"})
             end = data[-1].ts + timedelta(seconds=10)
+            # each message arrives when its last reading was measured (the rules' "now")
             messages = [
-                (START, ("nordskolan", "pi-basement"), data[i : i + per_message])
+                (
+                    data[i : i + per_message][-1].ts,
+                    ("nordskolan", "pi-basement"),
+                    data[i : i + per_message],
+                )
                 for i in range(0, len(data), per_message)
             ]
             messages.append((end, ("nordskolan", "pi-basement"), [sentinel(end)]))

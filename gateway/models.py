@@ -82,7 +82,3 @@ class Reading(BaseModel):
         if self.quality == "good" and self.fault is not None:
             raise ValueError("'fault' is only allowed with quality 'fault'")
         return self
-
-    def to_wire(self) -> dict[str, object]:
-        """The JSON object of the wire contract (no `fault` key on good readings)."""
-        return self.model_dump(mode="json", exclude_none=True)

@@ -132,7 +132,7 @@ async def run_demo(
     assert isinstance(serial_sensor.source, SerialPoint)
 
     stale_files = [db.with_name(db.name + suffix) for suffix in ("", "-wal", "-shm")]
-    for part in (".outbox", ".rules"):
+    for part in (".outbox", ".rules", ".quarantine"):
         stale_files += [db.with_name(db.name + part + suffix) for suffix in ("", "-wal", "-shm")]
     for stale in stale_files:
         stale.unlink(missing_ok=True)
@@ -170,10 +170,14 @@ async def run_demo(
         live = config.model_copy(
             update={
                 "stream": config.stream.model_copy(
-                    update={"state": db.with_name(db.name + ".rules")}
+                    update={
+                        "state": db.with_name(db.name + ".rules"),
+                        "quarantine": db.with_name(db.name + ".quarantine"),
+                    }
                 ),
                 "gateway": gw.model_copy(
                     update={
+                        "quarantine": db.with_name(db.name + ".quarantine"),
                         "mqtt_brokers": {
                             **gw.mqtt_brokers,
                             mqtt_broker_id: gw.mqtt_brokers[mqtt_broker_id].model_copy(

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aiomqtt
-from pydantic import ValidationError
 
-from gateway.models import Reading, format_ts
+from gateway.wire import WireError, decode_batch, encode_trace_line, topic_ids
 
 __all__ = ["record"]
 
@@ -42,22 +40,19 @@ async def record(
                 if waiter not in done:
                     break
                 message = waiter.result()
-                received = format_ts(datetime.now(UTC))
+                received = datetime.now(UTC)
+                payload = message.payload if isinstance(message.payload, bytes) else b""
                 try:
-                    batch = json.loads(message.payload)
-                    readings = [Reading.model_validate(r) for r in batch]
-                except (ValueError, TypeError, ValidationError):
+                    site, gateway = topic_ids(message.topic.value)
+                    batch = decode_batch(payload, site=site, gateway=gateway)
+                except WireError:
                     skipped += 1
                     continue
-                for reading in readings:
-                    trace.write(
-                        json.dumps(
-                            {"received": received, "reading": reading.to_wire()}, ensure_ascii=False
-                        )
-                        + "\n"
-                    )
+                skipped += len(batch.rejected)
+                for reading in batch.readings:
+                    trace.write(encode_trace_line(received, reading) + "\n")
                     written += 1
                 trace.flush()
     if skipped:
-        log.warning("skipped %d messages that were not reading batches", skipped)
+        log.warning("skipped %d messages and readings that were not usable", skipped)
     return written

@@ -10,7 +10,6 @@ sent.
 from __future__ import annotations
 
 import itertools
-import json
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from gateway.config import SensorConfig
 from gateway.configfile import load_model, read_yaml
 from gateway.models import Reading, format_ts
 from gateway.normalize import Sample, normalize
+from gateway.wire import WireError, decode_trace_line
 from husvakt.allinone import bridge_for
 from husvakt.config import HusvaktConfig
 from stream.engine import EmbeddedEngine
@@ -164,12 +164,10 @@ def _trace_lines(path: Path) -> Iterator[Arrival]:
             if not line.strip():
                 continue
             try:
-                entry = json.loads(line)
-                reading = Reading.model_validate(entry["reading"])
-                received = datetime.fromisoformat(entry["received"].replace("Z", "+00:00"))
-            except (ValueError, KeyError, TypeError) as exc:
+                entry = decode_trace_line(line)
+            except WireError as exc:
                 raise ValueError(f"{path}:{number}: not a trace line ({exc})") from exc
-            yield Arrival(received, number, reading)
+            yield Arrival(entry.received, number, entry.reading)
 
 
 class ReplayResult(BaseModel):

@@ -182,9 +182,9 @@ class EmbeddedEngine:
                 self.counts["refused"] += 1
                 self.quarantine.add(
                     refused,
-                    f"{reading.site}/{reading.gateway}/{reading.sensor} ({reading.kind}) is not "
-                    "in the config",
-                    source=source or f"{reading.site}/{reading.gateway}",
+                    f"{reading.sensor} ({reading.kind}) from gateway {reading.gateway} is not in "
+                    "the config",
+                    source=f"{reading.site}/{reading.gateway}/{reading.sensor}",
                     raw=repr(reading),
                 )
                 return []

@@ -197,8 +197,9 @@ class FaustEngine:
                 self.counts["refused"] += 1
                 self.quarantine.add(
                     refused,
-                    f"{reading.sensor} is not in the config",
-                    source=source,
+                    f"{reading.sensor} ({reading.kind}) from gateway {reading.gateway} is not "
+                    "in the config",
+                    source=f"{reading.site}/{reading.gateway}/{reading.sensor}",
                     raw=repr(reading),
                 )
                 continue

@@ -2,14 +2,14 @@
 evaluated.
 
 Anyone who can publish to the broker can name any site, gateway or sensor; what the config does
-not know is refused (quarantined by the engine, counted per gateway so an admin sees what to add)
-and never gets rule state. A sensor belongs to one gateway and has one kind: a reading of it from
+not know is refused — the engines quarantine it under `site/gateway/sensor`, so
+`husvakt quarantine list` shows an admin each unknown id per gateway, with a count — and never
+gets rule state. A sensor belongs to one gateway and has one kind: a reading of it from
 another gateway, or of another kind, is refused too.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Mapping
 
 from gateway.config import SensorConfig
@@ -37,9 +37,6 @@ class Registry:
             else:
                 self._gateways.add((site, sensor.gateway))
         self._sites = {site for site, _ in self._sensors} | {site for site, _ in self._gateways}
-        #: refusals by (site, gateway, reason), for admins; bounded by the reasons × gateways
-        #: that exist, since unknown gateways are counted under one key per site.
-        self.refused: Counter[tuple[str, str, str]] = Counter()
 
     def gateways(self) -> set[tuple[str, str]]:
         return set(self._gateways)
@@ -47,9 +44,9 @@ class Registry:
     def refuse_gateway(self, site: str, gateway: str) -> str | None:
         """Why a message from this gateway is refused, or None."""
         if site not in self._sites:
-            return self._count("?", "?", "unknown-site")
+            return "unknown-site"
         if (site, gateway) not in self._gateways and site not in self._open_sites:
-            return self._count(site, "?", "unknown-gateway")
+            return "unknown-gateway"
         return None
 
     def refuse(self, reading: Reading) -> str | None:
@@ -59,13 +56,9 @@ class Registry:
             return reason
         sensor = self._sensors.get((reading.site, reading.sensor))
         if sensor is None:
-            return self._count(reading.site, reading.gateway, "unknown-sensor")
+            return "unknown-sensor"
         if sensor.gateway is not None and sensor.gateway != reading.gateway:
-            return self._count(reading.site, reading.gateway, "wrong-gateway")
+            return "wrong-gateway"
         if sensor.kind != reading.kind:
-            return self._count(reading.site, reading.gateway, "wrong-kind")
+            return "wrong-kind"
         return None
-
-    def _count(self, site: str, gateway: str, reason: str) -> str:
-        self.refused[(site, gateway, reason)] += 1
-        return reason

@@ -546,3 +546,48 @@ async def test_mqtt_topic_patterns_map_varying_topics_to_a_sensor(mosquitto):
         got = [await next_sample(samples) for _ in range(2)]
     assert (first.sensor, first.value) == ("t-tasmota", 4.5)
     assert {(s.sensor, s.value) for s in got} == {("t-kitchen", 30.5), ("t-shelly", 21.8)}
+
+
+@pytest.mark.mqtt
+async def test_an_mqtt_message_is_acknowledged_only_once_its_reading_is_committed(mosquitto):
+    """A gateway that dies between receiving a message and committing its reading gets the
+    message again when it comes back; one that committed does not."""
+
+    def source():
+        return MqttSource(
+            name="mqtt:test",
+            broker=MqttBrokerConfig(host=mosquitto.host, port=mosquitto.port),
+            points={"s/t": ("t1", MqttPoint(type="mqtt", topic="s/t"))},
+            clock=ScaledClock(start=START, speed=1),
+            quarantine=Quarantine(),
+            client_id="gw-ack",
+        )
+
+    async def publish(value):
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port) as device:
+            await device.publish("s/t", value, qos=1)
+
+    async with running(source()) as samples:  # creates the persistent session
+        while True:
+            await publish(b"0.5")
+            with contextlib.suppress(TimeoutError):
+                assert (await next_sample(samples, timeout=0.5)).value == 0.5
+                break
+        while not samples.empty():
+            samples.get_nowait()
+
+    async def next_value(samples):  # a 0.5 still in flight from the first round may follow
+        while (value := (await next_sample(samples)).value) == 0.5:
+            pass
+        return value
+
+    async with running(source(), commit=False) as samples:
+        await publish(b"4.5")
+        assert await next_value(samples) == 4.5
+    # "crashed" before the outbox commit: the broker sends the message again
+    async with running(source()) as samples:
+        assert await next_value(samples) == 4.5
+    # committed and acknowledged: it does not come again
+    async with running(source()) as samples:
+        await publish(b"5.5")
+        assert await next_value(samples) == 5.5

@@ -9,6 +9,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from gateway.wire import encode_reading
 from husvakt.config import load_config
 from husvakt.pytest_plugin import assert_cases
 from husvakt.replay import compare, load_expectations, replay_path
@@ -145,7 +146,11 @@ async def test_record_then_replay_a_real_night(tmp_path, mosquitto):
     for minute in range(30):
         r = make_reading(minute, 6.0 - minute * 0.1, sensor="basement-t1", seq=minute + 1)
         batch.append(
-            r.model_copy(update={"site": "nordskolan", "gateway": "pi-basement"}).to_wire()
+            json.loads(
+                encode_reading(
+                    r.model_copy(update={"site": "nordskolan", "gateway": "pi-basement"})
+                )
+            )
         )
     async with aiomqtt.Client(mosquitto.host, mosquitto.port) as uplink:
         while not task.done():

@@ -13,6 +13,7 @@ import pytest
 from casebridge.store.sql import SqliteCaseStore
 from gateway.config import MqttBrokerConfig
 from gateway.models import Reading, format_ts
+from gateway.wire import encode_reading
 from husvakt.config import load_config
 from husvakt.server import EmbeddedServer
 from tests.stream.faust_helpers import SCHOOL, Worker, write_config
@@ -48,7 +49,7 @@ def reading(minute, value, seq, sensor="basement-t1"):
 
 
 def batch(readings):
-    return json.dumps([r.to_wire() for r in readings]).encode()
+    return json.dumps([json.loads(encode_reading(r)) for r in readings]).encode()
 
 
 def cold_night():

@@ -40,8 +40,16 @@ SECOND_GATEWAY = """\
 Message = tuple[datetime, tuple[str, str], list[Reading] | None]
 
 
-def write_config(directory: Path, bootstrap: str, *, base: Path = SCHOOL, **kafka: object) -> Path:
-    """The school site with a Kafka section of its own (fresh topics and app id)."""
+def write_config(
+    directory: Path,
+    bootstrap: str,
+    *,
+    base: Path = SCHOOL,
+    sensors: Iterable[str] = (),
+    **kafka: object,
+) -> Path:
+    """The school site with a Kafka section of its own (fresh topics and app id), and more
+    thermometers of its gateway by id (the registry refuses sensors the config does not name)."""
     app = f"t{uuid.uuid4().hex[:10]}"
     settings = {
         "bootstrap": bootstrap,
@@ -55,9 +63,12 @@ def write_config(directory: Path, bootstrap: str, *, base: Path = SCHOOL, **kafk
         "data_dir": str(directory / "faust-data"),
     } | kafka
     inline = ", ".join(f"{k}: {v}" for k, v in settings.items())
-    text = base.read_text(encoding="utf-8").replace(
-        "\nsensors:\n", "\nsensors:\n" + SECOND_GATEWAY, 1
+    more = "".join(
+        f"  - {{id: {s}, building: main, room: basement, source: {{type: mqtt, topic: more/{s}}}}}\n"
+        for s in sensors
     )
+    text = base.read_text(encoding="utf-8")
+    text = text.replace("\nsensors:\n", "\nsensors:\n" + SECOND_GATEWAY + more, 1)
     text += f"\nstream:\n  state: null\n  tick_every: 5s\n  kafka: {{{inline}}}\n"
     text += f"\ncases:\n  sqlite: {directory / 'cases.db'}\n"
     path = directory / "site.yaml"

@@ -120,3 +120,37 @@ async def test_readings_sent_again_after_a_restart_are_duplicates(tmp_path):
         engine.close()
     assert [a.state for a in got] == ["raised"]
     assert engine.counts["duplicate"] == len(batch)
+
+
+async def test_a_big_batch_yields_to_the_event_loop_while_it_is_evaluated():
+    """Keepalives and other gateways are served while 30,000 readings are evaluated."""
+    import asyncio
+
+    from stream.engine import YIELD_EVERY
+
+    async def sink(alarm):
+        pass
+
+    engine = EmbeddedEngine(
+        table=RuleTable(DEFAULT_RULES, {}), clock=FixedClock(T0 + timedelta(days=1)), sink=sink
+    )
+    batch = [
+        make_reading(i / 60_000, 20.0, sensor=f"t{i % 50}", seq=i + 1, start=T0)
+        for i in range(30_000)
+    ]
+    turns = 0
+
+    async def other_work():
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_work())
+    await asyncio.sleep(0)
+    before = turns
+    await engine.process_batch(batch)
+    during = turns - before
+    other.cancel()
+    assert engine.counts["readings"] == len(batch)
+    assert during >= len(batch) // YIELD_EVERY - 1
