@@ -34,7 +34,7 @@ from stream.rules import evaluate_sensor
 from stream.state import SqliteRuleState
 from stream.table import RuleTable
 from tests.services import Tansu
-from tests.stream.faust_helpers import Worker, consume_alarms, produce, write_config
+from tests.stream.faust_helpers import Worker, consume_alarms, fire, produce, write_config
 
 START = datetime(2026, 1, 15, tzinfo=UTC)
 SENSORS = 100
@@ -105,16 +105,7 @@ async def embedded(data: list[Reading]) -> float:
 
 
 def sentinel(at: datetime) -> Reading:
-    return Reading(
-        site="nordskolan",
-        gateway="pi-basement",
-        sensor="sentinel",
-        kind="temperature",
-        value=99.0,
-        unit="°C",
-        ts=at,
-        seq=10**9,
-    )
+    return fire(at, "sentinel", seq=10**9)
 
 
 async def faust(broker: Tansu, data: list[Reading], per_message: int) -> float:

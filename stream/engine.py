@@ -28,12 +28,12 @@ from stream.core import (
     GatewayTrack,
     decode_track,
     encode_track,
-    on_reading,
     on_status,
     on_tick,
     watch,
 )
 from stream.errors import SinkUnavailableError
+from stream.intake import Intake
 from stream.models import Alarm
 from stream.registry import Registry
 from stream.state import SqliteRuleState
@@ -109,12 +109,21 @@ class EmbeddedEngine:
         self._registry = registry
         self._max_skew = max_skew
         self.quarantine = quarantine or Quarantine()
+        self.counts: Counter[str] = Counter()
+        self._intake = Intake(
+            table=table,
+            registry=registry,
+            quarantine=self.quarantine,
+            counts=self.counts,
+            late_after=late_after,
+            max_skew=max_skew,
+            watch_gateway=watch_gateways,
+        )
         self._tracks: dict[tuple[str, str], GatewayTrack] = {}
         self._dirty: set[tuple[str, str]] = set()
         # Batches, statuses and ticks take turns: each one's alarms are handed off (awaited)
         # before another changes the state they came from.
         self._turn = asyncio.Lock()
-        self.counts: Counter[str] = Counter()
         if state is not None:
             for key, data in state.load().items():
                 self._tracks[key] = decode_track(data)
@@ -158,57 +167,9 @@ class EmbeddedEngine:
         for i, reading in enumerate(readings):
             if i and i % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-            try:
-                alarms = self._evaluate(reading, now, outbox, source)
-            except Exception as exc:
-                log.exception("evaluating %s/%s failed", reading.site, reading.sensor)
-                self.counts["failed"] += 1
-                self.quarantine.add(
-                    "evaluate-failed",
-                    f"{type(exc).__name__}: {exc}",
-                    source=source or f"{reading.site}/{reading.gateway}",
-                    raw=repr(reading),
-                )
-                continue
+            alarms = self._intake.reading(self._track, reading, now, outbox=outbox, source=source)
             await self._emit(alarms)
         await self.save()
-
-    def _evaluate(
-        self, reading: Reading, now: datetime, outbox: str | None, source: str
-    ) -> list[Alarm]:
-        if self._registry is not None:
-            refused = self._registry.refuse(reading)
-            if refused is not None:
-                self.counts["refused"] += 1
-                self.quarantine.add(
-                    refused,
-                    f"{reading.sensor} ({reading.kind}) from gateway {reading.gateway} is not in "
-                    "the config",
-                    source=f"{reading.site}/{reading.gateway}/{reading.sensor}",
-                    raw=repr(reading),
-                )
-                return []
-        track = self._track(reading.site, reading.gateway)
-        alarms, outcome = on_reading(
-            track,
-            reading,
-            self._table,
-            now,
-            late_after=self._late_after,
-            watch_gateway=self._watch_gateways,
-            max_skew=self._max_skew,
-            outbox=outbox,
-        )
-        self.counts["readings" if outcome == "evaluated" else outcome] += 1
-        if outcome in ("clock_ahead", "seq_jump"):
-            self.quarantine.add(
-                outcome.replace("_", "-"),
-                f"{reading.sensor} at {reading.ts.isoformat()} seq {reading.seq} (now "
-                f"{now.isoformat()})",
-                source=source or f"{reading.site}/{reading.gateway}",
-                raw=repr(reading),
-            )
-        return alarms
 
     async def status(self, site: str, gateway: str, *, online: bool, ts: datetime) -> None:
         """The gateway's retained status message."""

@@ -42,11 +42,11 @@ from stream.core import (
     GatewayTrack,
     decode_track,
     encode_track,
-    on_reading,
     on_status,
     on_tick,
 )
 from stream.engine import YIELD_EVERY
+from stream.intake import Intake, quarantine_rejected
 from stream.models import Alarm
 from stream.registry import Registry
 from stream.table import RuleTable
@@ -81,6 +81,14 @@ class FaustEngine:
         self.registry = registry
         self.counts: Counter[str] = Counter()
         self.quarantine = quarantine or Quarantine()
+        self._intake = Intake(
+            table=self.table,
+            registry=registry,
+            quarantine=self.quarantine,
+            counts=self.counts,
+            late_after=config.late_after,
+            max_skew=config.max_clock_skew,
+        )
         self._decoded: dict[bytes, tuple[bytes, GatewayTrack]] = {}
         settings: dict[str, Any] = {
             "broker": f"kafka://{kafka.bootstrap.replace(',', ';kafka://')}",
@@ -181,56 +189,20 @@ class FaustEngine:
             return on_status(track, message.online, message.ts, self.table, now)
         if isinstance(message, Tick):
             return on_tick(track, self.table, message.at)
-        for refused_reading in message.rejected:
-            self.quarantine.add(
-                f"reading-{refused_reading.reason}",
-                refused_reading.detail,
-                source=source,
-                raw=refused_reading.raw,
-            )
+        quarantine_rejected(self.quarantine, message.rejected, source)
         alarms: list[Alarm] = []
         for i, reading in enumerate(message.readings):
             if i and i % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-            refused = self.registry.refuse(reading) if self.registry else None
-            if refused is not None:
-                self.counts["refused"] += 1
-                self.quarantine.add(
-                    refused,
-                    f"{reading.sensor} ({reading.kind}) from gateway {reading.gateway} is not "
-                    "in the config",
-                    source=f"{reading.site}/{reading.gateway}/{reading.sensor}",
-                    raw=repr(reading),
-                )
-                continue
-            try:
-                produced, outcome = on_reading(
-                    track,
+            alarms.extend(
+                self._intake.reading(
+                    lambda _site, _gateway: track,
                     reading,
-                    self.table,
                     now,
-                    late_after=self.config.late_after,
-                    max_skew=self.config.max_clock_skew,
                     outbox=message.outbox,
-                )
-            except Exception as exc:
-                log.exception("evaluating %s/%s failed", reading.site, reading.sensor)
-                self.quarantine.add(
-                    "evaluate-failed",
-                    f"{type(exc).__name__}: {exc}",
                     source=source,
-                    raw=repr(reading),
                 )
-                continue
-            self.counts["readings" if outcome == "evaluated" else outcome] += 1
-            if outcome in ("clock_ahead", "seq_jump"):
-                self.quarantine.add(
-                    outcome.replace("_", "-"),
-                    f"{reading.sensor} at {reading.ts.isoformat()} seq {reading.seq}",
-                    source=source,
-                    raw=repr(reading),
-                )
-            alarms.extend(produced)
+            )
         return alarms
 
     async def _tick(self) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +29,7 @@ from gateway.mqttack import ack, manual_acks
 from gateway.quarantine import Quarantine
 from gateway.secrets import read_secret, tls_context
 from gateway.wire import Batch, WireError, decode_batch, decode_status, topic_ids
+from stream.intake import quarantine_rejected
 
 __all__ = ["READINGS", "STATUS", "GatewayStatus", "UplinkSubscriber"]
 
@@ -67,6 +69,8 @@ class UplinkSubscriber:
         self._tls = tls_context(broker.tls)
         self.quarantine = quarantine or Quarantine()
         self.messages = 0
+        #: CPU seconds of the heaviest message so far (decode, evaluate, record)
+        self.heaviest_cpu = 0.0
         self.subscribed = asyncio.Event()
 
     async def run(self) -> None:
@@ -107,6 +111,7 @@ class UplinkSubscriber:
         topic = message.topic.value
         payload = message.payload if isinstance(message.payload, bytes) else b""
         self.messages += 1
+        started = time.process_time()
         try:
             await self.handle(topic, payload)
         except WireError as exc:
@@ -116,6 +121,8 @@ class UplinkSubscriber:
             self.quarantine.add(
                 "uplink-failed", f"{type(exc).__name__}: {exc}", source=topic, raw=payload
             )
+        finally:
+            self.heaviest_cpu = max(self.heaviest_cpu, time.process_time() - started)
 
     async def handle(self, topic: str, payload: bytes) -> None:
         """One uplink message (public for tests and for other transports)."""
@@ -125,12 +132,6 @@ class UplinkSubscriber:
             await self._on_status(GatewayStatus(site, gateway, status.online, status.ts))
             return
         batch = decode_batch(payload, site=site, gateway=gateway)
-        for refused in batch.rejected:
-            self.quarantine.add(
-                f"reading-{refused.reason}",
-                f"reading [{refused.index}]: {refused.detail}",
-                source=topic,
-                raw=refused.raw,
-            )
+        quarantine_rejected(self.quarantine, batch.rejected, topic)
         if batch.readings:
             await self._on_batch(site, gateway, batch)

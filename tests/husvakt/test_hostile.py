@@ -24,6 +24,7 @@ from husvakt.hostile import _case_for, check, corpus, genuine_frost, with_probes
 from husvakt.server import EmbeddedServer
 from stream.engine import hand_off
 from stream.models import Alarm
+from tests.husvakt.test_run import open_cases
 from tests.stream.faust_helpers import SCHOOL
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -283,7 +284,7 @@ async def test_the_gateway_survives_hostile_sensor_payloads_lines_and_registers(
             await plc.stop()
     assert failures == []
     assert not task.exception()
-    faults = {(c.sensor, c.condition) for c in await _cases(tmp_path / "cases.db")}
+    faults = {(c.sensor, c.condition) for c in await open_cases(tmp_path / "cases.db")}
     # no hostile input became a temperature: no freezing or fire on the attacked sensors
     assert not {s for s, cond in faults if cond in ("freezing", "fire")} & {
         "json-t1",
@@ -327,12 +328,3 @@ async def _frost_opens_a_case(broker, store, i, task):
             if task.done():
                 return False
     return False
-
-
-async def _cases(db):
-    store = SqliteCaseStore(db)
-    await store.start()
-    try:
-        return await store.list_cases()
-    finally:
-        await store.aclose()

@@ -117,6 +117,20 @@ class Worker:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
 
+def fire(at: datetime, sensor: str, *, seq: int, gateway: str = "pi-basement") -> Reading:
+    """A 99 °C reading at the school: a sentinel whose fire alarm says "all before me is done"."""
+    return Reading(
+        site="nordskolan",
+        gateway=gateway,
+        sensor=sensor,
+        kind="temperature",
+        value=99.0,
+        unit="°C",
+        ts=at,
+        seq=seq,
+    )
+
+
 def batches(readings: Sequence[tuple[datetime, Reading]], size: int) -> list[Message]:
     """Consecutive arrivals of one gateway grouped into uplink batches of up to `size`."""
     out: list[Message] = []

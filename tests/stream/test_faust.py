@@ -11,7 +11,6 @@ from datetime import timedelta
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from gateway.models import Reading
 from husvakt.config import load_config
 from husvakt.replay import VirtualClock, arrivals_from_scenario, load_scenario_file
 from stream.core import decode_track
@@ -25,6 +24,7 @@ from tests.stream.faust_helpers import (
     Worker,
     batches,
     consume_alarms,
+    fire,
     order,
     produce,
     write_config,
@@ -65,16 +65,8 @@ def night() -> list[Message]:
         t += TICK
     merged = sorted(messages + ticks, key=lambda m: (m[0], m[2] is not None))
     for site, gateway in keys:
-        sentinel = Reading(
-            site=site,
-            gateway=gateway,
-            sensor=f"sentinel-{gateway}",
-            kind="temperature",
-            value=99.0,
-            unit="°C",
-            ts=end,
-            seq=10**9,
-        )
+        assert site == "nordskolan"
+        sentinel = fire(end, f"sentinel-{gateway}", seq=10**9, gateway=gateway)
         merged.append((end, (site, gateway), [sentinel]))
     return merged
 
@@ -216,16 +208,7 @@ async def test_hostile_messages_on_the_readings_topic_stop_no_worker(kafka_broke
         if len(h.payload) < 900_000  # Tansu's default message size
     ]
     hostile += [(b"\xff\xfe", b"[]"), (b"nordskolan/ghost-gw", b"[]"), (b"no-slash", b"{}")]
-    sentinel = Reading(
-        site="nordskolan",
-        gateway="pi-basement",
-        sensor="sentinel-pi-basement",
-        kind="temperature",
-        value=99.0,
-        unit="°C",
-        ts=now,
-        seq=10**9 + 10**8,
-    )
+    sentinel = fire(now, "sentinel-pi-basement", seq=10**9 + 10**8)
     producer = AIOKafkaProducer(
         bootstrap_servers=kafka_broker.bootstrap, acks="all", max_request_size=1_048_576
     )

@@ -1,0 +1,108 @@
+"""What both engines do with one reading from outside: the registry admits it, the rules
+evaluate it, and whatever is refused or fails goes to the quarantine — for that one reading.
+
+`Intake.reading` never raises: an unknown sensor, a reading dated too far ahead, a forged seq
+or any exception while evaluating quarantines the reading, and the engine goes on with the next.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+from gateway.models import Reading
+from gateway.quarantine import Quarantine
+from gateway.wire import Rejected
+from stream.core import GatewayTrack, on_reading
+from stream.models import Alarm
+from stream.registry import Registry
+from stream.table import RuleTable
+
+__all__ = ["Intake", "quarantine_rejected"]
+
+log = logging.getLogger("husvakt.stream")
+
+
+def quarantine_rejected(quarantine: Quarantine, rejected: Iterable[Rejected], source: str) -> None:
+    """The readings the wire refused within a batch whose other readings go on."""
+    for refused in rejected:
+        quarantine.add(
+            f"reading-{refused.reason}",
+            f"reading [{refused.index}]: {refused.detail}",
+            source=source,
+            raw=refused.raw,
+        )
+
+
+class Intake:
+    def __init__(
+        self,
+        *,
+        table: RuleTable,
+        registry: Registry | None,
+        quarantine: Quarantine,
+        counts: Counter[str],
+        late_after: float,
+        max_skew: float,
+        watch_gateway: bool = True,
+    ) -> None:
+        self._table = table
+        self._registry = registry
+        self.quarantine = quarantine
+        self._counts = counts
+        self._late_after = late_after
+        self._max_skew = max_skew
+        self._watch_gateway = watch_gateway
+
+    def reading(
+        self,
+        track_of: Callable[[str, str], GatewayTrack],
+        reading: Reading,
+        now: datetime,
+        *,
+        outbox: str | None,
+        source: str,
+    ) -> list[Alarm]:
+        """The alarms of one reading (after `track_of` gave its gateway's track), or none."""
+        where = source or f"{reading.site}/{reading.gateway}"
+        refused = self._registry.refuse(reading) if self._registry is not None else None
+        if refused is not None:
+            self._counts["refused"] += 1
+            self.quarantine.add(
+                refused,
+                f"{reading.sensor} ({reading.kind}) from gateway {reading.gateway} is not in "
+                "the config",
+                source=f"{reading.site}/{reading.gateway}/{reading.sensor}",
+                raw=repr(reading),
+            )
+            return []
+        try:
+            alarms, outcome = on_reading(
+                track_of(reading.site, reading.gateway),
+                reading,
+                self._table,
+                now,
+                late_after=self._late_after,
+                watch_gateway=self._watch_gateway,
+                max_skew=self._max_skew,
+                outbox=outbox,
+            )
+        except Exception as exc:  # one reading never stops the others
+            log.exception("evaluating %s/%s failed", reading.site, reading.sensor)
+            self._counts["failed"] += 1
+            self.quarantine.add(
+                "evaluate-failed", f"{type(exc).__name__}: {exc}", source=where, raw=repr(reading)
+            )
+            return []
+        self._counts["readings" if outcome == "evaluated" else outcome] += 1
+        if outcome in ("clock_ahead", "seq_jump"):
+            self.quarantine.add(
+                outcome.replace("_", "-"),
+                f"{reading.sensor} at {reading.ts.isoformat()} seq {reading.seq} (now "
+                f"{now.isoformat()})",
+                source=where,
+                raw=repr(reading),
+            )
+        return alarms
