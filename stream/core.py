@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -45,8 +46,11 @@ __all__ = [
     "GatewayTrack",
     "Outcome",
     "SensorTrack",
+    "decode_sensor",
     "decode_track",
+    "encode_sensor",
     "encode_track",
+    "micros",
     "on_reading",
     "on_status",
     "on_tick",
@@ -88,6 +92,8 @@ class GatewayTrack:
     sensors: dict[str, SensorTrack] = field(default_factory=dict)
     outbox: str | None = None
     clock_episode: Episode | None = None
+    #: sensors whose state changed since the state store last saved them (not persisted)
+    changed: set[str] = field(default_factory=set, compare=False, repr=False)
 
 
 def _contact(
@@ -203,6 +209,7 @@ def on_reading(
         sensor = gw.sensors[reading.sensor] = SensorTrack(kind=reading.kind)
     elif sensor.last_ts is not None and reading.ts < sensor.last_ts:
         return alarms, "out_of_order"
+    gw.changed.add(reading.sensor)
     sensor.last_ts = reading.ts
     rules = table.rules_for(reading.site, reading.sensor, reading.kind)
     sensor.states, produced = evaluate_sensor(
@@ -265,6 +272,7 @@ def on_tick(
             )
             if new is not state:
                 sensor.states[rule_row.id] = new
+                gw.changed.add(sensor_id)
             alarms.extend(produced)
     return alarms
 
@@ -275,6 +283,7 @@ def watch(gw: GatewayTrack, sensor: str, kind: str, table: RuleTable, now: datet
     if gw.contact is None:
         gw.contact = now
     track = gw.sensors.setdefault(sensor, SensorTrack(kind=kind))
+    gw.changed.add(sensor)
     for rule in table.rules_for(gw.site, sensor, kind):
         if isinstance(rule, OfflineRule) and rule.id not in track.states:
             track.states[rule.id] = OfflineState(now)
@@ -306,7 +315,7 @@ def _dec_episode(e: list[Any] | None) -> Episode | None:
     return None if e is None else Episode(e[0], _dt(e[1]), e[2], e[3])
 
 
-def _enc_state(s: State) -> dict[str, Any]:
+def _enc_state(s: State, *, samples: bool = True) -> dict[str, Any]:
     if isinstance(s, ThresholdState):
         return {
             "t": "threshold",
@@ -320,7 +329,8 @@ def _enc_state(s: State) -> dict[str, Any]:
     if isinstance(s, RiseState):
         return {
             "t": "rise",
-            "samples": [[_t(t), v] for t, v in s.samples],
+            "samples": [[_t(t), v] for t, v in s.samples] if samples else [],
+            "pushed": s.pushed,
             "episode": _enc_episode(s.episode),
         }
     if isinstance(s, OfflineState):
@@ -352,6 +362,7 @@ def _dec_state(d: dict[str, Any]) -> State:
     if kind == "rise":
         return RiseState(
             samples=tuple((_dt(t), float(v)) for t, v in d["samples"]),
+            pushed=d.get("pushed"),
             episode=_dec_episode(d["episode"]),
         )
     if kind == "offline":
@@ -371,8 +382,30 @@ def _dec_state(d: dict[str, Any]) -> State:
     raise ValueError(f"unknown rule state kind {kind!r}")
 
 
-def encode_track(gw: GatewayTrack) -> bytes:
-    return json.dumps(
+def _enc_sensor(s: SensorTrack, *, samples: bool = True) -> dict[str, Any]:
+    return {
+        "kind": s.kind,
+        "last_ts": _t(s.last_ts),
+        "states": {k: _enc_state(v, samples=samples) for k, v in s.states.items()},
+    }
+
+
+def _dec_sensor(s: dict[str, Any]) -> SensorTrack:
+    return SensorTrack(
+        kind=s["kind"],
+        last_ts=_d(s["last_ts"]),
+        states={k: _dec_state(v) for k, v in s["states"].items()},
+    )
+
+
+def _dumps(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def encode_track(gw: GatewayTrack, *, sensors: bool = True) -> bytes:
+    """The whole track (the Faust table's value); without `sensors`, the gateway's own part
+    (the embedded store keeps each sensor in a row of its own)."""
+    return _dumps(
         {
             "v": 1,
             "site": gw.site,
@@ -385,18 +418,9 @@ def encode_track(gw: GatewayTrack) -> bytes:
             "episode": _enc_episode(gw.episode),
             "outbox": gw.outbox,
             "clock_episode": _enc_episode(gw.clock_episode),
-            "sensors": {
-                sid: {
-                    "kind": s.kind,
-                    "last_ts": _t(s.last_ts),
-                    "states": {k: _enc_state(v) for k, v in s.states.items()},
-                }
-                for sid, s in gw.sensors.items()
-            },
-        },
-        separators=(",", ":"),
-        ensure_ascii=False,
-    ).encode()
+            "sensors": {sid: _enc_sensor(s) for sid, s in gw.sensors.items()} if sensors else {},
+        }
+    )
 
 
 def decode_track(data: bytes | str) -> GatewayTrack:
@@ -414,12 +438,32 @@ def decode_track(data: bytes | str) -> GatewayTrack:
         episode=_dec_episode(d["episode"]),
         outbox=d.get("outbox"),
         clock_episode=_dec_episode(d.get("clock_episode")),
-        sensors={
-            sid: SensorTrack(
-                kind=s["kind"],
-                last_ts=_d(s["last_ts"]),
-                states={k: _dec_state(v) for k, v in s["states"].items()},
-            )
-            for sid, s in d["sensors"].items()
-        },
+        sensors={sid: _dec_sensor(s) for sid, s in d["sensors"].items()},
     )
+
+
+def encode_sensor(track: SensorTrack) -> bytes:
+    """One sensor's state without its rate-of-rise samples (a store keeps those in a log of
+    their own, so that a reading costs one appended sample, not the whole window)."""
+    return _dumps(_enc_sensor(track, samples=False))
+
+
+def decode_sensor(
+    data: bytes | str, samples: Mapping[str, Sequence[tuple[int, float]]]
+) -> SensorTrack:
+    """A sensor row, with each rate-of-rise state's samples (µs since the epoch, value) by rule
+    id from the store's log."""
+    track = _dec_sensor(json.loads(data))
+    for rule_id, state in track.states.items():
+        if isinstance(state, RiseState):
+            track.states[rule_id] = RiseState(
+                ((_dt(t), float(v)) for t, v in samples.get(rule_id, ())),
+                state.episode,
+                state.pushed,
+            )
+    return track
+
+
+def micros(value: datetime) -> int:
+    """µs since the epoch: how stored states keep time exactly."""
+    return (value - _EPOCH) // _US

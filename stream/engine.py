@@ -18,16 +18,15 @@ import asyncio
 import logging
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+from types import MappingProxyType
 
 from gateway.clock import Clock
 from gateway.models import Reading
 from gateway.quarantine import Quarantine
 from stream.core import (
     GatewayTrack,
-    decode_track,
-    encode_track,
     on_status,
     on_tick,
     watch,
@@ -125,12 +124,16 @@ class EmbeddedEngine:
         # before another changes the state they came from.
         self._turn = asyncio.Lock()
         if state is not None:
-            for key, data in state.load().items():
-                self._tracks[key] = decode_track(data)
+            self._tracks.update(state.load())
             if self._tracks:
                 log.info(
                     "rule state restored for %d gateway(s) from %s", len(self._tracks), state.path
                 )
+
+    @property
+    def tracks(self) -> Mapping[tuple[str, str], GatewayTrack]:
+        """Every gateway's state as the engine holds it (read-only view)."""
+        return MappingProxyType(self._tracks)
 
     def _track(self, site: str, gateway: str) -> GatewayTrack:
         key = (site, gateway)
@@ -230,9 +233,9 @@ class EmbeddedEngine:
         if self._state is None:
             self._dirty.clear()
             return
-        changed = {key: encode_track(self._tracks[key]) for key in self._dirty}
-        self._dirty.clear()
+        changed = [self._tracks[key] for key in self._dirty]
         await self._state.save(changed)
+        self._dirty.clear()
 
     def close(self) -> None:
         if self._state is not None:

@@ -74,13 +74,29 @@ class RiseState:
     samples have left the window as it holds (so rounding never accumulates), and the slope
     is recomputed exactly when it lies within a hair of a decision level."""
 
-    __slots__ = ("_evicted", "_n", "_sx", "_sxx", "_sxy", "_sy", "base", "episode", "samples")
+    __slots__ = (
+        "_evicted",
+        "_n",
+        "_sx",
+        "_sxx",
+        "_sxy",
+        "_sy",
+        "base",
+        "episode",
+        "pushed",
+        "samples",
+    )
 
     def __init__(
-        self, samples: Iterable[tuple[datetime, float]] = (), episode: Episode | None = None
+        self,
+        samples: Iterable[tuple[datetime, float]] = (),
+        episode: Episode | None = None,
+        pushed: int | None = None,
     ) -> None:
         self.samples: deque[tuple[datetime, float]] = deque(samples)
         self.episode = episode
+        #: samples pushed over the state's life: a store saves only those it has not yet
+        self.pushed = len(self.samples) if pushed is None else pushed
         self._resum()
 
     def _resum(self) -> None:
@@ -104,6 +120,7 @@ class RiseState:
 
     def push(self, ts: datetime, value: float, window: float) -> None:
         """Add a sample and drop those more than `window` seconds older than it."""
+        self.pushed += 1
         if not self.samples:
             self.samples.append((ts, value))
             self._resum()
@@ -138,6 +155,17 @@ class RiseState:
 
     def __repr__(self) -> str:
         return f"RiseState(samples={len(self.samples)}, episode={self.episode!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RiseState):
+            return NotImplemented
+        return (self.samples, self.episode, self.pushed) == (
+            other.samples,
+            other.episode,
+            other.pushed,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: not hashable
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -356,21 +355,11 @@ async def act(
 
 def _gateway_contacts(path: Path | None) -> dict[str, list[tuple[str, datetime | None]]]:
     """Each site's gateways and when the rule engine last heard from them (its state file)."""
-    if path is None or not path.exists():
+    if path is None:
         return {}
-    from stream.core import decode_track  # noqa: PLC0415 - only this page reads it
+    from stream.state import gateway_contacts  # noqa: PLC0415 - only this page reads it
 
-    out: dict[str, list[tuple[str, datetime | None]]] = {}
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        rows = db.execute("SELECT site, gateway, data FROM gateway_state").fetchall()
-    except sqlite3.Error:
-        rows = []
-    finally:
-        db.close()
-    for site, gateway, data in rows:
-        out.setdefault(site, []).append((gateway, decode_track(data).contact))
-    return out
+    return gateway_contacts(path)
 
 
 @router.get("/sites", response_class=HTMLResponse)

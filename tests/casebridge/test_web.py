@@ -158,12 +158,12 @@ async def test_signing_out_ends_the_session(web):
 async def test_the_site_overview_shows_open_cases_and_gateways_last_contact(tmp_path):
     from casebridge.config import TeamConfig
     from gateway.config import SiteConfig
-    from stream.core import GatewayTrack, encode_track
+    from stream.core import GatewayTrack
     from stream.state import SqliteRuleState
 
     state = SqliteRuleState(tmp_path / "rules.db")
     track = GatewayTrack(site="s", gateway="pi-cellar", contact=T0 - timedelta(minutes=7))
-    await state.save({("s", "pi-cellar"): encode_track(track)})
+    await state.save([track])
     state.close()
     store = SqliteCaseStore(tmp_path / "cases.db")
     await store.start()
