@@ -20,6 +20,7 @@ CONDITION_TITLES: dict[str, str] = {
     "gateway_offline": "Gateway offline",
     "sensor_fault": "Sensor fault",
     "gateway_clock": "Gateway clock wrong",
+    "stream_lag": "Alarms delayed: the rule engine is behind",
 }
 #: How many of the latest readings a case shows.
 RECENT_SHOWN = 12

@@ -266,6 +266,11 @@ class UplinkConfig(MqttBrokerConfig):
     kafka_topic: str = "husvakt-readings"
 
     batch: int = Field(default=200, ge=1, le=10_000, description="readings per message")
+    linger: Duration = Field(
+        default=0.02,
+        description="how long a message with fewer than `batch` readings waits for more (fewer, "
+        "larger messages when busy; 0 = send at once)",
+    )
     max_rate: float = Field(default=2000.0, gt=0, description="readings/s when draining a backlog")
     status_every: Duration = 60.0
 

@@ -165,6 +165,16 @@ class SqliteOutbox:
                 )
             )
 
+    async def oldest(self) -> float | None:
+        """When the oldest reading still held was measured (seconds since the epoch)."""
+        async with self._lock:
+            row = await asyncio.to_thread(
+                lambda: (
+                    self._conn().execute("SELECT epoch FROM outbox ORDER BY id LIMIT 1").fetchone()
+                )
+            )
+        return None if row is None else float(row[0])
+
     async def ack(self, ids: Sequence[int]) -> None:
         """The uplink confirmed these: remove them."""
         if not ids:

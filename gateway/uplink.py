@@ -40,10 +40,16 @@ __all__ = ["KafkaUplink", "LocalUplink", "MqttUplink"]
 log = logging.getLogger("husvakt.gateway.uplink")
 
 
-async def _next_batch(outbox: SqliteOutbox, size: int, wait: float) -> list[tuple[int, str]]:
-    """The oldest entries, or [] after `wait` seconds without any."""
+async def _next_batch(
+    outbox: SqliteOutbox, size: int, wait: float, linger: float = 0.0
+) -> list[tuple[int, str]]:
+    """The oldest entries, or [] after `wait` seconds without any. A batch smaller than `size`
+    waits `linger` seconds for more, so a busy gateway sends fewer, larger messages."""
     batch = await outbox.peek(size)
     if batch:
+        if len(batch) < size and linger > 0:
+            await asyncio.sleep(linger)
+            return await outbox.peek(size)
         return batch
     outbox.appended.clear()
     batch = await outbox.peek(size)  # appended between the peek and the clear?
@@ -51,6 +57,8 @@ async def _next_batch(outbox: SqliteOutbox, size: int, wait: float) -> list[tupl
         return batch
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(outbox.appended.wait(), wait)
+    if linger > 0:
+        await asyncio.sleep(linger)
     return await outbox.peek(size)
 
 
@@ -71,15 +79,18 @@ class MqttUplink:
         self._tls = tls_context(config.tls)
         self.published = 0
 
-    def _status(self, state: str, outbox: SqliteOutbox | None) -> bytes:
+    async def _status(self, state: str, outbox: SqliteOutbox | None) -> bytes:
         stats = outbox.stats if outbox else None
+        now = self._clock.now()
+        oldest = await outbox.oldest() if outbox else None
         return encode_status(
             Status(
                 online=state == "online",
-                ts=self._clock.now(),
+                ts=now,
                 buffered=stats.buffered if stats else None,
                 thinned=stats.thinned if stats else None,
                 dropped=0,
+                lag=None if oldest is None else round(max(0.0, now.timestamp() - oldest), 3),
             )
         )
 
@@ -87,7 +98,7 @@ class MqttUplink:
         backoff = Backoff(cap=30.0)
         topic = readings_topic(self._site, self._gateway)
         status = status_topic(self._site, self._gateway)
-        will = aiomqtt.Will(status, self._status("offline", None), qos=1, retain=True)
+        will = aiomqtt.Will(status, await self._status("offline", None), qos=1, retain=True)
         while True:
             try:
                 async with aiomqtt.Client(
@@ -104,7 +115,9 @@ class MqttUplink:
                 ) as client:
                     log.info("uplink connected to %s:%d", self._config.host, self._config.port)
                     backoff.reset()
-                    await client.publish(status, self._status("online", outbox), qos=1, retain=True)
+                    await client.publish(
+                        status, await self._status("online", outbox), qos=1, retain=True
+                    )
                     await self._drain(client, outbox, topic, status)
             except aiomqtt.MqttError as exc:
                 honour_cancellation()
@@ -122,7 +135,9 @@ class MqttUplink:
     ) -> None:
         last_status = time.monotonic()
         while True:
-            batch = await _next_batch(outbox, self._config.batch, self._config.status_every)
+            batch = await _next_batch(
+                outbox, self._config.batch, self._config.status_every, self._config.linger
+            )
             if batch:
                 started = time.monotonic()
                 payload = encode_bodies((body for _, body in batch), outbox=outbox.id)
@@ -131,12 +146,14 @@ class MqttUplink:
                 honour_cancellation()
                 self.published += len(batch)
                 # A backlog drains at a bounded rate, so the broker and the rules downstream
-                # are not flooded after an outage.
+                # are not flooded after an outage; what is read live goes at once.
                 pause = len(batch) / self._config.max_rate - (time.monotonic() - started)
-                if pause > 0:
+                if pause > 0 and outbox.stats.buffered > self._config.batch:
                     await asyncio.sleep(pause)
             if time.monotonic() - last_status >= self._config.status_every:
-                await client.publish(status, self._status("online", outbox), qos=1, retain=True)
+                await client.publish(
+                    status, await self._status("online", outbox), qos=1, retain=True
+                )
                 last_status = time.monotonic()
 
 
@@ -173,7 +190,9 @@ class KafkaUplink:
                         status = encode_kafka_status(Status(True, self._clock.now()))
                         await producer.send_and_wait(topic, key=self._key, value=status)
                         last_status = time.monotonic()
-                    batch = await _next_batch(outbox, self._config.batch, self._config.status_every)
+                    batch = await _next_batch(
+                        outbox, self._config.batch, self._config.status_every, self._config.linger
+                    )
                     if not batch:
                         continue
                     payload = encode_bodies((body for _, body in batch), outbox=outbox.id)

@@ -395,6 +395,8 @@ class Status:
     buffered: int | None = None
     thinned: int | None = None
     dropped: int | None = None
+    #: seconds the oldest reading still in the outbox has waited since it was measured
+    lag: float | None = None
 
 
 def _status_dict(status: Status) -> dict[str, object]:
@@ -404,6 +406,7 @@ def _status_dict(status: Status) -> dict[str, object]:
         "buffered": status.buffered,
         "thinned": status.thinned,
         "dropped": status.dropped,
+        "lag": status.lag,
     }
 
 
@@ -420,11 +423,19 @@ def _count(body: dict[str, Any], name: str) -> int | None:
     return None if value is None else _integer(value, name, 2**63 - 1)
 
 
+def _seconds(value: object) -> float:
+    seconds = _number(value, "lag", LIMITS.value)
+    if seconds < 0:
+        raise WireError("number", "lag is negative")
+    return seconds
+
+
 def _status(body: object) -> Status:
     if not isinstance(body, dict):
         raise WireError("shape", "a status is not a JSON object")
-    if body.keys() - {"state", "ts", "buffered", "thinned", "dropped"}:
-        raise WireError("shape", "a status has only state, ts, buffered, thinned and dropped")
+    if body.keys() - {"state", "ts", "buffered", "thinned", "dropped", "lag"}:
+        raise WireError("shape", "a status has only state, ts, buffered, thinned, dropped and lag")
+    lag = body.get("lag")
     state = body.get("state")
     if state not in ("online", "offline"):
         raise WireError("shape", "state is neither 'online' nor 'offline'")
@@ -434,6 +445,7 @@ def _status(body: object) -> Status:
         buffered=_count(body, "buffered"),
         thinned=_count(body, "thinned"),
         dropped=_count(body, "dropped"),
+        lag=None if lag is None else _seconds(lag),
     )
 
 

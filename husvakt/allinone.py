@@ -25,6 +25,7 @@ from gateway.service import Gateway
 from gateway.uplink import LocalUplink
 from husvakt.config import HusvaktConfig
 from stream.engine import EmbeddedEngine
+from stream.lag import LagMonitor
 from stream.models import Alarm
 from stream.state import SqliteRuleState
 from stream.table import RuleTable
@@ -100,6 +101,7 @@ class AllInOne:
             registry=config.registry(),
             quarantine=self.gateway.quarantine,
             max_skew=config.stream.max_clock_skew,
+            lag=LagMonitor(max_lag=config.stream.max_lag, window=config.stream.lag_window),
         )
         self._tick_every = config.stream.tick_every
         for (site, sensor), entry in sensors.items():

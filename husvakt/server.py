@@ -25,6 +25,7 @@ from gateway.wire import Batch, Status, encode_batch, encode_kafka_status, kafka
 from husvakt.allinone import bridge_for, channels_for
 from husvakt.config import HusvaktConfig
 from stream.engine import EmbeddedEngine, hand_off
+from stream.lag import LagMonitor
 from stream.models import Alarm, decode_alarm
 from stream.state import SqliteRuleState
 from stream.table import RuleTable
@@ -50,6 +51,7 @@ class _Server:
         store: CaseStore,
         on_batch: Callable[[str, str, Batch], Awaitable[None]],
         on_status: Callable[[GatewayStatus], Awaitable[None]],
+        on_settle: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         stream = config.stream
         self._config = config
@@ -71,6 +73,7 @@ class _Server:
             client_id=stream.client_id,
             on_batch=on_batch,
             on_status=on_status,
+            on_settle=on_settle,
             quarantine=self.quarantine,
         )
         self.notifier = Notifier(store=store, channels=channels_for(config, clock))
@@ -100,6 +103,7 @@ class EmbeddedServer(_Server):
             store=store,
             on_batch=self._readings,
             on_status=self._status,
+            on_settle=self._settle,
         )
         stream = config.stream
         self.engine = EmbeddedEngine(
@@ -112,6 +116,7 @@ class EmbeddedServer(_Server):
             registry=self.registry,
             quarantine=self.quarantine,
             max_skew=stream.max_clock_skew,
+            lag=LagMonitor(max_lag=stream.max_lag, window=stream.lag_window),
         )
 
     async def _hand_off(self, alarm: Alarm) -> None:
@@ -120,8 +125,11 @@ class EmbeddedServer(_Server):
     async def _readings(self, site: str, gateway: str, batch: Batch) -> None:
         self._remember(batch.readings)
         await self.engine.process_batch(
-            batch.readings, outbox=batch.outbox, source=f"{site}/{gateway}"
+            batch.readings, outbox=batch.outbox, source=f"{site}/{gateway}", save=False
         )
+
+    async def _settle(self) -> None:
+        await self.engine.settle()
 
     async def _status(self, status: GatewayStatus) -> None:
         await self.engine.status(status.site, status.gateway, online=status.online, ts=status.ts)

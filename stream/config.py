@@ -282,6 +282,12 @@ class StreamConfig(BaseModel):
         description="SQLite file of refused input for `husvakt quarantine` (relative to the "
         "config); null keeps it in memory only",
     )
+    max_lag: Duration = Field(
+        default=30.0,
+        description="when readings are evaluated later than this after measurement for a whole "
+        "`lag_window`, every site gets a stream_lag case",
+    )
+    lag_window: Duration = 60.0
     max_clock_skew: Duration = Field(
         default=300.0,
         description="readings dated further ahead of the server's clock are refused and raise "

@@ -33,6 +33,7 @@ from stream.core import (
 )
 from stream.errors import SinkUnavailableError
 from stream.intake import Intake
+from stream.lag import LagMonitor
 from stream.models import Alarm
 from stream.registry import Registry
 from stream.state import SqliteRuleState
@@ -98,6 +99,7 @@ class EmbeddedEngine:
         registry: Registry | None = None,
         quarantine: Quarantine | None = None,
         max_skew: float = 300.0,
+        lag: LagMonitor | None = None,
     ) -> None:
         self._table = table
         self._clock = clock
@@ -107,6 +109,7 @@ class EmbeddedEngine:
         self._state = state
         self._registry = registry
         self._max_skew = max_skew
+        self.lag = lag
         self.quarantine = quarantine or Quarantine()
         self.counts: Counter[str] = Counter()
         self._intake = Intake(
@@ -155,16 +158,27 @@ class EmbeddedEngine:
         await self.process_batch([reading])
 
     async def process_batch(
-        self, readings: Sequence[Reading], *, outbox: str | None = None, source: str = ""
+        self,
+        readings: Sequence[Reading],
+        *,
+        outbox: str | None = None,
+        source: str = "",
+        save: bool = True,
     ) -> None:
         """Evaluate a batch, hand off its alarms, then save the changed state. `outbox`: the id
         of the gateway outbox that numbered the batch; `source`: where it came from (a topic),
-        for the quarantine."""
+        for the quarantine; without `save`, the caller calls `settle` before it acknowledges
+        (to save once for several batches)."""
         async with self._turn:
-            await self._process_batch(readings, outbox, source)
+            await self._process_batch(readings, outbox, source, save=save)
+
+    async def settle(self) -> None:
+        """Save what the batches since the last save changed."""
+        async with self._turn:
+            await self.save()
 
     async def _process_batch(
-        self, readings: Sequence[Reading], outbox: str | None, source: str
+        self, readings: Sequence[Reading], outbox: str | None, source: str, *, save: bool
     ) -> None:
         now = self._clock.now()
         for i, reading in enumerate(readings):
@@ -172,7 +186,10 @@ class EmbeddedEngine:
                 await asyncio.sleep(0)
             alarms = self._intake.reading(self._track, reading, now, outbox=outbox, source=source)
             await self._emit(alarms)
-        await self.save()
+        if self.lag is not None and readings:
+            self.lag.observe(max(r.ts for r in readings), now)
+        if save:
+            await self.save()
 
     async def status(self, site: str, gateway: str, *, online: bool, ts: datetime) -> None:
         """The gateway's retained status message."""
@@ -207,6 +224,8 @@ class EmbeddedEngine:
                 if alarms:
                     self._dirty.add(key)
                     await self._emit(alarms)
+            if self.lag is not None and self._registry is not None:
+                await self._emit(self.lag.tick(now, self._registry.sites()))
             await self.save()
 
     async def run_ticks(self, every: float, stop: asyncio.Event) -> None:

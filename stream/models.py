@@ -21,6 +21,7 @@ Condition = Literal[
     "gateway_offline",
     "sensor_fault",
     "gateway_clock",
+    "stream_lag",
 ]
 AlarmState = Literal["raised", "updated", "cleared"]
 Severity = Literal["warning", "critical"]

@@ -41,6 +41,9 @@ class Registry:
     def gateways(self) -> set[tuple[str, str]]:
         return set(self._gateways)
 
+    def sites(self) -> list[str]:
+        return sorted(self._sites)
+
     def refuse_gateway(self, site: str, gateway: str) -> str | None:
         """Why a message from this gateway is refused, or None."""
         if site not in self._sites:

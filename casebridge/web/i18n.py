@@ -150,6 +150,7 @@ _SV: dict[str, str] = {
     "gateway_offline": "Gateway ur drift",
     "sensor_fault": "Givarfel",
     "gateway_clock": "Gatewayns klocka går fel",
+    "stream_lag": "Larm försenade: regelmotorn ligger efter",
     "new": "ny",
     "acknowledged": "kvitterad",
     "in_progress": "pågår",

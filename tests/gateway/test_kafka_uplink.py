@@ -71,6 +71,7 @@ async def test_batches_reach_the_readings_topic_and_leave_the_outbox_only_then(
             "buffered": None,
             "thinned": None,
             "dropped": None,
+            "lag": None,
         }
     }
     batches = [m["readings"] for m in messages if "readings" in m]

@@ -151,7 +151,7 @@ async def test_every_reading_arrives_in_order_after_the_broker_was_down(tmp_path
     assert outbox.stats.buffered == 0
     assert_complete_and_ordered(receiver, outbox.stats.last_seq)
     assert receiver.statuses[0]["state"] == "online"
-    assert {"buffered", "thinned", "ts"} <= receiver.statuses[0].keys()
+    assert {"buffered", "thinned", "ts", "lag"} <= receiver.statuses[0].keys()
 
 
 async def test_the_last_will_marks_the_gateway_offline(tmp_path, mosquitto):

@@ -68,9 +68,14 @@ def test_a_batch_round_trips(batch, outbox):
     assert decoded == Batch(tuple(batch), outbox, ())
 
 
-@given(st.booleans(), times, st.one_of(st.none(), st.integers(0, 2**40)))
-def test_a_status_round_trips_in_one_shape_on_mqtt_and_kafka(online, ts, buffered):
-    status = Status(online, ts, buffered, 0, 0)
+@given(
+    st.booleans(),
+    times,
+    st.one_of(st.none(), st.integers(0, 2**40)),
+    st.one_of(st.none(), st.floats(0, 1e9)),
+)
+def test_a_status_round_trips_in_one_shape_on_mqtt_and_kafka(online, ts, buffered, lag):
+    status = Status(online, ts, buffered, 0, 0, lag)
     assert decode_status(encode_status(status)) == status
     assert decode_kafka(encode_kafka_status(status)) == status
 
@@ -174,6 +179,8 @@ def test_a_malformed_batch_is_one_wire_error(payload, reason):
         b'{"state": "on fire", "ts": "2026-01-15T02:00:00Z"}',
         b'{"state": "online", "ts": "2026-01-15T02:00:00Z", "buffered": true}',
         b'{"state": "online", "ts": "2026-01-15T02:00:00Z", "buffered": -1}',
+        b'{"state": "online", "ts": "2026-01-15T02:00:00Z", "lag": -5}',
+        b'{"state": "online", "ts": "2026-01-15T02:00:00Z", "lag": "5"}',
         b'{"state": "online", "ts": "0001-01-01T00:00:00+01:00"}',
         b'{"state": "online", "ts": "2026-01-15T02:00:00Z", "x": 1}',
         b'{"state": ' + b"[" * 10_000 + b"]" * 10_000 + b"}",
