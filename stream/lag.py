@@ -34,6 +34,7 @@ class LagMonitor:
         self.window = window
         self._ages: deque[tuple[datetime, float]] = deque()
         self._since: datetime | None = None
+        self._warned: datetime | None = None
         self.episode: Episode | None = None
 
     def observe(self, newest: datetime, now: datetime) -> None:
@@ -45,8 +46,11 @@ class LagMonitor:
             self._ages.pop()  # a monotonic queue: its head is the window's minimum
         self._ages.append((now, age))
         self._expire(now)
-        if age > self.max_lag / 2 and self._ages[0][1] > self.max_lag / 2:
-            log.warning("the stream is %.0f s behind real time", self._ages[0][1])
+        lag = self._ages[0][1]
+        quiet = self._warned is not None and (now - self._warned).total_seconds() < self.window
+        if lag > self.max_lag / 2 and not quiet:
+            log.warning("the stream is %.0f s behind real time", lag)
+            self._warned = now
 
     def _expire(self, now: datetime) -> None:
         while self._ages and (now - self._ages[0][0]).total_seconds() > self.window:
