@@ -165,6 +165,14 @@ class SqliteOutbox:
                 )
             )
 
+    async def last_id(self) -> int:
+        """The id of the newest entry held (0 when empty)."""
+        async with self._lock:
+            row = await asyncio.to_thread(
+                lambda: self._conn().execute("SELECT MAX(id) FROM outbox").fetchone()
+            )
+        return int(row[0] or 0)
+
     async def oldest(self) -> float | None:
         """When the oldest reading still held was measured (seconds since the epoch)."""
         async with self._lock:

@@ -134,6 +134,9 @@ class MqttUplink:
         self, client: aiomqtt.Client, outbox: SqliteOutbox, topic: str, status: str
     ) -> None:
         last_status = time.monotonic()
+        # what was held when the connection came up is the backlog of an outage: it drains at a
+        # bounded rate; what is read while connected goes at once, however fast it comes
+        backlog_until = await outbox.last_id()
         while True:
             batch = await _next_batch(
                 outbox, self._config.batch, self._config.status_every, self._config.linger
@@ -146,9 +149,9 @@ class MqttUplink:
                 honour_cancellation()
                 self.published += len(batch)
                 # A backlog drains at a bounded rate, so the broker and the rules downstream
-                # are not flooded after an outage; what is read live goes at once.
+                # are not flooded after an outage.
                 pause = len(batch) / self._config.max_rate - (time.monotonic() - started)
-                if pause > 0 and outbox.stats.buffered > self._config.batch:
+                if pause > 0 and batch[-1][0] <= backlog_until:
                     await asyncio.sleep(pause)
             if time.monotonic() - last_status >= self._config.status_every:
                 await client.publish(
