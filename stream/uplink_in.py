@@ -73,6 +73,8 @@ class UplinkSubscriber:
         self._tls = tls_context(broker.tls)
         self.quarantine = quarantine or Quarantine()
         self.messages = 0
+        #: groups of messages settled (one rule-state save each) and acknowledged together
+        self.groups = 0
         #: CPU seconds of the heaviest message so far (decode, evaluate, record)
         self.heaviest_cpu = 0.0
         #: messages waiting in the client's queue after the last group
@@ -111,6 +113,7 @@ class UplinkSubscriber:
                         for each in group:
                             await self._handle(each)
                         await self._settle()
+                        self.groups += 1
                         for each in group:
                             ack(client, each)
                         self.backlog = len(client.messages)

@@ -178,3 +178,54 @@ async def test_the_faust_deployment_takes_mqtt_uplinks_to_cases(kafka_broker, mo
     finally:
         worker.stop()
     assert "uplink-not-json" in worker.output()
+
+
+async def test_messages_waiting_at_the_broker_are_settled_together(mosquitto, tmp_path):
+    """A stream that comes back to a queue of uplink messages evaluates them all and saves its
+    rule state once per group, not once per message, before it acknowledges them."""
+    config = load_config(SCHOOL)
+    stream = config.stream.model_copy(
+        update={
+            "broker": MqttBrokerConfig(host=mosquitto.host, port=mosquitto.port),
+            "state": tmp_path / "rules.db",
+            "quarantine": tmp_path / "quarantine.db",
+        }
+    )
+    config = config.model_copy(update={"stream": stream})
+    store = SqliteCaseStore(tmp_path / "cases.db")
+    await store.start()
+
+    async def run_until_fire(server):
+        fire = asyncio.Event()
+        handle = server.bridge.handle
+
+        async def recording(alarm):
+            outcome = await handle(alarm)
+            if alarm.condition == "fire":
+                fire.set()
+            return outcome
+
+        server.bridge.handle = recording
+        stop = asyncio.Event()
+        task = asyncio.create_task(server.run(stop))
+        await server.subscriber.subscribed.wait()
+        await fire.wait()
+        stop.set()
+        await task
+
+    first = EmbeddedServer(config=config, clock=Clock(NOW), store=store)
+    stop = asyncio.Event()
+    task = asyncio.create_task(first.run(stop))
+    await first.subscriber.subscribed.wait()  # its persistent session exists from now on
+    stop.set()
+    await task
+    night = cold_night()
+    last = batch([reading(13, 99.0, len(night) + 1, sensor="boiler-t1")])
+    await publish(mosquitto, *[(f"{TOPIC}/readings", batch([r])) for r in night])
+    await publish(mosquitto, (f"{TOPIC}/readings", last))
+    server = EmbeddedServer(config=config, clock=Clock(NOW), store=store)
+    await run_until_fire(server)
+    assert server.subscriber.messages == len(night) + 1
+    assert server.subscriber.groups < server.subscriber.messages
+    assert [c.condition for c in await store.list_cases()] == ["freezing", "fire"]
+    await store.aclose()
