@@ -295,11 +295,11 @@ async def test_the_gateway_survives_hostile_sensor_payloads_lines_and_registers(
 
 
 def _wild_plc(port):
-    """A PLC whose register goes wild: 0x7FFF and 0x8000 (±3276.8 °C), then back to 20 °C."""
+    """A PLC whose register goes wild — 0x7FFF and 0x8000 (±3276.8 °C) — between 20 °C."""
     from datetime import timedelta
 
     from firmware_sim.modbus import ModbusThermometer
-    from firmware_sim.signal import Profile
+    from firmware_sim.signal import Glitch, Profile
 
     return ModbusThermometer(
         host="127.0.0.1",
@@ -307,10 +307,10 @@ def _wild_plc(port):
         clock=SystemClock(),
         profile=Profile(
             start=datetime.now(UTC),
-            points=[
-                (timedelta(0), 3276.7),
-                (timedelta(seconds=1), -3276.8),
-                (timedelta(seconds=2), 20.0),
+            points=[(timedelta(0), 20.0)],
+            glitches=[
+                Glitch(at=timedelta(seconds=0.5), value=3276.7),
+                Glitch(at=timedelta(seconds=2), value=-3276.8),
             ],
         ),
     )
