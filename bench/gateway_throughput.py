@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import signal
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import aiomqtt
 
+from gateway.wire import decode_batch
 from tests.services import Mosquitto, wait_for_port
 
 CONFIG = """
@@ -86,7 +86,7 @@ async def receive(
         start = None
         async for message in c.messages:
             start = start or time.perf_counter()
-            got += len(json.loads(message.payload)) if batched else 1
+            got += len(decode_batch(message.payload).readings) if batched else 1
             if got >= count:
                 return time.perf_counter() - start
     raise AssertionError("unreachable")
