@@ -62,17 +62,22 @@ async def publish(broker, *messages, retain=False):
             await client.publish(topic, payload, qos=1, retain=retain)
 
 
-@pytest.fixture
-async def server(tmp_path, mosquitto):
+def school_on(broker, directory):
+    """The school's config with its stream on `broker` and its files in `directory`."""
     config = load_config(SCHOOL)
     stream = config.stream.model_copy(
         update={
-            "broker": MqttBrokerConfig(host=mosquitto.host, port=mosquitto.port),
-            "state": tmp_path / "rules.db",
-            "quarantine": tmp_path / "quarantine.db",
+            "broker": MqttBrokerConfig(host=broker.host, port=broker.port),
+            "state": directory / "rules.db",
+            "quarantine": directory / "quarantine.db",
         }
     )
-    config = config.model_copy(update={"stream": stream})
+    return config.model_copy(update={"stream": stream})
+
+
+@pytest.fixture
+async def server(tmp_path, mosquitto):
+    config = school_on(mosquitto, tmp_path)
     store = SqliteCaseStore(tmp_path / "cases.db")
     await store.start()
     server = EmbeddedServer(config=config, clock=Clock(NOW), store=store)
@@ -183,15 +188,7 @@ async def test_the_faust_deployment_takes_mqtt_uplinks_to_cases(kafka_broker, mo
 async def test_messages_waiting_at_the_broker_are_settled_together(mosquitto, tmp_path):
     """A stream that comes back to a queue of uplink messages evaluates them all and saves its
     rule state once per group, not once per message, before it acknowledges them."""
-    config = load_config(SCHOOL)
-    stream = config.stream.model_copy(
-        update={
-            "broker": MqttBrokerConfig(host=mosquitto.host, port=mosquitto.port),
-            "state": tmp_path / "rules.db",
-            "quarantine": tmp_path / "quarantine.db",
-        }
-    )
-    config = config.model_copy(update={"stream": stream})
+    config = school_on(mosquitto, tmp_path)
     store = SqliteCaseStore(tmp_path / "cases.db")
     await store.start()
 
