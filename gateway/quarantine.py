@@ -44,6 +44,11 @@ class Entry:
     id: int | None = None
 
 
+def _text(text: str, limit: int) -> str:
+    """Text that any store and log can take: cut, lone surrogates escaped, NUL made visible."""
+    return text[:limit].encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\0")
+
+
 def _bytes(raw: bytes | str | None) -> bytes:
     if raw is None:
         return b""
@@ -79,6 +84,11 @@ class Quarantine:
     ) -> None:
         """One refused input: its reason slug (`kind`), what was wrong, where it came from and
         its bytes. Never raises."""
+        kind, source, detail = (
+            _text(kind, 64),
+            _text(source, SOURCE_CHARS),
+            _text(detail, DETAIL_CHARS),
+        )
         self._counts[kind] += 1
         self._unlogged[kind] += 1
         now = time.monotonic()
@@ -88,12 +98,12 @@ class Quarantine:
                 "quarantined %d × %s (latest: %s%s)",
                 self._unlogged[kind],
                 kind,
-                f"{source[:SOURCE_CHARS]}: " if source else "",
-                detail[:DETAIL_CHARS],
+                f"{source}: " if source else "",
+                detail,
             )
             self._last_logged[kind] = now
             self._unlogged[kind] = 0
-        key = (source[:SOURCE_CHARS], kind)
+        key = (source, kind)
         at = datetime.now(UTC)
         entry = self._entries.get(key)
         if entry is None:
@@ -106,7 +116,7 @@ class Quarantine:
         entry.count += 1
         entry.last_at = at
         entry.sample = _bytes(raw)
-        entry.detail = detail[:DETAIL_CHARS]
+        entry.detail = detail
         self._pending[key] = self._pending.get(key, 0) + 1
 
     @property
@@ -146,7 +156,7 @@ class Quarantine:
     def _flush_logged(self) -> None:
         try:
             self.flush()
-        except (sqlite3.Error, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a quarantine that cannot be written stops nothing
             log.warning("could not write the quarantine to %s: %s", self._where(), exc)
 
     def _where(self) -> str:

@@ -89,6 +89,8 @@ def corpus(site: str, gateway: str, sensor: str, *, now: datetime) -> Iterator[H
     yield Hostile("timestamp without zone", readings, one(ts="2026-01-15T02:00:00"))
     yield Hostile("NUL and control characters", readings, one(quality="fault", fault="crc\x00x"))
     yield Hostile("NUL and control characters", readings, one(kind="temp\x1b[2Jerature"))
+    yield Hostile("lone surrogates", readings, one(quality="fault", fault="crc\ud800"))
+    yield Hostile("lone surrogates", readings, one(unit="\udfff"))
     yield Hostile("bool as a number", readings, one(value=True))
     yield Hostile("bool as a number", readings, one(value=False))
     yield Hostile("numeric string", readings, one(value="3.5"))

@@ -104,11 +104,9 @@ class EmbeddedEngine:
         self._table = table
         self._clock = clock
         self._sink = sink
-        self._late_after = late_after
         self._watch_gateways = watch_gateways
         self._state = state
         self._registry = registry
-        self._max_skew = max_skew
         self.lag = lag
         self.quarantine = quarantine or Quarantine()
         self.counts: Counter[str] = Counter()
@@ -195,13 +193,8 @@ class EmbeddedEngine:
         """The gateway's retained status message."""
         if not self._watch_gateways:
             return
-        if self._registry is not None:
-            refused = self._registry.refuse_gateway(site, gateway)
-            if refused is not None:
-                self.quarantine.add(
-                    refused, "status of a gateway not in the config", source=f"{site}/{gateway}"
-                )
-                return
+        if not self._intake.admits_gateway(site, gateway, source=f"{site}/{gateway}"):
+            return
         async with self._turn:
             now = self._clock.now()
             track = self._track(site, gateway)

@@ -78,7 +78,6 @@ class FaustEngine:
         kafka: KafkaConfig = config.kafka
         self.config = config
         self.table = RuleTable(rules, sensors)
-        self.registry = registry
         self.counts: Counter[str] = Counter()
         self.quarantine = quarantine or Quarantine()
         self._intake = Intake(
@@ -151,9 +150,7 @@ class FaustEngine:
         try:
             site, gateway = parse_kafka_key(key)
             message = decode_kafka(value, site=site, gateway=gateway)
-            refused = self.registry.refuse_gateway(site, gateway) if self.registry else None
-            if refused is not None:
-                self.quarantine.add(refused, "a gateway not in the config", source=source)
+            if not self._intake.admits_gateway(site, gateway, source=source):
                 return
             raw = self.tracks.get(key)
             if cached is not None and raw is not None and cached[0] is raw:

@@ -56,6 +56,18 @@ class Intake:
         self._max_skew = max_skew
         self._watch_gateway = watch_gateway
 
+    def admits_gateway(self, site: str, gateway: str, *, source: str) -> bool:
+        """Whether messages of this gateway (a status, a batch) may change any state; what the
+        registry refuses is quarantined."""
+        refused = self._registry.refuse_gateway(site, gateway) if self._registry else None
+        if refused is None:
+            return True
+        self._counts["refused"] += 1
+        self.quarantine.add(
+            refused, f"gateway {site}/{gateway} is not in the config", source=source
+        )
+        return False
+
     def reading(
         self,
         track_of: Callable[[str, str], GatewayTrack],

@@ -38,9 +38,6 @@ class Registry:
                 self._gateways.add((site, sensor.gateway))
         self._sites = {site for site, _ in self._sensors} | {site for site, _ in self._gateways}
 
-    def gateways(self) -> set[tuple[str, str]]:
-        return set(self._gateways)
-
     def sites(self) -> list[str]:
         return sorted(self._sites)
 

@@ -77,8 +77,6 @@ class UplinkSubscriber:
         self.groups = 0
         #: CPU seconds of the heaviest message so far (decode, evaluate, record)
         self.heaviest_cpu = 0.0
-        #: messages waiting in the client's queue after the last group
-        self.backlog = 0
         self.subscribed = asyncio.Event()
 
     async def run(self) -> None:
@@ -116,7 +114,6 @@ class UplinkSubscriber:
                         self.groups += 1
                         for each in group:
                             ack(client, each)
-                        self.backlog = len(client.messages)
                         honour_cancellation()
             except aiomqtt.MqttError as exc:
                 honour_cancellation()

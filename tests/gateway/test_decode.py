@@ -47,6 +47,8 @@ def test_mqtt_payloads_decode_to_their_value(payload, fmt, path, expected):
         (b'{"temperature": 1' + b"0" * 5000 + b"}", "json", "temperature", "unparsable"),
         (b"1" * 5000, "plain", None, "unparsable"),
         (b"2.5e1", "plain", None, "unparsable"),
+        (b'{"temperature": "\\ud800"}', "json", "temperature", "unparsable"),
+        (b'{"temperature": "21\\u0000"}', "json", "temperature", "unparsable"),
         (b" " * 70_000, "plain", None, "too-large"),
     ],
 )

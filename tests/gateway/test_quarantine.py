@@ -52,3 +52,15 @@ def test_admins_list_show_and_purge_what_was_refused(tmp_path, capsys):
     assert main(["quarantine", "purge", "--reason", "clock-ahead", "--db", str(db)]) == 0
     assert [e.reason for e in SqliteQuarantine(db).entries()] == ["unknown-sensor"]
     assert main(["quarantine", "show", "999", "--db", str(db)]) == 1
+
+
+def test_lone_surrogates_and_nul_in_what_is_refused_are_stored_and_shown(tmp_path, capsys):
+    db = tmp_path / "q.db"
+    quarantine = Quarantine(store=SqliteQuarantine(db))
+    quarantine.add("x\ud800", "detail \ud83d\x00 end", source="topic/\udfff\x00", raw="\ud800")
+    quarantine.flush()
+    (entry,) = SqliteQuarantine(db).entries()
+    assert entry.reason == "x\\ud800"
+    assert entry.source == "topic/\\udfff\\0" and entry.detail == "detail \\ud83d\\0 end"
+    assert main(["quarantine", "list", "--db", str(db)]) == 0
+    assert "topic/\\udfff" in capsys.readouterr().out

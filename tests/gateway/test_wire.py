@@ -127,6 +127,8 @@ GOOD = {
         ({"ts": "2026-02-30T02:00:00Z"}, "timestamp"),
         ({"ts": 1768442400}, "timestamp"),
         ({"kind": "k" * 33}, "string"),
+        ({"kind": "temp\ud800"}, "string"),
+        ({"unit": "\udfff"}, "string"),
         ({"unit": "°C\x00"}, "string"),
         ({"quality": "fault", "fault": "crc\x00"}, "string"),
         ({"quality": "fault", "fault": "x" * 65}, "string"),
