@@ -84,7 +84,7 @@ async def embedded(data: list[Reading]) -> float:
     ]
     site, gateway = "nordskolan", "pi-basement"
 
-    async def sink(alarm: object) -> None:
+    async def sink(alarms: object) -> None:
         pass
 
     with tempfile.TemporaryDirectory() as tmp:

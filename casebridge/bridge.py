@@ -5,16 +5,15 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from casebridge.config import CaseStoreConfig, NotifyConfig, RouteRow, TeamConfig
 from casebridge.enrich import draft_case
 from casebridge.history import ReadingHistory
-from casebridge.lifecycle import new_case
-from casebridge.models import PENDING_ID, CaseDraft, OpenPlan
+from casebridge.models import Case, CaseDraft, DeliveryDraft, OpenPlan, User
 from casebridge.people import deliveries_for, on_call
 from casebridge.routing import match, route_facts
-from casebridge.store import CaseStore, Outcome
+from casebridge.store import AlarmEntry, CaseStore, Outcome
 from gateway.clock import Clock
 from gateway.config import SensorConfig, SiteConfig
 from stream.config import RuleRow
@@ -55,7 +54,42 @@ class CaseBridge:
         self.counts: Counter[str] = Counter()
 
     async def handle(self, alarm: Alarm) -> Outcome:
+        (outcome,) = await self.handle_many([alarm])
+        return outcome
+
+    async def handle_many(self, alarms: Sequence[Alarm]) -> list[Outcome]:
+        """Record a batch of alarms in order, in as few transactions as the store allows."""
+        if not alarms:
+            return []
         now = self._clock.now()
+        on_duty = await self._on_duty(now)
+
+        def entry(alarm: Alarm) -> AlarmEntry:
+            def prepare() -> tuple[CaseDraft, OpenPlan]:
+                draft = self._draft(alarm, now)
+                return draft, self._plan(alarm, draft, now, on_duty)
+
+            return AlarmEntry(alarm, prepare)
+
+        outcomes = await self._store.record_alarms(
+            [entry(a) for a in alarms], now=now, reopen_window=self._cases.reopen_window
+        )
+        for outcome in outcomes:
+            self.counts[outcome.result] += 1
+            case = outcome.case
+            if outcome.result in ("opened", "reopened") and case is not None:
+                log.info("%s %s: %s → %s", outcome.result, case.id, case.draft.title, case.team)
+        return outcomes
+
+    async def _on_duty(self, now: datetime) -> dict[str, User | None]:
+        """Each team's on-call person now (None: nobody, or not a user)."""
+        duty: dict[str, User | None] = {}
+        for team in self._teams.values():
+            person = on_call(team, now)
+            duty[team.id] = await self._store.get_user(person) if person else None
+        return duty
+
+    def _draft(self, alarm: Alarm, now: datetime) -> CaseDraft:
         sensor = self._sensors.get((alarm.site, alarm.sensor))
         site = self._sites.get(alarm.site)
         facts = route_facts(
@@ -66,7 +100,7 @@ class CaseBridge:
             config=sensor,
         )
         route = match(self._routes, facts, at=now, tz=site.timezone if site else "UTC")
-        draft = draft_case(
+        return draft_case(
             alarm,
             site=site,
             sensor=sensor,
@@ -76,32 +110,20 @@ class CaseBridge:
             sla=self._cases.sla.get(route.priority),
             auto_resolve=alarm.rule in self._auto_resolve,
         )
-        plan = await self._plan(alarm, draft)
-        outcome = await self._store.record_alarm(
-            alarm, draft, plan, now=now, reopen_window=self._cases.reopen_window
-        )
-        self.counts[outcome.result] += 1
-        if outcome.result in ("opened", "reopened") and outcome.case is not None:
-            log.info("%s %s: %s → %s", outcome.result, outcome.case.id, draft.title, route.team)
-        return outcome
 
-    async def _plan(self, alarm: Alarm, draft: CaseDraft) -> OpenPlan:
+    def _plan(
+        self, alarm: Alarm, draft: CaseDraft, now: datetime, on_duty: dict[str, User | None]
+    ) -> OpenPlan:
         """Who hears about the case if this alarm opens it, and when escalation starts."""
-        if alarm.state == "cleared":
-            return OpenPlan()
         team = self._teams.get(draft.team)
-        if team is None:
+        if alarm.state == "cleared" or team is None:
             return OpenPlan()
-        now = self._clock.now()
-        person = on_call(team, now)
-        user = await self._store.get_user(person) if person else None
-        # The case id is not known before the store assigns it; deliveries name it when sent.
-        preview, _ = new_case(0, alarm, draft, OpenPlan(), now=now)
-        preview = preview.model_copy(update={"id": PENDING_ID})
-        deliveries = deliveries_for(
-            preview, user=user, team=team, notify=self._notify, reason="opened"
-        )
+        user, notify = on_duty.get(team.id), self._notify
+
+        def deliveries(case: Case) -> tuple[DeliveryDraft, ...]:
+            return deliveries_for(case, user=user, team=team, notify=notify, reason="opened")
+
         escalate_at = (
             now + timedelta(seconds=team.escalation.after) if team.escalation.chain else None
         )
-        return OpenPlan(deliveries=deliveries, next_escalation_at=escalate_at)
+        return OpenPlan(notify=deliveries, next_escalation_at=escalate_at)

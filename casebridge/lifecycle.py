@@ -10,7 +10,10 @@ Stores only persist what these functions return, so every store behaves the same
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
 
 from casebridge.errors import LifecycleError
 from casebridge.models import (
@@ -19,13 +22,32 @@ from casebridge.models import (
     CaseDraft,
     CaseEvent,
     CaseStatus,
+    DeliveryDraft,
     EventKind,
     OpenPlan,
     format_case_id,
 )
 from stream.models import SEVERITY_RANK, Alarm
 
-__all__ = ["TRANSITIONS", "act", "alarm_event", "apply_alarm", "new_case", "reopen_by_alarm"]
+__all__ = [
+    "TRANSITIONS",
+    "Ledger",
+    "Outcome",
+    "act",
+    "alarm_event",
+    "alarm_key",
+    "apply_alarm",
+    "decide",
+    "new_case",
+    "reopen_by_alarm",
+]
+
+#: What recording an alarm did: `opened` a case, `reopened` a recently resolved one, `appended`
+#: to an open one, found a `duplicate` (the same alarm recorded before), or `ignored` a clear
+#: with no open case to attach to.
+Result = Literal["opened", "reopened", "appended", "duplicate", "ignored"]
+#: (site, sensor, condition): what at most one open case exists for.
+Key = tuple[str, str, str]
 
 #: action → (statuses it is allowed from, status it leads to)
 TRANSITIONS: dict[str, tuple[frozenset[CaseStatus], CaseStatus]] = {
@@ -206,3 +228,123 @@ def act(
     return changed, [
         _event(changed, "status_changed", actor, f"{case.status} → {target}{note}", now)
     ]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What recording one alarm did, and the case as it stood afterwards."""
+
+    result: Result
+    case: Case | None
+
+
+def alarm_key(alarm: Alarm) -> str:
+    """Identifies one alarm step, so a replayed alarm is recognised and changes nothing."""
+    return f"{alarm.episode}|{alarm.state}|{alarm.ts.isoformat()}"
+
+
+def decide(
+    alarm: Alarm,
+    *,
+    seen: bool,
+    open_case: Case | None,
+    latest: Case | None,
+    now: datetime,
+    reopen_window: float,
+) -> Result:
+    """What an alarm does to the cases of its (site, sensor, condition): `seen` — this very alarm
+    was recorded before; `open_case` — the open case, if any; `latest` — the newest case."""
+    if seen:
+        return "duplicate"
+    if open_case is not None:
+        return "appended"
+    if alarm.state == "cleared":
+        return "ignored"
+    if (
+        latest is not None
+        and latest.status == "resolved"
+        and latest.resolved_at is not None
+        and now - latest.resolved_at <= timedelta(seconds=reopen_window)
+    ):
+        return "reopened"
+    return "opened"
+
+
+def case_key(case: Case) -> Key:
+    return (case.site, case.sensor, case.condition)
+
+
+@dataclass
+class Ledger:
+    """A batch of alarms applied to the cases they touch, without a database: the store loads
+    what the batch needs (`cases` by number, the open and newest case per key, the alarm keys
+    already recorded, the next free case number), `record`s each alarm in order, then writes
+    what changed in one transaction — every case row once, then the events and deliveries in
+    the order they happened."""
+
+    cases: dict[int, Case]
+    loaded: dict[int, Case]  # the cases as the store held them, to see what changed
+    open: dict[Key, int]
+    latest: dict[Key, int]
+    seen: dict[str, int]
+    next_number: int
+    opened: list[int] = field(default_factory=list)
+    changed: dict[int, None] = field(default_factory=dict)  # ordered set
+    events: list[tuple[int, CaseEvent, str | None]] = field(default_factory=list)
+    deliveries: list[tuple[int, DeliveryDraft]] = field(default_factory=list)
+
+    def record(
+        self,
+        alarm: Alarm,
+        prepare: Callable[[], tuple[CaseDraft, OpenPlan]],
+        *,
+        now: datetime,
+        reopen_window: float,
+    ) -> Outcome:
+        """Apply one alarm; `prepare` gives the draft and plan of a case it opens or reopens."""
+        key = alarm_key(alarm)
+        where = (alarm.site, alarm.sensor, alarm.condition)
+        number = self.open.get(where)
+        latest = self.latest.get(where)
+        result = decide(
+            alarm,
+            seen=key in self.seen,
+            open_case=self.cases[number] if number is not None else None,
+            latest=self.cases[latest] if latest is not None else None,
+            now=now,
+            reopen_window=reopen_window,
+        )
+        if result == "duplicate":
+            return Outcome(result, self.cases.get(self.seen[key]))
+        if result == "ignored":
+            return Outcome(result, None)
+        plan = OpenPlan()
+        if result == "appended":
+            assert number is not None
+            case, events = apply_alarm(self.cases[number], alarm, now=now)
+        elif result == "reopened":
+            _, plan = prepare()
+            assert latest is not None
+            number = latest
+            case, events = reopen_by_alarm(self.cases[number], alarm, plan, now=now)
+        else:
+            draft, plan = prepare()
+            number = self.next_number
+            self.next_number += 1
+            self.opened.append(number)
+            self.latest[where] = number
+            case, events = new_case(number, alarm, draft, plan, now=now)
+        self.cases[number] = case
+        self.changed[number] = None
+        self.seen[key] = number
+        if case.is_open:
+            self.open[where] = number
+        else:
+            self.open.pop(where, None)
+        # The alarm key goes on the alarm's own event, which is unique per alarm step.
+        self.events.extend(
+            (number, e, key if e.kind.startswith("alarm_") else None) for e in events
+        )
+        if result != "appended":  # opened or reopened
+            self.deliveries.extend((number, d) for d in plan.deliveries(case))
+        return Outcome(result, case)

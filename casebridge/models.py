@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -13,7 +15,6 @@ from stream.models import Condition, Severity
 __all__ = [
     "ACTIONS",
     "OPEN_STATUSES",
-    "PENDING_ID",
     "Action",
     "Case",
     "CaseDraft",
@@ -65,9 +66,6 @@ Language = Literal["en", "sv"]
 
 
 #: Stands for the case id in notifications planned before the store assigns the id.
-PENDING_ID = "HV-PENDING"
-
-
 def format_case_id(year: int, number: int) -> str:
     """Human-friendly and sortable: `HV-2026-000123`."""
     return f"HV-{year:04d}-{number:06d}"
@@ -125,12 +123,17 @@ class DeliveryDraft(_Frozen):
     reason: str = "opened"
 
 
-class OpenPlan(_Frozen):
+@dataclass(frozen=True)
+class OpenPlan:
     """What happens when an alarm opens or reopens a case: who is told now, and when to escalate
-    if nobody acknowledges."""
+    if nobody acknowledges. `notify` writes the notifications for the case as the store made it
+    (with its id), inside the transaction that opens it."""
 
-    deliveries: tuple[DeliveryDraft, ...] = ()
-    next_escalation_at: UtcTime | None = None
+    notify: Callable[[Case], Sequence[DeliveryDraft]] | None = None
+    next_escalation_at: datetime | None = None
+
+    def deliveries(self, case: Case) -> tuple[DeliveryDraft, ...]:
+        return tuple(self.notify(case)) if self.notify is not None else ()
 
 
 class Case(_Frozen):

@@ -31,6 +31,8 @@ def _check_slug(value: str) -> str:
 
 
 def _check_utc(value: datetime) -> datetime:
+    if value.tzinfo is UTC:
+        return value
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("timestamp must carry a time zone (RFC 3339, e.g. 2026-01-15T02:00:00Z)")
     return value.astimezone(UTC)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 from casebridge.bridge import CaseBridge
 from casebridge.config import NotifyConfig
@@ -115,8 +116,8 @@ class AllInOne:
             self.history.add(reading)
         await self.engine.process_batch(readings, outbox=outbox, source="local")
 
-    async def _hand_off(self, alarm: Alarm) -> None:
-        await self.bridge.handle(alarm)
+    async def _hand_off(self, alarms: Sequence[Alarm]) -> None:
+        await self.bridge.handle_many(alarms)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; then stop reading, and return once every reading already

@@ -263,9 +263,9 @@ async def replay(
     history = ReadingHistory()
     bridge = bridge_for(config, store=store, clock=clock, notify=notify, history=history)
 
-    async def hand_off(alarm: Alarm) -> None:
-        alarms.append(alarm)
-        await bridge.handle(alarm)
+    async def hand_off(batch: Sequence[Alarm]) -> None:
+        await bridge.handle_many(batch)
+        alarms.extend(batch)
 
     engine = EmbeddedEngine(
         table=RuleTable(config.rules, sensors),

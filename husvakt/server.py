@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from casebridge.history import ReadingHistory
@@ -35,6 +35,11 @@ if TYPE_CHECKING:
     from stream.history import InfluxHistory
 
 __all__ = ["EmbeddedServer", "FaustServer"]
+
+#: Alarms from the Faust alarms topic recorded in one transaction, and how long the first of
+#: them waits for more.
+ALARM_BATCH = 500
+ALARM_LINGER = 0.005
 
 log = logging.getLogger("husvakt.stream.server")
 
@@ -119,8 +124,8 @@ class EmbeddedServer(_Server):
             lag=LagMonitor(max_lag=stream.max_lag, window=stream.lag_window),
         )
 
-    async def _hand_off(self, alarm: Alarm) -> None:
-        await self.bridge.handle(alarm)
+    async def _hand_off(self, alarms: Sequence[Alarm]) -> None:
+        await self.bridge.handle_many(alarms)
 
     async def _readings(self, site: str, gateway: str, batch: Batch) -> None:
         self._remember(batch.readings)
@@ -208,13 +213,16 @@ class FaustServer(_Server):
 
     async def _record_cases(self, stream: Any) -> None:
         await self._ensure_store()
-        async for value in stream:
-            try:
-                alarm = decode_alarm(value)
-            except ValueError as exc:
-                self.quarantine.add("alarm-unusable", str(exc), source="alarms", raw=value)
-                continue
-            await hand_off(alarm, self.bridge.handle, self.quarantine)
+        # The alarms waiting on the topic go to the store together (one transaction each
+        # `ALARM_BATCH`); a lone alarm waits at most `ALARM_LINGER` for company.
+        async for values in stream.take(ALARM_BATCH, within=ALARM_LINGER):
+            alarms = []
+            for value in values:
+                try:
+                    alarms.append(decode_alarm(value))
+                except ValueError as exc:
+                    self.quarantine.add("alarm-unusable", str(exc), source="alarms", raw=value)
+            await hand_off(alarms, self.bridge.handle_many, self.quarantine)
 
     async def _run_subscriber(self) -> None:
         async with asyncio.TaskGroup() as tg:

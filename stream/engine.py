@@ -43,39 +43,62 @@ __all__ = ["AlarmSink", "EmbeddedEngine", "hand_off"]
 
 log = logging.getLogger("husvakt.stream")
 
-#: Where alarms go (the case bridge in-process). Awaited before the next reading: an alarm is
-#: handed off before the engine moves on, so none is lost between stream and cases.
-AlarmSink = Callable[[Alarm], Awaitable[object]]
+#: Where alarms go (the case bridge in-process), a batch at a time, in order. Awaited before the
+#: engine moves on: alarms are handed off before the state they came from is saved, so none is
+#: lost between stream and cases.
+AlarmSink = Callable[[Sequence[Alarm]], Awaitable[object]]
 
-#: Readings evaluated between two yields to the event loop (keepalives, other gateways).
+#: Readings evaluated between two yields to the event loop (keepalives, other gateways); the
+#: alarms they raised are handed off together.
 YIELD_EVERY = 256
 #: Attempts for an alarm whose recording fails for another reason than an unavailable sink.
 SINK_ATTEMPTS = 3
 
 
-async def hand_off(alarm: Alarm, sink: AlarmSink, quarantine: Quarantine) -> bool:
-    """Give `alarm` to `sink` until it takes it. Returns False when the alarm itself cannot be
-    recorded (it is quarantined then, and the caller goes on with the next)."""
+async def hand_off(alarms: Sequence[Alarm], sink: AlarmSink, quarantine: Quarantine) -> int:
+    """Give `alarms` to `sink` until it takes them. When a batch fails for another reason than
+    an unavailable sink, its alarms are tried one at a time, so one alarm that cannot be recorded
+    is quarantined and the others are not held back. Returns how many were recorded."""
+    if len(alarms) > 1:
+        if await _give(alarms, sink, attempts=1) is None:
+            return len(alarms)
+        log.warning(
+            "recording %d alarms together failed; recording them one at a time", len(alarms)
+        )
+    recorded = 0
+    for alarm in alarms:
+        error = await _give([alarm], sink, attempts=SINK_ATTEMPTS)
+        if error is None:
+            recorded += 1
+        else:
+            log.error("alarm %s could not be recorded: %s", alarm.episode, error)
+            quarantine.add(
+                "alarm-unrecorded",
+                f"{type(error).__name__}: {error}",
+                source=f"{alarm.site}/{alarm.sensor}/{alarm.condition}",
+                raw=alarm.model_dump_json(),
+            )
+    return recorded
+
+
+async def _give(alarms: Sequence[Alarm], sink: AlarmSink, *, attempts: int) -> Exception | None:
+    """None once `sink` took `alarms`, else the last error after `attempts` failures (an
+    unavailable sink is waited for, however long)."""
     delay, failures = 0.05, 0
     while True:
         try:
-            await sink(alarm)
+            await sink(alarms)
         except SinkUnavailableError as exc:
-            log.warning("cannot record %s yet (%s); retrying in %.1fs", alarm.episode, exc, delay)
-        except Exception as exc:  # one alarm never stops the alarms after it
+            log.warning(
+                "cannot record %d alarm(s) yet (%s); retrying in %.1fs", len(alarms), exc, delay
+            )
+        except Exception as exc:  # noqa: BLE001 - returned; the caller logs and quarantines
             failures += 1
-            if failures >= SINK_ATTEMPTS:
-                log.exception("alarm %s could not be recorded", alarm.episode)
-                quarantine.add(
-                    "alarm-unrecorded",
-                    f"{type(exc).__name__}: {exc}",
-                    source=f"{alarm.site}/{alarm.sensor}/{alarm.condition}",
-                    raw=alarm.model_dump_json(),
-                )
-                return False
-            log.warning("recording %s failed (%s); retrying", alarm.episode, exc)
+            if failures >= attempts:
+                return exc
+            log.warning("recording %d alarm(s) failed (%s); retrying", len(alarms), exc)
         else:
-            return True
+            return None
         await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter, not crypto
         delay = min(delay * 2, 30.0)
 
@@ -179,11 +202,14 @@ class EmbeddedEngine:
         self, readings: Sequence[Reading], outbox: str | None, source: str, *, save: bool
     ) -> None:
         now = self._clock.now()
+        pending: list[Alarm] = []
         for i, reading in enumerate(readings):
             if i and i % YIELD_EVERY == 0:
+                await self._emit(pending)
+                pending = []
                 await asyncio.sleep(0)
-            alarms = self._intake.reading(self._track, reading, now, outbox=outbox, source=source)
-            await self._emit(alarms)
+            pending += self._intake.reading(self._track, reading, now, outbox=outbox, source=source)
+        await self._emit(pending)
         if self.lag is not None and readings:
             self.lag.observe(max(r.ts for r in readings), now)
         if save:
@@ -227,6 +253,8 @@ class EmbeddedEngine:
             await self.tick()
 
     async def _emit(self, alarms: list[Alarm]) -> None:
+        if not alarms:
+            return
         for alarm in alarms:
             self.counts[f"alarms_{alarm.state}"] += 1
             log.info(
@@ -239,7 +267,7 @@ class EmbeddedEngine:
                 alarm.value,
                 " late" if alarm.late else "",
             )
-            await hand_off(alarm, self._sink, self.quarantine)
+        await hand_off(alarms, self._sink, self.quarantine)
 
     async def save(self) -> None:
         if self._state is None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from stream.core import (
     encode_track,
     micros,
 )
+from stream.errors import StreamError
 from stream.rules import RiseState
 
 __all__ = ["SqliteRuleState", "gateway_contacts"]
@@ -81,6 +83,8 @@ class SqliteRuleState:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         self._lock = asyncio.Lock()
+        self._writing = threading.Lock()
+        self._closed = False
         #: per rate-of-rise state, how many of its samples are in the log
         self._saved: dict[Key, int] = {}
 
@@ -141,6 +145,12 @@ class SqliteRuleState:
         changes.pushed[key] = state.pushed
 
     def _write(self, changes: _Changes) -> None:
+        with self._writing:  # a write still running in its thread when the engine stops
+            if self._closed:
+                raise StreamError(f"rule state {self.path} is closed; the changes stay unsaved")
+            self._write_open(changes)
+
+    def _write_open(self, changes: _Changes) -> None:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -177,7 +187,11 @@ class SqliteRuleState:
                 track.changed.clear()
 
     def close(self) -> None:
-        self._db.close()
+        """Close once any write in progress has finished (closing the connection under a write
+        in another thread would crash the process)."""
+        with self._writing:
+            self._closed = True
+            self._db.close()
 
 
 def gateway_contacts(path: Path) -> dict[str, list[tuple[str, datetime | None]]]:

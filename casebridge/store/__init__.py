@@ -6,11 +6,12 @@ in-package fake (the same code on an in-memory SQLite database). All pass one co
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Protocol
 
+from casebridge.lifecycle import Outcome, alarm_key
 from casebridge.models import (
     Action,
     Case,
@@ -24,17 +25,21 @@ from casebridge.models import (
 )
 from stream.models import Alarm
 
-__all__ = ["CaseFilter", "CaseStore", "Outcome", "alarm_key"]
+__all__ = ["AlarmEntry", "CaseFilter", "CaseStore", "Outcome", "alarm_key"]
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """What recording an alarm did: `opened` a case, `reopened` a recently resolved one,
-    `appended` to an open one, found a `duplicate` (the same alarm recorded before), or
-    `ignored` a clear with no open case to attach to."""
+class AlarmEntry:
+    """An alarm to record, and how to make what a case it opens or reopens needs: the case's
+    draft (routing, enrichment) and who is told (`prepare`, called only for such alarms — most
+    alarms of a storm append to a case that is already open)."""
 
-    result: Literal["opened", "reopened", "appended", "duplicate", "ignored"]
-    case: Case | None
+    alarm: Alarm
+    prepare: Callable[[], tuple[CaseDraft, OpenPlan]]
+
+    @classmethod
+    def ready(cls, alarm: Alarm, draft: CaseDraft, plan: OpenPlan) -> AlarmEntry:
+        return cls(alarm, lambda: (draft, plan))
 
 
 @dataclass(frozen=True)
@@ -46,11 +51,6 @@ class CaseFilter:
     conditions: Sequence[str] | None = None
     teams: Sequence[str] | None = None
     assignees: Sequence[str] | None = None
-
-
-def alarm_key(alarm: Alarm) -> str:
-    """Identifies one alarm step, so a replayed alarm is recognised and changes nothing."""
-    return f"{alarm.episode}|{alarm.state}|{alarm.ts.isoformat()}"
 
 
 class CaseStore(Protocol):
@@ -66,6 +66,12 @@ class CaseStore(Protocol):
     ) -> Outcome:
         """Open a case (queueing `plan`'s notifications with it), reopen one resolved less than
         `reopen_window` seconds ago, or append to the open case for (site, sensor, condition)."""
+        ...
+
+    async def record_alarms(
+        self, entries: Sequence[AlarmEntry], *, now: datetime, reopen_window: float
+    ) -> list[Outcome]:
+        """`record_alarm` for each entry in order, all in one transaction: one outcome each."""
         ...
 
     async def act(

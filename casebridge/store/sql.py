@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import json
 import logging
+import random
 import tempfile
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,24 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, delete, event, func, insert, select, text, update
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Connection,
+    Select,
+    String,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import (
     DBAPIError,
     IntegrityError,
@@ -38,9 +57,9 @@ from casebridge.errors import (
     LifecycleError,
     StoreUnavailableError,
 )
-from casebridge.lifecycle import act, apply_alarm, new_case, reopen_by_alarm
+from casebridge.lifecycle import Ledger, act, alarm_key
 from casebridge.models import (
-    PENDING_ID,
+    OPEN_STATUSES,
     UNACKNOWLEDGED,
     Action,
     Case,
@@ -53,7 +72,7 @@ from casebridge.models import (
     format_case_id,
     parse_case_id,
 )
-from casebridge.store import CaseFilter, Outcome, alarm_key
+from casebridge.store import AlarmEntry, CaseFilter, Outcome
 from casebridge.store.schema import (
     case_events,
     cases,
@@ -71,7 +90,9 @@ log = logging.getLogger("husvakt.casebridge.store")
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 MAX_DELIVERY_ATTEMPTS = 8
-RACE_RETRIES = 5
+RACE_RETRIES = 8
+#: Alarms recorded in one transaction (a bigger batch is split).
+MAX_BATCH = 500
 
 
 def _case_from_row(row: Any) -> Case:
@@ -99,7 +120,23 @@ def _case_from_row(row: Any) -> Case:
     )
 
 
-def _case_values(case: Case) -> dict[str, Any]:
+def _changed_columns(before: Case, after: Case) -> set[str]:
+    """The columns of `cases` that differ between two states of one case."""
+    fields = {f for f in Case.model_fields if getattr(before, f) != getattr(after, f)} - {"id"}
+    return fields | {"team", "priority"} if "draft" in fields else fields
+
+
+def _case_values(case: Case, columns: set[str] | None = None) -> dict[str, Any]:
+    """A case as the row's values (only `columns`, when given)."""
+    if columns is not None:
+        row = {c: getattr(case, c) for c in columns if c not in ("draft", "team", "priority")}
+        if "draft" in columns:
+            row |= {
+                "draft": case.draft.model_dump(mode="json"),
+                "team": case.draft.team,
+                "priority": case.draft.priority,
+            }
+        return row
     return {
         "site": case.site,
         "sensor": case.sensor,
@@ -125,6 +162,47 @@ def _case_values(case: Case) -> dict[str, Any]:
     }
 
 
+#: PostgreSQL's "deadlock detected" and "could not serialize": the transaction may be retried.
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def _raced(exc: Exception) -> bool:
+    """Whether `exc` means another writer got there first (retry reads its commit)."""
+    if isinstance(exc, IntegrityError):
+        return True
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) in RETRYABLE_SQLSTATES
+
+
+def _among(conn: AsyncConnection, column: ColumnElement[Any], values: list[Any]) -> Any:
+    """`column IN values` with the list as one bound value (an array on PostgreSQL, JSON on
+    SQLite): one statement whatever the list's length, instead of a parameter per value."""
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
+    each = func.json_each(bindparam(None, json.dumps(values), type_=String)).table_valued("value")
+    return column.in_(select(each.c.value))
+
+
+def _for_update(conn: AsyncConnection, query: Select[Any]) -> Select[Any]:
+    """On PostgreSQL, lock the rows read (in the query's order, so two writers cannot deadlock
+    over them) until the transaction ends: a concurrent writer waits, then reads the commit."""
+    return query.with_for_update() if conn.dialect.name == "postgresql" else query
+
+
+def _delivery_values(number: int, d: DeliveryDraft, now: datetime) -> dict[str, Any]:
+    return {
+        "case_number": number,
+        "channel": d.channel,
+        "recipient": d.recipient,
+        "subject": d.subject,
+        "body": d.body,
+        "reason": d.reason,
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
+
+
 def _migrate(connection: Connection) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
@@ -137,6 +215,7 @@ class SqlCaseStore:
 
     def __init__(self, engine: AsyncEngine, *, description: str) -> None:
         self._engine = engine
+        self._writing = asyncio.Lock()  # alarm batches from one process take turns
         self.description = description
 
     @classmethod
@@ -178,86 +257,142 @@ class SqlCaseStore:
     async def record_alarm(
         self, alarm: Alarm, draft: CaseDraft, plan: OpenPlan, *, now: datetime, reopen_window: float
     ) -> Outcome:
-        try:
-            return await self._record_alarm(alarm, draft, plan, now, reopen_window)
-        except (OperationalError, InterfaceError, OSError) as exc:
-            raise StoreUnavailableError(f"the case store is unavailable: {exc}") from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise StoreUnavailableError(f"the case store connection was lost: {exc}") from exc
-            raise
+        entry = AlarmEntry.ready(alarm, draft, plan)
+        (outcome,) = await self.record_alarms([entry], now=now, reopen_window=reopen_window)
+        return outcome
 
-    async def _record_alarm(
-        self, alarm: Alarm, draft: CaseDraft, plan: OpenPlan, now: datetime, reopen_window: float
-    ) -> Outcome:
-        # A writer that loses a race (to open the same case, or to record the same alarm) gets
-        # an integrity error from the unique indexes; on retry it sees the winner's commit.
+    async def record_alarms(
+        self, entries: Sequence[AlarmEntry], *, now: datetime, reopen_window: float
+    ) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for start in range(0, len(entries), MAX_BATCH):
+            chunk = entries[start : start + MAX_BATCH]
+            try:
+                outcomes += await self._record_alarms(chunk, now, reopen_window)
+            except (OperationalError, InterfaceError, OSError) as exc:
+                raise StoreUnavailableError(f"the case store is unavailable: {exc}") from exc
+            except DBAPIError as exc:
+                if exc.connection_invalidated:
+                    raise StoreUnavailableError(
+                        f"the case store connection was lost: {exc}"
+                    ) from exc
+                raise
+        return outcomes
+
+    async def _record_alarms(
+        self, entries: Sequence[AlarmEntry], now: datetime, reopen_window: float
+    ) -> list[Outcome]:
+        # A writer that loses a race (to open the same case, to take the same case number, or
+        # to record the same alarm) gets an integrity error from the unique indexes; on retry it
+        # reads the winner's commit. In one process, writers take turns (one transaction each).
         for attempt in range(1, RACE_RETRIES + 1):
             try:
-                async with self._engine.begin() as conn:
-                    return await self._record(conn, alarm, draft, plan, now, reopen_window)
-            except IntegrityError:
-                if attempt == RACE_RETRIES:
+                async with self._writing, self._engine.begin() as conn:
+                    if conn.dialect.name == "sqlite":
+                        # Read and write as one: another process's writer waits (busy_timeout).
+                        await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    ledger = await self._ledger(conn, entries)
+                    outcomes = [
+                        ledger.record(e.alarm, e.prepare, now=now, reopen_window=reopen_window)
+                        for e in entries
+                    ]
+                    await self._write(conn, ledger, now)
+                    return outcomes
+            except (IntegrityError, DBAPIError) as exc:
+                if attempt == RACE_RETRIES or not _raced(exc):
                     raise
-                log.info(
-                    "case for %s/%s/%s opened concurrently; appending",
-                    alarm.site,
-                    alarm.sensor,
-                    alarm.condition,
-                )
+                log.info("%d alarm(s) raced another writer; retrying on its commit", len(entries))
+                await asyncio.sleep(random.uniform(0, 0.01 * attempt))  # noqa: S311 - jitter
         raise AssertionError("unreachable")
 
-    async def _record(  # noqa: PLR0917 - private; the public method is keyword-only
-        self,
-        conn: AsyncConnection,
-        alarm: Alarm,
-        draft: CaseDraft,
-        plan: OpenPlan,
-        now: datetime,
-        reopen_window: float,
-    ) -> Outcome:
-        key = alarm_key(alarm)
-        seen = (
-            await conn.execute(
-                select(case_events.c.case_number).where(case_events.c.alarm_key == key)
+    @staticmethod
+    async def _ledger(conn: AsyncConnection, entries: Sequence[AlarmEntry]) -> Ledger:
+        """What the batch needs to know: the cases of its keys (open and newest), the alarm
+        keys already recorded, and the next free case number — three to four queries."""
+        keys = [alarm_key(e.alarm) for e in entries]
+        sensors = list({e.alarm.sensor for e in entries})
+        seen = {
+            r.alarm_key: r.case_number
+            for r in await conn.execute(
+                select(case_events.c.alarm_key, case_events.c.case_number).where(
+                    _among(conn, case_events.c.alarm_key, keys)
+                )
             )
-        ).first()
-        if seen is not None:
-            return Outcome("duplicate", await self._get(conn, seen.case_number))
-        same = (
-            cases.c.site == alarm.site,
-            cases.c.sensor == alarm.sensor,
-            cases.c.condition == alarm.condition,
+        }
+        newest = (
+            select(func.max(cases.c.number))
+            .where(_among(conn, cases.c.sensor, sensors))
+            .group_by(cases.c.site, cases.c.sensor, cases.c.condition)
         )
-        row = (await conn.execute(select(cases).where(*same, open_case))).first()
-        if row is not None:
-            case, events = apply_alarm(_case_from_row(row), alarm, now=now)
-            await self._save(conn, row.number, case, events, key)
-            return Outcome("appended", case)
-        if alarm.state == "cleared":
-            return Outcome("ignored", None)
-        latest = (
-            await conn.execute(select(cases).where(*same).order_by(cases.c.number.desc()).limit(1))
-        ).first()
-        if (
-            latest is not None
-            and latest.status == "resolved"
-            and latest.resolved_at is not None
-            and now - latest.resolved_at <= timedelta(seconds=reopen_window)
-        ):
-            case, events = reopen_by_alarm(_case_from_row(latest), alarm, plan, now=now)
-            await self._save(conn, latest.number, case, events, key)
-            await self._queue(conn, latest.number, case.id, plan.deliveries, now)
-            return Outcome("reopened", case)
-        provisional, _ = new_case(0, alarm, draft, plan, now=now)
-        result = await conn.execute(insert(cases).values(**_case_values(provisional)))
-        key_row = result.inserted_primary_key
-        assert key_row is not None, "an INSERT of one row returns its key"
-        number = int(key_row[0])
-        case, events = new_case(number, alarm, draft, plan, now=now)
-        await self._add_events(conn, number, events, key)
-        await self._queue(conn, number, case.id, plan.deliveries, now)
-        return Outcome("opened", case)
+        # the cases of the batch's sensors (of any site; more than needed, in one statement)
+        rows = list(
+            await conn.execute(
+                _for_update(
+                    conn,
+                    select(cases)
+                    .where(
+                        or_(
+                            and_(_among(conn, cases.c.sensor, sensors), open_case),
+                            cases.c.number.in_(newest.scalar_subquery()),
+                            _among(conn, cases.c.number, list(set(seen.values()))),
+                        )
+                    )
+                    .order_by(cases.c.number),
+                )
+            )
+        )
+        top = (await conn.execute(select(func.max(cases.c.number)))).scalar()
+        loaded = {r.number: _case_from_row(r) for r in rows}
+        ledger = Ledger(
+            cases=dict(loaded),
+            loaded=loaded,
+            open={},
+            latest={},
+            seen=seen,
+            next_number=int(top or 0) + 1,
+        )
+        for r in sorted(rows, key=lambda r: r.number):
+            k = (r.site, r.sensor, r.condition)
+            ledger.latest[k] = r.number
+            if r.status in OPEN_STATUSES:
+                ledger.open[k] = r.number
+        return ledger
+
+    @staticmethod
+    async def _write(conn: AsyncConnection, ledger: Ledger, now: datetime) -> None:
+        """Every changed case row once, then the events and deliveries in order."""
+        opened = set(ledger.opened)
+        if ledger.opened:
+            await conn.execute(
+                insert(cases),
+                [{"number": n, **_case_values(ledger.cases[n])} for n in ledger.opened],
+            )
+        changed = [n for n in ledger.changed if n not in opened]
+        columns: set[str] = set()
+        for n in changed:
+            columns |= _changed_columns(ledger.loaded[n], ledger.cases[n])
+        updates = [{"n_": n, **_case_values(ledger.cases[n], columns)} for n in changed]
+        if updates and columns:
+            await conn.execute(update(cases).where(cases.c.number == bindparam("n_")), updates)
+        if ledger.events:
+            await conn.execute(
+                insert(case_events),
+                [
+                    {
+                        "case_number": n,
+                        "at": e.at,
+                        "kind": e.kind,
+                        "actor": e.actor,
+                        "text": e.text,
+                        "alarm_key": key,
+                    }
+                    for n, e, key in ledger.events
+                ],
+            )
+        if ledger.deliveries:
+            await conn.execute(
+                insert(deliveries), [_delivery_values(n, d, now) for n, d in ledger.deliveries]
+            )
 
     async def _save(
         self,
@@ -265,53 +400,33 @@ class SqlCaseStore:
         number: int,
         case: Case,
         events: Sequence[CaseEvent],
-        key: str | None = None,
     ) -> None:
         await conn.execute(
             update(cases).where(cases.c.number == number).values(**_case_values(case))
         )
-        await self._add_events(conn, number, events, key)
-
-    async def _add_events(
-        self, conn: AsyncConnection, number: int, events: Sequence[CaseEvent], key: str | None
-    ) -> None:
-        for ev in events:
-            # The alarm key goes on the alarm's own event, which is unique per alarm step.
-            tagged = key if ev.kind.startswith("alarm_") else None
+        if events:
             await conn.execute(
-                insert(case_events).values(
-                    case_number=number,
-                    at=ev.at,
-                    kind=ev.kind,
-                    actor=ev.actor,
-                    text=ev.text,
-                    alarm_key=tagged,
-                )
+                insert(case_events),
+                [
+                    {
+                        "case_number": number,
+                        "at": e.at,
+                        "kind": e.kind,
+                        "actor": e.actor,
+                        "text": e.text,
+                        "alarm_key": None,
+                    }
+                    for e in events
+                ],
             )
 
     @staticmethod
     async def _queue(
-        conn: AsyncConnection,
-        number: int,
-        case_id: str,
-        drafts: Sequence[DeliveryDraft],
-        now: datetime,
+        conn: AsyncConnection, number: int, drafts: Sequence[DeliveryDraft], now: datetime
     ) -> None:
-        """Queue notifications, naming the case whose id was not known when they were planned."""
-        for d in drafts:
+        if drafts:
             await conn.execute(
-                insert(deliveries).values(
-                    case_number=number,
-                    channel=d.channel,
-                    recipient=d.recipient,
-                    subject=d.subject.replace(PENDING_ID, case_id),
-                    body=d.body.replace(PENDING_ID, case_id),
-                    reason=d.reason,
-                    status="pending",
-                    attempts=0,
-                    next_attempt_at=now,
-                    created_at=now,
-                )
+                insert(deliveries), [_delivery_values(number, d, now) for d in drafts]
             )
 
     async def _get(self, conn: AsyncConnection, number: int) -> Case | None:
@@ -588,7 +703,7 @@ class SqlCaseStore:
                     case_number=number, at=now, kind="escalated", actor="husvakt", text=text
                 )
             )
-            await self._queue(conn, number, case_id.strip().upper(), deliveries, now)
+            await self._queue(conn, number, deliveries, now)
             return True
 
     async def count_cases(self) -> int:

@@ -9,7 +9,7 @@ import pytest
 
 from casebridge.errors import CaseNotFoundError, LifecycleError
 from casebridge.models import DeliveryDraft, OpenPlan, User
-from casebridge.store import CaseFilter
+from casebridge.store import AlarmEntry, CaseFilter
 from casebridge.store.sql import MemoryCaseStore, SqlCaseStore, SqliteCaseStore
 from tests.factories import T0, make_alarm, make_draft
 
@@ -226,23 +226,21 @@ async def test_auto_resolving_rules_resolve_on_clear(store):
     assert (await store.get_case(case.id)).status == "resolved"
 
 
-PLAN = OpenPlan(
-    deliveries=(
+def _mail(case):
+    return (
         DeliveryDraft(
-            channel="email",
-            recipient="eva@example.org",
-            subject="New HV-PENDING",
-            body="see HV-PENDING",
+            channel="email", recipient="eva@example.org", subject=f"New {case.id}", body="see"
         ),
-    ),
-    next_escalation_at=T0 + timedelta(minutes=15),
-)
+    )
+
+
+PLAN = OpenPlan(notify=_mail, next_escalation_at=T0 + timedelta(minutes=15))
 
 
 async def test_notifications_are_queued_with_the_case_and_retried_until_sent(store):
     case = (await record(store, alarm(), plan=PLAN)).case
     (due,) = await store.due_deliveries(T0)
-    assert (due.case_id, due.subject, due.body) == (case.id, f"New {case.id}", f"see {case.id}")
+    assert (due.case_id, due.subject, due.body) == (case.id, f"New {case.id}", "see")
     await store.delivery_result(
         due, error="connection refused", now=T0, retry_at=T0 + timedelta(seconds=30)
     )
@@ -273,7 +271,7 @@ async def test_unacknowledged_cases_come_due_for_escalation_once(store):
         case.id,
         level=1,
         next_at=now + timedelta(minutes=15),
-        deliveries=PLAN.deliveries,
+        deliveries=_mail(case),
         text="escalated to jonas",
         now=now,
     )
@@ -401,3 +399,78 @@ async def test_two_stores_opening_a_new_database_at_once_both_start(backend, tmp
     assert await stores[0].schema_drift() == []
     for s in stores:
         await s.aclose()
+
+
+def _script(site):
+    """A night at one site: raises, escalations, a replayed alarm, an auto-resolving clear and
+    the condition's return (a reopen), a clear with no case, on three sensors, interleaved."""
+    auto = make_draft(auto_resolve=True)
+    steps = []
+    for minute, (sensor, state, severity, draft) in enumerate(
+        [
+            ("t1", "raised", "warning", DRAFT),
+            ("t2", "raised", "warning", auto),
+            ("t1", "updated", "critical", DRAFT),
+            ("t1", "updated", "critical", DRAFT),
+            ("t2", "cleared", "warning", auto),
+            ("t3", "cleared", "warning", DRAFT),
+            ("t2", "raised", "critical", auto),
+            ("t1", "cleared", "warning", DRAFT),
+        ]
+    ):
+        episode = f"freezing:{site}:{sensor}:{'later' if minute == 6 else 'start'}"
+        a = alarm(state, severity, minute, site=site, sensor=sensor, episode=episode)
+        steps.append((a, draft))
+    steps.insert(3, steps[2])  # the same alarm again, as a redelivered batch would carry it
+    return steps
+
+
+async def _night(store, site):
+    return [
+        (c.sensor, c.status, c.severity, [(e.kind, e.text) for e in await store.timeline(c.id)])
+        for c in await store.list_cases(CaseFilter(sites=[site]))
+    ]
+
+
+async def test_a_batch_leaves_the_same_cases_and_timelines_as_one_alarm_at_a_time(store):
+    one_by_one = [(await record(store, a, draft=d)).result for a, d in _script("a")]
+    entries = [AlarmEntry.ready(a, d, OpenPlan()) for a, d in _script("b")]
+    batched = [o.result for o in await store.record_alarms(entries, now=T0, reopen_window=DAY)]
+    assert batched == one_by_one
+    assert one_by_one == [
+        "opened", "opened", "appended", "duplicate", "appended",
+        "appended", "ignored", "reopened", "appended",
+    ]  # fmt: skip
+    assert await _night(store, "b") == await _night(store, "a")
+    # and the batch once more changes nothing
+    before = await _night(store, "b")
+    again = await store.record_alarms(entries, now=T0, reopen_window=DAY)
+    assert [o.result for o in again].count("duplicate") == 8
+    assert await _night(store, "b") == before
+
+
+async def test_concurrent_batches_from_two_writers_still_make_one_case_per_sensor(backend):
+    if backend == "memory":
+        return  # one process's private store: nothing to race with
+    url = backend if backend != "sqlite" else None
+    first = SqlCaseStore.from_url(url) if url else MemoryCaseStore()
+    await first.start()
+    second = SqlCaseStore.from_url(url) if url else SqliteCaseStore(first.path)
+    storm = [
+        AlarmEntry.ready(alarm(minute=m, sensor=f"t{s}", value=3.0 - m), DRAFT, OpenPlan())
+        for m in range(4)
+        for s in range(300)
+    ]  # 1,200 alarms: more than one transaction's worth
+    try:
+        await asyncio.gather(
+            first.record_alarms(storm, now=T0, reopen_window=DAY),
+            second.record_alarms(storm[::-1], now=T0, reopen_window=DAY),
+        )
+        cases = await first.list_cases()
+        assert len(cases) == 300
+        assert len({c.sensor for c in cases}) == 300
+        feed = await first.events_after(0, limit=10_000)
+        assert sum(e.kind == "alarm_raised" for e in feed) == 1200  # each alarm once
+    finally:
+        await second.aclose()
+        await first.aclose()

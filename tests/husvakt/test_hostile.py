@@ -158,8 +158,8 @@ async def test_an_alarm_postgresql_cannot_store_is_quarantined_and_the_next_one_
         quarantine = Quarantine(store=SqliteQuarantine(tmp_path / "q.db"))
         # PostgreSQL refuses NUL in text (the wire refuses it before; this proves the last line)
         bad = _alarm("basement-t1", reason="3 fault readings in a row (crc\x00)")
-        assert not await hand_off(bad, server.bridge.handle, quarantine)
-        assert await hand_off(_alarm("boiler-t1"), server.bridge.handle, quarantine)
+        assert not await hand_off([bad], server.bridge.handle_many, quarantine)
+        assert await hand_off([_alarm("boiler-t1")], server.bridge.handle_many, quarantine)
         assert [c.sensor for c in await store.list_cases()] == ["boiler-t1"]
         assert quarantine.counts == {"alarm-unrecorded": 1}
         quarantine.flush()

@@ -82,14 +82,15 @@ async def server(tmp_path, mosquitto):
     await store.start()
     server = EmbeddedServer(config=config, clock=Clock(NOW), store=store)
     outcomes: asyncio.Queue = asyncio.Queue()
-    handle = server.bridge.handle
+    handle = server.bridge.handle_many
 
-    async def recording(alarm):
-        outcome = await handle(alarm)
-        await outcomes.put((alarm, outcome))
-        return outcome
+    async def recording(alarms):
+        results = await handle(alarms)
+        for pair in zip(alarms, results, strict=True):
+            await outcomes.put(pair)
+        return results
 
-    server.bridge.handle = recording
+    server.bridge.handle_many = recording
     stop = asyncio.Event()
     task = asyncio.create_task(server.run(stop))
     await server.subscriber.subscribed.wait()
@@ -194,15 +195,15 @@ async def test_messages_waiting_at_the_broker_are_settled_together(mosquitto, tm
 
     async def run_until_fire(server):
         fire = asyncio.Event()
-        handle = server.bridge.handle
+        handle = server.bridge.handle_many
 
-        async def recording(alarm):
-            outcome = await handle(alarm)
-            if alarm.condition == "fire":
+        async def recording(alarms):
+            results = await handle(alarms)
+            if any(a.condition == "fire" for a in alarms):
                 fire.set()
-            return outcome
+            return results
 
-        server.bridge.handle = recording
+        server.bridge.handle_many = recording
         stop = asyncio.Event()
         task = asyncio.create_task(server.run(stop))
         await server.subscriber.subscribed.wait()

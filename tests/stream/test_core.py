@@ -162,8 +162,8 @@ def test_the_registry_refuses_what_the_config_does_not_know_and_counts_it_per_ga
 async def test_two_hundred_ghost_sensors_open_no_case_and_get_no_state():
     got = []
 
-    async def sink(alarm):
-        got.append(alarm)
+    async def sink(alarms):
+        got.extend(alarms)
 
     class Clock:
         def now(self):

@@ -1,5 +1,7 @@
+import asyncio
 from datetime import UTC, datetime, timedelta
 
+from gateway.quarantine import Quarantine, SqliteQuarantine
 from stream.config import DEFAULT_RULES
 from stream.engine import EmbeddedEngine
 from stream.table import RuleTable
@@ -31,8 +33,8 @@ async def feed(engine, samples):
 async def test_the_engine_hands_each_alarm_to_the_sink_in_order():
     got = []
 
-    async def sink(alarm):
-        got.append(alarm)
+    async def sink(alarms):
+        got.extend(alarms)
 
     engine = EmbeddedEngine(
         table=RuleTable(DEFAULT_RULES, {}), clock=FixedClock(T0 + timedelta(hours=2)), sink=sink
@@ -53,8 +55,8 @@ async def test_the_engine_hands_each_alarm_to_the_sink_in_order():
 async def test_out_of_order_readings_are_counted_and_ignored():
     got = []
 
-    async def sink(alarm):
-        got.append(alarm)
+    async def sink(alarms):
+        got.extend(alarms)
 
     engine = EmbeddedEngine(
         table=RuleTable(DEFAULT_RULES, {}), clock=FixedClock(T0 + timedelta(minutes=20)), sink=sink
@@ -76,8 +78,8 @@ async def test_a_restart_continues_hold_timers_and_hysteresis_where_they_were(tm
     async def run(parts, path):
         got = []
 
-        async def sink(alarm):
-            got.append(alarm)
+        async def sink(alarms):
+            got.extend(alarms)
 
         for part in parts:
             state = SqliteRuleState(path) if path else None
@@ -105,8 +107,8 @@ async def test_readings_sent_again_after_a_restart_are_duplicates(tmp_path):
 
     got = []
 
-    async def sink(alarm):
-        got.append(alarm)
+    async def sink(alarms):
+        got.extend(alarms)
 
     batch = [reading(m, 3.0, seq=m + 1) for m in range(12)]
     for _ in range(2):  # the second time: a crash before the outbox acknowledged the batch
@@ -128,7 +130,7 @@ async def test_a_big_batch_yields_to_the_event_loop_while_it_is_evaluated():
 
     from stream.engine import YIELD_EVERY
 
-    async def sink(alarm):
+    async def sink(alarms):
         pass
 
     engine = EmbeddedEngine(
@@ -161,7 +163,7 @@ async def test_a_batch_saves_only_the_sensors_it_changed_and_a_restart_restores_
     sensor's state exactly, and a batch of one sensor writes one sensor."""
     from stream.state import SqliteRuleState
 
-    async def sink(alarm):
+    async def sink(alarms):
         pass
 
     def engine(state):
@@ -192,3 +194,71 @@ async def test_a_batch_saves_only_the_sensors_it_changed_and_a_restart_restores_
         for s in t.sensors.values()
     )  # what left the window left the log
     db.close()
+
+
+async def test_a_batchs_alarms_reach_the_sink_together_and_one_unrecordable_alarm_holds_none_back(
+    tmp_path,
+):
+    """300 sensors read fire in one uplink batch: the store is asked in a few calls,
+    not 300; when one alarm cannot be recorded, it alone is quarantined."""
+    calls, recorded = [], []
+
+    async def sink(alarms):
+        calls.append(len(alarms))
+        if any(a.sensor == "t13" for a in alarms):
+            raise ValueError("this alarm cannot be stored")
+        recorded.extend(a.sensor for a in alarms)
+
+    quarantine = Quarantine(store=SqliteQuarantine(tmp_path / "q.db"))
+    engine = EmbeddedEngine(
+        table=RuleTable(DEFAULT_RULES, {}),
+        clock=FixedClock(T0 + timedelta(minutes=1)),
+        sink=sink,
+        quarantine=quarantine,
+    )
+    await engine.process_batch([reading(0, 60.0, f"t{s}", seq=s) for s in range(300)])
+    assert len(recorded) == 299
+    assert "t13" not in recorded
+    assert recorded == [f"t{s}" for s in range(300) if s != 13]  # in order
+    assert quarantine.counts == {"alarm-unrecorded": 1}
+    # the batch, split at the yield point; the failing part once together, then one by one
+    # (the bad one three times); never one call per alarm for the part that is fine
+    assert calls[0] == 256 and calls[-1] == 300 - 256
+    assert calls.count(1) == 256 + 2
+
+
+async def test_stopping_while_the_state_is_being_written_waits_for_the_write(tmp_path):
+    """The engine stops (closes its state) while a save runs in its thread: the save finishes
+    and is kept, rather than the connection closing under it (which crashed the process)."""
+    import threading
+
+    from stream.state import SqliteRuleState
+
+    async def sink(alarms):
+        pass
+
+    state = SqliteRuleState(tmp_path / "rules.db")
+    engine = EmbeddedEngine(
+        table=RuleTable(DEFAULT_RULES, {}), clock=FixedClock(T0 + timedelta(hours=2)), sink=sink,
+        state=state,
+    )  # fmt: skip
+    writing, closing = threading.Event(), threading.Event()
+    write, close = state._write_open, state.close
+
+    def slow_write(changes):
+        writing.set()
+        closing.wait()  # the write goes on only once the engine is stopping
+        write(changes)
+
+    def close_now():
+        closing.set()
+        close()
+
+    state._write_open, state.close = slow_write, close_now
+    save = asyncio.create_task(engine.process_batch([reading(0, 21.0, seq=1)]))
+    await asyncio.to_thread(writing.wait)
+    await asyncio.to_thread(engine.close)
+    await save
+    restored = SqliteRuleState(tmp_path / "rules.db")
+    assert set(restored.load()) == {("s", "g")}
+    restored.close()

@@ -76,8 +76,8 @@ async def embedded_alarms(config_path, messages):
     clock = VirtualClock(messages[0][0])
     got = []
 
-    async def sink(alarm):
-        got.append(alarm)
+    async def sink(alarms):
+        got.extend(alarms)
 
     engine = EmbeddedEngine(
         table=RuleTable(config.rules, config.sensor_index()),

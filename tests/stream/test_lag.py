@@ -80,8 +80,8 @@ async def test_the_engine_raises_stream_lag_for_every_site_it_serves():
     clock = Clock()
     got = []
 
-    async def sink(alarm):
-        got.append(alarm)
+    async def sink(alarms):
+        got.extend(alarms)
 
     engine = EmbeddedEngine(
         table=RuleTable(DEFAULT_RULES, sensors),

@@ -96,8 +96,8 @@ def engine_with(sink, now):
 async def run_engine(batches):
     got = []
 
-    async def sink(alarm):
-        got.append(alarm)
+    async def sink(alarms):
+        got.extend(alarms)
 
     engine = engine_with(sink, T0 + timedelta(days=2))
     for batch in batches:
