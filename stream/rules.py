@@ -10,9 +10,9 @@ a reading it rejects (stuck, impossible jump) reaches the others as a fault read
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 from gateway.models import Reading
@@ -81,6 +81,7 @@ class RiseState:
         "_sxx",
         "_sxy",
         "_sy",
+        "_us",
         "base",
         "episode",
         "pushed",
@@ -94,24 +95,24 @@ class RiseState:
         pushed: int | None = None,
     ) -> None:
         self.samples: deque[tuple[datetime, float]] = deque(samples)
+        #: each sample's time in µs since the epoch: exact, and cheap to subtract
+        self._us: deque[int] = deque(_micros(ts) for ts, _ in self.samples)
         self.episode = episode
         #: samples pushed over the state's life: a store saves only those it has not yet
         self.pushed = len(self.samples) if pushed is None else pushed
         self._resum()
 
     def _resum(self) -> None:
-        self.base = self.samples[0][0] if self.samples else None
+        self.base = self._us[0] if self._us else 0
         self._n = self._sx = self._sy = self._sxx = self._sxy = 0.0
         self._evicted = 0
-        for ts, value in self.samples:
-            self._add(ts, value)
+        for us, (_, value) in zip(self._us, self.samples, strict=True):
+            self._add(us, value)
 
-    def _x(self, ts: datetime) -> float:
-        assert self.base is not None
-        return (ts - self.base).total_seconds()
-
-    def _add(self, ts: datetime, value: float) -> None:
-        x = self._x(ts)
+    def _add(self, us: int, value: float) -> None:
+        # seconds from the first sample, as `timedelta.total_seconds()` gives them: exactly
+        # rounded from whole µs, so the sums are the same whichever way the time was taken
+        x = (us - self.base) / 1e6
         self._n += 1
         self._sx += x
         self._sy += value
@@ -121,36 +122,47 @@ class RiseState:
     def push(self, ts: datetime, value: float, window: float) -> None:
         """Add a sample and drop those more than `window` seconds older than it."""
         self.pushed += 1
-        if not self.samples:
-            self.samples.append((ts, value))
+        us = _micros(ts)
+        self.samples.append((ts, value))
+        self._us.append(us)
+        if len(self.samples) == 1:
             self._resum()
             return
-        self.samples.append((ts, value))
-        self._add(ts, value)
-        while self.samples and (ts - self.samples[0][0]).total_seconds() > window:
-            old_ts, old_value = self.samples.popleft()
-            x = self._x(old_ts)
+        x = (us - self.base) / 1e6  # as in `_add`, inlined: this runs for every reading
+        self._n += 1
+        self._sx += x
+        self._sy += value
+        self._sxx += x * x
+        self._sxy += x * value
+        times, samples = self._us, self.samples
+        while (us - times[0]) / 1e6 > window:
+            old_us = times.popleft()
+            _, old_value = samples.popleft()
+            x = (old_us - self.base) / 1e6
             self._n -= 1
             self._sx -= x
             self._sy -= old_value
             self._sxx -= x * x
             self._sxy -= x * old_value
             self._evicted += 1
-        if self._evicted >= len(self.samples):
+        if self._evicted >= len(samples):
             self._resum()
 
     def span(self) -> float:
-        return (self.samples[-1][0] - self.samples[0][0]).total_seconds() if self.samples else 0.0
+        return (self._us[-1] - self._us[0]) / 1e6 if self._us else 0.0
 
-    def rate(self, levels: Iterable[float]) -> float | None:
-        """The slope in °C per minute (None: no time span)."""
+    def rate(self, levels: Iterable[float], near: Iterable[float] = ()) -> float | None:
+        """The slope in °C per minute (None: no time span), exact when it lies within a hair
+        of one of `levels` (`near`: the hair per level, when the caller has them ready)."""
         n = self._n
-        denominator = n * self._sxx - self._sx * self._sx
-        if n < 2 or denominator <= 1e-9 * max(1.0, n * self._sxx):
+        sxx = self._sxx
+        denominator = n * sxx - self._sx * self._sx
+        if n < 2 or denominator <= 1e-9 * max(1.0, n * sxx):
             return rise_rate(tuple(self.samples))
         rate = 60.0 * (n * self._sxy - self._sx * self._sy) / denominator
-        if any(abs(rate - level) <= 1e-6 * max(1.0, abs(level)) for level in levels):
-            return rise_rate(tuple(self.samples))  # a decision at stake: exactly
+        for level, hair in zip(levels, near or map(_hair, levels), strict=True):
+            if abs(rate - level) <= hair:
+                return rise_rate(tuple(self.samples))  # a decision at stake: exactly
         return rate
 
     def __repr__(self) -> str:
@@ -168,15 +180,18 @@ class RiseState:
     __hash__ = None  # type: ignore[assignment]  # mutable: not hashable
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OfflineState:
+    """Mutable: a good reading moves `last_good` in place."""
+
     last_good: datetime | None = None
     episode: Episode | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FaultState:
-    """`rejected` says the last reading was unusable (fault, stuck or jumped); `jumped` is a
+    """Mutable: an ordinary good reading updates it in place. `rejected` says the last reading
+    was unusable (fault, stuck or jumped); `jumped` is a
     reading that jumped from `ref`, held back until the next reading says whether the jump was
     real (the values stay there) or a spike (they are back near `ref`)."""
 
@@ -191,6 +206,20 @@ class FaultState:
 
 
 State = ThresholdState | RiseState | OfflineState | FaultState
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _hair(level: float) -> float:
+    """How close to a decision level a running-sum rate must be recomputed exactly."""
+    return 1e-6 * max(1.0, abs(level))
+
+
+def _micros(ts: datetime) -> int:
+    """µs since the epoch, exactly."""
+    d = ts - _EPOCH
+    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
 
 
 def initial_state(rule: RuleBase) -> State:
@@ -369,14 +398,29 @@ def rise_rate(samples: Sequence[tuple[datetime, float]]) -> float | None:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
 
 
+def _levels(rule: RiseRule) -> tuple[float, ...]:
+    return (rule.rate, rule.clear_level, rule.critical_rate or rule.rate)
+
+
 def _rise(
-    state: RiseState, reading: Reading, rule: RiseRule, now: datetime, late_after: float
+    state: RiseState,
+    reading: Reading,
+    rule: RiseRule,
+    now: datetime,
+    late_after: float,
+    *,
+    levels: tuple[float, ...] = (),
+    near: tuple[float, ...] = (),
 ) -> tuple[RiseState, list[Alarm]]:
+    """`levels`: the rates a decision turns on, `near` their hairs (computed when not given)."""
     ts = reading.ts
     state.push(ts, reading.value, rule.window)
-    levels = (rule.rate, rule.clear_level, rule.critical_rate or rule.rate)
-    enough = len(state.samples) >= rule.min_samples and state.span() >= rule.min_span
-    rate = state.rate(levels) if enough else None
+    if len(state.samples) < rule.min_samples or state.span() < rule.min_span:
+        return state, []
+    rate = state.rate(levels or _levels(rule), near)
+    episode = state.episode
+    if rate is None or (episode is None and rate < rule.rate):
+        return state, []  # the common case: not rising, nothing raised
 
     def alarm(episode: Episode, what: AlarmState, value: float, threshold: float) -> Alarm:
         return _alarm(
@@ -397,12 +441,7 @@ def _rise(
             return "critical", rule.critical_rate
         return "warning", rule.rate
 
-    episode = state.episode
-    if rate is None:
-        return state, []
     if episode is None:
-        if rate < rule.rate:
-            return state, []
         level, threshold = severity(rate)
         since = state.samples[0][0]
         reason = f"rising {rate:.1f} °C/min over {_duration(rule.window)}"
@@ -430,7 +469,8 @@ def _offline(
         return state, []
     last = reading.ts if state.last_good is None else max(state.last_good, reading.ts)
     if state.episode is None:
-        return (state if last == state.last_good else OfflineState(last)), []
+        state.last_good = last  # in place: the common case, a sensor that reports
+        return state, []
     silent = (reading.ts - state.episode.since).total_seconds()
     cleared = _alarm(
         rule,
@@ -543,6 +583,32 @@ def gateway_back(
 # --- sensor faults -----------------------------------------------------------------------------
 
 
+def _quiet(state: FaultState, reading: Reading, rule: FaultRule) -> bool:
+    """The common case, applied in place: a plausible good reading of a sensor without a
+    fault (no jump, not stuck). False, changing nothing, for any other."""
+    if reading.quality != "good" or state.jumped is not None or state.episode is not None:
+        return False
+    ts, value, ref = reading.ts, reading.value, state.ref
+    if (
+        rule.jump is not None
+        and ref is not None
+        and (ts - ref[0]).total_seconds() <= rule.jump_within
+        and abs(value - ref[1]) > rule.jump
+    ):
+        return False
+    stuck_value = state.stuck_value
+    if stuck_value is not None and abs(value - stuck_value) <= rule.stuck_tolerance:
+        stuck_since = state.stuck_since
+    else:
+        stuck_since, stuck_value = ts, value
+    assert stuck_since is not None
+    if rule.stuck is not None and (ts - stuck_since).total_seconds() >= rule.stuck:
+        return False
+    state.run, state.good_run, state.rejected = 0, state.good_run + 1, False
+    state.ref, state.stuck_since, state.stuck_value = (ts, value), stuck_since, stuck_value
+    return True
+
+
 def _fault(
     state: FaultState, reading: Reading, rule: FaultRule, now: datetime, late_after: float
 ) -> tuple[FaultState, list[Alarm]]:
@@ -647,6 +713,8 @@ def evaluate(
     if not rule.enabled:
         return state, []
     if isinstance(rule, FaultRule) and isinstance(state, FaultState):
+        if _quiet(state, reading, rule):
+            return state, []
         return _fault(state, reading, rule, now, late_after)
     if reading.quality != "good":
         return state, []
@@ -659,30 +727,104 @@ def evaluate(
     raise TypeError(f"{type(state).__name__} does not belong to {type(rule).__name__}")
 
 
-def evaluate_sensor(
-    states: Mapping[str, State],
+_FAULT, _THRESHOLD, _RISE, _OFFLINE = range(4)
+_IDLE = ThresholdState()
+#: One rule's step in a sensor's pass: its kind, the rule, its id, and what its quiet case
+#: compares against (a threshold's level and direction, a rise's decision levels).
+_Step = tuple[int, RuleBase, str, float, bool, tuple[float, ...], tuple[float, ...]]
+#: Per rules tuple (by identity; the rule table hands out the same tuple per sensor): its
+#: enabled rules in evaluation order. Bounded; rebuilt when cleared.
+_PLANS: dict[int, tuple[Sequence[RuleBase], tuple[_Step, ...]]] = {}
+_MAX_PLANS = 4096
+
+
+def _plan(rules: Sequence[RuleBase]) -> tuple[_Step, ...]:
+    cached = _PLANS.get(id(rules))
+    if cached is not None and cached[0] is rules:
+        return cached[1]
+    steps: list[_Step] = []
+    for rule in sorted(rules, key=lambda r: not isinstance(r, FaultRule)):
+        if not rule.enabled:
+            continue
+        if isinstance(rule, FaultRule):
+            steps.append((_FAULT, rule, rule.id, 0.0, False, (), ()))
+        elif isinstance(rule, ThresholdRule):
+            steps.append((_THRESHOLD, rule, rule.id, rule.level, rule.below is not None, (), ()))
+        elif isinstance(rule, RiseRule):
+            levels = _levels(rule)
+            hairs = tuple(_hair(level) for level in levels)
+            steps.append((_RISE, rule, rule.id, 0.0, False, levels, hairs))
+        elif isinstance(rule, OfflineRule):
+            steps.append((_OFFLINE, rule, rule.id, 0.0, False, (), ()))
+        else:
+            raise TypeError(f"no per-sensor state for {type(rule).__name__}")
+    plan = tuple(steps)
+    if isinstance(rules, tuple):  # immutable: safe to remember
+        if len(_PLANS) >= _MAX_PLANS:
+            _PLANS.clear()
+        _PLANS[id(rules)] = (rules, plan)
+    return plan
+
+
+def evaluate_sensor(  # noqa: PLR0912 - one pass over a sensor's rules: the hot path
+    states: dict[str, State],
     reading: Reading,
     rules: Sequence[RuleBase],
     now: datetime,
     *,
     late_after: float = 300.0,
 ) -> tuple[dict[str, State], list[Alarm]]:
-    """Every rule of one sensor on one reading; `states` by rule id (missing = initial).
+    """Every rule of one sensor on one reading; `states` by rule id (missing = initial),
+    updated in place and returned.
 
     The fault rule goes first: a reading it rejects (stuck, impossible jump) reaches the other
-    rules as a fault reading.
+    rules as a fault reading. An idle threshold state is not kept (missing means idle). The
+    quiet cases — nothing crosses, nothing raised — are inlined here; every other goes to the
+    rule kind's own function.
     """
-    new_states = dict(states)
     alarms: list[Alarm] = []
-    ordered = sorted(rules, key=lambda r: not isinstance(r, FaultRule))
-    for rule in ordered:
-        current = new_states.get(rule.id)
-        state = current if current is not None else initial_state(rule)
-        new, produced = evaluate(state, reading, rule, now, late_after=late_after)
-        # an initial state that did not change need not be kept; a RiseState changes in place
-        if new is not current and (new is not state or isinstance(new, RiseState)):
-            new_states[rule.id] = new
-        alarms.extend(produced)
-        if isinstance(new, FaultState) and new.rejected and reading.quality == "good":
-            reading = reading.model_copy(update={"quality": "fault", "fault": "implausible"})
-    return new_states, alarms
+    good = reading.quality == "good"
+    value, ts = reading.value, reading.ts
+    for kind, rule, rule_id, level, below, levels, near in _plan(rules):
+        state = states.get(rule_id)
+        if kind == _THRESHOLD:
+            if not good:
+                continue
+            if (state is None or state.phase == "idle") and not (  # type: ignore[union-attr]
+                value <= level if below else value > level
+            ):
+                continue  # idle, and staying so
+            current = state if state is not None else _IDLE
+            new, produced = _threshold(current, reading, rule, now, late_after)  # type: ignore[arg-type]
+            if new is not current:
+                states[rule_id] = new
+        elif kind == _FAULT:
+            fault = state if isinstance(state, FaultState) else FaultState()
+            states[rule_id] = fault
+            if _quiet(fault, reading, rule):  # type: ignore[arg-type]
+                continue
+            fault, produced = _fault(fault, reading, rule, now, late_after)  # type: ignore[arg-type]
+            states[rule_id] = fault
+            if fault.rejected and good:
+                reading = reading.model_copy(update={"quality": "fault", "fault": "implausible"})
+                good = False
+        elif kind == _RISE:
+            rise = state if isinstance(state, RiseState) else RiseState()
+            states[rule_id] = rise
+            if not good:
+                continue
+            _, produced = _rise(rise, reading, rule, now, late_after, levels=levels, near=near)  # type: ignore[arg-type]
+        else:
+            if not good:
+                continue
+            if isinstance(state, OfflineState) and state.episode is None:
+                last = state.last_good
+                if last is None or ts > last:
+                    state.last_good = ts
+                continue
+            offline = state if isinstance(state, OfflineState) else OfflineState()
+            offline, produced = _offline(offline, reading, rule, now, late_after)  # type: ignore[arg-type]
+            states[rule_id] = offline
+        if produced:
+            alarms.extend(produced)
+    return states, alarms
