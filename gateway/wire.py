@@ -35,6 +35,7 @@ from gateway.models import SLUG_PATTERN, Reading, format_ts
 
 __all__ = [
     "LIMITS",
+    "TOPIC_ROOT",
     "Batch",
     "Limits",
     "Rejected",
@@ -53,6 +54,7 @@ __all__ = [
     "encode_status",
     "encode_tick",
     "encode_trace_line",
+    "gateway_topics",
     "kafka_key",
     "loads_bounded",
     "parse_kafka_key",
@@ -106,18 +108,28 @@ _RFC3339 = re.compile(
 # --- topics and keys ---------------------------------------------------------------------------
 
 
+_LEAVES = ("readings", "status")
+#: Every uplink topic starts here: `{TOPIC_ROOT}/{site}/{gateway}/readings` and `.../status`.
+TOPIC_ROOT = "husvakt/v1"
+
+
+def gateway_topics(site: str, gateway: str) -> str:
+    """The filter over one gateway's uplink topics (what it alone may publish)."""
+    return f"{TOPIC_ROOT}/{site}/{gateway}/#"
+
+
 def readings_topic(site: str, gateway: str) -> str:
-    return f"husvakt/v1/{site}/{gateway}/readings"
+    return f"{TOPIC_ROOT}/{site}/{gateway}/readings"
 
 
 def status_topic(site: str, gateway: str) -> str:
-    return f"husvakt/v1/{site}/{gateway}/status"
+    return f"{TOPIC_ROOT}/{site}/{gateway}/status"
 
 
 def topic_ids(topic: str) -> tuple[str, str]:
     """(site, gateway) of an uplink topic; WireError when it is not one with valid ids."""
     parts = topic.split("/")
-    if len(parts) != 5 or parts[:2] != ["husvakt", "v1"] or parts[4] not in ("readings", "status"):
+    if len(parts) != 5 or parts[:2] != TOPIC_ROOT.split("/") or parts[4] not in _LEAVES:
         raise WireError("topic", f"not a husvakt uplink topic: {topic[:120]!r}")
     site, gateway = parts[2], parts[3]
     if not (_SLUG.fullmatch(site) and _SLUG.fullmatch(gateway)):

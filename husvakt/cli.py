@@ -173,6 +173,29 @@ def _add_safety_commands(sub: Any) -> None:
     hostile.add_argument("--broker", type=_address, metavar="HOST:PORT", default=None)
     hostile.add_argument("--json", action="store_true", help="print the tally as JSON")
 
+    broker = sub.add_parser(
+        "broker",
+        help="lock down the MQTT broker: who may publish as which gateway",
+        description="Broker tools.",
+    )
+    bsub = broker.add_subparsers(dest="broker_command", required=True, metavar="ACTION")
+    acl = bsub.add_parser(
+        "acl",
+        help="write a mosquitto ACL and password file from the site configs",
+        description="From the site configs, write to --out: husvakt.acl (each gateway may "
+        "publish only under husvakt/v1/SITE/GATEWAY/# and read its own sensors' topics; the "
+        "stream may read every gateway's topics; nothing else is allowed), husvakt.passwd with "
+        "a password per broker user (kept in secrets/USER, 0600, reused when run again), and "
+        "mosquitto-husvakt.conf to include from mosquitto.conf (no anonymous clients). With "
+        "--tls, gateways are identified by their TLS client certificate instead (CN = gateway "
+        "id) and no passwords are written.",
+    )
+    acl.add_argument(
+        "--config", type=Path, action="append", required=True, help="site config (repeatable)"
+    )
+    acl.add_argument("--out", type=Path, required=True, help="directory to write to")
+    acl.add_argument("--tls", action="store_true", help="identify gateways by certificate CN")
+
     quarantine = sub.add_parser(
         "quarantine",
         help="what the gateway or the stream refused, and why",
@@ -815,6 +838,25 @@ def _quarantine_files(args: argparse.Namespace) -> list[Path]:
     return [p for p in dict.fromkeys(paths) if p is not None and p.exists()]
 
 
+def _cmd_broker(args: argparse.Namespace) -> int:
+    from husvakt.broker_acl import broker_users, write_broker_files  # noqa: PLC0415
+
+    configs = [load_config(path) for path in args.config]
+    try:
+        users = broker_users(configs, tls=args.tls)
+    except ValueError as exc:
+        sys.stderr.write(f"husvakt: {exc}\n")
+        return EXIT_FAILED
+    source = ", ".join(str(p) for p in args.config)
+    for path in write_broker_files(users, args.out, source=source, tls=args.tls):
+        _print(f"wrote {path}")
+    for user in users:
+        _print(f"  {user.name}: {user.what}")
+    how = "its certificate (CN)" if args.tls else "its password in secrets/USER"
+    _print(f"each client connects as its user, with {how}; include mosquitto-husvakt.conf")
+    return EXIT_OK
+
+
 def _cmd_quarantine(args: argparse.Namespace) -> int:
     from gateway.quarantine import SqliteQuarantine  # noqa: PLC0415
 
@@ -883,6 +925,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rules": _rules_explain,
         "stream": _cmd_stream,
         "quarantine": _cmd_quarantine,
+        "broker": _cmd_broker,
     }
     commands = {
         "users": _users,

@@ -28,17 +28,25 @@ from gateway.config import MqttBrokerConfig
 from gateway.mqttack import ack, manual_acks
 from gateway.quarantine import Quarantine
 from gateway.secrets import read_secret, tls_context
-from gateway.wire import Batch, WireError, decode_batch, decode_status, topic_ids
+from gateway.wire import (
+    Batch,
+    WireError,
+    decode_batch,
+    decode_status,
+    readings_topic,
+    status_topic,
+    topic_ids,
+)
 from stream.intake import quarantine_rejected
 
 __all__ = ["READINGS", "STATUS", "GatewayStatus", "UplinkSubscriber"]
 
 log = logging.getLogger("husvakt.stream.uplink")
 
-READINGS = "husvakt/v1/+/+/readings"
+READINGS = readings_topic("+", "+")
 #: Messages handled (and acknowledged) together at most, when the broker has them waiting.
 MAX_GROUP = 100
-STATUS = "husvakt/v1/+/+/status"
+STATUS = status_topic("+", "+")
 
 
 @dataclass(frozen=True, slots=True)
