@@ -6,26 +6,40 @@ transaction, so a refused or failed request leaves nothing half-written.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from casebridge.auth import Access, hash_token
 from casebridge.config import TeamConfig
 from casebridge.errors import CaseNotFoundError, LifecycleError
-from casebridge.models import Case, CaseEvent, CaseStatus, User
+from casebridge.hardening import MAX_BODY, BodyLimit, SecurityHeaders
+from casebridge.models import (
+    MAX_NUMBER,
+    MAX_TEXT,
+    Case,
+    CaseEvent,
+    CaseStatus,
+    User,
+    check_text,
+)
 from casebridge.store import CaseFilter, CaseStore
 from gateway.clock import Clock
 from gateway.config import SiteConfig
+from gateway.models import SLUG_PATTERN
 
 __all__ = ["create_app"]
 
+_SLUG = re.compile(SLUG_PATTERN)
 WorkList = Literal["mine", "team", "team-members", "all"]
 StatusAction = Literal["acknowledge", "start", "resolve", "close", "reopen"]
 
@@ -34,17 +48,21 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: A person's text: bounded, without NUL, lone surrogates or control characters.
+Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(check_text)]
+
+
 class ActionBody(_Body):
-    comment: str | None = Field(default=None, max_length=4000)
+    comment: Text | None = None
 
 
 class AssignBody(_Body):
-    user: str = Field(min_length=1, max_length=64)
-    comment: str | None = Field(default=None, max_length=4000)
+    user: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(check_text)]
+    comment: Text | None = None
 
 
 class CommentBody(_Body):
-    text: str = Field(min_length=1, max_length=4000)
+    text: Annotated[Text, Field(min_length=1)]
 
 
 class CaseWithTimeline(BaseModel):
@@ -106,10 +124,9 @@ router = APIRouter(prefix="/api/v1")
 
 async def _readable(deps: _Deps, case_id: str, who: Access) -> Case:
     case = await deps.store.get_case(case_id)
-    if case is None:
-        raise CaseNotFoundError(f"no case {case_id}")
-    if not who.can_read(case):
-        raise HTTPException(status_code=403, detail=f"{case.id} belongs to team {case.team}")
+    if case is None or not who.can_read(case):
+        # a case the user may not see is indistinguishable from one that does not exist
+        raise CaseNotFoundError(f"no case {case_id[:40]}")
     return case
 
 
@@ -142,6 +159,9 @@ async def list_cases(
 ) -> CaseList:
     """Work lists: `mine` (assigned to me), `team` (my teams' cases), `team-members` (assigned
     to my teammates), `all` (everything I may see; the default for dispatchers)."""
+    for value in (*(site or ()), *(condition or ())):
+        if not _SLUG.fullmatch(value):
+            raise HTTPException(status_code=422, detail=f"not a site or condition id: {value!r}")
     chosen: WorkList = list_ or ("all" if who.sees_everything else "team")
     narrowed: dict[str, list[str]] = {
         "mine": {"assignees": [who.user.id]},
@@ -206,7 +226,7 @@ async def change_status(
 async def events(
     deps: Deps,
     who: Who,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_NUMBER)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EventFeed:
     """Every case event after the cursor `after`, oldest first: a portal follows a case's
@@ -225,6 +245,18 @@ async def events(
 
 async def _not_found(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=404, content={"detail": str(exc)})
+
+
+async def _invalid(_request: Request, exc: Exception) -> Response:
+    """422 with where and why, without echoing the input back (it may be huge, or hold lone
+    surrogates that cannot be encoded — FastAPI's own handler then fails with a 500)."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    detail = [
+        {"loc": [str(p)[:64] for p in e.get("loc", ())], "msg": str(e.get("msg", ""))[:300]}
+        for e in errors[:20]
+    ]
+    body = json.dumps({"detail": detail}, ensure_ascii=True)
+    return Response(body, status_code=422, media_type="application/json")
 
 
 async def _conflict(_request: Request, exc: Exception) -> JSONResponse:
@@ -249,7 +281,10 @@ def create_app(
     app.state.husvakt = _Deps(store=store, teams=tuple(teams), clock=clock)
     app.add_exception_handler(CaseNotFoundError, _not_found)
     app.add_exception_handler(LifecycleError, _conflict)
+    app.add_exception_handler(RequestValidationError, _invalid)
     app.include_router(router)
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
+    app.add_middleware(SecurityHeaders)  # outermost: a refused body carries the headers too
     from casebridge.web.pages import WebDeps, mount_web  # noqa: PLC0415
 
     mount_web(

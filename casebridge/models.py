@@ -14,6 +14,8 @@ from stream.models import Condition, Severity
 
 __all__ = [
     "ACTIONS",
+    "MAX_NUMBER",
+    "MAX_TEXT",
     "OPEN_STATUSES",
     "Action",
     "Case",
@@ -27,6 +29,7 @@ __all__ = [
     "ReadingPoint",
     "Role",
     "User",
+    "check_text",
     "format_case_id",
     "parse_case_id",
 ]
@@ -71,12 +74,38 @@ def format_case_id(year: int, number: int) -> str:
     return f"HV-{year:04d}-{number:06d}"
 
 
+#: The highest case number (and event cursor) a store holds: a 32-bit integer column.
+MAX_NUMBER = 2**31 - 1
+
+
+def _digits(text: str) -> bool:
+    return 0 < len(text) <= 10 and text.isascii() and text.isdigit()
+
+
 def parse_case_id(case_id: str) -> int | None:
-    """The case number in an id, or None when the text is not a case id."""
-    parts = case_id.strip().upper().split("-")
-    if len(parts) != 3 or parts[0] != "HV" or not parts[1].isdigit() or not parts[2].isdigit():
+    """The case number in an id, or None when the text is not a case id — including numbers
+    no store can hold and digits other than 0-9 (which `int()` would accept)."""
+    if len(case_id) > 40:
         return None
-    return int(parts[2])
+    parts = case_id.strip().upper().split("-")
+    if len(parts) != 3 or parts[0] != "HV" or not _digits(parts[1]) or not _digits(parts[2]):
+        return None
+    number = int(parts[2])
+    return number if 1 <= number <= MAX_NUMBER else None
+
+
+def check_text(value: str) -> str:
+    """Text from outside that goes into the store: no NUL (PostgreSQL refuses it) and no lone
+    surrogates (not encodable), nor other control characters than tab and newline."""
+    for ch in value:
+        code = ord(ch)
+        if (code < 32 and ch not in "\t\n\r") or code == 127 or 0xD800 <= code <= 0xDFFF:
+            raise ValueError(f"text may not contain the control or surrogate character {code:#x}")
+    return value
+
+
+#: Free text a person writes (comments): bounded and clean, the same on the web and the API.
+MAX_TEXT = 4000
 
 
 class _Frozen(BaseModel):

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.models import Reading
+from gateway.secrets import private_file
 from gateway.wire import encode_reading
 
 __all__ = ["OutboxStats", "SqliteOutbox"]
@@ -74,6 +75,7 @@ class SqliteOutbox:
         await asyncio.to_thread(self._open)
 
     def _open(self) -> None:
+        private_file(self.path)  # readings: for the owner only
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from gateway.secrets import private_file
+
 __all__ = ["Entry", "Quarantine", "SqliteQuarantine"]
 
 log = logging.getLogger("husvakt.quarantine")
@@ -189,7 +191,7 @@ class SqliteQuarantine:
     def __init__(self, path: Path, *, max_rows: int = 10_000) -> None:
         self.path = path
         self._max_rows = max_rows
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)  # what was refused, raw: for the owner only
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
         with contextlib.suppress(sqlite3.OperationalError):  # another process holds it: fine
             self._db.execute("PRAGMA journal_mode=WAL")

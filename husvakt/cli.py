@@ -24,7 +24,7 @@ from gateway.configfile import ConfigError
 from gateway.outbox import SqliteOutbox
 from husvakt import __version__
 from husvakt.config import HusvaktConfig, load_config
-from husvakt.output import cases_json, cases_table
+from husvakt.output import cases_json, cases_table, for_terminal
 
 if TYPE_CHECKING:
     from casebridge.store.sql import SqlCaseStore
@@ -383,7 +383,8 @@ def _setup_logging(verbosity: int) -> None:
 
 
 def _print(text: str) -> None:
-    sys.stdout.write(text + "\n")
+    """Every line the CLI prints: stored text may carry terminal control sequences."""
+    sys.stdout.write(for_terminal(text) + "\n")
 
 
 def _config_summary(path: Path, config: HusvaktConfig) -> str:

@@ -8,7 +8,23 @@ from collections.abc import Sequence
 from casebridge.models import Case
 from gateway.models import format_ts
 
-__all__ = ["cases_json", "cases_table"]
+__all__ = ["cases_json", "cases_table", "for_terminal"]
+
+#: Characters a terminal would act on rather than show (C0 but tab and newline, DEL, C1 — ESC
+#: and CSI start control sequences) and lone surrogates (unprintable): shown as `\uXXXX`, which
+#: is also how JSON writes them, so JSON output stays valid and means the same.
+_UNSAFE = {
+    code: f"\\u{code:04x}"
+    for code in (*range(32), *range(127, 160), *range(0xD800, 0xE000))
+    if chr(code) not in "\t\n"
+}
+
+
+def for_terminal(text: str) -> str:
+    """`text` with nothing in it that could move the cursor, recolour, retitle or clear the
+    terminal it is printed on (stored text comes from sensors, configs and people)."""
+    return text.translate(_UNSAFE)
+
 
 _COLUMNS = (
     "case id",

@@ -24,6 +24,7 @@ from datetime import datetime
 from itertools import islice
 from pathlib import Path
 
+from gateway.secrets import private_file
 from stream.core import (
     GatewayTrack,
     decode_sensor,
@@ -76,7 +77,7 @@ class _Changes:
 
 class SqliteRuleState:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)  # readings and where sensors are: for the owner only
         self.path = path
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")

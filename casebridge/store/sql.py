@@ -82,6 +82,7 @@ from casebridge.store.schema import (
     tokens,
     users,
 )
+from gateway.secrets import private_file
 from stream.models import Alarm
 
 __all__ = ["MIGRATIONS", "MemoryCaseStore", "SqlCaseStore", "SqliteCaseStore", "open_store"]
@@ -726,7 +727,7 @@ class SqliteCaseStore(SqlCaseStore):
 
     async def start(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(self.path)  # password hashes, tokens, access notes: owner only
             lock = self.path.with_name(self.path.name + ".migrate-lock").open("a")
         except OSError as exc:
             raise CaseStoreError(f"cannot create {self.path.parent}: {exc.strerror}") from exc

@@ -28,7 +28,7 @@ from casebridge.auth import (
 from casebridge.config import TeamConfig
 from casebridge.enrich import CONDITION_TITLES
 from casebridge.errors import LifecycleError
-from casebridge.models import OPEN_STATUSES, Case, CaseStatus
+from casebridge.models import MAX_TEXT, OPEN_STATUSES, Case, CaseStatus, check_text
 from casebridge.store import CaseFilter, CaseStore
 from casebridge.web.chart import readings_svg
 from casebridge.web.i18n import words
@@ -102,6 +102,16 @@ def _render(
     return HTMLResponse(html, status_code=status_code)
 
 
+def _clean(text: str, name: str, *, limit: int = MAX_TEXT) -> str:
+    """A form field as the API takes it: bounded, no NUL, lone surrogates or control chars."""
+    if len(text) > limit:
+        raise HTTPException(status_code=400, detail=f"{name} is longer than {limit} characters")
+    try:
+        return check_text(text)
+    except ValueError as exc:
+        raise HTTPException(status_code=400, detail=f"{name}: {exc}") from exc
+
+
 def _check_csrf(session: Session, sent: str) -> None:
     if sent != session.csrf:
         raise HTTPException(status_code=403, detail="the form is stale or foreign; reload it")
@@ -165,14 +175,41 @@ async def login_page(next: str = "/cases", error: str = "") -> HTMLResponse:
     return _render("login.html", next=next, error=error)
 
 
+def _is_clean(text: str) -> bool:
+    try:
+        check_text(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _same_origin(request: Request) -> None:
+    """Login CSRF: a sign-in form posted from another site (which would sign the victim in as
+    the attacker) is refused. Browsers send `Origin` with every form POST (else `Referer`)."""
+    own = f"{request.url.scheme}://{request.url.netloc}"
+    origin = request.headers.get("origin")
+    referer = request.headers.get("referer")
+    if origin is not None:
+        if origin == own:
+            return
+    elif referer is not None and (referer == own or referer.startswith(own + "/")):
+        return
+    raise HTTPException(status_code=403, detail="sign in from husvakt's own sign-in page")
+
+
 @router.post("/login")
 async def login(
+    request: Request,
     deps: Deps,
     user: Annotated[str, Form()],
     password: Annotated[str, Form()],
     next: Annotated[str, Form()] = "/cases",
 ) -> Response:
+    _same_origin(request)
     uid = user.strip().lower()
+    if len(uid) > 64 or len(password) > 1024 or not _is_clean(uid):
+        query = urlencode({"next": next[:200], "error": "1"})  # as any failed sign-in
+        return RedirectResponse(f"/login?{query}", status_code=303)
     moment = time.monotonic()
     recent = [t for t in deps.failures.get(uid, []) if moment - t < FAILURE_WINDOW]
     if len(recent) >= MAX_FAILURES:
@@ -273,10 +310,8 @@ async def case_page(deps: Deps, session: Signed, case_id: str) -> HTMLResponse:
     who = session.who
     case = await deps.store.get_case(case_id)
     language = who.user.language
-    if case is None:
+    if case is None or not who.can_read(case):  # one answer: whether it exists is not theirs
         return _render("error.html", language=language, status_code=404, message="not_found")
-    if not who.can_read(case):
-        return _render("error.html", language=language, status_code=403, message="forbidden")
     timeline = await deps.store.timeline(case.id)
     site = _site(deps, case.site)
     tz = site.timezone if site else "UTC"
@@ -331,10 +366,12 @@ async def act(
     assignee: Annotated[str, Form()] = "",
 ) -> Response:
     _check_csrf(session, csrf)
+    _clean(comment, "comment")
+    _clean(assignee, "assignee", limit=64)
     who = session.who
     case = await deps.store.get_case(case_id)
     if case is None or not who.can_read(case):
-        raise HTTPException(status_code=404 if case is None else 403)
+        raise HTTPException(status_code=404, detail=f"no case {case_id[:40]}")
     if not who.can_act(case):
         raise HTTPException(status_code=403, detail=f"role {who.user.role} cannot change cases")
     if action not in (*ACTIONS, "assign", "comment"):

@@ -80,6 +80,27 @@ async def test_cases_list_and_show(tmp_path, capsys):
     assert "Key box K3" in out and "alarm_raised" in out
 
 
+async def test_stored_text_cannot_drive_the_terminal_it_is_printed_on(tmp_path, capsys):
+    """A comment and an access note carrying escape sequences (clear screen, retitle, a C1
+    CSI) are shown, not obeyed — in the table, the case and the JSON."""
+    db = tmp_path / "cases.db"
+    store = SqliteCaseStore(db)
+    await store.start()
+    hostile = "door code 4711\x1b[2J\x1b]0;owned\x07\x9b31m"
+    await store.record_alarm(
+        make_alarm(), make_draft(access_notes=hostile), OpenPlan(), now=T0, reopen_window=0
+    )
+    await store.act("HV-2026-000001", "comment", actor="eva", now=T0, text=hostile)
+    await store.aclose()
+    for argv in (["show", "HV-2026-000001"], ["show", "HV-2026-000001", "--json"], ["list"]):
+        out = await _run_cli(["cases", *argv, "--db", str(db)], capsys)
+        assert not any(ch in out for ch in "\x1b\x07\x9b"), argv
+    out = await _run_cli(["cases", "show", "HV-2026-000001", "--db", str(db)], capsys)
+    assert "access: door code 4711\\u001b[2J\\u001b]0;owned\\u0007\\u009b31m" in out
+    shown = await _run_cli(["cases", "show", "HV-2026-000001", "--json", "--db", str(db)], capsys)
+    assert json.loads(shown)["timeline"][-1]["text"] == hostile  # JSON still means the same
+
+
 async def _run_cli(argv, capsys):
     import asyncio
 
