@@ -19,8 +19,8 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from casebridge.auth import Access, hash_token
-from casebridge.config import TeamConfig
+from casebridge.auth import Access, hash_token, member_of
+from casebridge.config import TeamConfig, WebConfig
 from casebridge.errors import CaseNotFoundError, LifecycleError
 from casebridge.hardening import MAX_BODY, BodyLimit, SecurityHeaders
 from casebridge.models import (
@@ -108,7 +108,9 @@ async def _access(
 ) -> Access:
     user = None
     if credentials is not None and credentials.scheme.lower() == "bearer":
-        user = await deps.store.user_for_token(hash_token(credentials.credentials))
+        # an API token only: a web session's cookie value is not a bearer token
+        token = hash_token(credentials.credentials)
+        user = await deps.store.user_for_token(token, now=deps.clock.now())
     if user is None:
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
@@ -184,6 +186,10 @@ async def get_case(deps: Deps, case_id: str, who: Who) -> CaseWithTimeline:
 async def assign(deps: Deps, case_id: str, body: AssignBody, who: Who) -> CaseWithTimeline:
     """Assign the case to a user."""
     case = await _actionable(deps, case_id, who)
+    if not member_of(deps.teams, case.team, body.user):
+        raise HTTPException(
+            status_code=422, detail=f"{body.user} is not a member of team {case.team}"
+        )
     changed = await deps.store.act(
         case.id,
         "assign",
@@ -270,6 +276,7 @@ def create_app(
     clock: Clock,
     sites: Sequence[SiteConfig] = (),
     rule_state: Path | None = None,
+    web: WebConfig | None = None,
 ) -> FastAPI:
     """The API on `store` and the web pages; team membership comes from the site config.
     OpenAPI at /docs. `rule_state`: the rule engine's state file, for gateways' last contact."""
@@ -290,7 +297,12 @@ def create_app(
     mount_web(
         app,
         WebDeps(
-            store=store, teams=tuple(teams), sites=tuple(sites), clock=clock, rule_state=rule_state
+            store=store,
+            teams=tuple(teams),
+            sites=tuple(sites),
+            clock=clock,
+            rule_state=rule_state,
+            web=web or WebConfig(),
         ),
     )
     return app

@@ -15,8 +15,10 @@ __all__ = [
     "csrf_token",
     "hash_password",
     "hash_token",
+    "member_of",
     "new_token",
     "verify_password",
+    "verify_sign_in",
 ]
 
 TOKEN_PREFIX = "hv_"  # noqa: S105 - a prefix that makes leaked tokens recognisable, not a secret
@@ -57,6 +59,25 @@ def verify_password(password: str, stored: str | None) -> bool:
     except ValueError:
         return False
     return hmac.compare_digest(got.hex(), digest)
+
+
+#: What a sign-in of an unknown user is checked against, so that it costs what a known user's
+#: does (a quick "no" would tell an attacker which user ids exist).
+_NOBODY = "scrypt$16384$8$1$" + "00" * 16 + "$" + "00" * 32
+
+
+def verify_sign_in(password: str, stored: str | None) -> bool:
+    """`verify_password`, with the same work whether or not the user exists or has a password
+    (run it off the event loop: scrypt takes tens of milliseconds on purpose)."""
+    if not stored:
+        verify_password(password, _NOBODY)
+        return False
+    return verify_password(password, stored)
+
+
+def member_of(teams: Sequence[TeamConfig], team_id: str, user_id: str) -> bool:
+    """Whether `user_id` is a member of the team `team_id` (cases are assigned within it)."""
+    return any(t.id == team_id and user_id in t.members for t in teams)
 
 
 def csrf_token(session_token: str) -> str:

@@ -165,6 +165,17 @@ class NotifyConfig(_Frozen):
     check_every: Duration = 5.0
 
 
+class WebConfig(_Frozen):
+    """Web sign-in: a session ends after `session_idle` without use, and `session_max` after
+    sign-in at the latest (both checked by the server). `secure_cookie`: mark the session cookie
+    Secure (it is anyway when the page was asked for over https, also behind a proxy that says
+    so with X-Forwarded-Proto)."""
+
+    session_idle: Duration = 12 * 3600.0
+    session_max: Duration = 7 * 86400.0
+    secure_cookie: bool = False
+
+
 class CaseStoreConfig(_Frozen):
     """Where cases live: a SQLite file (default) or a database `url` (PostgreSQL in production,
     `postgresql+asyncpg://user@host/db`). A relative sqlite path is relative to the config file."""

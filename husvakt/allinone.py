@@ -36,17 +36,36 @@ __all__ = ["AllInOne", "bridge_for", "channels_for"]
 log = logging.getLogger("husvakt.run")
 
 
+class WebhookSecretError(ValueError):
+    """A webhook's secret file is empty (the service refuses to start)."""
+
+
 def channels_for(config: HusvaktConfig, clock: Clock) -> dict[str, Channel]:
     """The notification channels a config sets up (secrets read from their files here)."""
     channels: dict[str, Channel] = {}
     smtp = config.notify.smtp
     if smtp is not None:
         channels["email"] = SmtpChannel(smtp, password=read_secret(smtp.password_file))
-    secrets = {
-        t.webhook.url: (read_secret(t.webhook.secret_file) or "").encode()
-        for t in config.teams
-        if t.webhook is not None and t.webhook.secret_file is not None
-    }
+    secrets: dict[str, bytes] = {}
+    for team in config.teams:
+        hook = team.webhook
+        if hook is None:
+            continue
+        if hook.secret_file is None:
+            log.warning(
+                "team %s's webhook %s has no secret_file: its receiver cannot tell our "
+                "requests from forged ones",
+                team.id,
+                hook.url,
+            )
+            continue
+        secret = read_secret(hook.secret_file)
+        if not secret:
+            raise WebhookSecretError(
+                f"team {team.id}'s webhook secret_file {hook.secret_file} is empty: a signature "
+                "with an empty key proves nothing; put a long random secret in it"
+            )
+        secrets[hook.url] = secret.encode()
     channels["webhook"] = WebhookChannel(secrets=secrets, clock=clock)
     return channels
 

@@ -26,6 +26,7 @@ from husvakt.config import HusvaktConfig
 __all__ = [
     "STREAM_USER",
     "BrokerUser",
+    "TlsListener",
     "acl_text",
     "broker_users",
     "mosquitto_hash",
@@ -46,6 +47,17 @@ class BrokerUser:
     what: str  # for the ACL's comment: "gateway nordskolan/pi-basement"
     write: tuple[str, ...] = ()
     read: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TlsListener:
+    """The broker's TLS listener on which clients are known by their certificate's CN."""
+
+    port: int
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+    bind: str | None = None
 
 
 @dataclass
@@ -147,12 +159,13 @@ def _private(path: Path, text: str) -> None:
 
 
 def write_broker_files(
-    users: Sequence[BrokerUser], out: Path, *, source: str, tls: bool = False
+    users: Sequence[BrokerUser], out: Path, *, source: str, tls: TlsListener | None = None
 ) -> list[Path]:
     """Write `husvakt.acl`, a `mosquitto-husvakt.conf` to include from mosquitto.conf, and
     (without `tls`) `husvakt.passwd` with a password per user, kept in `secrets/USER` — an
     existing secret is kept, so running this again adds users without changing anyone's
-    password. Returns the files written."""
+    password. With `tls`, the conf holds the TLS listener where a client certificate is required
+    and its CN is the user (and no passwords are written). Returns the files written."""
     out.mkdir(parents=True, exist_ok=True)
     acl = out / "husvakt.acl"
     acl.write_text(acl_text(users, source=source), encoding="utf-8")
@@ -163,9 +176,13 @@ def write_broker_files(
         f"acl_file {acl.resolve()}",
     ]
     written = [acl]
-    if tls:
+    if tls is not None:
         conf_lines += [
-            "# on the TLS listener: a client certificate is required, and its CN is the user",
+            "# the TLS listener: a client certificate is required, and its CN is the user",
+            f"listener {tls.port}" + (f" {tls.bind}" if tls.bind else ""),
+            f"cafile {tls.cafile.resolve()}",
+            f"certfile {tls.certfile.resolve()}",
+            f"keyfile {tls.keyfile.resolve()}",
             "require_certificate true",
             "use_identity_as_username true",
         ]

@@ -10,7 +10,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -20,9 +20,11 @@ from casebridge.errors import CaseStoreError
 from casebridge.models import OPEN_STATUSES, CaseStatus, User
 from casebridge.store import CaseFilter
 from gateway.clock import SystemClock
+from gateway.config import parse_duration
 from gateway.configfile import ConfigError
 from gateway.outbox import SqliteOutbox
 from husvakt import __version__
+from husvakt.allinone import WebhookSecretError
 from husvakt.config import HusvaktConfig, load_config
 from husvakt.output import cases_json, cases_table, for_terminal
 
@@ -39,6 +41,20 @@ def _address(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
     return host, int(port)
+
+
+def _duration(text: str) -> float:
+    """`90d`, `12h`, `1h30m`, `600` → seconds."""
+    try:
+        if text.endswith("d") and text[:-1].isascii() and text[:-1].isdigit():
+            seconds = int(text[:-1]) * 86400.0
+        else:
+            seconds = float(parse_duration(text))  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not 0 < seconds <= 10 * 365 * 86400:
+        raise argparse.ArgumentTypeError(f"{text!r}: between a second and ten years")
+    return seconds
 
 
 def _when(text: str) -> datetime:
@@ -95,8 +111,21 @@ def _add_people_commands(sub: Any) -> None:
     )
     token.add_argument("user_id")
     token.add_argument("--label", default="cli", help="what the token is for (e.g. 'phone')")
+    token.add_argument(
+        "--expires", type=_duration, default=None, metavar="DURATION", help="e.g. 90d, 12h"
+    )
+    revoke = users_sub.add_parser(
+        "revoke",
+        help="sign a user out everywhere and/or delete their API tokens",
+        description="End every web session of the user and delete their API tokens (both "
+        "unless one is chosen). Open pages and live streams end at their next request.",
+    )
+    revoke.add_argument("user_id")
+    what = revoke.add_mutually_exclusive_group()
+    what.add_argument("--token", action="store_true", help="only the API tokens")
+    what.add_argument("--sessions", action="store_true", help="only the web sessions")
     ulist = users_sub.add_parser("list", help="list users", description="List users.")
-    for p in (add, password, token, ulist):
+    for p in (add, password, token, revoke, ulist):
         _store_options(p)
 
     routing = sub.add_parser(
@@ -194,7 +223,16 @@ def _add_safety_commands(sub: Any) -> None:
         "--config", type=Path, action="append", required=True, help="site config (repeatable)"
     )
     acl.add_argument("--out", type=Path, required=True, help="directory to write to")
-    acl.add_argument("--tls", action="store_true", help="identify gateways by certificate CN")
+    acl.add_argument(
+        "--tls",
+        type=int,
+        metavar="PORT",
+        default=None,
+        help="identify clients by TLS certificate (CN = gateway id) on a listener on PORT",
+    )
+    acl.add_argument("--bind", default=None, help="the TLS listener's address")
+    for name in ("cafile", "certfile", "keyfile"):
+        acl.add_argument(f"--{name}", type=Path, help=f"the TLS listener's {name} (with --tls)")
 
     quarantine = sub.add_parser(
         "quarantine",
@@ -490,6 +528,7 @@ async def _cases_serve(args: argparse.Namespace) -> int:
         clock=SystemClock(),
         sites=config.sites,
         rule_state=config.stream.state,
+        web=config.web,
     )
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info"))
     try:
@@ -527,9 +566,18 @@ async def _users(args: argparse.Namespace) -> int:
             _print(f"password set for {args.user_id}")
         elif args.users_command == "token":
             token = new_token()
-            await store.add_token(args.user_id, hash_token(token), label=args.label, now=now)
-            sys.stderr.write(f"token for {args.user_id} (shown once; keep it secret):\n")
+            until = now + timedelta(seconds=args.expires) if args.expires else None
+            await store.add_token(
+                args.user_id, hash_token(token), label=args.label, now=now, expires_at=until
+            )
+            expiry = f", expires {until:%Y-%m-%d %H:%M} UTC" if until else ""
+            sys.stderr.write(f"token for {args.user_id} (shown once; keep it secret{expiry}):\n")
             _print(token)
+        elif args.users_command == "revoke":
+            ended, deleted = await store.revoke(
+                args.user_id, sessions_too=not args.token, tokens_too=not args.sessions
+            )
+            _print(f"{args.user_id}: {ended} web session(s) ended, {deleted} API token(s) deleted")
         else:
             for u in await store.list_users():
                 _print(f"{u.id:<20} {u.role:<11} {u.name} <{u.email or '-'}>")
@@ -840,16 +888,23 @@ def _quarantine_files(args: argparse.Namespace) -> list[Path]:
 
 
 def _cmd_broker(args: argparse.Namespace) -> int:
-    from husvakt.broker_acl import broker_users, write_broker_files  # noqa: PLC0415
+    from husvakt.broker_acl import TlsListener, broker_users, write_broker_files  # noqa: PLC0415
 
     configs = [load_config(path) for path in args.config]
+    tls = None
+    if args.tls is not None:
+        missing = [n for n in ("cafile", "certfile", "keyfile") if getattr(args, n) is None]
+        if missing:
+            sys.stderr.write(f"husvakt: --tls needs --{', --'.join(missing)}\n")
+            return EXIT_USAGE
+        tls = TlsListener(args.tls, args.cafile, args.certfile, args.keyfile, args.bind)
     try:
-        users = broker_users(configs, tls=args.tls)
+        users = broker_users(configs, tls=tls is not None)
     except ValueError as exc:
         sys.stderr.write(f"husvakt: {exc}\n")
         return EXIT_FAILED
     source = ", ".join(str(p) for p in args.config)
-    for path in write_broker_files(users, args.out, source=source, tls=args.tls):
+    for path in write_broker_files(users, args.out, source=source, tls=tls):
         _print(f"wrote {path}")
     for user in users:
         _print(f"  {user.name}: {user.what}")
@@ -950,7 +1005,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"{problem}\n")
         sys.stderr.write(f"husvakt: {len(exc.problems)} problem(s) in the configuration\n")
         return EXIT_FAILED
-    except CaseStoreError as exc:
+    except (CaseStoreError, WebhookSecretError) as exc:
         sys.stderr.write(f"husvakt: {exc}\n")
         return EXIT_FAILED
     except KeyboardInterrupt:

@@ -12,6 +12,7 @@ from casebridge.config import (
     NotifyConfig,
     RouteRow,
     TeamConfig,
+    WebConfig,
     routing_problems,
 )
 from gateway.config import GatewayConfig, SensorConfig, SiteConfig, sensor_problems
@@ -36,6 +37,7 @@ class HusvaktConfig(BaseModel):
     routing: tuple[RouteRow, ...] = ()
     cases: CaseStoreConfig = CaseStoreConfig()
     notify: NotifyConfig = NotifyConfig()
+    web: WebConfig = WebConfig()
 
     @field_validator("rules", mode="before")
     @classmethod

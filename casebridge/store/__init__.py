@@ -109,14 +109,50 @@ class CaseStore(Protocol):
     async def list_users(self) -> list[User]: ...
 
     async def add_token(
-        self, user_id: str, token_hash: str, *, label: str, now: datetime
+        self,
+        user_id: str,
+        token_hash: str,
+        *,
+        label: str,
+        now: datetime,
+        expires_at: datetime | None = None,
     ) -> None: ...
 
-    async def user_for_token(self, token_hash: str) -> User | None: ...
+    async def user_for_token(self, token_hash: str, *, now: datetime | None = None) -> User | None:
+        """The user of an API token that has not expired (one with an expiry needs `now`)."""
 
     async def delete_token(self, token_hash: str) -> None: ...
 
-    async def set_password(self, user_id: str, password_hash: str) -> None: ...
+    async def add_session(
+        self, user_id: str, session_hash: str, *, now: datetime, expires_at: datetime
+    ) -> None:
+        """A web session (not an API token): valid until `expires_at`, and while used."""
+
+    async def user_for_session(
+        self, session_hash: str, *, now: datetime, idle: float
+    ) -> User | None:
+        """The user of a live session; a session unused for `idle` seconds or past its
+        expiry ends here."""
+
+    async def sign_in_failures(self, keys: Sequence[str]) -> dict[str, tuple[int, datetime]]:
+        """Key → (failed sign-ins, the latest) for those of `keys` that have any."""
+        ...
+
+    async def sign_in_failed(self, keys: Sequence[str], *, now: datetime, forget: float) -> None:
+        """Count a failed sign-in under each key; forget keys quiet for `forget` seconds."""
+
+    async def sign_in_succeeded(self, key: str) -> None: ...
+
+    async def end_session(self, session_hash: str) -> None: ...
+
+    async def revoke(
+        self, user_id: str, *, sessions_too: bool = True, tokens_too: bool = True
+    ) -> tuple[int, int]:
+        """End the user's web sessions and/or delete their API tokens: (sessions, tokens)."""
+        ...
+
+    async def set_password(self, user_id: str, password_hash: str) -> None:
+        """Set the password; every web session of the user ends."""
 
     async def password_hash(self, user_id: str) -> str | None: ...
 

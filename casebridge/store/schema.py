@@ -30,6 +30,8 @@ __all__ = [
     "deliveries",
     "metadata",
     "open_case",
+    "sessions",
+    "sign_in_failures",
     "tokens",
     "users",
 ]
@@ -125,6 +127,28 @@ tokens = Table(
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("label", String(200), nullable=False),
     Column("created_at", UtcText, nullable=False),
+    Column("expires_at", UtcText, nullable=True),
+)
+
+#: Failed sign-ins per client address and per (user, address): counted atomically in the
+#: store, so concurrent attempts and several server processes share one count.
+sign_in_failures = Table(
+    "sign_in_failures",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("count", Integer, nullable=False),
+    Column("last_at", UtcText, nullable=False),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", String(64), ForeignKey("users.id"), nullable=False, index=True),
+    Column("session_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UtcText, nullable=False),
+    Column("last_seen_at", UtcText, nullable=False),
+    Column("expires_at", UtcText, nullable=False),
 )
 
 deliveries = Table(

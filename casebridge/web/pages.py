@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote_plus, urlencode
@@ -22,13 +21,14 @@ from casebridge.auth import (
     Access,
     csrf_token,
     hash_token,
+    member_of,
     new_token,
-    verify_password,
+    verify_sign_in,
 )
-from casebridge.config import TeamConfig
+from casebridge.config import TeamConfig, WebConfig
 from casebridge.enrich import CONDITION_TITLES
 from casebridge.errors import LifecycleError
-from casebridge.models import MAX_TEXT, OPEN_STATUSES, Case, CaseStatus, check_text
+from casebridge.models import MAX_TEXT, OPEN_STATUSES, Case, CaseStatus, User, check_text
 from casebridge.store import CaseFilter, CaseStore
 from casebridge.web.chart import readings_svg
 from casebridge.web.i18n import words
@@ -56,9 +56,8 @@ class WebDeps:
     sites: tuple[SiteConfig, ...]
     clock: Clock
     rule_state: Path | None = None
+    web: WebConfig = field(default_factory=WebConfig)
     poll_every: float = 1.0
-    #: failed sign-ins per user id (monotonic times), to slow down password guessing
-    failures: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -83,9 +82,18 @@ def _deps(request: Request) -> WebDeps:
 Deps = Annotated[WebDeps, Depends(_deps)]
 
 
+async def _user_of(deps: WebDeps, token: str | None) -> User | None:
+    """The user of a live web session (an API token is not one)."""
+    if not token or len(token) > 200:
+        return None
+    return await deps.store.user_for_session(
+        hash_token(token), now=deps.clock.now(), idle=deps.web.session_idle
+    )
+
+
 async def _session(request: Request, deps: Deps) -> Session:
     token = request.cookies.get(COOKIE)
-    user = await deps.store.user_for_token(hash_token(token)) if token else None
+    user = await _user_of(deps, token)
     if token is None or user is None:
         raise SignInRequiredError
     return Session(Access(user, deps.teams), token)
@@ -166,8 +174,25 @@ async def home() -> RedirectResponse:
     return RedirectResponse("/cases", status_code=303)
 
 
-MAX_FAILURES = 5
-FAILURE_WINDOW = 300.0
+#: Failed sign-ins that cost nothing, per (user, address) and per address (an office behind
+#: one address has many users); after them, each further attempt waits twice as long as the one
+#: before (1 s, 2 s, 4 s, … at most MAX_WAIT) — a growing delay, never a lock a guesser elsewhere
+#: could put on a real user.
+FREE_FAILURES = {"user": 3, "addr": 20}
+MAX_WAIT = 900.0
+#: Failures are forgotten after this long without one.
+FORGET_FAILURES = 3600.0
+
+
+async def _wait(deps: WebDeps, keys: list[str], now: datetime) -> float:
+    """Seconds until a sign-in under these keys is taken again (0: now)."""
+    wait = 0.0
+    for key, (count, last) in (await deps.store.sign_in_failures(keys)).items():
+        free = FREE_FAILURES[key.split(":", 1)[0]]
+        if count > free:
+            delay = min(2.0 ** (count - free - 1), MAX_WAIT)
+            wait = max(wait, delay - (now - last).total_seconds())
+    return wait
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -210,30 +235,42 @@ async def login(
     if len(uid) > 64 or len(password) > 1024 or not _is_clean(uid):
         query = urlencode({"next": next[:200], "error": "1"})  # as any failed sign-in
         return RedirectResponse(f"/login?{query}", status_code=303)
-    moment = time.monotonic()
-    recent = [t for t in deps.failures.get(uid, []) if moment - t < FAILURE_WINDOW]
-    if len(recent) >= MAX_FAILURES:
+    now = deps.clock.now()
+    address = request.client.host if request.client else "-"
+    pair, by_address = f"user:{uid}|{address}", f"addr:{address}"
+    if await _wait(deps, [pair, by_address], now) > 0:
         query = urlencode({"next": next, "error": "locked"})
         return RedirectResponse(f"/login?{query}", status_code=303)
     found = await deps.store.get_user(uid)
     stored = await deps.store.password_hash(found.id) if found else None
-    if found is None or not verify_password(password, stored):
-        deps.failures[uid] = [*recent, moment]
+    good = await asyncio.to_thread(verify_sign_in, password, stored)
+    if found is None or not good:
+        # an unknown name counts only against the address: junk names grow no table
+        keys = [by_address, pair] if found is not None else [by_address]
+        await deps.store.sign_in_failed(keys, now=now, forget=FORGET_FAILURES)
         query = urlencode({"next": next, "error": "1"})
         return RedirectResponse(f"/login?{query}", status_code=303)
-    deps.failures.pop(uid, None)
+    await deps.store.sign_in_succeeded(pair)
     token = new_token()
-    await deps.store.add_token(found.id, hash_token(token), label="web", now=deps.clock.now())
+    until = now + timedelta(seconds=deps.web.session_max)
+    await deps.store.add_session(found.id, hash_token(token), now=now, expires_at=until)
     target = next if next.startswith("/") and not next.startswith("//") else "/cases"
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(COOKIE, token, httponly=True, samesite="lax", max_age=30 * 86400)
+    response.set_cookie(
+        COOKIE,
+        token,
+        httponly=True,
+        samesite="lax",
+        max_age=int(deps.web.session_max),
+        secure=deps.web.secure_cookie or request.url.scheme == "https",
+    )
     return response
 
 
 @router.post("/logout")
 async def logout(deps: Deps, session: Signed, csrf: Annotated[str, Form()]) -> Response:
     _check_csrf(session, csrf)
-    await deps.store.delete_token(hash_token(session.token))
+    await deps.store.end_session(hash_token(session.token))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(COOKIE)
     return response
@@ -376,6 +413,8 @@ async def act(
         raise HTTPException(status_code=403, detail=f"role {who.user.role} cannot change cases")
     if action not in (*ACTIONS, "assign", "comment"):
         raise HTTPException(status_code=400, detail=f"no action {action!r}")
+    if action == "assign" and not member_of(deps.teams, case.team, assignee):
+        raise HTTPException(status_code=400, detail=f"{assignee} is not in team {case.team}")
     try:
         await deps.store.act(
             case.id,
@@ -402,6 +441,8 @@ def _gateway_contacts(path: Path | None) -> dict[str, list[tuple[str, datetime |
 @router.get("/sites", response_class=HTMLResponse)
 async def sites_page(deps: Deps, session: Signed) -> HTMLResponse:
     who = session.who
+    if who.user.role not in ("dispatcher", "admin"):
+        return _render("error.html", language=who.user.language, status_code=404, message="no_page")
     open_cases = [
         c
         for c in await deps.store.list_cases(CaseFilter(statuses=list(OPEN_STATUSES)))
@@ -432,6 +473,9 @@ async def live(request: Request, deps: Deps, session: Signed) -> StreamingRespon
         nonlocal cursor
         yield b"retry: 2000\n\n"
         while not await request.is_disconnected():
+            if await _user_of(deps, session.token) is None:
+                yield b"event: signed-out\ndata: {}\n\n"  # the session ended: so does the stream
+                return
             batch = await deps.store.events_after(cursor, limit=500)
             seen: set[str] = set()
             for ev in batch:

@@ -167,7 +167,8 @@ async def test_invalid_requests_are_4xx_and_write_nothing(api):
     cases = [
         ("close", None, 409),  # not resolved yet
         ("explode", None, 422),
-        ("assign", {"user": "ghost"}, 404),
+        ("assign", {"user": "ghost"}, 422),  # not a member of the case's team
+        ("assign", {"user": "per"}, 422),  # a user, but of another team
         ("assign", {}, 422),
         ("comments", {"text": ""}, 422),
         ("comments", {"text": "x", "extra": 1}, 422),

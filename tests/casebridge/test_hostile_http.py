@@ -11,15 +11,13 @@ from collections.abc import Awaitable
 
 import httpx
 import pytest
-import uvicorn
 
 from casebridge.api import create_app
 from casebridge.auth import hash_password, hash_token
 from casebridge.config import TeamConfig
 from casebridge.hardening import MAX_BODY
 from casebridge.models import OpenPlan, User
-from casebridge.store.sql import SqlCaseStore, SqliteCaseStore
-from husvakt.broker import free_port
+from tests.casebridge.served import BACKENDS, serving, store_for
 from tests.factories import T0, make_alarm, make_draft
 
 TEAMS = (
@@ -38,13 +36,9 @@ class Clock:
         await asyncio.sleep(seconds)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=BACKENDS)
 async def served(request, tmp_path):
-    if request.param == "postgres":
-        store = SqlCaseStore.from_url(request.getfixturevalue("postgres_url"))
-    else:
-        store = SqliteCaseStore(tmp_path / "cases.db")
-    await store.start()
+    store = await store_for(request, tmp_path)
     for uid in ("eva", "per"):
         await store.add_user(User(id=uid, name=uid.title(), role="technician"), now=T0)
         await store.add_token(uid, hash_token(f"token-{uid}"), label="test", now=T0)
@@ -52,19 +46,12 @@ async def served(request, tmp_path):
     await store.record_alarm(
         make_alarm(), make_draft(team="facilities"), OpenPlan(), now=T0, reopen_window=0
     )
-    port = free_port()
     app = create_app(store=store, teams=TEAMS, clock=Clock())
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
-        await asyncio.sleep(0.01)
-    base = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(base_url=base, headers={"Authorization": "Bearer token-eva"}) as c:
+    async with (
+        serving(app) as (base, port),
+        httpx.AsyncClient(base_url=base, headers={"Authorization": "Bearer token-eva"}) as c,
+    ):
         yield c, port
-    server.should_exit = True
-    await task
     await store.aclose()
 
 
@@ -220,3 +207,42 @@ async def test_every_answer_carries_the_security_headers(served):
         assert r.headers["x-content-type-options"] == "nosniff"
         assert r.headers["referrer-policy"] == "same-origin"
         assert r.headers["cache-control"] == "no-store", path
+
+
+async def test_cases_are_assigned_only_within_their_team_and_sites_is_for_dispatchers(served):
+    client, _ = served
+    r = await client.post(f"/api/v1/cases/{CASE}/assign", json={"user": "per"})
+    assert r.status_code == 422 and "not a member of team facilities" in r.json()["detail"]
+    r = await client.post(f"/api/v1/cases/{CASE}/assign", json={"user": "eva"})
+    assert r.status_code == 200
+    own = str(client.base_url)
+    async with httpx.AsyncClient(base_url=own) as browser:
+        form = {"user": "eva", "password": PASSWORD, "next": "/cases"}
+        assert (await browser.post("/login", data=form, headers={"Origin": own})).is_redirect
+        page = await browser.get(f"/cases/{CASE}")
+        assert 'href="/sites"' not in page.text  # no link to a page that is not theirs
+        csrf = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        r = await browser.post(
+            f"/cases/{CASE}/act", data={"action": "assign", "csrf": csrf, "assignee": "per"}
+        )
+        assert r.status_code == 400
+        assert (await browser.get("/sites")).status_code == 404
+
+
+def test_an_unknown_user_costs_a_sign_in_the_same_work_as_a_known_one(monkeypatch):
+    """No quick "no" that would tell which user ids exist: one scrypt either way."""
+    import hashlib
+
+    from casebridge.auth import verify_sign_in
+
+    calls = []
+    scrypt = hashlib.scrypt
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("n"))
+        return scrypt(*args, **kwargs)
+
+    monkeypatch.setattr(hashlib, "scrypt", counting)
+    assert not verify_sign_in("guess", None)
+    assert not verify_sign_in("guess", hash_password("something-else"))
+    assert calls[0] == calls[-1] == 2**14 and len(calls) == 3  # unknown, known (+ its hashing)

@@ -158,6 +158,7 @@ async def world(tmp_path, smtp, webhook):
 async def test_the_on_call_person_is_mailed_and_the_team_webhook_called(world):
     clock, store, bridge, notifier, _, inbox, hooks = world
     case = (await bridge.handle(make_alarm())).case
+    (queued,) = [d for d in await store.due_deliveries(clock.now()) if d.channel == "webhook"]
     assert await notifier.run_due(clock.now()) == 2
     ((to, mail),) = inbox.messages
     assert to == ["eva@school.example"]
@@ -165,6 +166,7 @@ async def test_the_on_call_person_is_mailed_and_the_team_webhook_called(world):
     assert f"https://husvakt.example/cases/{case.id}" in mail.get_content()
     ((headers, body),) = hooks
     assert headers["X-Husvakt-Signature"] == sign(SECRET, headers["X-Husvakt-Timestamp"], body)
+    assert headers["X-Husvakt-Delivery"] == str(queued.id)  # a retry would carry it again
     payload = json.loads(body)
     assert (payload["event"], payload["case"]["id"], payload["notify"]) == (
         "opened",

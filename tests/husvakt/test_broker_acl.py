@@ -4,7 +4,9 @@ its own sensors, the stream reads every gateway, and a client without credential
 from __future__ import annotations
 
 import queue
+import ssl
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,10 +17,11 @@ from paho.mqtt.properties import Properties
 
 from gateway.wire import readings_topic, status_topic
 from husvakt.broker import free_port
-from husvakt.broker_acl import broker_users, mosquitto_hash, write_broker_files
+from husvakt.broker_acl import TlsListener, broker_users, mosquitto_hash, write_broker_files
 from husvakt.cli import main
 from husvakt.config import HusvaktConfig
 from tests.conftest import require_binary
+from tests.gateway.test_uplink import make_certificates
 from tests.services import Mosquitto
 
 SITE = "nordskolan"
@@ -66,20 +69,33 @@ def locked(tmp_path: Path) -> Iterator[tuple[Mosquitto, Path]]:
 class Client:
     """A paho MQTT 5 client whose acknowledgements are read in order, with their reason codes."""
 
-    def __init__(self, broker: Mosquitto, user: str | None, password: str | None) -> None:
+    def __init__(
+        self,
+        broker: Mosquitto,
+        user: str | None,
+        password: str | None,
+        *,
+        tls: tuple[Path, Path | None, Path | None] | None = None,
+    ) -> None:
         self.events: queue.Queue[tuple[str, object]] = queue.Queue()
         self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         if user is not None:
             self.c.username_pw_set(user, password)
+        if tls is not None:
+            ca, cert, key = tls
+            self.c.tls_set(ca_certs=str(ca), certfile=cert and str(cert), keyfile=key and str(key))
         self.c.on_connect = lambda _c, _u, _f, rc, _p: self.events.put(("connect", rc))
         self.c.on_subscribe = lambda _c, _u, _m, rcs, _p: self.events.put(("subscribe", rcs))
         self.c.on_publish = lambda _c, _u, _m, rc, _p: self.events.put(("publish", rc))
         self.c.on_message = lambda _c, _u, m: self.messages.put((m.topic, m.payload))
+        self.c.on_disconnect = lambda _c, _u, _f, rc, _p: self.events.put(("disconnect", rc))
         self.c.connect(broker.host, broker.port)
         self.c.loop_start()
         kind, self.connected = self.events.get(timeout=TIMEOUT)
-        assert kind == "connect"
+        if kind != "connect":
+            self.close()
+            raise ConnectionRefusedError(f"the broker hung up: {self.connected}")
 
     def subscribe(self, topic: str) -> object:
         self.c.subscribe(topic, qos=1)
@@ -184,19 +200,59 @@ def test_the_password_hash_is_mosquittos_own(tmp_path):
     assert mosquitto_hash("hemligt", salt=salt) == theirs
 
 
-def test_with_certificates_gateway_ids_must_be_unique_and_no_password_is_written(tmp_path):
+def client_certificate(certs: Path, name: str) -> tuple[Path, Path]:
+    """A client certificate with CN = `name`, signed by the test CA in `certs`."""
+    openssl = require_binary("openssl")
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], check=True, capture_output=True, cwd=certs)
+
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+        "-keyout", f"{name}.key", "-out", f"{name}.csr")  # fmt: skip
+    run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-out", f"{name}.crt")  # fmt: skip
+    return certs / f"{name}.crt", certs / f"{name}.key"
+
+
+def test_with_certificates_each_gateway_is_its_certificate(tmp_path):
+    """Against a real mosquitto on the TLS listener the files describe: gateway pi-a's
+    certificate publishes as pi-a only; without a certificate nobody connects."""
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    ca = make_certificates(certs)
+    port = free_port()
+    listener = TlsListener(port, ca, certs / "server.crt", certs / "server.key", "127.0.0.1")
+    configs = [site_config(port, "pi-a", "a1"), site_config(port, "pi-b", "b1")]
+    out = tmp_path / "broker"
+    written = write_broker_files(broker_users(configs, tls=True), out, source="x", tls=listener)
+    assert not (out / "husvakt.passwd").exists() and len(written) == 2
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text((out / "mosquitto-husvakt.conf").read_text() + "user root\n")
+    broker = Mosquitto(binary=require_binary("mosquitto"), conf=conf, host="127.0.0.1", port=port)
+    broker.start()
+    try:
+        a = Client(broker, None, None, tls=(ca, *client_certificate(certs, "pi-a")))
+        stream = Client(broker, None, None, tls=(ca, *client_certificate(certs, "husvakt-stream")))
+        assert not stream.subscribe("husvakt/v1/#").is_failure
+        assert a.publish(readings_topic(SITE, "pi-b"), b"forged").is_failure
+        assert not a.publish(readings_topic(SITE, "pi-a"), b"genuine").is_failure
+        assert stream.messages.get(timeout=TIMEOUT) == (readings_topic(SITE, "pi-a"), b"genuine")
+        assert stream.messages.empty()
+        for c in (a, stream):
+            c.close()
+        with pytest.raises((ssl.SSLError, OSError)):  # no certificate: the handshake fails
+            Client(broker, None, None, tls=(ca, None, None))
+    finally:
+        broker.stop()
+
+
+def test_with_certificates_gateway_ids_must_be_unique(tmp_path):
     one = site_config(1883, "pi", "a1")
     other = one.model_copy(
         update={"gateway": one.gateway.model_copy(update={"site": "sodra"})}  # type: ignore[union-attr]
     )
     with pytest.raises(ValueError, match="must be unique"):
         broker_users([one, other], tls=True)
-    out = tmp_path / "tls"
-    written = write_broker_files(broker_users([one], tls=True), out, source="x", tls=True)
-    assert not (out / "husvakt.passwd").exists()
-    assert "use_identity_as_username true" in (out / "mosquitto-husvakt.conf").read_text()
-    assert "user pi\ntopic write husvakt/v1/nordskolan/pi/#" in (out / "husvakt.acl").read_text()
-    assert len(written) == 2
 
 
 def test_the_command_line(tmp_path, capsys):

@@ -75,6 +75,22 @@ tick_step = st.tuples(st.just("tick"), gaps, st.booleans())
 streams = st.lists(reading_step | tick_step, min_size=1, max_size=80)
 
 
+def reading_of(i, ts, value, fault):
+    """The `i`th reading of sensor t1: `value` at `ts`, or a fault reading."""
+    return Reading(
+        site="s",
+        gateway="g",
+        sensor="t1",
+        kind="temperature",
+        value=value,
+        unit="°C",
+        ts=ts,
+        seq=i + 1,
+        quality="fault" if fault else "good",
+        fault=fault,
+    )
+
+
 def norm(value):
     """A state (either implementation's) as plain data, for comparing them."""
     if isinstance(value, (fast.RiseState, oracle.RiseState)):
@@ -117,18 +133,7 @@ def replay(steps, rules):
         t += timedelta(milliseconds=gap)
         value = last if value == "same" else value
         last = value
-        reading = Reading(
-            site="s",
-            gateway="g",
-            sensor="t1",
-            kind="temperature",
-            value=value,
-            unit="°C",
-            ts=t,
-            seq=i + 1,
-            quality="fault" if fault else "good",
-            fault=fault,
-        )
+        reading = reading_of(i, t, value, fault)
         now = t + timedelta(seconds=late)
         new_states, new_alarms = fast.evaluate_sensor(new_states, reading, rules, now)
         old_states, old_alarms = oracle.evaluate_sensor(old_states, reading, rules, now)
@@ -183,18 +188,7 @@ def alarms_of(steps):
             continue
         _, gap, value, fault, _late = step
         t += timedelta(milliseconds=gap)
-        reading = Reading(
-            site="s",
-            gateway="g",
-            sensor="t1",
-            kind="temperature",
-            value=value,
-            unit="°C",
-            ts=t,
-            seq=i + 1,
-            quality="fault" if fault else "good",
-            fault=fault,
-        )
+        reading = reading_of(i, t, value, fault)
         states, alarms = fast.evaluate_sensor(states, reading, TWITCHY, t)
         out += alarms
     return out

@@ -31,6 +31,8 @@
         }
       });
   }
+  // the session ended (signed out, expired, revoked): stop following, do not reconnect
+  source.addEventListener("signed-out", function () { source.close(); });
   source.addEventListener("case", function (e) {
     var data = JSON.parse(e.data);
     if (list) refreshList();
