@@ -19,7 +19,8 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from casebridge.auth import Access, hash_token, member_of
+from casebridge.access import Access, WorkList, member_of
+from casebridge.auth import hash_token
 from casebridge.config import TeamConfig, WebConfig
 from casebridge.errors import CaseNotFoundError, LifecycleError
 from casebridge.hardening import MAX_BODY, BodyLimit, SecurityHeaders
@@ -40,7 +41,6 @@ from gateway.models import SLUG_PATTERN
 __all__ = ["create_app"]
 
 _SLUG = re.compile(SLUG_PATTERN)
-WorkList = Literal["mine", "team", "team-members", "all"]
 StatusAction = Literal["acknowledge", "start", "resolve", "close", "reopen"]
 
 
@@ -164,13 +164,8 @@ async def list_cases(
     for value in (*(site or ()), *(condition or ())):
         if not _SLUG.fullmatch(value):
             raise HTTPException(status_code=422, detail=f"not a site or condition id: {value!r}")
-    chosen: WorkList = list_ or ("all" if who.sees_everything else "team")
-    narrowed: dict[str, list[str]] = {
-        "mine": {"assignees": [who.user.id]},
-        "team": {"teams": list(who.teams)},
-        "team-members": {"assignees": list(who.team_members)},
-        "all": {},
-    }[chosen]
+    chosen: WorkList = list_ or who.default_list
+    narrowed = who.narrowing(chosen)
     where = CaseFilter(statuses=status_, sites=site, conditions=condition, **narrowed)
     cases = [c for c in await deps.store.list_cases(where) if who.can_read(c)]
     return CaseList(work_list=chosen, count=len(cases), cases=cases)

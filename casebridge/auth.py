@@ -1,21 +1,16 @@
-"""Bearer tokens and who may see and do what. Pure apart from token generation."""
+"""Secrets of sign-in: API tokens, session values, password hashes, CSRF tokens. Pure apart from
+their generation. Who may see and do what is `casebridge.access`."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
-from collections.abc import Mapping, Sequence
-
-from casebridge.config import TeamConfig
-from casebridge.models import Case, User
 
 __all__ = [
-    "Access",
     "csrf_token",
     "hash_password",
     "hash_token",
-    "member_of",
     "new_token",
     "verify_password",
     "verify_sign_in",
@@ -75,44 +70,7 @@ def verify_sign_in(password: str, stored: str | None) -> bool:
     return verify_password(password, stored)
 
 
-def member_of(teams: Sequence[TeamConfig], team_id: str, user_id: str) -> bool:
-    """Whether `user_id` is a member of the team `team_id` (cases are assigned within it)."""
-    return any(t.id == team_id and user_id in t.members for t in teams)
-
-
 def csrf_token(session_token: str) -> str:
     """The token a signed-in page's forms carry: derived from the session (which the cookie
     holds and another site cannot read), so a forged cross-site form cannot know it."""
     return hashlib.sha256(b"csrf:" + session_token.encode()).hexdigest()[:32]
-
-
-class Access:
-    """One user's view: their teams, and which cases they may read and act on.
-
-    technician: reads and acts on their own teams' cases; dispatcher and admin: every case;
-    integrator: reads every case, acts on none.
-    """
-
-    def __init__(self, user: User, teams: Sequence[TeamConfig]) -> None:
-        self.user = user
-        self.teams = tuple(t.id for t in teams if user.id in t.members)
-        self.team_members = tuple(
-            sorted({m for t in teams if t.id in self.teams for m in t.members} - {user.id})
-        )
-
-    @classmethod
-    def of(cls, user: User, teams: Mapping[str, TeamConfig] | Sequence[TeamConfig]) -> Access:
-        values = list(teams.values()) if isinstance(teams, Mapping) else list(teams)
-        return cls(user, values)
-
-    @property
-    def sees_everything(self) -> bool:
-        return self.user.role in ("dispatcher", "admin", "integrator")
-
-    def can_read(self, case: Case) -> bool:
-        return self.sees_everything or case.team in self.teams
-
-    def can_act(self, case: Case) -> bool:
-        if self.user.role == "integrator":
-            return False
-        return self.user.role in ("dispatcher", "admin") or case.team in self.teams

@@ -798,13 +798,20 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
+def _no_gateway(path: Path, command: str) -> int:
+    sys.stderr.write(
+        f"husvakt: {path} has no 'gateway' section; `husvakt {command}` reads sensors through "
+        "one (a config without it is for `husvakt stream` or `husvakt cases serve`)\n"
+    )
+    return EXIT_FAILED
+
+
 async def _cmd_gateway(args: argparse.Namespace) -> int:
     from gateway.service import run_gateway  # noqa: PLC0415 - keep `husvakt --help` fast
 
     config = load_config(args.config)
     if config.gateway is None:
-        sys.stderr.write(f"husvakt: {args.config} has no 'gateway' section\n")
-        return EXIT_FAILED
+        return _no_gateway(args.config, "gateway")
     sensors = list(config.sensor_index().values())
     await run_gateway(
         config=config.gateway, sensors=sensors, clock=SystemClock(), stop=_stop_on_signals()
@@ -816,12 +823,13 @@ async def _cmd_run(args: argparse.Namespace) -> int:
     from husvakt.allinone import AllInOne  # noqa: PLC0415 - keep `husvakt --help` fast
 
     config = load_config(args.config)
+    if config.gateway is None:
+        return _no_gateway(args.config, "run")
     from casebridge.store.sql import open_store  # noqa: PLC0415
 
     store = open_store(config.cases)
     await store.start()
     stop = _stop_on_signals()
-    assert config.gateway is not None, "checked by AllInOne"
     outbox = SqliteOutbox(
         config.gateway.outbox.path,
         max_bytes=int(config.gateway.outbox.max_mb * 1e6),

@@ -17,11 +17,16 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from casebridge.auth import (
+from casebridge.access import (
+    STATUS_ACTIONS,
     Access,
+    WorkList,
+    member_of,
+    status_actions,
+)
+from casebridge.auth import (
     csrf_token,
     hash_token,
-    member_of,
     new_token,
     verify_sign_in,
 )
@@ -38,9 +43,7 @@ from gateway.config import SiteConfig
 __all__ = ["mount_web"]
 
 COOKIE = "husvakt_session"
-VIEWS = ("mine", "team", "members")
 PRIORITY_ORDER = {"P1": 1, "P2": 2, "P3": 3, "P4": 4}
-ACTIONS = ("acknowledge", "start", "resolve", "close", "reopen")
 _env = Environment(
     loader=PackageLoader("casebridge.web", "templates"),
     autoescape=select_autoescape(["html"]),
@@ -132,25 +135,6 @@ def _age(then: datetime, now: datetime) -> str:
     if minutes < 48 * 60:
         return f"{minutes // 60} h {minutes % 60} min"
     return f"{minutes // 1440} d"
-
-
-def _view_filter(view: str, who: Access) -> dict[str, list[str]]:
-    if view == "mine":
-        return {"assignees": [who.user.id]}
-    if view == "members":
-        return {"assignees": list(who.team_members)}
-    if who.sees_everything:
-        return {}
-    return {"teams": list(who.teams)}
-
-
-def _in_view(view: str, who: Access, case: Case) -> bool:
-    """`_view_filter` for one case already read (the tab counts come from one query)."""
-    if view == "mine":
-        return case.assignee == who.user.id
-    if view == "members":
-        return case.assignee in who.team_members
-    return who.sees_everything or case.team in who.teams
 
 
 def _sort(cases: list[Case], sort: str) -> list[Case]:
@@ -281,7 +265,7 @@ async def work_list(
     *,
     deps: Deps,
     session: Signed,
-    view: str = "team",
+    view: str = "",
     site: str = "",
     status: str = "open",
     condition: str = "",
@@ -290,7 +274,7 @@ async def work_list(
     fragment: Annotated[bool, Query()] = False,
 ) -> HTMLResponse:
     who = session.who
-    view = view if view in VIEWS else "team"
+    chosen: WorkList = next((w for w in who.work_lists if w == view), who.default_list)
     statuses: list[CaseStatus] | None = list(OPEN_STATUSES) if status == "open" else None
     if status not in ("open", "any", ""):
         statuses = [status]  # type: ignore[list-item]
@@ -300,14 +284,14 @@ async def work_list(
         if who.can_read(c)
     ]
     counts = {}
-    for name in VIEWS:
-        in_view = [c for c in open_cases if _in_view(name, who, c)]
+    for name in who.work_lists:
+        in_view = [c for c in open_cases if who.in_list(name, c)]
         counts[name] = (len(in_view), sum(c.status == "new" for c in in_view))
     where = CaseFilter(
         statuses=statuses,
         sites=[site] if site else None,
         conditions=[condition] if condition else None,
-        **_view_filter(view, who),
+        **who.narrowing(chosen),
     )
     cases = [c for c in await deps.store.list_cases(where) if who.can_read(c)]
     if severity:
@@ -315,7 +299,8 @@ async def work_list(
     now = deps.clock.now()
     context: dict[str, Any] = {
         "session": session,
-        "view": view,
+        "view": chosen,
+        "lists": who.work_lists,
         "counts": counts,
         "cases": _sort(cases, sort),
         "age": lambda c: _age(c.opened_at, now),
@@ -329,7 +314,7 @@ async def work_list(
         "sites": [s.id for s in deps.sites],
         "conditions": list(CONDITION_TITLES),
         "query": lambda **over: urlencode(
-            {"view": view, "site": site, "status": status, "condition": condition}
+            {"view": chosen, "site": site, "status": status, "condition": condition}
             | {"severity": severity, "sort": sort}
             | over
         ),
@@ -372,23 +357,12 @@ async def case_page(deps: Deps, session: Signed, case_id: str) -> HTMLResponse:
         if address
         else None,
         can_act=who.can_act(case),
-        actions=[a for a in ACTIONS if _allowed(case, a)],
+        actions=status_actions(case),
         members=sorted(team.members) if team else [],
         age=_age(case.opened_at, deps.clock.now()),
         tz=tz,
         local=lambda at: at.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M"),
     )
-
-
-def _allowed(case: Case, action: str) -> bool:
-    status = case.status
-    return {
-        "acknowledge": status in ("new", "reopened"),
-        "start": status in ("new", "acknowledged", "reopened"),
-        "resolve": status in ("new", "acknowledged", "in_progress", "reopened"),
-        "close": status == "resolved",
-        "reopen": status in ("resolved", "closed"),
-    }[action]
 
 
 @router.post("/cases/{case_id}/act")
@@ -411,7 +385,7 @@ async def act(
         raise HTTPException(status_code=404, detail=f"no case {case_id[:40]}")
     if not who.can_act(case):
         raise HTTPException(status_code=403, detail=f"role {who.user.role} cannot change cases")
-    if action not in (*ACTIONS, "assign", "comment"):
+    if action not in (*STATUS_ACTIONS, "assign", "comment"):
         raise HTTPException(status_code=400, detail=f"no action {action!r}")
     if action == "assign" and not member_of(deps.teams, case.team, assignee):
         raise HTTPException(status_code=400, detail=f"{assignee} is not in team {case.team}")
@@ -441,7 +415,7 @@ def _gateway_contacts(path: Path | None) -> dict[str, list[tuple[str, datetime |
 @router.get("/sites", response_class=HTMLResponse)
 async def sites_page(deps: Deps, session: Signed) -> HTMLResponse:
     who = session.who
-    if who.user.role not in ("dispatcher", "admin"):
+    if not who.may_see_sites:
         return _render("error.html", language=who.user.language, status_code=404, message="no_page")
     open_cases = [
         c

@@ -114,12 +114,12 @@ async def test_another_teams_case_is_refused_and_forged_forms_are_rejected(web):
 async def test_a_dispatcher_sees_every_case_sorted_by_priority_and_filters_them(web):
     async with web() as client:
         await sign_in(client, "disa")
-        listing = await client.get("/cases?view=team")
+        listing = await client.get("/cases")  # a dispatcher's default list: all
         # the P1 fire (opened at the same time) comes before the P2 frost
         assert listing.text.index("HV-2026-000002") < listing.text.index("HV-2026-000001")
-        by_age = await client.get("/cases?view=team&sort=age")
+        by_age = await client.get("/cases?view=all&sort=age")
         assert by_age.text.index("HV-2026-000001") < by_age.text.index("HV-2026-000002")
-        critical = await client.get("/cases?view=team&severity=critical")
+        critical = await client.get("/cases?view=all&severity=critical")
         assert "HV-2026-000002" in critical.text
         assert "HV-2026-000001" not in critical.text
 

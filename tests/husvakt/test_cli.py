@@ -113,3 +113,21 @@ def test_a_missing_case_store_is_a_clear_error(tmp_path):
     out = husvakt("cases", "list", "--db", str(tmp_path / "none.db"))
     assert out.returncode == 1
     assert "no such case store" in out.stderr
+
+
+def test_run_and_gateway_on_a_config_without_a_gateway_say_so_without_a_traceback(tmp_path):
+    config = tmp_path / "server.yaml"
+    config.write_text(
+        "sites: [{id: s, name: S}]\nteams: [{id: fm, name: FM}]\nrouting: [{id: all, team: fm}]\n"
+    )
+    for command in ("run", "gateway"):
+        out = subprocess.run(
+            [sys.executable, "-m", "husvakt.cli", command, "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert out.returncode == 1, out.stderr
+        assert "has no 'gateway' section" in out.stderr
+        assert "Traceback" not in out.stderr
