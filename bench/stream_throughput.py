@@ -4,9 +4,9 @@
   baseline the engines are compared to;
 - the embedded engine with decoding: uplink batches of 200 readings as JSON bytes → parsed and
   validated → dedup, order and the rules → rule state saved to SQLite once per batch;
-- one Faust worker (`faust -A stream.app worker`, its own process) on a Tansu broker of our own:
-  batches of 200 readings per message versus one reading per message, from the first produce
-  until the sentinel alarm that follows the last reading has arrived on the alarms topic.
+- one Faust worker (`faust -A husvakt.faust_app worker`, its own process) on a Tansu broker of
+  our own: batches of 200 readings per message versus one reading per message, from the first
+  produce until the sentinel alarm that follows the last reading has arrived on the alarms topic.
 
 Readings are 100 sensors of one gateway at room temperature with noise (no alarms but the
 sentinel's), so what is measured is the cost of evaluating, not of recording cases.

@@ -177,7 +177,7 @@ def _add_rule_commands(sub: Any) -> None:
         "(stream.broker), apply the rules and record cases in the configured store, with "
         "notifications and escalations, until Ctrl-C. With --engine faust, run a Faust worker on "
         "Kafka (stream.kafka) instead, with the MQTT → Kafka ingest and the case bridge "
-        "consuming the alarms topic; more workers: `faust -A stream.app worker`.",
+        "consuming the alarms topic; more workers: `faust -A husvakt.faust_app worker`.",
     )
     stream.add_argument("--config", type=Path, required=True, help="site config YAML")
     stream.add_argument(

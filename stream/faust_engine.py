@@ -64,7 +64,8 @@ def alarm_key(alarm: Alarm) -> bytes:
 
 
 class FaustEngine:
-    """A Faust app evaluating the rule table; `app` is what `faust -A stream.app worker` runs."""
+    """A Faust app evaluating the rule table; `app` is what `faust -A husvakt.faust_app worker`
+    runs."""
 
     def __init__(
         self,

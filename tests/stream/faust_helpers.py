@@ -77,7 +77,7 @@ def write_config(
 
 
 class Worker:
-    """A worker process: `faust -A stream.app worker` (rules only), or `husvakt stream
+    """A worker process: `faust -A husvakt.faust_app worker` (rules only), or `husvakt stream
     --engine faust` (rules + MQTT ingest + case bridge) with `full=True`."""
 
     def __init__(self, config: Path, *, full: bool = False) -> None:
@@ -87,7 +87,7 @@ class Worker:
             cmd += ["--config", str(config)]
         else:
             faust = str(Path(sys.executable).parent / "faust")
-            cmd = [faust, "-A", "stream.app", "worker", "--without-web", "-l", "info"]
+            cmd = [faust, "-A", "husvakt.faust_app", "worker", "--without-web", "-l", "info"]
         env = os.environ | {"HUSVAKT_CONFIG": str(config), "PYTHONUNBUFFERED": "1"}
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(

@@ -1,4 +1,4 @@
-"""The Faust entry point: `HUSVAKT_CONFIG=site.yaml faust -A stream.app worker`.
+"""The Faust entry point: `HUSVAKT_CONFIG=site.yaml faust -A husvakt.faust_app worker`.
 
 Runs the rules only (readings topic → alarms topic): add as many such workers as the region
 needs; `husvakt stream --engine faust` runs one with the MQTT ingest and the case bridge.
@@ -9,16 +9,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from husvakt.config import load_config
 from stream.faust_engine import FaustEngine
 
 __all__ = ["app", "engine"]
 
 
 def _engine() -> FaustEngine:
-    # The config file is the whole site's (sites, sensors, rules); its loader lives with the
-    # composition root, imported here because this module is one too.
-    from husvakt.config import load_config  # noqa: PLC0415
-
     config = load_config(Path(os.environ.get("HUSVAKT_CONFIG", "husvakt.yaml")))
     return FaustEngine(
         rules=config.rules,
