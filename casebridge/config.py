@@ -8,10 +8,10 @@ from datetime import datetime, time
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from gateway.config import Duration
-from gateway.models import Slug, UtcTime
+from gateway.models import Frozen, Slug, UtcTime
 
 __all__ = [
     "ROUTE_ORDER",
@@ -32,11 +32,7 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class OnCallConfig(_Frozen):
+class OnCallConfig(Frozen):
     """A rotation: `rotation[0]` is on call for `shift` from `start`, then the next, and so on."""
 
     rotation: tuple[Slug, ...] = Field(min_length=1)
@@ -44,14 +40,14 @@ class OnCallConfig(_Frozen):
     start: UtcTime = datetime.fromisoformat("2026-01-05T07:00:00+00:00")
 
 
-class EscalationConfig(_Frozen):
+class EscalationConfig(Frozen):
     """When nobody acknowledges within `after`, notify the next person in `chain`."""
 
     after: Duration = 900.0
     chain: tuple[Slug, ...] = ()
 
 
-class WebhookConfig(_Frozen):
+class WebhookConfig(Frozen):
     """A signed JSON POST per case event; the HMAC-SHA256 secret is read from `secret_file`."""
 
     url: str
@@ -65,7 +61,7 @@ class WebhookConfig(_Frozen):
         return value
 
 
-class TeamConfig(_Frozen):
+class TeamConfig(Frozen):
     id: Slug
     name: str
     members: tuple[Slug, ...] = ()
@@ -74,7 +70,7 @@ class TeamConfig(_Frozen):
     webhook: WebhookConfig | None = None
 
 
-class RouteRow(_Frozen):
+class RouteRow(Frozen):
     """One row of the routing table: the matching fields (omitted = any) → team and priority.
     A row that names no field is the fallback; the table must have one.
 
@@ -147,7 +143,7 @@ DEFAULT_SLA: dict[Priority, float] = {
 }
 
 
-class SmtpConfig(_Frozen):
+class SmtpConfig(Frozen):
     host: str = "127.0.0.1"
     port: int = Field(default=25, ge=1, le=65535)
     sender: str = "husvakt@localhost"
@@ -157,7 +153,7 @@ class SmtpConfig(_Frozen):
     timeout: Duration = 10.0
 
 
-class NotifyConfig(_Frozen):
+class NotifyConfig(Frozen):
     """How people are told. Without `smtp`, no e-mail is sent (the case is still opened)."""
 
     smtp: SmtpConfig | None = None
@@ -165,7 +161,7 @@ class NotifyConfig(_Frozen):
     check_every: Duration = 5.0
 
 
-class WebConfig(_Frozen):
+class WebConfig(Frozen):
     """Web sign-in: a session ends after `session_idle` without use, and `session_max` after
     sign-in at the latest (both checked by the server). `secure_cookie`: mark the session cookie
     Secure (it is anyway when the page was asked for over https, also behind a proxy that says
@@ -176,7 +172,7 @@ class WebConfig(_Frozen):
     secure_cookie: bool = False
 
 
-class CaseStoreConfig(_Frozen):
+class CaseStoreConfig(Frozen):
     """Where cases live: a SQLite file (default) or a database `url` (PostgreSQL in production,
     `postgresql+asyncpg://user@host/db`). A relative sqlite path is relative to the config file."""
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from gateway.models import Slug, UtcTime
+from gateway.models import Frozen, Slug, UtcTime
 from stream.models import Condition, Severity
 
 __all__ = [
@@ -108,16 +108,12 @@ def check_text(value: str) -> str:
 MAX_TEXT = 4000
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ReadingPoint(_Frozen):
+class ReadingPoint(Frozen):
     ts: UtcTime
     value: float
 
 
-class CaseDraft(_Frozen):
+class CaseDraft(Frozen):
     """Everything needed to open a case, decided before the store is touched (routing and
     enrichment are pure; the store only persists)."""
 
@@ -142,7 +138,7 @@ class CaseDraft(_Frozen):
     auto_resolve: bool = False
 
 
-class DeliveryDraft(_Frozen):
+class DeliveryDraft(Frozen):
     """A notification to send: to whom, how, and what."""
 
     channel: Literal["email", "webhook"]
@@ -165,7 +161,7 @@ class OpenPlan:
         return tuple(self.notify(case)) if self.notify is not None else ()
 
 
-class Case(_Frozen):
+class Case(Frozen):
     """One case: one condition at one sensor, from first alarm until a person closes it."""
 
     id: str
@@ -198,7 +194,7 @@ class Case(_Frozen):
         return self.status in OPEN_STATUSES
 
 
-class CaseEvent(_Frozen):
+class CaseEvent(Frozen):
     """One line of a case's timeline. `cursor` orders all events of all cases (the feed)."""
 
     case_id: str
@@ -209,7 +205,7 @@ class CaseEvent(_Frozen):
     cursor: int = 0
 
 
-class User(_Frozen):
+class User(Frozen):
     id: Slug
     name: str
     email: str | None = None
@@ -217,7 +213,7 @@ class User(_Frozen):
     language: Language = "en"
 
 
-class Delivery(_Frozen):
+class Delivery(Frozen):
     """A notification in the outbox."""
 
     id: int

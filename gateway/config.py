@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Annotated, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from gateway.models import Slug
+from gateway.models import Frozen, Slug
 
 __all__ = [
     "Building",
@@ -55,23 +55,19 @@ def parse_duration(value: object) -> object:
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Room(_Frozen):
+class Room(Frozen):
     id: Slug
     name: str | None = None
     floor: str | int | None = None
 
 
-class Building(_Frozen):
+class Building(Frozen):
     id: Slug
     name: str | None = None
     rooms: tuple[Room, ...] = ()
 
 
-class SiteConfig(_Frozen):
+class SiteConfig(Frozen):
     """A place husvakt watches: a school, a care home. Its registry enriches every case."""
 
     id: Slug
@@ -102,7 +98,7 @@ class SiteConfig(_Frozen):
 # --- sources -------------------------------------------------------------------------------
 
 
-class TlsConfig(_Frozen):
+class TlsConfig(Frozen):
     """TLS to the broker: the CA that signed it, and optionally our client certificate."""
 
     ca_file: Path
@@ -110,7 +106,7 @@ class TlsConfig(_Frozen):
     key_file: Path | None = None
 
 
-class MqttBrokerConfig(_Frozen):
+class MqttBrokerConfig(Frozen):
     """A broker the gateway's MQTT sensors publish to (often a local mosquitto)."""
 
     host: str = "127.0.0.1"
@@ -121,7 +117,7 @@ class MqttBrokerConfig(_Frozen):
     keepalive: int = Field(default=30, ge=5)
 
 
-class ModbusDeviceConfig(_Frozen):
+class ModbusDeviceConfig(Frozen):
     """A Modbus device: over TCP (`host`, `port`) or RTU on a serial line (`serial`, the port's
     path, with its line settings). Devices sharing a serial line are one RTU bus, polled in
     turn. Every sensor on a device is read once per `poll_interval`."""
@@ -144,7 +140,7 @@ class ModbusDeviceConfig(_Frozen):
         return self
 
 
-class SerialPortConfig(_Frozen):
+class SerialPortConfig(Frozen):
     """A serial line printing one reading per line.
 
     `pattern` is a regular expression with a named group `value` and, when several sensors share
@@ -172,7 +168,7 @@ class SerialPortConfig(_Frozen):
         return value
 
 
-class MqttPoint(_Frozen):
+class MqttPoint(Frozen):
     type: Literal["mqtt"]
     broker: Slug | None = None
     topic: str
@@ -198,7 +194,7 @@ class MqttPoint(_Frozen):
         return value
 
 
-class ModbusPoint(_Frozen):
+class ModbusPoint(Frozen):
     type: Literal["modbus"]
     device: Slug
     address: int = Field(ge=0, le=65535)
@@ -207,19 +203,19 @@ class ModbusPoint(_Frozen):
     word_order: Literal["big", "little"] = "big"
 
 
-class OneWirePoint(_Frozen):
+class OneWirePoint(Frozen):
     """A DS18B20 on the Pi's 1-Wire bus, read from sysfs (`28-…` device id)."""
 
     type: Literal["onewire"]
     device: str = Field(pattern=r"^[0-9a-f]{2}-[0-9a-f]{12}$")
 
 
-class OneWireConfig(_Frozen):
+class OneWireConfig(Frozen):
     base: Path = Path("/sys/bus/w1/devices")
     poll_interval: Duration = 60.0
 
 
-class SerialPoint(_Frozen):
+class SerialPoint(Frozen):
     type: Literal["serial"]
     port: Slug
     name: str | None = Field(
@@ -232,7 +228,7 @@ Source = Annotated[
 ]
 
 
-class SensorConfig(_Frozen):
+class SensorConfig(Frozen):
     """One sensor: where it is, what it measures, and how the gateway reads it."""
 
     id: Slug
@@ -275,7 +271,7 @@ class UplinkConfig(MqttBrokerConfig):
     status_every: Duration = 60.0
 
 
-class OutboxConfig(_Frozen):
+class OutboxConfig(Frozen):
     """The durable local buffer (SQLite). A relative path is relative to the config file."""
 
     path: Path = Path("husvakt-outbox.db")
@@ -283,7 +279,7 @@ class OutboxConfig(_Frozen):
     thin_window: Duration = 600.0
 
 
-class GatewayConfig(_Frozen):
+class GatewayConfig(Frozen):
     """The gateway process: its identity, the connections its sources use, its outbox and
     uplink."""
 

@@ -1,15 +1,17 @@
 """Errors of the gateway package.
 
     GatewayError
-    ├── DecodeError     a payload, register set or line that holds no usable value
-    └── SourceError     a device or connection that cannot be read right now
+    └── DecodeError     a payload, register set or line that holds no usable value
+
+A device or connection that cannot be read right now is not an error to raise: the source
+backs off and reads it again (its readings say `fault` meanwhile).
 
 `configfile.ConfigError` is separate: it belongs to loading, not running.
 """
 
 from __future__ import annotations
 
-__all__ = ["DecodeError", "GatewayError", "SourceError"]
+__all__ = ["DecodeError", "GatewayError"]
 
 
 class GatewayError(Exception):
@@ -25,7 +27,3 @@ class DecodeError(GatewayError):
         #: the sensor the input names, when it names one (a serial line's sensor group)
         self.sensor = sensor
         super().__init__(f"{reason}: {detail}" if detail else reason)
-
-
-class SourceError(GatewayError):
-    """A device or connection failed; the source backs off and tries again."""

@@ -15,10 +15,17 @@ from pydantic import (
     model_validator,
 )
 
-__all__ = ["SLUG_PATTERN", "Reading", "Slug", "UtcTime", "format_ts"]
+__all__ = ["SLUG_PATTERN", "Frozen", "Reading", "Slug", "UtcTime", "format_ts"]
 
 SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$"
 _SLUG = re.compile(SLUG_PATTERN)
+
+
+class Frozen(BaseModel):
+    """The base of every configuration and contract model: immutable, and refusing fields it
+    does not know (a typo in a config is an error, not a silently ignored key)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 def _check_slug(value: str) -> str:

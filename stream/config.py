@@ -19,10 +19,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import Field, TypeAdapter, model_validator
 
 from gateway.config import Duration, MqttBrokerConfig, SensorConfig
-from gateway.models import Slug
+from gateway.models import Frozen, Slug
 from stream.matching import Facts, best_rows
 
 __all__ = [
@@ -53,10 +53,8 @@ MATCH_ORDER = ("sensor", "gateway", "room", "building", "tag", "site", "kind")
 CONDITIONS = ("freezing", "fire", "heat_rise", "sensor_offline", "sensor_fault", "gateway_offline")
 
 
-class RuleBase(BaseModel):
+class RuleBase(Frozen):
     """What every row has: an id, what it matches (omitted = any), and whether it is on."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: Slug
     site: Slug | None = None
@@ -220,10 +218,8 @@ def parse_rule(data: Mapping[str, Any]) -> RuleBase:
     return _ROW.validate_python(dict(data))
 
 
-class KafkaConfig(BaseModel):
+class KafkaConfig(Frozen):
     """The scale-out engine: Faust workers on Kafka (`husvakt stream --engine faust`)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     bootstrap: str = Field(default="127.0.0.1:9092", description="host:port[,host:port...]")
     app_id: Slug = "husvakt"
@@ -238,10 +234,8 @@ class KafkaConfig(BaseModel):
     web_port: int | None = Field(default=None, description="Faust's web view; off when null")
 
 
-class InfluxConfig(BaseModel):
+class InfluxConfig(Frozen):
     """Every reading also goes to InfluxDB (v2 write API), batched, off the rule path."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     url: str
     org: str = "husvakt"
@@ -255,10 +249,8 @@ class InfluxConfig(BaseModel):
     )
 
 
-class StreamConfig(BaseModel):
+class StreamConfig(Frozen):
     """Settings of the rule engine."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     engine: Literal["embedded", "faust"] = "embedded"
     broker: MqttBrokerConfig = Field(

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
-
-from gateway.models import Slug, UtcTime
+from gateway.models import Frozen, Slug, UtcTime
 
 __all__ = ["SEVERITY_RANK", "Alarm", "AlarmState", "Condition", "Severity", "decode_alarm"]
 
@@ -29,7 +27,7 @@ Severity = Literal["warning", "critical"]
 SEVERITY_RANK: dict[str, int] = {"warning": 1, "critical": 2}
 
 
-class Alarm(BaseModel):
+class Alarm(Frozen):
     """One step of an episode: raised, updated (severity rose) or cleared.
 
     `episode` is stable for one raise→clear episode, so the case bridge can recognise a replay.
@@ -37,8 +35,6 @@ class Alarm(BaseModel):
     stable; `reason` says in words why (fault kind, rate, how long silent), when there is more to
     say than value and threshold. For `gateway_offline`, `sensor` is the gateway's id.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     episode: str
     site: Slug
