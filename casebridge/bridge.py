@@ -82,12 +82,11 @@ class CaseBridge:
         return outcomes
 
     async def _on_duty(self, now: datetime) -> dict[str, User | None]:
-        """Each team's on-call person now (None: nobody, or not a user)."""
-        duty: dict[str, User | None] = {}
-        for team in self._teams.values():
-            person = on_call(team, now)
-            duty[team.id] = await self._store.get_user(person) if person else None
-        return duty
+        """Each team's on-call person now (None: nobody, or not a user): one lookup per person,
+        however many teams they are on call for."""
+        persons = {team.id: on_call(team, now) for team in self._teams.values()}
+        users = {p: await self._store.get_user(p) for p in set(persons.values()) if p}
+        return {team: users[p] if p else None for team, p in persons.items()}
 
     def _draft(self, alarm: Alarm, now: datetime) -> CaseDraft:
         sensor = self._sensors.get((alarm.site, alarm.sensor))

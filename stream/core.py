@@ -38,6 +38,7 @@ from stream.rules import (
     evaluate_sensor,
     gateway_back,
     gateway_tick,
+    micros,
     tick,
 )
 from stream.table import RuleTable
@@ -292,11 +293,10 @@ def watch(gw: GatewayTrack, sensor: str, kind: str, table: RuleTable, now: datet
 # --- persistence: JSON-able dicts, exact to the microsecond -------------------------------------
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
 
 
 def _t(value: datetime | None) -> int | None:
-    return None if value is None else (value - _EPOCH) // _US
+    return None if value is None else micros(value)
 
 
 def _d(value: int | None) -> datetime | None:
@@ -462,8 +462,3 @@ def decode_sensor(
                 state.pushed,
             )
     return track
-
-
-def micros(value: datetime) -> int:
-    """µs since the epoch: how stored states keep time exactly."""
-    return (value - _EPOCH) // _US

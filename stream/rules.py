@@ -37,6 +37,7 @@ __all__ = [
     "evaluate",
     "evaluate_sensor",
     "initial_state",
+    "micros",
     "rise_rate",
     "tick",
 ]
@@ -96,7 +97,7 @@ class RiseState:
     ) -> None:
         self.samples: deque[tuple[datetime, float]] = deque(samples)
         #: each sample's time in µs since the epoch: exact, and cheap to subtract
-        self._us: deque[int] = deque(_micros(ts) for ts, _ in self.samples)
+        self._us: deque[int] = deque(micros(ts) for ts, _ in self.samples)
         self.episode = episode
         #: samples pushed over the state's life: a store saves only those it has not yet
         self.pushed = len(self.samples) if pushed is None else pushed
@@ -122,7 +123,7 @@ class RiseState:
     def push(self, ts: datetime, value: float, window: float) -> None:
         """Add a sample and drop those more than `window` seconds older than it."""
         self.pushed += 1
-        us = _micros(ts)
+        us = micros(ts)
         self.samples.append((ts, value))
         self._us.append(us)
         if len(self.samples) == 1:
@@ -216,8 +217,8 @@ def _hair(level: float) -> float:
     return 1e-6 * max(1.0, abs(level))
 
 
-def _micros(ts: datetime) -> int:
-    """µs since the epoch, exactly."""
+def micros(ts: datetime) -> int:
+    """µs since the epoch, exactly: how rate of rise and stored states keep time."""
     d = ts - _EPOCH
     return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
 
