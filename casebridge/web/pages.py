@@ -173,6 +173,8 @@ async def _wait(deps: WebDeps, keys: list[str], now: datetime) -> float:
     wait = 0.0
     for key, (count, last) in (await deps.store.sign_in_failures(keys)).items():
         free = FREE_FAILURES[key.split(":", 1)[0]]
+        if last > now:
+            continue  # the clock went back: a failure "from the future" delays nobody for long
         if count > free:
             delay = min(2.0 ** (count - free - 1), MAX_WAIT)
             wait = max(wait, delay - (now - last).total_seconds())

@@ -220,3 +220,34 @@ async def test_the_session_cookie_is_secure_when_served_over_https_behind_a_prox
         assert "secure" in r.headers["set-cookie"].lower()
         r = await browser.post("/login", data=form, headers={"Origin": base})
         assert "secure" not in r.headers["set-cookie"].lower()  # plain http on loopback
+
+
+async def test_a_clock_that_jumps_back_locks_nobody_out(site):
+    """Failures recorded, then the server's clock goes back a year (a bad NTP step): the real
+    user signs in at once rather than waiting for the clock to catch up."""
+    base, _, clock = site
+    for _ in range(6):
+        await attempt(base, "guess")
+    assert "error=locked" in await attempt(base, PASSWORD)
+    clock.value -= timedelta(days=365)
+    assert await attempt(base, PASSWORD) == "/cases"
+    clock.value += timedelta(days=365 * 2)  # and forward again: the session rules still hold
+    async with sign_in(base) as browser:
+        assert await signed_in(browser)
+
+
+async def test_junk_cookies_and_tokens_are_refused_and_a_genuine_one_still_works(site):
+    base, _, _ = site
+    async with httpx.AsyncClient(base_url=base) as api:
+        for junk in ("x" * 8000, "hv_" + "\u00e9" * 50, "-", "Bearer", "a b c"):
+            raw = {"Authorization": f"Bearer {junk}".encode()}  # bytes: UTF-8 as sent by a client
+            r = await api.get("/api/v1/me", headers=raw)
+            assert r.status_code in (400, 401, 431), (junk[:10], r.status_code)
+            r = await api.get(
+                f"/cases/{CASE}", headers={"Cookie": f"husvakt_session={junk}".encode()}
+            )
+            assert r.status_code in (303, 400, 431), (junk[:10], r.status_code)
+        r = await api.get("/api/v1/me", headers={"Authorization": "Bearer token-eva"})
+        assert r.status_code == 200
+    async with sign_in(base) as browser:
+        assert await signed_in(browser)

@@ -131,3 +131,14 @@ def test_run_and_gateway_on_a_config_without_a_gateway_say_so_without_a_tracebac
         assert out.returncode == 1, out.stderr
         assert "has no 'gateway' section" in out.stderr
         assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("expires", ["0", "-5", "soon", "99999999d", "1e400", "nan"])
+def test_a_token_expiry_that_makes_no_sense_is_a_usage_error(tmp_path, expires):
+    out = subprocess.run(
+        [sys.executable, "-m", "husvakt.cli", "users", "token", "eva", "--expires", expires,
+         "--db", str(tmp_path / "cases.db")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
