@@ -165,33 +165,41 @@ class Scenario(_Frozen):
         ramps = [e for e in self.timeline if e.sensor == device.sensor and e.ramp]
         faults = [e for e in self.timeline if e.sensor == device.sensor and e.fault]
         power = self.outages("power")
+        signal, sensor, protocol = device.signal, device.sensor, device.protocol
+        # one noise stream per device, drawn once per sample time (also while the power is
+        # off), so a device's outputs are the same however the scenario is read
+        noise = random.Random(f"{signal.seed}:{sensor}")  # noqa: S311 - simulated noise
         last_value: float | None = None
         t = 0.0
         while t <= self.duration:
-            if any(a <= t < b for a, b in power):
+            jitter = noise.gauss(0.0, signal.noise) if signal.noise else 0.0
+            if power and any(a <= t < b for a, b in power):
                 t += device.every
                 continue
-            value = _level(device.signal, self.start, t, ramps)
-            fault = next((e.fault for e in faults if e.at <= t < e.at + e.duration), None)
             when = self.start + timedelta(seconds=t)
+            value = _level(signal, when, t, ramps, jitter)
+            fault = (
+                next((e.fault for e in faults if e.at <= t < e.at + e.duration), None)
+                if faults
+                else None
+            )
             if fault in ("dropout", "reboot"):
                 pass
             elif fault == "stuck":
-                yield Output(
-                    when, t, order, device.sensor, device.protocol, last_value or value, None
-                )
+                yield Output(when, t, order, sensor, protocol, last_value or value, None)
             elif fault == "spike":
-                yield Output(when, t, order, device.sensor, device.protocol, value + 60.0, None)
+                yield Output(when, t, order, sensor, protocol, value + 60.0, None)
             elif fault is not None:
-                yield Output(when, t, order, device.sensor, device.protocol, None, fault)
+                yield Output(when, t, order, sensor, protocol, None, fault)
             else:
-                yield Output(when, t, order, device.sensor, device.protocol, value, None)
+                yield Output(when, t, order, sensor, protocol, value, None)
                 last_value = value
             t += device.every
 
 
-def _level(signal: Signal, start: datetime, t: float, ramps: Sequence[Event]) -> float:
-    when = start + timedelta(seconds=t)
+def _level(
+    signal: Signal, when: datetime, t: float, ramps: Sequence[Event], jitter: float
+) -> float:
     hour = when.hour + when.minute / 60 + when.second / 3600
     value = (
         signal.baseline
@@ -205,9 +213,7 @@ def _level(signal: Signal, start: datetime, t: float, ramps: Sequence[Event]) ->
             continue
         moved = value + ramp.rate * (t - event.at) / ramp.per
         value = max(moved, ramp.to) if ramp.rate < 0 else min(moved, ramp.to)
-    if signal.noise:
-        value += random.Random(f"{signal.seed}:{int(t)}").gauss(0.0, signal.noise)  # noqa: S311
-    return round(value, 2)
+    return round(value + jitter, 2)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -261,6 +261,44 @@ _READING_KEYS = frozenset(
 )
 
 
+#: Texts and timestamps already found valid, by field: a batch repeats its site, gateway, kinds
+#: and units, and a polling gateway its timestamps, so each is checked once, not per reading.
+#: Bounded: cleared when full.
+_CHECKED: dict[str, dict[str, object]] = {
+    "site": {},
+    "gateway": {},
+    "sensor": {},
+    "kind": {},
+    "unit": {},
+    "ts": {},
+}
+_CHECKED_MAX = 4096
+
+
+def _checked(item: dict[str, object], name: str, check: Callable[[object], object]) -> Any:
+    raw = item.get(name)
+    if type(raw) is not str:  # not hashable perhaps, and never valid: the check says why
+        return check(raw)
+    known = _CHECKED[name]
+    value = known.get(raw)
+    if value is None:
+        value = check(raw)
+        if len(known) >= _CHECKED_MAX:
+            known.clear()
+        known[raw] = value
+    return value
+
+
+_CHECKS: dict[str, Callable[[object], object]] = {
+    "site": lambda v: _slug(v, "site"),
+    "gateway": lambda v: _slug(v, "gateway"),
+    "sensor": lambda v: _slug(v, "sensor"),
+    "kind": lambda v: _text(v, "kind", LIMITS.kind),
+    "unit": lambda v: _text(v, "unit", LIMITS.unit),
+    "ts": parse_ts,
+}
+
+
 def _reading(item: object) -> Reading:
     if not isinstance(item, dict):
         raise WireError("shape", "a reading is not a JSON object")
@@ -276,17 +314,18 @@ def _reading(item: object) -> Reading:
         raise WireError("shape", "a fault reading must name its fault")
     if quality == "good" and fault is not None:
         raise WireError("shape", "'fault' is only allowed with quality 'fault'")
-    return Reading.model_construct(
-        site=_slug(item.get("site"), "site"),
-        gateway=_slug(item.get("gateway"), "gateway"),
-        sensor=_slug(item.get("sensor"), "sensor"),
-        kind=_text(item.get("kind"), "kind", LIMITS.kind),
-        value=_number(item.get("value"), "value", LIMITS.value),
-        unit=_text(item.get("unit"), "unit", LIMITS.unit),
-        ts=parse_ts(item.get("ts")),
-        seq=_integer(item.get("seq"), "seq", LIMITS.seq),
-        quality=quality,
-        fault=fault,
+    checks = _CHECKS
+    return Reading.trusted(
+        _checked(item, "site", checks["site"]),
+        _checked(item, "gateway", checks["gateway"]),
+        _checked(item, "sensor", checks["sensor"]),
+        _checked(item, "kind", checks["kind"]),
+        _number(item.get("value"), "value", LIMITS.value),
+        _checked(item, "unit", checks["unit"]),
+        _checked(item, "ts", checks["ts"]),
+        _integer(item.get("seq"), "seq", LIMITS.seq),
+        quality,
+        fault,
     )
 
 

@@ -22,7 +22,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from gateway.models import Reading
@@ -36,6 +36,7 @@ from stream.rules import (
     State,
     ThresholdState,
     evaluate_sensor,
+    from_micros,
     gateway_back,
     gateway_tick,
     micros,
@@ -55,6 +56,7 @@ __all__ = [
     "on_reading",
     "on_status",
     "on_tick",
+    "sensor_ids",
     "watch",
 ]
 
@@ -75,6 +77,9 @@ class SensorTrack:
     kind: str
     last_ts: datetime | None = None
     states: dict[str, State] = field(default_factory=dict)
+    #: the seq of the last reading applied: a sensor's state saved ahead of its gateway's
+    #: (the Faust table writes them apart) is not advanced twice by the same reading
+    last_seq: int = 0
 
 
 @dataclass(slots=True)
@@ -208,10 +213,13 @@ def on_reading(
     sensor = gw.sensors.get(reading.sensor)
     if sensor is None:
         sensor = gw.sensors[reading.sensor] = SensorTrack(kind=reading.kind)
-    elif sensor.last_ts is not None and reading.ts < sensor.last_ts:
-        return alarms, "out_of_order"
+    elif sensor.last_ts is not None:
+        if reading.ts < sensor.last_ts:
+            return alarms, "out_of_order"
+        if reading.ts == sensor.last_ts and reading.seq == sensor.last_seq:
+            return alarms, "duplicate"
     gw.changed.add(reading.sensor)
-    sensor.last_ts = reading.ts
+    sensor.last_ts, sensor.last_seq = reading.ts, reading.seq
     rules = table.rules_for(reading.site, reading.sensor, reading.kind)
     sensor.states, produced = evaluate_sensor(
         sensor.states, reading, rules, now, late_after=late_after
@@ -300,11 +308,10 @@ def _t(value: datetime | None) -> int | None:
 
 
 def _d(value: int | None) -> datetime | None:
-    return None if value is None else _EPOCH + timedelta(microseconds=value)
+    return None if value is None else from_micros(value)
 
 
-def _dt(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value)
+_dt = from_micros
 
 
 def _enc_episode(e: Episode | None) -> list[Any] | None:
@@ -329,7 +336,7 @@ def _enc_state(s: State, *, samples: bool = True) -> dict[str, Any]:
     if isinstance(s, RiseState):
         return {
             "t": "rise",
-            "samples": [[_t(t), v] for t, v in s.samples] if samples else [],
+            "samples": [[us, v] for us, v in s.timed()] if samples else [],
             "pushed": s.pushed,
             "episode": _enc_episode(s.episode),
         }
@@ -360,8 +367,8 @@ def _dec_state(d: dict[str, Any]) -> State:
             back_since=_d(d["back_since"]),
         )
     if kind == "rise":
-        return RiseState(
-            samples=tuple((_dt(t), float(v)) for t, v in d["samples"]),
+        return RiseState.of_micros(
+            ((int(t), float(v)) for t, v in d["samples"]),
             pushed=d.get("pushed"),
             episode=_dec_episode(d["episode"]),
         )
@@ -386,6 +393,7 @@ def _enc_sensor(s: SensorTrack, *, samples: bool = True) -> dict[str, Any]:
     return {
         "kind": s.kind,
         "last_ts": _t(s.last_ts),
+        "last_seq": s.last_seq,
         "states": {k: _enc_state(v, samples=samples) for k, v in s.states.items()},
     }
 
@@ -395,6 +403,7 @@ def _dec_sensor(s: dict[str, Any]) -> SensorTrack:
         kind=s["kind"],
         last_ts=_d(s["last_ts"]),
         states={k: _dec_state(v) for k, v in s["states"].items()},
+        last_seq=s.get("last_seq", 0),
     )
 
 
@@ -403,8 +412,8 @@ def _dumps(body: dict[str, Any]) -> bytes:
 
 
 def encode_track(gw: GatewayTrack, *, sensors: bool = True) -> bytes:
-    """The whole track (the Faust table's value); without `sensors`, the gateway's own part
-    (the embedded store keeps each sensor in a row of its own)."""
+    """The whole track; without `sensors`, the gateway's own part and the ids of its sensors
+    (the stores keep each sensor's state apart: a SQLite row, a Faust table key)."""
     return _dumps(
         {
             "v": 1,
@@ -419,8 +428,15 @@ def encode_track(gw: GatewayTrack, *, sensors: bool = True) -> bytes:
             "outbox": gw.outbox,
             "clock_episode": _enc_episode(gw.clock_episode),
             "sensors": {sid: _enc_sensor(s) for sid, s in gw.sensors.items()} if sensors else {},
+            "sensor_ids": [] if sensors else list(gw.sensors),
         }
     )
+
+
+def sensor_ids(data: bytes | str) -> list[str]:
+    """The ids of the sensors whose states a gateway's own part (`sensors=False`) names."""
+    ids = json.loads(data).get("sensor_ids", [])
+    return [i for i in ids if isinstance(i, str)]
 
 
 def decode_track(data: bytes | str) -> GatewayTrack:
@@ -442,22 +458,25 @@ def decode_track(data: bytes | str) -> GatewayTrack:
     )
 
 
-def encode_sensor(track: SensorTrack) -> bytes:
-    """One sensor's state without its rate-of-rise samples (a store keeps those in a log of
-    their own, so that a reading costs one appended sample, not the whole window)."""
-    return _dumps(_enc_sensor(track, samples=False))
+def encode_sensor(track: SensorTrack, *, samples: bool = False) -> bytes:
+    """One sensor's state; without `samples`, without its rate-of-rise samples (the SQLite
+    store keeps those in a log of their own, so that a reading costs one appended sample, not
+    the whole window)."""
+    return _dumps(_enc_sensor(track, samples=samples))
 
 
 def decode_sensor(
-    data: bytes | str, samples: Mapping[str, Sequence[tuple[int, float]]]
+    data: bytes | str, samples: Mapping[str, Sequence[tuple[int, float]]] | None = None
 ) -> SensorTrack:
-    """A sensor row, with each rate-of-rise state's samples (µs since the epoch, value) by rule
-    id from the store's log."""
+    """A sensor's state, with each rate-of-rise state's samples (µs since the epoch, value) by
+    rule id from the store's log (None: the samples encoded with it)."""
     track = _dec_sensor(json.loads(data))
+    if samples is None:
+        return track
     for rule_id, state in track.states.items():
         if isinstance(state, RiseState):
-            track.states[rule_id] = RiseState(
-                ((_dt(t), float(v)) for t, v in samples.get(rule_id, ())),
+            track.states[rule_id] = RiseState.of_micros(
+                ((int(t), float(v)) for t, v in samples.get(rule_id, ())),
                 state.episode,
                 state.pushed,
             )

@@ -9,10 +9,14 @@ share a partition):
   same alarms every time;
 - alarms: one message per alarm (the v1 contract), keyed `site/sensor/condition`.
 
-Rule state is a Table of one `GatewayTrack` per key, with a changelog. An alarm is sent and
-acknowledged by Kafka before the state that produced it is written: a crash in between
-re-evaluates the message from the old state and sends the same alarm again, which the case
-bridge recognises (at least once, never lost).
+Rule state is a Table with a changelog: per gateway, its own part under `site/gateway` and
+each sensor's state under `site/gateway/sensor`, so a message costs the sensors it changed,
+not the whole gateway. An alarm is sent and acknowledged by Kafka before the state that
+produced it is written: a crash in between re-evaluates the message from the old state and
+sends the same alarm again, which the case bridge recognises (at least once, never lost). The
+sensors are written before their gateway's part; a crash between the two leaves sensors ahead
+of their gateway, and a sensor does not apply a reading it has already applied (its last
+seq), so re-evaluating the message changes nothing twice.
 """
 
 from __future__ import annotations
@@ -40,10 +44,13 @@ from gateway.wire import (
 from stream.config import KafkaConfig, RuleBase, StreamConfig
 from stream.core import (
     GatewayTrack,
+    decode_sensor,
     decode_track,
+    encode_sensor,
     encode_track,
     on_status,
     on_tick,
+    sensor_ids,
 )
 from stream.engine import YIELD_EVERY
 from stream.intake import Intake, quarantine_rejected
@@ -157,7 +164,7 @@ class FaustEngine:
             if cached is not None and raw is not None and cached[0] is raw:
                 track = cached[1]
             elif raw:
-                track = decode_track(raw)
+                track = self._load(key, raw)
             else:
                 track = GatewayTrack(site=site, gateway=gateway)
             alarms = await self._apply(track, message, now, source)
@@ -176,9 +183,26 @@ class FaustEngine:
                 key=alarm_key(alarm), value=alarm.model_dump_json().encode()
             )
             await sent  # acknowledged by Kafka before the state that produced it is saved
-        encoded = encode_track(track)
+        for sensor_id in track.changed:  # the sensors first: the gateway's part comes last
+            sensor = track.sensors.get(sensor_id)
+            if sensor is not None:
+                self.tracks[_sensor_key(key, sensor_id)] = encode_sensor(sensor, samples=True)
+        track.changed.clear()
+        encoded = encode_track(track, sensors=False)
         self.tracks[key] = encoded
         self._decoded[key] = (encoded, track)
+
+    def _load(self, key: bytes, raw: bytes) -> GatewayTrack:
+        """A gateway's track from the table: its own part and each of its sensors' states."""
+        track = decode_track(raw)
+        if track.sensors:  # the older layout, every sensor inline: rewritten in the new one
+            track.changed.update(track.sensors)
+            return track
+        for sensor_id in sensor_ids(raw):
+            data = self.tracks.get(_sensor_key(key, sensor_id))
+            if data:
+                track.sensors[sensor_id] = decode_sensor(data)
+        return track
 
     async def _apply(
         self, track: GatewayTrack, message: Batch | Status | Tick, now: datetime, source: str
@@ -206,4 +230,9 @@ class FaustEngine:
     async def _tick(self) -> None:
         now = datetime.now(UTC)
         for key in list(self.tracks.keys()):
-            await self.readings.send(key=key, value=encode_tick(now))
+            if isinstance(key, bytes) and key.count(b"/") == 1:  # a gateway, not a sensor
+                await self.readings.send(key=key, value=encode_tick(now))
+
+
+def _sensor_key(gateway_key: bytes, sensor: str) -> bytes:
+    return gateway_key + b"/" + sensor.encode()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from gateway.models import Reading
@@ -36,6 +36,7 @@ __all__ = [
     "episode_id",
     "evaluate",
     "evaluate_sensor",
+    "from_micros",
     "initial_state",
     "micros",
     "rise_rate",
@@ -70,10 +71,12 @@ class ThresholdState:
 class RiseState:
     """The good samples within the window and their running sums, for a least-squares slope
     in O(1) amortised per reading however dense the samples (30,000 readings 1 ms apart cost
-    no more each than one a minute). Mutable, unlike the other states: `_rise` updates it in
-    place and returns it. The sums are recomputed exactly from the samples whenever as many
-    samples have left the window as it holds (so rounding never accumulates), and the slope
-    is recomputed exactly when it lies within a hair of a decision level."""
+    no more each than one a minute). Times are kept as µs since the epoch (exact, and cheap to
+    subtract); `samples` gives them back as datetimes for the codec and the tests. Mutable,
+    unlike the other states: `_rise` updates it in place and returns it. The sums are
+    recomputed exactly from the samples whenever as many samples have left the window as it
+    holds (so rounding never accumulates), and the slope is recomputed exactly when it lies
+    within a hair of a decision level."""
 
     __slots__ = (
         "_evicted",
@@ -82,11 +85,11 @@ class RiseState:
         "_sxx",
         "_sxy",
         "_sy",
-        "_us",
         "base",
         "episode",
         "pushed",
-        "samples",
+        "times",
+        "values",
     )
 
     def __init__(
@@ -95,62 +98,103 @@ class RiseState:
         episode: Episode | None = None,
         pushed: int | None = None,
     ) -> None:
-        self.samples: deque[tuple[datetime, float]] = deque(samples)
-        #: each sample's time in µs since the epoch: exact, and cheap to subtract
-        self._us: deque[int] = deque(micros(ts) for ts, _ in self.samples)
+        #: the samples' times in µs since the epoch and their values, oldest first (read-only
+        #: outside: `push` keeps them and the sums in step)
+        self.times: deque[int] = deque()
+        self.values: deque[float] = deque()
+        for ts, value in samples:
+            self.times.append(micros(ts))
+            self.values.append(value)
         self.episode = episode
         #: samples pushed over the state's life: a store saves only those it has not yet
-        self.pushed = len(self.samples) if pushed is None else pushed
+        self.pushed = len(self.times) if pushed is None else pushed
         self._resum()
 
+    @classmethod
+    def of_micros(
+        cls,
+        samples: Iterable[tuple[int, float]],
+        episode: Episode | None = None,
+        pushed: int | None = None,
+    ) -> RiseState:
+        """The state of samples timed in µs since the epoch (as a store's log keeps them)."""
+        state = cls((), episode, 0)
+        for us, value in samples:
+            state.times.append(us)
+            state.values.append(value)
+        state.pushed = len(state.times) if pushed is None else pushed
+        state._resum()
+        return state
+
+    @property
+    def samples(self) -> list[tuple[datetime, float]]:
+        return [(from_micros(us), v) for us, v in zip(self.times, self.values, strict=True)]
+
+    def timed(self) -> Iterable[tuple[int, float]]:
+        """The samples as (µs since the epoch, value), oldest first."""
+        return zip(self.times, self.values, strict=True)
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def first(self) -> int | None:
+        """The oldest sample's time in µs since the epoch (None: no samples)."""
+        return self.times[0] if self.times else None
+
     def _resum(self) -> None:
-        self.base = self._us[0] if self._us else 0
-        self._n = self._sx = self._sy = self._sxx = self._sxy = 0.0
+        base = self.base = self.times[0] if self.times else 0
+        n = sx = sy = sxx = sxy = 0.0
+        for us, value in zip(self.times, self.values, strict=True):
+            # seconds from the first sample, as `timedelta.total_seconds()` gives them: exactly
+            # rounded from whole µs, so the sums are the same whichever way the time was taken
+            x = (us - base) / 1e6
+            n += 1
+            sx += x
+            sy += value
+            sxx += x * x
+            sxy += x * value
+        self._n, self._sx, self._sy, self._sxx, self._sxy = n, sx, sy, sxx, sxy
         self._evicted = 0
-        for us, (_, value) in zip(self._us, self.samples, strict=True):
-            self._add(us, value)
 
-    def _add(self, us: int, value: float) -> None:
-        # seconds from the first sample, as `timedelta.total_seconds()` gives them: exactly
-        # rounded from whole µs, so the sums are the same whichever way the time was taken
-        x = (us - self.base) / 1e6
-        self._n += 1
-        self._sx += x
-        self._sy += value
-        self._sxx += x * x
-        self._sxy += x * value
-
-    def push(self, ts: datetime, value: float, window: float) -> None:
-        """Add a sample and drop those more than `window` seconds older than it."""
+    def push(self, us: int, value: float, window: float) -> None:
+        """Add a sample taken at `us` µs since the epoch and drop those more than `window`
+        seconds older than it."""
         self.pushed += 1
-        us = micros(ts)
-        self.samples.append((ts, value))
-        self._us.append(us)
-        if len(self.samples) == 1:
+        times, values = self.times, self.values
+        times.append(us)
+        values.append(value)
+        if len(times) == 1:
             self._resum()
             return
-        x = (us - self.base) / 1e6  # as in `_add`, inlined: this runs for every reading
+        x = (us - self.base) / 1e6  # as in `_resum`
         self._n += 1
         self._sx += x
         self._sy += value
         self._sxx += x * x
         self._sxy += x * value
-        times, samples = self._us, self.samples
         while (us - times[0]) / 1e6 > window:
-            old_us = times.popleft()
-            _, old_value = samples.popleft()
-            x = (old_us - self.base) / 1e6
+            x = (times.popleft() - self.base) / 1e6
+            old_value = values.popleft()
             self._n -= 1
             self._sx -= x
             self._sy -= old_value
             self._sxx -= x * x
             self._sxy -= x * old_value
             self._evicted += 1
-        if self._evicted >= len(samples):
+        if self._evicted >= len(times):
             self._resum()
 
     def span(self) -> float:
-        return (self._us[-1] - self._us[0]) / 1e6 if self._us else 0.0
+        return (self.times[-1] - self.times[0]) / 1e6 if self.times else 0.0
+
+    def exact_rate(self) -> float | None:
+        """`rise_rate` of the samples, from their µs (the same seconds `total_seconds` gives)."""
+        times = self.times
+        if len(times) < 2:
+            return None
+        t0 = times[0]
+        xs = [(t - t0) / 1e6 / 60 for t in times]
+        return _slope(xs, list(self.values))
 
     def rate(self, levels: Iterable[float], near: Iterable[float] = ()) -> float | None:
         """The slope in °C per minute (None: no time span), exact when it lies within a hair
@@ -159,21 +203,22 @@ class RiseState:
         sxx = self._sxx
         denominator = n * sxx - self._sx * self._sx
         if n < 2 or denominator <= 1e-9 * max(1.0, n * sxx):
-            return rise_rate(tuple(self.samples))
+            return self.exact_rate()
         rate = 60.0 * (n * self._sxy - self._sx * self._sy) / denominator
         for level, hair in zip(levels, near or map(_hair, levels), strict=True):
             if abs(rate - level) <= hair:
-                return rise_rate(tuple(self.samples))  # a decision at stake: exactly
+                return self.exact_rate()  # a decision at stake: exactly
         return rate
 
     def __repr__(self) -> str:
-        return f"RiseState(samples={len(self.samples)}, episode={self.episode!r})"
+        return f"RiseState(samples={len(self.times)}, episode={self.episode!r})"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RiseState):
             return NotImplemented
-        return (self.samples, self.episode, self.pushed) == (
-            other.samples,
+        return (self.times, self.values, self.episode, self.pushed) == (
+            other.times,
+            other.values,
             other.episode,
             other.pushed,
         )
@@ -221,6 +266,11 @@ def micros(ts: datetime) -> int:
     """µs since the epoch, exactly: how rate of rise and stored states keep time."""
     d = ts - _EPOCH
     return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
+
+
+def from_micros(us: int) -> datetime:
+    """The UTC time `us` µs after the epoch (the inverse of `micros`)."""
+    return _EPOCH + timedelta(microseconds=us)
 
 
 def initial_state(rule: RuleBase) -> State:
@@ -389,8 +439,10 @@ def rise_rate(samples: Sequence[tuple[datetime, float]]) -> float | None:
     if len(samples) < 2:
         return None
     t0 = samples[0][0]
-    xs = [(t - t0).total_seconds() / 60 for t, _ in samples]
-    ys = [v for _, v in samples]
+    return _slope([(t - t0).total_seconds() / 60 for t, _ in samples], [v for _, v in samples])
+
+
+def _slope(xs: list[float], ys: list[float]) -> float | None:
     n = len(xs)
     mx, my = sum(xs) / n, sum(ys) / n
     sxx = sum((x - mx) ** 2 for x in xs)
@@ -409,19 +461,27 @@ def _rise(
     rule: RiseRule,
     now: datetime,
     late_after: float,
-    *,
-    levels: tuple[float, ...] = (),
-    near: tuple[float, ...] = (),
 ) -> tuple[RiseState, list[Alarm]]:
-    """`levels`: the rates a decision turns on, `near` their hairs (computed when not given)."""
-    ts = reading.ts
-    state.push(ts, reading.value, rule.window)
-    if len(state.samples) < rule.min_samples or state.span() < rule.min_span:
+    state.push(micros(reading.ts), reading.value, rule.window)
+    if len(state) < rule.min_samples or state.span() < rule.min_span:
         return state, []
-    rate = state.rate(levels or _levels(rule), near)
-    episode = state.episode
-    if rate is None or (episode is None and rate < rule.rate):
+    rate = state.rate(_levels(rule))
+    if rate is None or (state.episode is None and rate < rule.rate):
         return state, []  # the common case: not rising, nothing raised
+    return _rise_decide(state, reading, rule, now, late_after, rate)
+
+
+def _rise_decide(  # noqa: PLR0917 - the rise step with the rate it computed
+    state: RiseState,
+    reading: Reading,
+    rule: RiseRule,
+    now: datetime,
+    late_after: float,
+    rate: float,
+) -> tuple[RiseState, list[Alarm]]:
+    """A rate at or above the rule's, or any rate while raised: raise, update or clear."""
+    ts = reading.ts
+    episode = state.episode
 
     def alarm(episode: Episode, what: AlarmState, value: float, threshold: float) -> Alarm:
         return _alarm(
@@ -444,7 +504,8 @@ def _rise(
 
     if episode is None:
         level, threshold = severity(rate)
-        since = state.samples[0][0]
+        first = state.first()
+        since = ts if first is None else from_micros(first)
         reason = f"rising {rate:.1f} °C/min over {_duration(rule.window)}"
         state.episode = Episode(
             episode_id(rule, reading.site, reading.sensor, since), since, level, reason
@@ -731,8 +792,10 @@ def evaluate(
 _FAULT, _THRESHOLD, _RISE, _OFFLINE = range(4)
 _IDLE = ThresholdState()
 #: One rule's step in a sensor's pass: its kind, the rule, its id, and what its quiet case
-#: compares against (a threshold's level and direction, a rise's decision levels).
-_Step = tuple[int, RuleBase, str, float, bool, tuple[float, ...], tuple[float, ...]]
+#: compares against — a threshold: (level, below); a rise: (window, min_samples, min_span,
+#: rate, decision levels, their hairs); a fault rule: (jump, jump_within, stuck,
+#: stuck_tolerance); offline: ().
+_Step = tuple[int, RuleBase, str, tuple[object, ...]]
 #: Per rules tuple (by identity; the rule table hands out the same tuple per sensor): its
 #: enabled rules in evaluation order. Bounded; rebuilt when cleared.
 _PLANS: dict[int, tuple[Sequence[RuleBase], tuple[_Step, ...]]] = {}
@@ -748,15 +811,22 @@ def _plan(rules: Sequence[RuleBase]) -> tuple[_Step, ...]:
         if not rule.enabled:
             continue
         if isinstance(rule, FaultRule):
-            steps.append((_FAULT, rule, rule.id, 0.0, False, (), ()))
+            quiet: tuple[object, ...] = (
+                rule.jump,
+                rule.jump_within,
+                rule.stuck,
+                rule.stuck_tolerance,
+            )
+            steps.append((_FAULT, rule, rule.id, quiet))
         elif isinstance(rule, ThresholdRule):
-            steps.append((_THRESHOLD, rule, rule.id, rule.level, rule.below is not None, (), ()))
+            steps.append((_THRESHOLD, rule, rule.id, (rule.level, rule.below is not None)))
         elif isinstance(rule, RiseRule):
             levels = _levels(rule)
             hairs = tuple(_hair(level) for level in levels)
-            steps.append((_RISE, rule, rule.id, 0.0, False, levels, hairs))
+            quiet = (rule.window, rule.min_samples, rule.min_span, rule.rate, levels, hairs)
+            steps.append((_RISE, rule, rule.id, quiet))
         elif isinstance(rule, OfflineRule):
-            steps.append((_OFFLINE, rule, rule.id, 0.0, False, (), ()))
+            steps.append((_OFFLINE, rule, rule.id, ()))
         else:
             raise TypeError(f"no per-sensor state for {type(rule).__name__}")
     plan = tuple(steps)
@@ -767,7 +837,7 @@ def _plan(rules: Sequence[RuleBase]) -> tuple[_Step, ...]:
     return plan
 
 
-def evaluate_sensor(  # noqa: PLR0912 - one pass over a sensor's rules: the hot path
+def evaluate_sensor(  # noqa: PLR0912, PLR0915 - one pass over a sensor's rules: the hot path
     states: dict[str, State],
     reading: Reading,
     rules: Sequence[RuleBase],
@@ -780,45 +850,76 @@ def evaluate_sensor(  # noqa: PLR0912 - one pass over a sensor's rules: the hot 
 
     The fault rule goes first: a reading it rejects (stuck, impossible jump) reaches the other
     rules as a fault reading. An idle threshold state is not kept (missing means idle). The
-    quiet cases — nothing crosses, nothing raised — are inlined here; every other goes to the
-    rule kind's own function.
+    quiet cases — nothing crosses, nothing raised — are inlined here (the same tests as the
+    rule kinds' own functions make, cheapest first); every other case goes to the rule kind's
+    own function.
     """
     alarms: list[Alarm] = []
     good = reading.quality == "good"
     value, ts = reading.value, reading.ts
-    for kind, rule, rule_id, level, below, levels, near in _plan(rules):
+    for kind, rule, rule_id, quiet in _plan(rules):
         state = states.get(rule_id)
         if kind == _THRESHOLD:
             if not good:
                 continue
-            if (state is None or state.phase == "idle") and not (  # type: ignore[union-attr]
-                value <= level if below else value > level
-            ):
-                continue  # idle, and staying so
+            if state is None or state.phase == "idle":  # type: ignore[union-attr]
+                level, below = quiet
+                if not (value <= level if below else value > level):  # type: ignore[operator]
+                    continue  # idle, and staying so
             current = state if state is not None else _IDLE
             new, produced = _threshold(current, reading, rule, now, late_after)  # type: ignore[arg-type]
             if new is not current:
                 states[rule_id] = new
         elif kind == _FAULT:
-            fault = state if isinstance(state, FaultState) else FaultState()
-            states[rule_id] = fault
-            if _quiet(fault, reading, rule):  # type: ignore[arg-type]
-                continue
+            if state.__class__ is not FaultState:
+                state = states[rule_id] = FaultState()
+            fault: FaultState = state
+            if good and fault.jumped is None and fault.episode is None:
+                # `_quiet`, inlined: a plausible reading, no jump, not stuck
+                jump, jump_within, stuck, tolerance = quiet
+                ref = fault.ref
+                if (
+                    jump is None
+                    or ref is None
+                    or abs(value - ref[1]) <= jump  # type: ignore[operator]
+                    or (ts - ref[0]).total_seconds() > jump_within  # type: ignore[operator]
+                ):
+                    stuck_value = fault.stuck_value
+                    if stuck_value is not None and abs(value - stuck_value) <= tolerance:  # type: ignore[operator]
+                        stuck_since = fault.stuck_since
+                        assert stuck_since is not None
+                        held = (ts - stuck_since).total_seconds()
+                    else:
+                        stuck_since, stuck_value, held = ts, value, 0.0
+                    if stuck is None or held < stuck:  # type: ignore[operator]
+                        fault.run, fault.good_run, fault.rejected = 0, fault.good_run + 1, False
+                        fault.ref, fault.stuck_since = (ts, value), stuck_since
+                        fault.stuck_value = stuck_value
+                        continue
             fault, produced = _fault(fault, reading, rule, now, late_after)  # type: ignore[arg-type]
             states[rule_id] = fault
             if fault.rejected and good:
                 reading = reading.model_copy(update={"quality": "fault", "fault": "implausible"})
                 good = False
         elif kind == _RISE:
-            rise = state if isinstance(state, RiseState) else RiseState()
-            states[rule_id] = rise
+            if state.__class__ is not RiseState:
+                state = states[rule_id] = RiseState()
             if not good:
                 continue
-            _, produced = _rise(rise, reading, rule, now, late_after, levels=levels, near=near)  # type: ignore[arg-type]
+            rise: RiseState = state
+            window, min_samples, min_span, rate_level, levels, near = quiet
+            rise.push(micros(ts), value, window)  # type: ignore[arg-type]
+            times = rise.times
+            if len(times) < min_samples or (times[-1] - times[0]) / 1e6 < min_span:  # type: ignore[operator]
+                continue
+            rate = rise.rate(levels, near)  # type: ignore[arg-type]
+            if rate is None or (rise.episode is None and rate < rate_level):  # type: ignore[operator]
+                continue  # the common case: not rising, nothing raised
+            _, produced = _rise_decide(rise, reading, rule, now, late_after, rate)  # type: ignore[arg-type]
         else:
             if not good:
                 continue
-            if isinstance(state, OfflineState) and state.episode is None:
+            if state.__class__ is OfflineState and state.episode is None:
                 last = state.last_good
                 if last is None or ts > last:
                     state.last_good = ts

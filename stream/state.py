@@ -31,7 +31,6 @@ from stream.core import (
     decode_track,
     encode_sensor,
     encode_track,
-    micros,
 )
 from stream.errors import StreamError
 from stream.rules import RiseState
@@ -138,10 +137,11 @@ class SqliteRuleState:
     def _rise_changes(self, changes: _Changes, key: Key, state: RiseState) -> None:
         new = state.pushed - self._saved.get(key, 0)
         if new > 0:
-            fresh = reversed(list(islice(reversed(state.samples), new)))
-            changes.samples.extend((*key, micros(ts), value) for ts, value in fresh)
+            fresh = list(islice(reversed(list(state.timed())), new))
+            changes.samples.extend((*key, us, value) for us, value in reversed(fresh))
         # what has left the window leaves the log
-        oldest = micros(state.samples[0][0]) if state.samples else 2**62
+        first = state.first()
+        oldest = 2**62 if first is None else first
         changes.cutoffs.append((*key, oldest))
         changes.pushed[key] = state.pushed
 

@@ -68,6 +68,42 @@ def test_a_batch_round_trips(batch, outbox):
     assert decoded == Batch(tuple(batch), outbox, ())
 
 
+@given(readings())
+def test_a_decoded_reading_is_the_validated_model_in_every_way(reading):
+    # the decoder builds readings without pydantic's per-field loop (`Reading.trusted`): what
+    # it builds must behave as the model does — equal, the same fields set, dumps, copies
+    (decoded,) = decode_batch(encode_batch([reading])).readings
+    assert type(decoded) is Reading
+    assert decoded == reading
+    assert decoded.model_fields_set == Reading.model_validate(reading.model_dump()).model_fields_set
+    assert decoded.model_dump() == reading.model_dump()
+    assert decoded.model_dump_json() == reading.model_dump_json()
+    assert decoded.model_copy(update={"value": 1.5}).value == 1.5
+    with pytest.raises(ValueError, match="frozen"):
+        decoded.value = 2.0  # type: ignore[misc]
+
+
+def test_a_value_checked_once_is_not_trusted_in_another_field_or_shape():
+    # what one batch proved valid (a site, a unit, a time) is remembered by field; a bad value
+    # after a good one is still refused, and a non-text value never reaches the memory
+    reading = Reading(
+        site="s", gateway="g", sensor="t", kind="temperature", value=3.0, unit="°C", ts=T0, seq=1
+    )
+    good = json.loads(encode_batch([reading]).decode())
+    decode_batch(json.dumps(good).encode())
+    for field, bad in (
+        ("site", good["readings"][0]["unit"]),
+        ("sensor", ["t1"]),
+        ("ts", {"at": good["readings"][0]["ts"]}),
+        ("unit", "°C\x00"),
+        ("kind", "k" * 10_000),
+    ):
+        body = json.loads(json.dumps(good))
+        body["readings"][0][field] = bad
+        batch = decode_batch(json.dumps(body).encode())
+        assert not batch.readings and len(batch.rejected) == 1, (field, batch)
+
+
 @given(
     st.booleans(),
     times,

@@ -144,8 +144,15 @@ def batches(readings: Sequence[tuple[datetime, Reading]], size: int) -> list[Mes
     return out
 
 
-async def produce(bootstrap: str, topic: str, messages: Iterable[Message]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+async def produce(
+    bootstrap: str, topic: str, messages: Iterable[Message], *, max_batch_size: int = 16384
+) -> None:
+    """Send the messages in order. `max_batch_size` is aiokafka's bytes per partition and
+    request: the producer keeps one request in flight per partition, so with small requests a
+    benchmark measures the broker's round trips, not the worker."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=max_batch_size
+    )
     await producer.start()
     try:
         for at, (site, gateway), readings in messages:

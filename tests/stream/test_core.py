@@ -184,3 +184,29 @@ async def test_two_hundred_ghost_sensors_open_no_case_and_get_no_state():
     # one entry per unknown id, so an admin sees what to add
     assert {e.source for e in engine.quarantine.entries()} == {f"s/g/ghost-{i}" for i in range(200)}
     assert engine.counts["refused"] == 200 and engine.counts["readings"] == 0
+
+
+def test_a_sensor_saved_ahead_of_its_gateway_does_not_apply_a_reading_twice():
+    # The Faust table writes each sensor's state before its gateway's part; a worker that dies
+    # in between leaves the sensor ahead. Re-evaluating the message from there must change
+    # the sensor's state no further (no second sample, no second fault count).
+    from stream.core import decode_sensor, encode_sensor, sensor_ids
+
+    track = GatewayTrack("s", "g")
+    first = [reading(20.0 + i, ts=NOW + timedelta(seconds=10 * i), seq=i + 1) for i in range(3)]
+    for r in first:
+        apply(track, r, now=first[-1].ts)
+    saved_gateway = encode_track(track, sensors=False)
+    assert sensor_ids(saved_gateway) == ["t1"]
+    message = [reading(24.0, ts=NOW + timedelta(seconds=30), seq=4)]
+    for r in message:
+        apply(track, r, now=message[-1].ts)
+    sensor_ahead = encode_sensor(track.sensors["t1"], samples=True)
+
+    restored = decode_track(saved_gateway)
+    restored.sensors["t1"] = decode_sensor(sensor_ahead)
+    before = decode_sensor(sensor_ahead)
+    outcomes = [apply(restored, r, now=message[-1].ts)[1] for r in message]
+    assert outcomes == ["duplicate"]
+    assert restored.sensors["t1"] == before
+    assert len(restored.sensors["t1"].states["heat-rise"].samples) == 4

@@ -160,13 +160,13 @@ def test_a_step_to_fire_that_persists_raises_fire_by_the_second_reading_after_it
     st.integers(10, 600),
 )
 def test_the_incremental_rate_of_rise_is_the_least_squares_slope(gaps_ms, window):
-    from stream.rules import RiseState, rise_rate
+    from stream.rules import RiseState, micros, rise_rate
 
     state = RiseState()
     t = T0
     for gap, value in gaps_ms:
         t += timedelta(milliseconds=gap)
-        state.push(t, value, window)
+        state.push(micros(t), value, window)
         samples = tuple(state.samples)
         assert all((t - s[0]).total_seconds() <= window for s in samples)
         exact = rise_rate(samples)
