@@ -27,6 +27,7 @@ from casebridge.models import (
     OpenPlan,
     format_case_id,
 )
+from gateway.config import format_duration
 from stream.models import SEVERITY_RANK, Alarm
 
 __all__ = [
@@ -150,10 +151,7 @@ def reopen_by_alarm(
 
 
 def _ago(then: datetime | None, now: datetime) -> str:
-    if then is None:
-        return "soon"
-    minutes = int((now - then).total_seconds() // 60)
-    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
+    return "soon" if then is None else format_duration((now - then).total_seconds())
 
 
 def apply_alarm(case: Case, alarm: Alarm, *, now: datetime) -> tuple[Case, list[CaseEvent]]:

@@ -21,6 +21,7 @@ from casebridge.models import Delivery
 from casebridge.people import deliveries_for, escalation_target
 from casebridge.store import CaseStore
 from gateway.clock import Clock
+from gateway.config import format_duration
 from gateway.models import format_ts
 
 __all__ = [
@@ -176,8 +177,8 @@ class Escalator:
                 case, user=user, team=team, notify=self._notify, reason=f"escalation-{level}"
             )
             next_at = now + timedelta(seconds=team.escalation.after)
-            minutes = int(team.escalation.after // 60)
-            text = f"not acknowledged within {minutes} min: escalated to {target} (level {level})"
+            within = format_duration(team.escalation.after)
+            text = f"not acknowledged within {within}: escalated to {target} (level {level})"
             if await self._store.escalate(
                 case.id, level=level, next_at=next_at, deliveries=drafts, text=text, now=now
             ):

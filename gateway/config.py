@@ -28,9 +28,10 @@ __all__ = [
     "SerialPoint",
     "SerialPortConfig",
     "SiteConfig",
-    "Source",
+    "SourceConfig",
     "TlsConfig",
     "UplinkConfig",
+    "format_duration",
     "parse_duration",
 ]
 
@@ -49,6 +50,20 @@ def parse_duration(value: object) -> object:
         hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
         return hours * 3600 + minutes * 60 + seconds
     return value
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as people read it in case texts and pages, whole minutes up: `45 min`,
+    `90 min`, `2 h`, `2 h 30 min`, `3 d`, `3 d 4 h` (the inverse of `parse_duration`, in words
+    every text of husvakt shares)."""
+    minutes = max(0, round(seconds / 60))
+    if minutes < 120:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        hours, rest = divmod(minutes, 60)
+        return f"{hours} h" if rest == 0 else f"{hours} h {rest} min"
+    days, rest = divmod(minutes // 60, 24)
+    return f"{days} d" if rest == 0 else f"{days} d {rest} h"
 
 
 #: A duration in seconds; YAML may write `30s`, `10m`, `1h30m` or a number of seconds.
@@ -223,7 +238,7 @@ class SerialPoint(Frozen):
     )
 
 
-Source = Annotated[
+SourceConfig = Annotated[
     MqttPoint | ModbusPoint | SerialPoint | OneWirePoint, Field(discriminator="type")
 ]
 
@@ -249,7 +264,7 @@ class SensorConfig(Frozen):
     probe: Literal["ds18b20"] | None = Field(
         default=None, description="the probe behind a node, so its fault values are recognised"
     )
-    source: Source
+    source: SourceConfig
 
 
 class UplinkConfig(MqttBrokerConfig):

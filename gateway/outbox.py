@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.config import OutboxConfig
 from gateway.models import Reading
 from gateway.secrets import private_file
 from gateway.wire import encode_reading
@@ -69,6 +70,11 @@ class SqliteOutbox:
         self.id = ""
         self.appended = asyncio.Event()
         self.emptied = asyncio.Event()
+
+    @classmethod
+    def of(cls, config: OutboxConfig) -> SqliteOutbox:
+        """The outbox a gateway's config describes (not opened yet)."""
+        return cls(config.path, max_bytes=int(config.max_mb * 1e6), thin_window=config.thin_window)
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

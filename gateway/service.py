@@ -259,8 +259,7 @@ async def run_gateway(
     for the next start. Returns the (closed) outbox."""
     if config.uplink is None:
         raise ValueError("gateway.uplink is not configured: where should readings go?")
-    box = config.outbox
-    outbox = SqliteOutbox(box.path, max_bytes=int(box.max_mb * 1e6), thin_window=box.thin_window)
+    outbox = SqliteOutbox.of(config.outbox)
     await outbox.open()
     uplink: MqttUplink | KafkaUplink
     if config.uplink.kafka is not None:

@@ -22,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from casebridge.config import SmtpConfig
 from casebridge.history import ReadingHistory
 from casebridge.models import Case, CaseEvent, Delivery, User
-from casebridge.notify import Escalator, Notifier
 from casebridge.store import CaseStore
 from casebridge.store.sql import MemoryCaseStore
 from firmware_sim.scenario import Output, Scenario
@@ -31,11 +30,10 @@ from gateway.configfile import load_model, read_yaml
 from gateway.models import Reading, format_ts
 from gateway.normalize import Sample, normalize
 from gateway.wire import WireError, decode_trace_line
-from husvakt.allinone import bridge_for
+from husvakt.assemble import case_desk, rule_engine
 from husvakt.config import HusvaktConfig
 from stream.engine import EmbeddedEngine
 from stream.models import Alarm
-from stream.table import RuleTable
 
 __all__ = [
     "Arrival",
@@ -286,25 +284,21 @@ async def replay(
     sensors = config.sensor_index()
     alarms: list[Alarm] = []
     history = ReadingHistory()
-    bridge = bridge_for(config, store=store, clock=clock, notify=notify, history=history)
+    channels = {"email": channel, "webhook": channel}
+    desk = case_desk(
+        config, store=store, clock=clock, history=history, channels=channels, notify=notify
+    )
 
     async def hand_off(batch: Sequence[Alarm]) -> None:
-        await bridge.handle_many(batch)
+        await desk.hand_off(batch)
         alarms.extend(batch)
 
-    engine = EmbeddedEngine(
-        table=RuleTable(config.rules, sensors),
-        clock=clock,
-        sink=hand_off,
-        late_after=config.stream.late_after,
-        watch_gateways=True,
-    )
+    engine = rule_engine(config, clock=clock, sink=hand_off, watch_gateways=True, replay=True)
     if config.gateway is not None:
         for (site, sensor), entry in sensors.items():
             if sensor in watched:
                 engine.watch(site, config.gateway.id, [(sensor, entry.kind)])
-    notifier = Notifier(store=store, channels={"email": channel, "webhook": channel})
-    escalator = Escalator(store=store, teams=config.teams, notify=notify)
+    notifier, escalator = desk.notifier, desk.escalator
     next_tick = start
 
     async def step_until(when: datetime) -> None:

@@ -12,27 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from casebridge.history import ReadingHistory
-from casebridge.notify import Escalator, Notifier, run_notifications
 from casebridge.store import CaseStore
 from gateway.clock import Clock
 from gateway.models import Reading
 from gateway.quarantine import Quarantine, SqliteQuarantine
 from gateway.wire import Batch, Status, encode_batch, encode_kafka_status, kafka_key
-from husvakt.allinone import bridge_for, channels_for
+from husvakt.assemble import case_desk, rule_engine
 from husvakt.config import HusvaktConfig
-from stream.engine import EmbeddedEngine, hand_off
-from stream.lag import LagMonitor
-from stream.models import Alarm, decode_alarm
-from stream.state import SqliteRuleState
-from stream.table import RuleTable
+from stream.engine import hand_off
+from stream.models import decode_alarm
 from stream.uplink_in import GatewayStatus, UplinkSubscriber
 
 if TYPE_CHECKING:
-    from stream.history import InfluxHistory
+    from stream.influx import InfluxHistory
 
 __all__ = ["EmbeddedServer", "FaustServer"]
 
@@ -65,14 +61,15 @@ class _Server:
         self.influx: InfluxHistory | None = None
         if stream.influx is not None:
             # an optional extra: imported only when configured, so a base install runs
-            from stream.history import InfluxHistory  # noqa: PLC0415
+            from stream.influx import InfluxHistory  # noqa: PLC0415
 
             self.influx = InfluxHistory(stream.influx)
         self.quarantine = Quarantine(
             store=SqliteQuarantine(stream.quarantine) if stream.quarantine else None
         )
         self.registry = config.registry()
-        self.bridge = bridge_for(config, store=store, clock=clock, history=self.history)
+        self.desk = case_desk(config, store=store, clock=clock, history=self.history)
+        self.bridge = self.desk.bridge
         self.subscriber = UplinkSubscriber(
             broker=stream.broker,
             client_id=stream.client_id,
@@ -81,8 +78,6 @@ class _Server:
             on_settle=on_settle,
             quarantine=self.quarantine,
         )
-        self.notifier = Notifier(store=store, channels=channels_for(config, clock))
-        self.escalator = Escalator(store=store, teams=config.teams, notify=config.notify)
 
     def _remember(self, readings: tuple[Reading, ...] | list[Reading]) -> None:
         for reading in readings:
@@ -91,13 +86,7 @@ class _Server:
             self.influx.add(readings)
 
     async def _notifications(self, stop: asyncio.Event) -> None:
-        await run_notifications(
-            notifier=self.notifier,
-            escalator=self.escalator,
-            clock=self._clock,
-            every=self._config.notify.check_every,
-            stop=stop,
-        )
+        await self.desk.run(self._clock, stop)
 
 
 class EmbeddedServer(_Server):
@@ -110,22 +99,13 @@ class EmbeddedServer(_Server):
             on_status=self._status,
             on_settle=self._settle,
         )
-        stream = config.stream
-        self.engine = EmbeddedEngine(
-            table=RuleTable(config.rules, config.sensor_index()),
+        self.engine = rule_engine(
+            config,
             clock=clock,
-            sink=self._hand_off,
-            late_after=stream.late_after,
+            sink=self.desk.hand_off,
             watch_gateways=True,
-            state=SqliteRuleState(stream.state) if stream.state else None,
-            registry=self.registry,
             quarantine=self.quarantine,
-            max_skew=stream.max_clock_skew,
-            lag=LagMonitor(max_lag=stream.max_lag, window=stream.lag_window),
         )
-
-    async def _hand_off(self, alarms: Sequence[Alarm]) -> None:
-        await self.bridge.handle_many(alarms)
 
     async def _readings(self, site: str, gateway: str, batch: Batch) -> None:
         self._remember(batch.readings)

@@ -46,7 +46,7 @@ from stream.table import RuleTable
 
 __all__ = [
     "GatewayTrack",
-    "Outcome",
+    "ReadingOutcome",
     "SensorTrack",
     "decode_sensor",
     "decode_track",
@@ -62,7 +62,9 @@ __all__ = [
 
 log = logging.getLogger("husvakt.stream")
 
-Outcome = Literal["evaluated", "duplicate", "out_of_order", "seq_reset", "clock_ahead", "seq_jump"]
+ReadingOutcome = Literal[
+    "evaluated", "duplicate", "out_of_order", "seq_reset", "clock_ahead", "seq_jump"
+]
 
 #: The largest step of `seq` accepted within one outbox: a gateway cannot have thinned more
 #: than this many readings between two batches, so a larger step is a forged or corrupt seq.
@@ -176,14 +178,14 @@ def on_reading(
     watch_gateway: bool = True,
     max_skew: float = 300.0,
     outbox: str | None = None,
-) -> tuple[list[Alarm], Outcome]:
+) -> tuple[list[Alarm], ReadingOutcome]:
     """Apply one reading of this gateway: its clock, dedup by seq, order per sensor, then the
     rules. `outbox` is the id of the outbox that numbered the reading's batch, if it said."""
     alarms, checked = _check_clock(gw, reading, now, max_skew)
     if checked is None:
         return alarms, "clock_ahead"
     reading = checked
-    outcome: Outcome = "evaluated"
+    outcome: ReadingOutcome = "evaluated"
     if outbox is not None and outbox != gw.outbox:
         if gw.outbox is not None:
             log.warning(

@@ -60,13 +60,13 @@ from stream.table import RuleTable
 
 __all__ = [
     "FaustEngine",
-    "alarm_key",
+    "alarm_message_key",
 ]
 
 log = logging.getLogger("husvakt.stream.faust")
 
 
-def alarm_key(alarm: Alarm) -> bytes:
+def alarm_message_key(alarm: Alarm) -> bytes:
     return f"{alarm.site}/{alarm.sensor}/{alarm.condition}".encode()
 
 
@@ -180,7 +180,7 @@ class FaustEngine:
         for alarm in alarms:
             self.counts[f"alarms_{alarm.state}"] += 1
             sent = await self.alarms.send(
-                key=alarm_key(alarm), value=alarm.model_dump_json().encode()
+                key=alarm_message_key(alarm), value=alarm.model_dump_json().encode()
             )
             await sent  # acknowledged by Kafka before the state that produced it is saved
         for sensor_id in track.changed:  # the sensors first: the gateway's part comes last

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from gateway.config import format_duration as _duration
 from gateway.models import Reading
 from stream.config import (
     FaultRule,
@@ -323,13 +324,6 @@ def _alarm(
 
 def _late(reading: Reading, now: datetime, late_after: float) -> bool:
     return (now - reading.ts).total_seconds() > late_after
-
-
-def _duration(seconds: float) -> str:
-    minutes = round(seconds / 60)
-    if minutes < 120:
-        return f"{minutes} min"
-    return f"{minutes / 60:g} h"
 
 
 # --- thresholds --------------------------------------------------------------------------------

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import json
 import logging
 import random
 import tempfile
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +23,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import (
-    ARRAY,
-    ColumnElement,
     Connection,
-    Select,
-    String,
     and_,
-    any_,
     bindparam,
-    delete,
     event,
     func,
     insert,
@@ -60,29 +53,33 @@ from casebridge.errors import (
 from casebridge.lifecycle import Ledger, act, alarm_key
 from casebridge.models import (
     OPEN_STATUSES,
-    UNACKNOWLEDGED,
     Action,
     Case,
     CaseDraft,
     CaseEvent,
-    Delivery,
-    DeliveryDraft,
     OpenPlan,
-    User,
     format_case_id,
     parse_case_id,
 )
 from casebridge.store import AlarmEntry, CaseFilter, Outcome
+from casebridge.store.deliveries import DeliveryQueries
+from casebridge.store.people import PeopleQueries
+from casebridge.store.rows import (
+    RACE_RETRIES,
+    among,
+    case_from_row,
+    case_values,
+    changed_columns,
+    delivery_values,
+    for_update,
+    raced,
+)
 from casebridge.store.schema import (
     case_events,
     cases,
     deliveries,
     metadata,
     open_case,
-    sessions,
-    sign_in_failures,
-    tokens,
-    users,
 )
 from gateway.secrets import private_file
 from stream.models import Alarm
@@ -92,120 +89,8 @@ __all__ = ["MIGRATIONS", "MemoryCaseStore", "SqlCaseStore", "SqliteCaseStore", "
 log = logging.getLogger("husvakt.casebridge.store")
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-MAX_DELIVERY_ATTEMPTS = 8
-RACE_RETRIES = 8
-#: How stale a session's last-seen time may get before a request writes it again (seconds).
-SESSION_TOUCH = 60.0
 #: Alarms recorded in one transaction (a bigger batch is split).
 MAX_BATCH = 500
-
-
-def _case_from_row(row: Any) -> Case:
-    return Case(
-        id=format_case_id(row.opened_at.year, row.number),
-        site=row.site,
-        sensor=row.sensor,
-        condition=row.condition,
-        status=row.status,
-        severity=row.severity,
-        rule=row.rule,
-        threshold=row.threshold,
-        value=row.value,
-        episode=row.episode,
-        condition_active=row.condition_active,
-        opened_at=row.opened_at,
-        updated_at=row.updated_at,
-        draft=CaseDraft.model_validate(row.draft),
-        assignee=row.assignee,
-        acknowledged_at=row.acknowledged_at,
-        resolved_at=row.resolved_at,
-        closed_at=row.closed_at,
-        escalation_level=row.escalation_level,
-        next_escalation_at=row.next_escalation_at,
-    )
-
-
-def _changed_columns(before: Case, after: Case) -> set[str]:
-    """The columns of `cases` that differ between two states of one case."""
-    fields = {f for f in Case.model_fields if getattr(before, f) != getattr(after, f)} - {"id"}
-    return fields | {"team", "priority"} if "draft" in fields else fields
-
-
-def _case_values(case: Case, columns: set[str] | None = None) -> dict[str, Any]:
-    """A case as the row's values (only `columns`, when given)."""
-    if columns is not None:
-        row = {c: getattr(case, c) for c in columns if c not in ("draft", "team", "priority")}
-        if "draft" in columns:
-            row |= {
-                "draft": case.draft.model_dump(mode="json"),
-                "team": case.draft.team,
-                "priority": case.draft.priority,
-            }
-        return row
-    return {
-        "site": case.site,
-        "sensor": case.sensor,
-        "condition": case.condition,
-        "status": case.status,
-        "severity": case.severity,
-        "team": case.draft.team,
-        "priority": case.draft.priority,
-        "rule": case.rule,
-        "threshold": case.threshold,
-        "value": case.value,
-        "episode": case.episode,
-        "condition_active": case.condition_active,
-        "opened_at": case.opened_at,
-        "updated_at": case.updated_at,
-        "draft": case.draft.model_dump(mode="json"),
-        "assignee": case.assignee,
-        "acknowledged_at": case.acknowledged_at,
-        "resolved_at": case.resolved_at,
-        "closed_at": case.closed_at,
-        "escalation_level": case.escalation_level,
-        "next_escalation_at": case.next_escalation_at,
-    }
-
-
-#: PostgreSQL's "deadlock detected" and "could not serialize": the transaction may be retried.
-RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
-
-
-def _raced(exc: Exception) -> bool:
-    """Whether `exc` means another writer got there first (retry reads its commit)."""
-    if isinstance(exc, IntegrityError):
-        return True
-    return getattr(getattr(exc, "orig", None), "sqlstate", None) in RETRYABLE_SQLSTATES
-
-
-def _among(conn: AsyncConnection, column: ColumnElement[Any], values: list[Any]) -> Any:
-    """`column IN values` with the list as one bound value (an array on PostgreSQL, JSON on
-    SQLite): one statement whatever the list's length, instead of a parameter per value."""
-    if conn.dialect.name == "postgresql":
-        return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
-    each = func.json_each(bindparam(None, json.dumps(values), type_=String)).table_valued("value")
-    return column.in_(select(each.c.value))
-
-
-def _for_update(conn: AsyncConnection, query: Select[Any]) -> Select[Any]:
-    """On PostgreSQL, lock the rows read (in the query's order, so two writers cannot deadlock
-    over them) until the transaction ends: a concurrent writer waits, then reads the commit."""
-    return query.with_for_update() if conn.dialect.name == "postgresql" else query
-
-
-def _delivery_values(number: int, d: DeliveryDraft, now: datetime) -> dict[str, Any]:
-    return {
-        "case_number": number,
-        "channel": d.channel,
-        "recipient": d.recipient,
-        "subject": d.subject,
-        "body": d.body,
-        "reason": d.reason,
-        "status": "pending",
-        "attempts": 0,
-        "next_attempt_at": now,
-        "created_at": now,
-    }
 
 
 def _migrate(connection: Connection) -> None:
@@ -215,7 +100,7 @@ def _migrate(connection: Connection) -> None:
     command.upgrade(config, "head")
 
 
-class SqlCaseStore:
+class SqlCaseStore(PeopleQueries, DeliveryQueries):
     """A case store on any SQLAlchemy async engine (SQLite or PostgreSQL)."""
 
     def __init__(self, engine: AsyncEngine, *, description: str) -> None:
@@ -304,7 +189,7 @@ class SqlCaseStore:
                     await self._write(conn, ledger, now)
                     return outcomes
             except (IntegrityError, DBAPIError) as exc:
-                if attempt == RACE_RETRIES or not _raced(exc):
+                if attempt == RACE_RETRIES or not raced(exc):
                     raise
                 log.info("%d alarm(s) raced another writer; retrying on its commit", len(entries))
                 await asyncio.sleep(random.uniform(0, 0.01 * attempt))  # noqa: S311 - jitter
@@ -320,26 +205,26 @@ class SqlCaseStore:
             r.alarm_key: r.case_number
             for r in await conn.execute(
                 select(case_events.c.alarm_key, case_events.c.case_number).where(
-                    _among(conn, case_events.c.alarm_key, keys)
+                    among(conn, case_events.c.alarm_key, keys)
                 )
             )
         }
         newest = (
             select(func.max(cases.c.number))
-            .where(_among(conn, cases.c.sensor, sensors))
+            .where(among(conn, cases.c.sensor, sensors))
             .group_by(cases.c.site, cases.c.sensor, cases.c.condition)
         )
         # the cases of the batch's sensors (of any site; more than needed, in one statement)
         rows = list(
             await conn.execute(
-                _for_update(
+                for_update(
                     conn,
                     select(cases)
                     .where(
                         or_(
-                            and_(_among(conn, cases.c.sensor, sensors), open_case),
+                            and_(among(conn, cases.c.sensor, sensors), open_case),
                             cases.c.number.in_(newest.scalar_subquery()),
-                            _among(conn, cases.c.number, list(set(seen.values()))),
+                            among(conn, cases.c.number, list(set(seen.values()))),
                         )
                     )
                     .order_by(cases.c.number),
@@ -347,7 +232,7 @@ class SqlCaseStore:
             )
         )
         top = (await conn.execute(select(func.max(cases.c.number)))).scalar()
-        loaded = {r.number: _case_from_row(r) for r in rows}
+        loaded = {r.number: case_from_row(r) for r in rows}
         ledger = Ledger(
             cases=dict(loaded),
             loaded=loaded,
@@ -370,13 +255,13 @@ class SqlCaseStore:
         if ledger.opened:
             await conn.execute(
                 insert(cases),
-                [{"number": n, **_case_values(ledger.cases[n])} for n in ledger.opened],
+                [{"number": n, **case_values(ledger.cases[n])} for n in ledger.opened],
             )
         changed = [n for n in ledger.changed if n not in opened]
         columns: set[str] = set()
         for n in changed:
-            columns |= _changed_columns(ledger.loaded[n], ledger.cases[n])
-        updates = [{"n_": n, **_case_values(ledger.cases[n], columns)} for n in changed]
+            columns |= changed_columns(ledger.loaded[n], ledger.cases[n])
+        updates = [{"n_": n, **case_values(ledger.cases[n], columns)} for n in changed]
         if updates and columns:
             await conn.execute(update(cases).where(cases.c.number == bindparam("n_")), updates)
         if ledger.events:
@@ -396,7 +281,7 @@ class SqlCaseStore:
             )
         if ledger.deliveries:
             await conn.execute(
-                insert(deliveries), [_delivery_values(n, d, now) for n, d in ledger.deliveries]
+                insert(deliveries), [delivery_values(n, d, now) for n, d in ledger.deliveries]
             )
 
     async def _save(
@@ -407,7 +292,7 @@ class SqlCaseStore:
         events: Sequence[CaseEvent],
     ) -> None:
         await conn.execute(
-            update(cases).where(cases.c.number == number).values(**_case_values(case))
+            update(cases).where(cases.c.number == number).values(**case_values(case))
         )
         if events:
             await conn.execute(
@@ -425,18 +310,9 @@ class SqlCaseStore:
                 ],
             )
 
-    @staticmethod
-    async def _queue(
-        conn: AsyncConnection, number: int, drafts: Sequence[DeliveryDraft], now: datetime
-    ) -> None:
-        if drafts:
-            await conn.execute(
-                insert(deliveries), [_delivery_values(number, d, now) for d in drafts]
-            )
-
     async def _get(self, conn: AsyncConnection, number: int) -> Case | None:
         row = (await conn.execute(select(cases).where(cases.c.number == number))).first()
-        return _case_from_row(row) if row is not None else None
+        return case_from_row(row) if row is not None else None
 
     # --- people's actions ------------------------------------------------------------------
 
@@ -459,12 +335,12 @@ class SqlCaseStore:
                     if conn.dialect.name == "postgresql":
                         query = query.with_for_update()
                     row = (await conn.execute(query)).first()
-                if row is None or _case_from_row(row).id != case_id.strip().upper():
+                if row is None or case_from_row(row).id != case_id.strip().upper():
                     raise CaseNotFoundError(f"no case {case_id}")
                 if assignee is not None and await self._get_user(conn, assignee) is None:
                     raise CaseNotFoundError(f"no user {assignee}")
                 case, events = act(
-                    _case_from_row(row), action, actor=actor, now=now, assignee=assignee, text=text
+                    case_from_row(row), action, actor=actor, now=now, assignee=assignee, text=text
                 )
                 await self._save(conn, row.number, case, events)
                 return case
@@ -488,7 +364,7 @@ class SqlCaseStore:
             if wanted is not None:
                 query = query.where(column.in_(list(wanted)))
         async with self._engine.connect() as conn:
-            return [_case_from_row(r) for r in await conn.execute(query)]
+            return [case_from_row(r) for r in await conn.execute(query)]
 
     async def get_case(self, case_id: str) -> Case | None:
         number = parse_case_id(case_id)
@@ -535,302 +411,9 @@ class SqlCaseStore:
             value = (await conn.execute(select(func.max(case_events.c.id)))).scalar_one()
         return int(value or 0)
 
-    # --- users -------------------------------------------------------------------------------
-
-    async def add_user(self, user: User, *, now: datetime) -> None:
-        values = {
-            "name": user.name,
-            "email": user.email,
-            "role": user.role,
-            "language": user.language,
-        }
-        async with self._engine.begin() as conn:
-            if await self._get_user(conn, user.id) is None:
-                await conn.execute(insert(users).values(id=user.id, created_at=now, **values))
-            else:
-                await conn.execute(update(users).where(users.c.id == user.id).values(**values))
-
-    @staticmethod
-    async def _get_user(conn: AsyncConnection, user_id: str) -> User | None:
-        row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
-        return _user(row) if row else None
-
-    async def get_user(self, user_id: str) -> User | None:
-        try:
-            async with self._engine.connect() as conn:
-                return await self._get_user(conn, user_id)
-        except (OperationalError, InterfaceError, OSError) as exc:
-            raise StoreUnavailableError(f"the case store is unavailable: {exc}") from exc
-
-    async def list_users(self) -> list[User]:
-        async with self._engine.connect() as conn:
-            rows = await conn.execute(select(users).order_by(users.c.id))
-            return [_user(r) for r in rows]
-
-    async def add_token(
-        self,
-        user_id: str,
-        token_hash: str,
-        *,
-        label: str,
-        now: datetime,
-        expires_at: datetime | None = None,
-    ) -> None:
-        await self._insert_for_user(
-            tokens,
-            user_id,
-            token_hash=token_hash,
-            label=label,
-            created_at=now,
-            expires_at=expires_at,
-        )
-
-    async def _insert_for_user(self, table: Any, user_id: str, **values: object) -> None:
-        """Insert a row that belongs to `user_id` (CaseNotFoundError when there is no such user)."""
-        async with self._engine.begin() as conn:
-            if await self._get_user(conn, user_id) is None:
-                raise CaseNotFoundError(f"no user {user_id}")
-            await conn.execute(insert(table).values(user_id=user_id, **values))
-
-    async def user_for_token(self, token_hash: str, *, now: datetime | None = None) -> User | None:
-        query = (
-            select(users, tokens.c.expires_at.label("token_expires_at"))
-            .join(tokens, tokens.c.user_id == users.c.id)
-            .where(tokens.c.token_hash == token_hash)
-        )
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(query)).first()
-        if row is None:
-            return None
-        expires = row.token_expires_at
-        if expires is not None and (now is None or now >= expires):
-            return None
-        return _user(row)
-
-    async def delete_token(self, token_hash: str) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(delete(tokens).where(tokens.c.token_hash == token_hash))
-
-    async def add_session(
-        self, user_id: str, session_hash: str, *, now: datetime, expires_at: datetime
-    ) -> None:
-        await self._insert_for_user(
-            sessions,
-            user_id,
-            session_hash=session_hash,
-            created_at=now,
-            last_seen_at=now,
-            expires_at=expires_at,
-        )
-
-    async def user_for_session(
-        self, session_hash: str, *, now: datetime, idle: float
-    ) -> User | None:
-        query = (
-            select(
-                users,
-                sessions.c.last_seen_at.label("seen"),
-                sessions.c.expires_at.label("session_expires_at"),
-            )
-            .join(sessions, sessions.c.user_id == users.c.id)
-            .where(sessions.c.session_hash == session_hash)
-        )
-        async with self._engine.begin() as conn:
-            row = (await conn.execute(query)).first()
-            if row is None:
-                return None
-            where = sessions.c.session_hash == session_hash
-            if now >= row.session_expires_at or (now - row.seen).total_seconds() > idle:
-                await conn.execute(delete(sessions).where(where))
-                return None
-            if (now - row.seen).total_seconds() >= SESSION_TOUCH:
-                await conn.execute(update(sessions).where(where).values(last_seen_at=now))
-        return _user(row)
-
-    async def sign_in_failures(self, keys: Sequence[str]) -> dict[str, tuple[int, datetime]]:
-        async with self._engine.connect() as conn:
-            rows = await conn.execute(
-                select(sign_in_failures).where(sign_in_failures.c.key.in_(list(keys)))
-            )
-            return {r.key: (int(r[1]), r.last_at) for r in rows}
-
-    async def sign_in_failed(self, keys: Sequence[str], *, now: datetime, forget: float) -> None:
-        """Count a failed sign-in under each key (atomically: `count = count + 1` in the
-        database), and forget keys with no failure for `forget` seconds."""
-        table = sign_in_failures
-        for _ in range(RACE_RETRIES):
-            try:
-                async with self._engine.begin() as conn:
-                    await conn.execute(
-                        delete(table).where(table.c.last_at < now - timedelta(seconds=forget))
-                    )
-                    for key in keys:
-                        done = await conn.execute(
-                            update(table)
-                            .where(table.c.key == key)
-                            .values(count=table.c.count + 1, last_at=now)
-                        )
-                        if done.rowcount == 0:
-                            await conn.execute(insert(table).values(key=key, count=1, last_at=now))
-            except IntegrityError:
-                continue  # another attempt inserted the same key first: count on its row
-            else:
-                return
-
-    async def sign_in_succeeded(self, key: str) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(delete(sign_in_failures).where(sign_in_failures.c.key == key))
-
-    async def end_session(self, session_hash: str) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(delete(sessions).where(sessions.c.session_hash == session_hash))
-
-    async def revoke(
-        self, user_id: str, *, sessions_too: bool = True, tokens_too: bool = True
-    ) -> tuple[int, int]:
-        """End the user's web sessions and/or delete their API tokens: (sessions, tokens)."""
-        async with self._engine.begin() as conn:
-            if await self._get_user(conn, user_id) is None:
-                raise CaseNotFoundError(f"no user {user_id}")
-            ended = deleted = 0
-            if sessions_too:
-                done = await conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
-                ended = done.rowcount
-            if tokens_too:
-                done = await conn.execute(delete(tokens).where(tokens.c.user_id == user_id))
-                deleted = done.rowcount
-        return ended, deleted
-
-    async def set_password(self, user_id: str, password_hash: str) -> None:
-        """Set the password and end every web session of the user (whoever knew the old one is
-        signed out)."""
-        async with self._engine.begin() as conn:
-            done = await conn.execute(
-                update(users).where(users.c.id == user_id).values(password_hash=password_hash)
-            )
-            if done.rowcount == 0:
-                raise CaseNotFoundError(f"no user {user_id}")
-            await conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
-
-    async def password_hash(self, user_id: str) -> str | None:
-        async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(select(users.c.password_hash).where(users.c.id == user_id))
-            ).first()
-        return row.password_hash if row else None
-
-    # --- notifications and escalation ------------------------------------------------------
-
-    async def due_deliveries(self, now: datetime, *, limit: int = 50) -> list[Delivery]:
-        query = (
-            select(deliveries, cases.c.opened_at)
-            .join(cases, cases.c.number == deliveries.c.case_number)
-            .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now)
-            .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
-            .limit(limit)
-        )
-        async with self._engine.connect() as conn:
-            return [
-                Delivery(
-                    id=r.id,
-                    case_id=format_case_id(r.opened_at.year, r.case_number),
-                    channel=r.channel,
-                    recipient=r.recipient,
-                    subject=r.subject,
-                    body=r.body,
-                    reason=r.reason,
-                    status=r.status,
-                    attempts=r.attempts,
-                    next_attempt_at=r.next_attempt_at,
-                )
-                for r in await conn.execute(query)
-            ]
-
-    async def delivery_result(
-        self, delivery: Delivery, *, error: str | None, now: datetime, retry_at: datetime | None
-    ) -> None:
-        attempts = delivery.attempts + 1
-        if error is None:
-            status, kind, text = (
-                "sent",
-                "notification_sent",
-                f"{delivery.channel} sent to {delivery.recipient}",
-            )
-        elif retry_at is not None and attempts < MAX_DELIVERY_ATTEMPTS:
-            status, kind = "pending", "notification_failed"
-            text = f"{delivery.channel} to {delivery.recipient} failed ({error}); retrying"
-        else:
-            status, kind = "failed", "notification_failed"
-            text = f"{delivery.channel} to {delivery.recipient} failed ({error}); gave up"
-        number = parse_case_id(delivery.case_id)
-        assert number is not None, "deliveries carry well-formed case ids"
-        async with self._engine.begin() as conn:
-            changed = await conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id == delivery.id, deliveries.c.attempts == delivery.attempts)
-                .values(
-                    status=status,
-                    attempts=attempts,
-                    last_error=error,
-                    next_attempt_at=retry_at or now,
-                )
-            )
-            if changed.rowcount == 1:
-                await conn.execute(
-                    insert(case_events).values(
-                        case_number=number, at=now, kind=kind, actor="husvakt", text=text
-                    )
-                )
-
-    async def due_escalations(self, now: datetime, *, limit: int = 50) -> list[Case]:
-        query = (
-            select(cases)
-            .where(cases.c.status.in_(UNACKNOWLEDGED), cases.c.next_escalation_at <= now)
-            .order_by(cases.c.next_escalation_at)
-            .limit(limit)
-        )
-        async with self._engine.connect() as conn:
-            return [_case_from_row(r) for r in await conn.execute(query)]
-
-    async def escalate(
-        self,
-        case_id: str,
-        *,
-        level: int,
-        next_at: datetime | None,
-        deliveries: Sequence[DeliveryDraft],
-        text: str,
-        now: datetime,
-    ) -> bool:
-        number = parse_case_id(case_id)
-        async with self._engine.begin() as conn:
-            changed = await conn.execute(
-                update(cases)
-                .where(
-                    cases.c.number == number,
-                    cases.c.status.in_(UNACKNOWLEDGED),
-                    cases.c.escalation_level == level - 1,
-                )
-                .values(escalation_level=level, next_escalation_at=next_at, updated_at=now)
-            )
-            if changed.rowcount != 1:
-                return False
-            assert number is not None
-            await conn.execute(
-                insert(case_events).values(
-                    case_number=number, at=now, kind="escalated", actor="husvakt", text=text
-                )
-            )
-            await self._queue(conn, number, deliveries, now)
-            return True
-
     async def count_cases(self) -> int:
         async with self._engine.connect() as conn:
             return int((await conn.execute(select(func.count()).select_from(cases))).scalar_one())
-
-
-def _user(row: Any) -> User:
-    return User(id=row.id, name=row.name, email=row.email, role=row.role, language=row.language)
 
 
 class SqliteCaseStore(SqlCaseStore):

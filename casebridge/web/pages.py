@@ -38,7 +38,7 @@ from casebridge.store import CaseFilter, CaseStore
 from casebridge.web.chart import readings_svg
 from casebridge.web.i18n import words
 from gateway.clock import Clock
-from gateway.config import SiteConfig
+from gateway.config import SiteConfig, format_duration
 
 __all__ = ["mount_web"]
 
@@ -129,12 +129,7 @@ def _check_csrf(session: Session, sent: str) -> None:
 
 
 def _age(then: datetime, now: datetime) -> str:
-    minutes = int((now - then).total_seconds() // 60)
-    if minutes < 60:
-        return f"{minutes} min"
-    if minutes < 48 * 60:
-        return f"{minutes // 60} h {minutes % 60} min"
-    return f"{minutes // 1440} d"
+    return format_duration((now - then).total_seconds())
 
 
 def _sort(cases: list[Case], sort: str) -> list[Case]:

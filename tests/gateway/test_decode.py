@@ -222,3 +222,20 @@ def test_w1_slave_faults(text, reason):
     with pytest.raises(DecodeError) as caught:
         parse_w1_slave(text)
     assert caught.value.reason == reason
+
+
+def test_durations_read_the_same_in_every_text():
+    from gateway.config import format_duration, parse_duration
+
+    assert [format_duration(s) for s in (0, 30, 600, 3600, 5400, 7200, 9000, 86_400 * 3)] == [
+        "0 min",
+        "0 min",
+        "10 min",
+        "60 min",
+        "90 min",
+        "2 h",
+        "2 h 30 min",
+        "3 d",
+    ]
+    assert format_duration(parse_duration("1h30m")) == "90 min"  # type: ignore[arg-type]
+    assert format_duration(3 * 86_400 + 4 * 3600) == "3 d 4 h"

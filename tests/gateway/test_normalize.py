@@ -114,3 +114,15 @@ def test_a_node_behind_a_ds18b20_passes_its_glitch_values_as_faults(value, fault
 
 def test_without_the_probe_known_85_is_a_temperature():
     assert norm(85.0).quality == "good"
+
+
+def test_a_normalised_reading_is_the_validated_model_and_any_zone_becomes_utc():
+    from datetime import timedelta, timezone
+
+    good, fault = norm(3.25), norm(fault="crc-error")
+    for r in (good, fault):
+        assert r == Reading.model_validate(r.model_dump())
+        assert r.model_fields_set == Reading.model_validate(r.model_dump()).model_fields_set
+    stockholm = TS.astimezone(timezone(timedelta(hours=1)))
+    r = normalize(Sample("t1", stockholm, 3.25), sensor(), site="s", gateway="g", seq=7)
+    assert r.ts == TS and r.ts.tzinfo is UTC

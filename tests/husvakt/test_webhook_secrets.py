@@ -5,7 +5,7 @@ import logging
 import pytest
 
 from gateway.clock import SystemClock
-from husvakt.allinone import WebhookSecretError, channels_for
+from husvakt.assemble import WebhookSecretError, channels_for
 from husvakt.config import HusvaktConfig
 
 

@@ -9,7 +9,7 @@ import pytest
 from playwright.async_api import async_playwright, expect
 
 from casebridge.store.sql import SqliteCaseStore
-from husvakt.allinone import bridge_for
+from husvakt.assemble import bridge_for
 from husvakt.config import load_config
 from tests.factories import make_alarm
 from tests.web.site import CHROMIUM_ARGS, Server, chromium, prepare_site, sign_in

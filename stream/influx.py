@@ -25,7 +25,7 @@ from stream.config import InfluxConfig
 
 __all__ = ["InfluxHistory", "point"]
 
-log = logging.getLogger("husvakt.stream.history")
+log = logging.getLogger("husvakt.stream.influx")
 
 
 def point(reading: Reading, measurement: str) -> Point:

@@ -7,7 +7,7 @@ import urllib.request
 import pytest
 
 from stream.config import InfluxConfig
-from stream.history import InfluxHistory
+from stream.influx import InfluxHistory
 from tests.factories import make_reading
 
 pytestmark = pytest.mark.influx

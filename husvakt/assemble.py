@@ -1,0 +1,212 @@
+"""The composition root: how a config becomes running parts.
+
+Every runtime — `husvakt run` (AllInOne), `husvakt stream` (the embedded and the Faust
+server), `husvakt replay`, `husvakt demo`, `husvakt cases serve` — builds its case store, case
+bridge, notification channels, notifier and escalator, rule engine and outbox here, so that a
+setting means the same in each of them. Only `husvakt/` composes (an import-linter contract):
+the packages below it take their parts as arguments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from casebridge.bridge import CaseBridge
+from casebridge.config import NotifyConfig
+from casebridge.history import ReadingHistory
+from casebridge.notify import (
+    Channel,
+    Escalator,
+    Notifier,
+    SmtpChannel,
+    WebhookChannel,
+    run_notifications,
+)
+from casebridge.store import CaseStore
+from gateway.clock import Clock
+from gateway.quarantine import Quarantine
+from gateway.secrets import read_secret
+from husvakt.config import HusvaktConfig
+from stream.engine import EmbeddedEngine
+from stream.lag import LagMonitor
+from stream.models import Alarm
+from stream.state import SqliteRuleState
+from stream.table import RuleTable
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from casebridge.store.sql import SqlCaseStore
+
+__all__ = [
+    "CaseDesk",
+    "WebhookSecretError",
+    "bridge_for",
+    "case_desk",
+    "case_web_app",
+    "channels_for",
+    "open_cases",
+    "rule_engine",
+]
+
+log = logging.getLogger("husvakt.assemble")
+
+
+class WebhookSecretError(ValueError):
+    """A webhook's secret file is empty (the service refuses to start)."""
+
+
+def channels_for(config: HusvaktConfig, clock: Clock) -> dict[str, Channel]:
+    """The notification channels a config sets up (secrets read from their files here)."""
+    channels: dict[str, Channel] = {}
+    smtp = config.notify.smtp
+    if smtp is not None:
+        channels["email"] = SmtpChannel(smtp, password=read_secret(smtp.password_file))
+    secrets: dict[str, bytes] = {}
+    for team in config.teams:
+        hook = team.webhook
+        if hook is None:
+            continue
+        if hook.secret_file is None:
+            log.warning(
+                "team %s's webhook %s has no secret_file: its receiver cannot tell our "
+                "requests from forged ones",
+                team.id,
+                hook.url,
+            )
+            continue
+        secret = read_secret(hook.secret_file)
+        if not secret:
+            raise WebhookSecretError(
+                f"team {team.id}'s webhook secret_file {hook.secret_file} is empty: a signature "
+                "with an empty key proves nothing; put a long random secret in it"
+            )
+        secrets[hook.url] = secret.encode()
+    channels["webhook"] = WebhookChannel(secrets=secrets, clock=clock)
+    return channels
+
+
+def bridge_for(
+    config: HusvaktConfig,
+    *,
+    store: CaseStore,
+    clock: Clock,
+    notify: NotifyConfig | None = None,
+    history: ReadingHistory | None = None,
+) -> CaseBridge:
+    """The case bridge a config describes."""
+    return CaseBridge(
+        store=store,
+        sites=config.sites,
+        sensors=config.sensor_index(),
+        routes=config.routing,
+        clock=clock,
+        teams=config.teams,
+        rules=config.rules,
+        cases=config.cases,
+        notify=notify or config.notify,
+        history=history,
+    )
+
+
+@dataclass(frozen=True)
+class CaseDesk:
+    """What works the cases once they are open: the bridge that opens them, the notifier
+    that delivers the outbox and the escalator that moves unacknowledged cases up."""
+
+    bridge: CaseBridge
+    notifier: Notifier
+    escalator: Escalator
+    every: float
+
+    async def hand_off(self, alarms: Sequence[Alarm]) -> None:
+        await self.bridge.handle_many(alarms)
+
+    async def run(self, clock: Clock, stop: asyncio.Event) -> None:
+        """Deliver and escalate every `every` seconds until `stop`."""
+        await run_notifications(
+            notifier=self.notifier,
+            escalator=self.escalator,
+            clock=clock,
+            every=self.every,
+            stop=stop,
+        )
+
+
+def case_desk(
+    config: HusvaktConfig,
+    *,
+    store: CaseStore,
+    clock: Clock,
+    history: ReadingHistory | None = None,
+    channels: Mapping[str, Channel] | None = None,
+    notify: NotifyConfig | None = None,
+) -> CaseDesk:
+    """The case desk a config describes; `channels` and `notify` replace the config's (a
+    replay records what would have been sent instead of sending it)."""
+    notify = notify or config.notify
+    return CaseDesk(
+        bridge=bridge_for(config, store=store, clock=clock, notify=notify, history=history),
+        notifier=Notifier(
+            store=store,
+            channels=dict(channels) if channels is not None else channels_for(config, clock),
+        ),
+        escalator=Escalator(store=store, teams=config.teams, notify=notify),
+        every=notify.check_every,
+    )
+
+
+def rule_engine(
+    config: HusvaktConfig,
+    *,
+    clock: Clock,
+    sink: Callable[[Sequence[Alarm]], Awaitable[None]],
+    watch_gateways: bool,
+    quarantine: Quarantine | None = None,
+    replay: bool = False,
+) -> EmbeddedEngine:
+    """The embedded rule engine a config describes: its rule table, registry, clock-skew and
+    lag bounds and its state file. `watch_gateways`: off where the gateway runs in the same
+    process. A `replay` evaluates whatever it is given on a virtual clock and keeps nothing
+    (no registry, no state file, no lag)."""
+    stream = config.stream
+    return EmbeddedEngine(
+        table=RuleTable(config.rules, config.sensor_index()),
+        clock=clock,
+        sink=sink,
+        late_after=stream.late_after,
+        watch_gateways=watch_gateways,
+        state=SqliteRuleState(stream.state) if stream.state and not replay else None,
+        registry=None if replay else config.registry(),
+        quarantine=quarantine,
+        max_skew=stream.max_clock_skew,
+        lag=None if replay else LagMonitor(max_lag=stream.max_lag, window=stream.lag_window),
+    )
+
+
+async def open_cases(config: HusvaktConfig) -> SqlCaseStore:
+    """The case store a config names, migrated and ready."""
+    # SQLAlchemy loads here, not at import: `husvakt gateway` on a small Pi never needs it.
+    from casebridge.store.sql import open_store  # noqa: PLC0415
+
+    store = open_store(config.cases)
+    await store.start()
+    return store
+
+
+def case_web_app(config: HusvaktConfig, *, store: CaseStore, clock: Clock) -> FastAPI:
+    """The case API and the web pages of a config, on `store`."""
+    from casebridge.api import create_app  # noqa: PLC0415 - FastAPI only where it is served
+
+    return create_app(
+        store=store,
+        teams=config.teams,
+        clock=clock,
+        sites=config.sites,
+        rule_state=config.stream.state,
+        web=config.web,
+    )
