@@ -165,7 +165,7 @@ class Scenario(_Frozen):
         ramps = [e for e in self.timeline if e.sensor == device.sensor and e.ramp]
         faults = [e for e in self.timeline if e.sensor == device.sensor and e.fault]
         power = self.outages("power")
-        signal, sensor, protocol = device.signal, device.sensor, device.protocol
+        signal, sensor, protocol, fmt = device.signal, device.sensor, device.protocol, device.format
         # one noise stream per device, drawn once per sample time (also while the power is
         # off), so a device's outputs are the same however the scenario is read
         noise = random.Random(f"{signal.seed}:{sensor}")  # noqa: S311 - simulated noise
@@ -186,13 +186,13 @@ class Scenario(_Frozen):
             if fault in ("dropout", "reboot"):
                 pass
             elif fault == "stuck":
-                yield Output(when, t, order, sensor, protocol, last_value or value, None)
+                yield Output(when, t, order, sensor, protocol, last_value or value, None, fmt)
             elif fault == "spike":
-                yield Output(when, t, order, sensor, protocol, value + 60.0, None)
+                yield Output(when, t, order, sensor, protocol, value + 60.0, None, fmt)
             elif fault is not None:
-                yield Output(when, t, order, sensor, protocol, None, fault)
+                yield Output(when, t, order, sensor, protocol, None, fault, fmt)
             else:
-                yield Output(when, t, order, sensor, protocol, value, None)
+                yield Output(when, t, order, sensor, protocol, value, None, fmt)
                 last_value = value
             t += device.every
 
@@ -227,6 +227,8 @@ class Output:
     protocol: str
     value: float | None
     fault: str | None
+    #: the MQTT payload shape the device publishes
+    format: str = "plain"
 
 
 def load_scenario(path: Path) -> Scenario:

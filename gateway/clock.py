@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-__all__ = ["Clock", "ScaledClock", "SystemClock"]
+__all__ = ["Clock", "ScaledClock", "SystemClock", "every"]
 
 
 class Clock(Protocol):
@@ -54,3 +55,19 @@ class ScaledClock:
 
     async def sleep_until(self, when: datetime) -> None:
         await self.sleep((when - self.now()).total_seconds())
+
+
+async def every(clock: Clock, interval: timedelta) -> AsyncIterator[int]:
+    """Fixed-rate cycles (0, 1, 2, …) on `clock`, for the polling sources: a slow cycle does
+    not shift the next one, and one that overran (a long outage) skips the slots it missed and
+    keeps the phase. The first cycle starts at once."""
+    due = clock.now()
+    cycle = 0
+    while True:
+        yield cycle
+        cycle += 1
+        due += interval
+        now = clock.now()
+        if due < now:
+            due += ((now - due) // interval + 1) * interval
+        await clock.sleep((due - now).total_seconds())

@@ -11,6 +11,7 @@ from typing import Literal
 
 from gateway.config import SensorConfig
 from gateway.models import Reading
+from gateway.protocols import Decoded
 from gateway.wire import LIMITS
 
 __all__ = ["PLAUSIBLE", "Sample", "normalize"]
@@ -40,6 +41,13 @@ class Sample:
     value: float | None = None
     fault: str | None = None
     committed: Callable[[], None] | None = None
+
+    @classmethod
+    def of(
+        cls, decoded: Decoded, ts: datetime, committed: Callable[[], None] | None = None
+    ) -> Sample:
+        """What a codec decoded, seen at `ts`."""
+        return cls(decoded.sensor, ts, decoded.value, decoded.fault, committed)
 
 
 #: The wire allows fault texts of 64 characters without control characters; a device's error

@@ -5,35 +5,45 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections import Counter
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from gateway.backoff import Backoff
 from gateway.clock import Clock
 from gateway.config import (
     GatewayConfig,
-    ModbusPoint,
-    MqttPoint,
-    OneWirePoint,
     SensorConfig,
-    SerialPoint,
 )
 from gateway.models import Reading
 from gateway.normalize import Sample, normalize
 from gateway.outbox import SqliteOutbox
 from gateway.quarantine import Quarantine, SqliteQuarantine
-from gateway.secrets import read_secret, tls_context
+from gateway.secrets import read_secret
 from gateway.sources import Source
-from gateway.sources.modbus import ModbusDevice, ModbusSource
-from gateway.sources.mqtt import MqttSource
-from gateway.sources.onewire import OneWireSource
-from gateway.sources.serial import SerialSource
+from gateway.sources.modbus import modbus_sources
+from gateway.sources.mqtt import mqtt_sources
+from gateway.sources.onewire import onewire_sources
+from gateway.sources.serial import serial_sources
 from gateway.uplink import KafkaUplink, MqttUplink
 
 __all__ = ["Gateway", "build_sources", "run_gateway"]
 
 log = logging.getLogger("husvakt.gateway")
+
+#: Builds the sources of one source type from its sensors' (id, point) pairs.
+SourceBuilder = Callable[..., Sequence[Source]]
+
+
+#: How each `source.type` of a sensor is read: the builder of its sources (one per broker,
+#: Modbus connection, serial port, 1-Wire bus). A new protocol is a module under `sources/`
+#: with its builder, a codec under `protocols/`, and a line here.
+SOURCE_TYPES: dict[str, SourceBuilder] = {
+    "mqtt": mqtt_sources,
+    "modbus": modbus_sources,
+    "serial": serial_sources,
+    "onewire": onewire_sources,
+}
 
 
 def build_sources(
@@ -43,70 +53,16 @@ def build_sources(
     clock: Clock,
     quarantine: Quarantine,
 ) -> list[Source]:
-    """One source per broker, Modbus device and serial port that at least one sensor uses."""
-    mqtt: dict[str, dict[str, tuple[str, MqttPoint]]] = {}
-    modbus: dict[str, list[tuple[str, ModbusPoint]]] = {}
-    serial: dict[str, dict[str, str]] = {}
-    onewire: list[tuple[str, str]] = []
+    """The sources that read the sensors of this gateway."""
+    by_type: dict[str, list[tuple[str, Any]]] = {kind: [] for kind in SOURCE_TYPES}
     for sensor in sensors:
         if sensor.gateway not in (None, config.id):
             continue  # another gateway reads it (a server-wide config)
-        src = sensor.source
-        if isinstance(src, MqttPoint):
-            broker = src.broker or next(iter(config.mqtt_brokers))
-            mqtt.setdefault(broker, {})[src.topic] = (sensor.id, src)
-        elif isinstance(src, ModbusPoint):
-            modbus.setdefault(src.device, []).append((sensor.id, src))
-        elif isinstance(src, OneWirePoint):
-            onewire.append((sensor.id, src.device))
-        elif isinstance(src, SerialPoint):
-            name = src.name if src.name is not None else sensor.id
-            has_sensor_group = (
-                "sensor" in re.compile(config.serial_ports[src.port].pattern).groupindex
-            )
-            key = name if has_sensor_group else ""
-            serial.setdefault(src.port, {})[key] = sensor.id
+        by_type[sensor.source.type].append((sensor.id, sensor.source))
     sources: list[Source] = []
-    for broker_id, points in mqtt.items():
-        sources.append(
-            MqttSource(
-                name=f"mqtt:{broker_id}",
-                broker=config.mqtt_brokers[broker_id],
-                points=points,
-                clock=clock,
-                quarantine=quarantine,
-                client_id=f"husvakt-{config.site}-{config.id}-{broker_id}",
-                password=read_secret(config.mqtt_brokers[broker_id].password_file),
-                tls=tls_context(config.mqtt_brokers[broker_id].tls),
-            )
-        )
-    # A TCP device is a connection of its own; devices on one serial line share an RTU bus.
-    connections: dict[str, list[ModbusDevice]] = {}
-    for device_id, mb_points in modbus.items():
-        device = config.modbus_devices[device_id]
-        key = f"rtu:{device.serial}" if device.serial else f"modbus:{device_id}"
-        connections.setdefault(key, []).append((device, mb_points))
-    for key, devices in connections.items():
-        sources.append(ModbusSource(name=key, devices=devices, clock=clock))
-    for port_id, mapping in serial.items():
-        sources.append(
-            SerialSource(
-                name=f"serial:{port_id}",
-                port=config.serial_ports[port_id],
-                sensors=mapping,
-                clock=clock,
-                quarantine=quarantine,
-            )
-        )
-    if onewire:
-        sources.append(
-            OneWireSource(
-                base=config.onewire.base,
-                points=onewire,
-                poll_interval=config.onewire.poll_interval,
-                clock=clock,
-            )
-        )
+    for kind, points in by_type.items():
+        if points:
+            sources.extend(SOURCE_TYPES[kind](config, points, clock=clock, quarantine=quarantine))
     return sources
 
 

@@ -9,6 +9,7 @@ sent.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Sequence
@@ -24,11 +25,17 @@ from casebridge.history import ReadingHistory
 from casebridge.models import Case, CaseEvent, Delivery, User
 from casebridge.store import CaseStore
 from casebridge.store.sql import MemoryCaseStore
+from firmware_sim import encode
 from firmware_sim.scenario import Output, Scenario
-from gateway.config import SensorConfig
+from gateway.config import ModbusPoint, MqttPoint, SensorConfig, SerialPortConfig
 from gateway.configfile import load_model, read_yaml
 from gateway.models import Reading, format_ts
 from gateway.normalize import Sample, normalize
+from gateway.protocols import Decoded
+from gateway.protocols.modbus import TIMEOUT, decode_answer
+from gateway.protocols.mqtt import MqttCodec
+from gateway.protocols.onewire import decode_w1
+from gateway.protocols.serial import SerialCodec
 from gateway.wire import WireError, decode_trace_line
 from husvakt.assemble import case_desk, rule_engine
 from husvakt.config import HusvaktConfig
@@ -87,30 +94,55 @@ class RecordingChannel:
         self._log.append((self._clock.now(), delivery))
 
 
+#: The pattern of the `NAME VALUE` lines simulated serial devices print.
+_SERIAL = SerialPortConfig.model_fields["pattern"].default
+
+
 def _raw(output: Output, sensor: SensorConfig) -> Sample | None:
-    """A device output as the gateway's source would have handed it on (None: line noise the
-    source quarantines)."""
-    fault = output.fault
+    """A device output as the gateway's source would have handed it on: encoded as the device
+    sends it (`firmware_sim.encode`) and decoded by the protocol's codec, as a live gateway
+    decodes it (None: what the source quarantines, or silence)."""
     ts = output.when
-    if fault is None:
-        assert output.value is not None
-        raw = (output.value - sensor.offset) / sensor.scale
-        if output.protocol == "modbus":
-            raw = float(round(raw))  # an integer register
-        return Sample(sensor=sensor.id, ts=ts, value=raw)
-    mapping = {
-        "modbus-exception": Sample(sensor=sensor.id, ts=ts, fault="modbus-exception-4"),
-        "modbus-timeout": Sample(sensor=sensor.id, ts=ts, fault="modbus-timeout"),
-        "ds18b20-crc": Sample(sensor=sensor.id, ts=ts, fault="crc"),
-        "disconnected": Sample(sensor=sensor.id, ts=ts, value=-127.0),
-    }
-    if fault == "ds18b20-reset":
-        if output.protocol == "onewire":
-            return Sample(sensor=sensor.id, ts=ts, fault="ds18b20-power-on-reset")
-        return Sample(sensor=sensor.id, ts=ts, value=85.0)
-    if fault == "serial-garbage":
-        return None
-    return mapping.get(fault, Sample(sensor=sensor.id, ts=ts, fault=fault))
+    number = encode.shown(output)
+    # the device holds the number in its own units; the sensor's scale and offset undo that
+    raw = None if number is None else (number - sensor.offset) / sensor.scale
+    if output.protocol == "onewire":
+        return Sample.of(decode_w1(sensor.id, encode.w1_slave(output)), ts)
+    if output.protocol == "modbus":
+        point = _MODBUS_INT16
+        if output.fault == "modbus-timeout":
+            return Sample(sensor.id, ts, fault=TIMEOUT)
+        register = encode.modbus_register(output, raw)
+        if register is None:
+            code = encode.MODBUS_DEVICE_FAILURE
+            return Sample.of(decode_answer(sensor.id, point, None, code), ts)
+        return Sample.of(decode_answer(sensor.id, point, [register]), ts)
+    if output.protocol == "serial":
+        line = encode.serial_line(output.sensor, output, raw)
+        codec = _serial_codec(output.sensor, sensor.id)
+        decoded = None if line is None else codec.decode(line)
+        return Sample.of(decoded, ts) if isinstance(decoded, Decoded) else None
+    printed = encode.text(output, raw)
+    if printed is None:
+        return None  # the device publishes nothing
+    payload = encode.mqtt_payload(output.format, printed).encode()
+    decoded = _mqtt_codec(output.sensor, sensor.id, output.format).decode(output.sensor, payload)
+    return Sample.of(decoded, ts) if isinstance(decoded, Decoded) else None
+
+
+_MODBUS_INT16 = ModbusPoint(type="modbus", device="sim", address=0)
+
+
+@functools.lru_cache(maxsize=4096)
+def _mqtt_codec(topic: str, sensor: str, fmt: str) -> MqttCodec:
+    path = encode.JSON_PATH if fmt == "json" else None
+    point = MqttPoint(type="mqtt", topic=topic, format=fmt, value_path=path)
+    return MqttCodec({topic: (sensor, point)})
+
+
+@functools.lru_cache(maxsize=4096)
+def _serial_codec(name: str, sensor: str) -> SerialCodec:
+    return SerialCodec(_SERIAL, {name: sensor})
 
 
 def arrivals_from_scenario(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import tempfile
 import tty
@@ -21,19 +20,13 @@ from pathlib import Path
 
 import aiomqtt
 
+from firmware_sim import encode
 from firmware_sim.modbus import ModbusThermometer
 from firmware_sim.scenario import Device, Output, Scenario
 from gateway.clock import ScaledClock
 from husvakt.broker import free_port
 
 __all__ = ["Endpoint", "run_sim"]
-
-W1_OK = (
-    "{b0:02x} {b1:02x} 4b 46 7f ff 0e 10 00 : crc=00 YES\n"
-    "{b0:02x} {b1:02x} 4b 46 7f ff 0e 10 00 t={milli}\n"
-)
-W1_RESET = "50 05 4b 46 7f ff 0c 10 1c : crc=1c YES\n50 05 4b 46 7f ff 0c 10 1c t=85000\n"
-W1_CRC = "72 01 4b 46 7f ff 0e 10 57 : crc=12 NO\n72 01 4b 46 7f ff 0e 10 57 t=23125\n"
 
 
 class _Latest:
@@ -57,55 +50,6 @@ class Endpoint:
     sensor: str
     protocol: str
     where: str
-
-
-def _w1(output: Output) -> str:
-    if output.fault == "ds18b20-reset":
-        return W1_RESET
-    if output.fault is not None:
-        return W1_CRC
-    assert output.value is not None
-    milli = round(output.value * 1000)
-    raw = round(output.value * 16) & 0xFFFF
-    return W1_OK.format(b0=raw & 0xFF, b1=raw >> 8, milli=milli)
-
-
-def _text(output: Output) -> str | None:
-    if output.fault == "disconnected":
-        return "-127.00"
-    if output.fault == "ds18b20-reset":
-        return "85.00"
-    if output.fault == "serial-garbage":
-        return "\x00\x7f#@!"
-    if output.value is None:
-        return None  # protocol-specific faults (Modbus) have no text form
-    return f"{output.value:.2f}"
-
-
-def payload(fmt: str, text: str) -> str:
-    """A reading in the shape a real device of that kind publishes."""
-    if fmt in ("plain", "esphome") or not _is_number(text):
-        return text
-    value = float(text)
-    shapes: dict[str, object] = {
-        "json": {"temperature": value},
-        "tasmota": {
-            "Time": "1970-01-01T00:00:00",
-            "DS18B20": {"Id": "01191E8A3E12", "Temperature": value},
-            "TempUnit": "C",
-        },
-        "zigbee2mqtt": {"battery": 97, "linkquality": 120, "temperature": value},
-        "shelly": {"id": 0, "tC": value, "tF": round(value * 9 / 5 + 32, 1)},
-    }
-    return json.dumps(shapes[fmt])
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 async def run_sim(
@@ -174,9 +118,10 @@ async def _start_device(  # noqa: PLR0917 - internal wiring of one device
         assert mqtt_client is not None
 
         async def publish(output: Output) -> None:
-            text = _text(output)
-            if text is not None:
-                await mqtt_client.publish(topic, payload(device.format, text).encode(), qos=1)
+            printed = encode.text(output)
+            if printed is not None:
+                payload = encode.mqtt_payload(device.format, printed)
+                await mqtt_client.publish(topic, payload.encode(), qos=1)
 
         found.append(Endpoint(device.sensor, "mqtt", f"topic {topic}"))
         return asyncio.ensure_future(run(index, publish))
@@ -187,9 +132,8 @@ async def _start_device(  # noqa: PLR0917 - internal wiring of one device
         os.set_blocking(master, False)
 
         async def write(output: Output) -> None:
-            text = _text(output)
-            if text is not None:
-                line = text if output.fault == "serial-garbage" else f"{device.sensor} {text}"
+            line = encode.serial_line(device.sensor, output)
+            if line is not None:
                 with contextlib.suppress(BlockingIOError):
                     os.write(master, f"{line}\r\n".encode())
 
@@ -202,7 +146,7 @@ async def _start_device(  # noqa: PLR0917 - internal wiring of one device
         async def store(output: Output) -> None:
             if output.fault in ("dropout", "reboot"):
                 return
-            (directory / "w1_slave").write_text(_w1(output))
+            (directory / "w1_slave").write_text(encode.w1_slave(output))
 
         found.append(Endpoint(device.sensor, "onewire", f"{sysfs} device {directory.name}"))
         return asyncio.ensure_future(run(index, store))

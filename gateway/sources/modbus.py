@@ -12,14 +12,15 @@ from pymodbus.framer import FramerType
 from pymodbus.pdu import ExceptionResponse
 
 from gateway.cancel import honour_cancellation
-from gateway.clock import Clock
-from gateway.config import ModbusDeviceConfig, ModbusPoint
-from gateway.decode import decode_registers, register_count
-from gateway.errors import DecodeError
+from gateway.clock import Clock, every
+from gateway.config import GatewayConfig, ModbusDeviceConfig, ModbusPoint
 from gateway.normalize import Sample
+from gateway.protocols import Decoded
+from gateway.protocols.modbus import UNREACHABLE, decode_answer, fault_of, register_count
+from gateway.quarantine import Quarantine
 from gateway.sources import Emit
 
-__all__ = ["ModbusDevice", "ModbusSource"]
+__all__ = ["ModbusDevice", "ModbusSource", "modbus_sources"]
 
 log = logging.getLogger("husvakt.gateway.modbus")
 
@@ -74,18 +75,10 @@ class ModbusSource:
 
     async def run(self, emit: Emit) -> None:
         client = _client(self._devices[0][0])
-        due = self._clock.now()
-        cycle = 0
         try:
-            while True:
+            async for cycle in every(self._clock, self._interval):
                 await self._poll(client, emit, cycle)
                 honour_cancellation()
-                cycle += 1
-                due += self._interval
-                now = self._clock.now()
-                if due < now:  # fell behind (e.g. a long outage): skip missed slots, keep the phase
-                    due += ((now - due) // self._interval + 1) * self._interval
-                await self._clock.sleep((due - now).total_seconds())
         finally:
             client.close()
 
@@ -93,7 +86,7 @@ class ModbusSource:
         if not client.connected and not await client.connect():
             log.debug("%s: unreachable", self._name)
             for _, points in self._devices:
-                await self._emit_all(emit, points, "modbus-unreachable")
+                await self._emit_all(emit, points, UNREACHABLE)
             return
         for index, (device, points) in enumerate(self._devices):
             skip = 2 ** min(self._failures[index], MAX_SKIP_EXPONENT)
@@ -114,28 +107,24 @@ class ModbusSource:
         for sensor, point in points:
             ts = self._clock.now()
             try:
-                value = await self._read(client, device, point)
-            except DecodeError as exc:
-                await emit(Sample(sensor=sensor, ts=ts, fault=exc.reason))
-            except ConnectionException as exc:
-                log.info("%s: connection lost (%s)", self._name, exc)
-                client.close()
-                await self._emit_all(emit, points, "modbus-unreachable")
-                return False
-            except ModbusIOException as exc:
-                log.info("%s: device %d timed out (%s)", self._name, device.device_id, exc)
-                await self._emit_all(emit, points, "modbus-timeout")
-                if device.serial is None:
-                    client.close()  # a TCP peer that stopped answering: reconnect next cycle
+                decoded = await self._read(client, device, sensor, point)
+            except (ConnectionException, ModbusIOException) as exc:
+                # the device (or the line to it) is gone: every sensor behind it shows it
+                log.info("%s: device %d: %s", self._name, device.device_id, exc)
+                await self._emit_all(emit, points, fault_of(exc))
+                if isinstance(exc, ConnectionException) or device.serial is None:
+                    client.close()  # reconnect next cycle (a TCP peer that stopped answering too)
                 return False
             except ModbusException as exc:
-                await emit(Sample(sensor=sensor, ts=ts, fault=f"modbus-error: {exc}"[:60]))
+                await emit(Sample(sensor=sensor, ts=ts, fault=fault_of(exc)))
             else:
-                await emit(Sample(sensor=sensor, ts=ts, value=value))
+                await emit(Sample.of(decoded, ts))
         return True
 
     @staticmethod
-    async def _read(client: Client, device: ModbusDeviceConfig, point: ModbusPoint) -> float:
+    async def _read(
+        client: Client, device: ModbusDeviceConfig, sensor: str, point: ModbusPoint
+    ) -> Decoded:
         count = register_count(point.data_type)
         read = (
             client.read_holding_registers
@@ -144,9 +133,8 @@ class ModbusSource:
         )
         response = await read(point.address, count=count, device_id=device.device_id)
         if isinstance(response, ExceptionResponse) or response.isError():
-            code = getattr(response, "exception_code", 0)
-            raise DecodeError(f"modbus-exception-{code}")
-        return decode_registers(response.registers, point.data_type, point.word_order)
+            return decode_answer(sensor, point, None, getattr(response, "exception_code", 0))
+        return decode_answer(sensor, point, response.registers)
 
     async def _emit_all(
         self, emit: Emit, points: Sequence[tuple[str, ModbusPoint]], fault: str
@@ -154,3 +142,24 @@ class ModbusSource:
         ts = self._clock.now()
         for sensor, _ in points:
             await emit(Sample(sensor=sensor, ts=ts, fault=fault))
+
+
+def modbus_sources(
+    config: GatewayConfig,
+    sensors: Sequence[tuple[str, ModbusPoint]],
+    *,
+    clock: Clock,
+    quarantine: Quarantine,
+) -> list[ModbusSource]:
+    """A TCP device is a connection of its own; devices on one serial line share an RTU bus."""
+    by_device: dict[str, list[tuple[str, ModbusPoint]]] = {}
+    for sensor_id, point in sensors:
+        by_device.setdefault(point.device, []).append((sensor_id, point))
+    connections: dict[str, list[ModbusDevice]] = {}
+    for device_id, points in by_device.items():
+        device = config.modbus_devices[device_id]
+        key = f"rtu:{device.serial}" if device.serial else f"modbus:{device_id}"
+        connections.setdefault(key, []).append((device, points))
+    return [
+        ModbusSource(name=key, devices=devices, clock=clock) for key, devices in connections.items()
+    ]

@@ -17,7 +17,7 @@ import logging
 import ssl
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -25,14 +25,15 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.clock import Clock
-from gateway.config import MqttBrokerConfig, MqttPoint
-from gateway.decode import decode_mqtt
-from gateway.errors import DecodeError
+from gateway.config import GatewayConfig, MqttBrokerConfig, MqttPoint
 from gateway.normalize import Sample
+from gateway.protocols import Refused
+from gateway.protocols.mqtt import MqttCodec
 from gateway.quarantine import Quarantine
+from gateway.secrets import read_secret, tls_context
 from gateway.sources import Emit
 
-__all__ = ["MqttSource"]
+__all__ = ["MqttSource", "mqtt_sources"]
 
 log = logging.getLogger("husvakt.gateway.mqtt")
 
@@ -62,8 +63,7 @@ class MqttSource:
     ) -> None:
         self._name = name
         self._broker = broker
-        self._points = dict(points)
-        self._patterns = [(t, p) for t, p in self._points.items() if "+" in t or "#" in t]
+        self._codec = MqttCodec(points)
         self._clock = clock
         self._quarantine = quarantine
         self._client_id = client_id
@@ -92,8 +92,8 @@ class MqttSource:
             if reason.is_failure:
                 log.warning("%s: broker refused the connection (%s)", self._name, reason)
                 return
-            c.subscribe([(topic, 1) for topic in self._points])
-            log.info("%s: subscribed to %d topics", self._name, len(self._points))
+            c.subscribe([(topic, 1) for topic in self._codec.points])
+            log.info("%s: subscribed to %d topics", self._name, len(self._codec.points))
 
         def on_disconnect(_c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
             log.warning("%s: broker unavailable (%s); reconnecting", self._name, reason)
@@ -145,17 +145,6 @@ class MqttSource:
             client.disconnect()
             await asyncio.to_thread(client.loop_stop)
 
-    def _match(self, topic: str) -> tuple[str, MqttPoint] | None:
-        """The sensor a message belongs to: its exact topic, else the first pattern (in config
-        order) that matches."""
-        point = self._points.get(topic)
-        if point is not None:
-            return point
-        for pattern, candidate in self._patterns:
-            if mqtt.topic_matches_sub(pattern, topic):
-                return candidate
-        return None
-
     async def _receive(self, client: mqtt.Client, received: Received, emit: Emit) -> None:
         ts, topic, raw, mid, qos = received
 
@@ -179,18 +168,38 @@ class MqttSource:
     ) -> bool:
         """Hand the message's sample on; False when there was none to hand (quarantined), so
         the caller acknowledges the message at once."""
-        point = self._match(topic)
-        if point is None:
-            self._quarantine.add(
-                "mqtt-unknown-topic", "no sensor reads this topic", source=topic, raw=raw
-            )
+        decoded = self._codec.decode(topic, raw)
+        if isinstance(decoded, Refused):
+            self._quarantine.add(decoded.reason, decoded.detail, source=topic, raw=raw)
             return False
-        sensor, how = point
-        try:
-            value = decode_mqtt(raw, how.format, how.value_path)
-        except DecodeError as exc:
-            self._quarantine.add(f"mqtt-{exc.reason}", str(exc), source=topic, raw=raw)
-            await emit(Sample(sensor=sensor, ts=ts, fault=exc.reason, committed=committed))
-            return True
-        await emit(Sample(sensor=sensor, ts=ts, value=value, committed=committed))
+        if decoded.note is not None:
+            self._quarantine.add(*decoded.note, source=topic, raw=raw)
+        await emit(Sample.of(decoded, ts, committed))
         return True
+
+
+def mqtt_sources(
+    config: GatewayConfig,
+    sensors: Sequence[tuple[str, MqttPoint]],
+    *,
+    clock: Clock,
+    quarantine: Quarantine,
+) -> list[MqttSource]:
+    """One source per broker that at least one of the sensors uses."""
+    brokers: dict[str, dict[str, tuple[str, MqttPoint]]] = {}
+    for sensor_id, point in sensors:
+        broker = point.broker or next(iter(config.mqtt_brokers))
+        brokers.setdefault(broker, {})[point.topic] = (sensor_id, point)
+    return [
+        MqttSource(
+            name=f"mqtt:{broker_id}",
+            broker=config.mqtt_brokers[broker_id],
+            points=points,
+            clock=clock,
+            quarantine=quarantine,
+            client_id=f"husvakt-{config.site}-{config.id}-{broker_id}",
+            password=read_secret(config.mqtt_brokers[broker_id].password_file),
+            tls=tls_context(config.mqtt_brokers[broker_id].tls),
+        )
+        for broker_id, points in brokers.items()
+    ]

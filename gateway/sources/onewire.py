@@ -8,13 +8,14 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
-from gateway.clock import Clock
-from gateway.decode import parse_w1_slave
-from gateway.errors import DecodeError
+from gateway.clock import Clock, every
+from gateway.config import GatewayConfig, OneWirePoint
 from gateway.normalize import Sample
+from gateway.protocols.onewire import decode_w1
+from gateway.quarantine import Quarantine
 from gateway.sources import Emit
 
-__all__ = ["OneWireSource"]
+__all__ = ["OneWireSource", "onewire_sources"]
 
 log = logging.getLogger("husvakt.gateway.onewire")
 
@@ -45,22 +46,26 @@ class OneWireSource:
         return f"onewire:{self._base}"
 
     async def run(self, emit: Emit) -> None:
-        due = self._clock.now()
-        while True:
+        async for _ in every(self._clock, self._interval):
             for sensor, device in self._points:
                 text = await asyncio.to_thread(_read, self._base / device / "w1_slave")
-                ts = self._clock.now()
-                if text is None:
-                    await emit(Sample(sensor=sensor, ts=ts, fault="sensor-lost"))
-                    continue
-                try:
-                    value = parse_w1_slave(text)
-                except DecodeError as exc:
-                    await emit(Sample(sensor=sensor, ts=ts, fault=exc.reason))
-                else:
-                    await emit(Sample(sensor=sensor, ts=ts, value=value))
-            due += self._interval
-            now = self._clock.now()
-            if due < now:
-                due += ((now - due) // self._interval + 1) * self._interval
-            await self._clock.sleep((due - now).total_seconds())
+                await emit(Sample.of(decode_w1(sensor, text), self._clock.now()))
+
+
+def onewire_sources(
+    config: GatewayConfig,
+    sensors: Sequence[tuple[str, OneWirePoint]],
+    *,
+    clock: Clock,
+    quarantine: Quarantine,
+) -> list[OneWireSource]:
+    """One source for the bus, when any sensor is on it."""
+    if not sensors:
+        return []
+    points = [(sensor_id, point.device) for sensor_id, point in sensors]
+    onewire = config.onewire
+    return [
+        OneWireSource(
+            base=onewire.base, points=points, poll_interval=onewire.poll_interval, clock=clock
+        )
+    ]

@@ -5,21 +5,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import serial
 import serial_asyncio_fast
 
 from gateway.backoff import Backoff
 from gateway.clock import Clock
-from gateway.config import SerialPortConfig
-from gateway.decode import parse_line
-from gateway.errors import DecodeError
+from gateway.config import GatewayConfig, SerialPoint, SerialPortConfig
 from gateway.normalize import Sample
+from gateway.protocols import Refused
+from gateway.protocols.serial import SerialCodec
 from gateway.quarantine import Quarantine
 from gateway.sources import Emit
 
-__all__ = ["SerialSource"]
+__all__ = ["SerialSource", "serial_sources"]
 
 log = logging.getLogger("husvakt.gateway.serial")
 
@@ -41,8 +41,7 @@ class SerialSource:
     ) -> None:
         self._name = name
         self._port = port
-        self._pattern = re.compile(port.pattern)
-        self._sensors = dict(sensors)
+        self._codec = SerialCodec(port.pattern, sensors)
         self._clock = clock
         self._quarantine = quarantine
 
@@ -105,26 +104,38 @@ class SerialSource:
                 )
 
     async def _handle(self, line: str, emit: Emit) -> None:
-        if not line:
+        decoded = self._codec.decode(line)
+        if decoded is None:
             return
-        ts = self._clock.now()
-        single = self._sensors.get("") if "sensor" not in self._pattern.groupindex else None
-        try:
-            name, value = parse_line(line, self._pattern)
-        except DecodeError as exc:
-            named = self._sensors.get(exc.sensor) if exc.sensor is not None else None
-            sensor = single if single is not None else named
-            if sensor is not None:
-                await emit(Sample(sensor=sensor, ts=ts, fault=exc.reason))
-            else:
-                self._quarantine.add(
-                    "serial-unparsable", str(exc), source=self._name, raw=line.encode()
-                )
-            return
-        sensor = single if name is None else self._sensors.get(name)
-        if sensor is None:
+        if isinstance(decoded, Refused):
             self._quarantine.add(
-                "serial-unknown-sensor", f"{name!r}", source=self._name, raw=line.encode()
+                decoded.reason, decoded.detail, source=self._name, raw=line.encode()
             )
             return
-        await emit(Sample(sensor=sensor, ts=ts, value=value))
+        await emit(Sample.of(decoded, self._clock.now()))
+
+
+def serial_sources(
+    config: GatewayConfig,
+    sensors: Sequence[tuple[str, SerialPoint]],
+    *,
+    clock: Clock,
+    quarantine: Quarantine,
+) -> list[SerialSource]:
+    """One source per port; a sensor is known on its port by its `name` (default: its id),
+    or, on a port whose pattern has no `sensor` group, is the port's only sensor."""
+    ports: dict[str, dict[str, str]] = {}
+    for sensor_id, point in sensors:
+        name = point.name if point.name is not None else sensor_id
+        shared = "sensor" in re.compile(config.serial_ports[point.port].pattern).groupindex
+        ports.setdefault(point.port, {})[name if shared else ""] = sensor_id
+    return [
+        SerialSource(
+            name=f"serial:{port_id}",
+            port=config.serial_ports[port_id],
+            sensors=mapping,
+            clock=clock,
+            quarantine=quarantine,
+        )
+        for port_id, mapping in ports.items()
+    ]

@@ -111,8 +111,8 @@ async def test_a_gateway_reads_every_simulated_device_on_its_protocol(mosquitto)
 
 @pytest.mark.parametrize("fmt", ["plain", "json", "tasmota", "zigbee2mqtt", "shelly", "esphome"])
 def test_simulated_payload_shapes_decode_as_the_gateway_expects(fmt):
+    from firmware_sim.encode import mqtt_payload as payload
     from gateway.decode import decode_mqtt
-    from husvakt.sim import payload
 
     value_path = "temperature" if fmt == "json" else None
     assert decode_mqtt(payload(fmt, "4.25").encode(), fmt, value_path) == 4.25

@@ -1,0 +1,114 @@
+"""What simulated devices send, per protocol — the encoders matching the gateway's codecs
+(`gateway/protocols/`), with the faults real devices show in their protocol's own terms:
+a DS18B20's 85 °C power-on value and CRC failures, −127 °C for a loose connector, line noise,
+Modbus exceptions and silence. Every simulated device, `husvakt sim` and replay use these,
+so the same output means the same bytes everywhere. (firmware_sim imports nothing of ours.)"""
+
+from __future__ import annotations
+
+import json
+
+from firmware_sim.scenario import Output
+
+__all__ = [
+    "JSON_PATH",
+    "MODBUS_DEVICE_FAILURE",
+    "modbus_register",
+    "mqtt_payload",
+    "serial_line",
+    "shown",
+    "text",
+    "w1_slave",
+]
+
+W1_OK = (
+    "{b0:02x} {b1:02x} 4b 46 7f ff 0e 10 00 : crc=00 YES\n"
+    "{b0:02x} {b1:02x} 4b 46 7f ff 0e 10 00 t={milli}\n"
+)
+W1_RESET = "50 05 4b 46 7f ff 0c 10 1c : crc=1c YES\n50 05 4b 46 7f ff 0c 10 1c t=85000\n"
+W1_CRC = "72 01 4b 46 7f ff 0e 10 57 : crc=12 NO\n72 01 4b 46 7f ff 0e 10 57 t=23125\n"
+#: Where the plain `json` shape keeps its value (a gateway's `value_path` for such a device)
+JSON_PATH = "temperature"
+#: Modbus exception 4, "server device failure": what a device with a broken probe answers
+MODBUS_DEVICE_FAILURE = 4
+
+
+def shown(output: Output) -> float | None:
+    """The temperature a device shows for the output: its value, the −127 °C of a loose
+    connector, the 85 °C of a DS18B20 power-on reset; None when it shows no number."""
+    if output.fault == "disconnected":
+        return -127.0
+    if output.fault == "ds18b20-reset":
+        return 85.0
+    return output.value if output.fault is None else None
+
+
+def text(output: Output, value: float | None = None) -> str | None:
+    """The reading as a device prints it (`value`: what `shown` gives, in the device's own
+    units, when it scales); None when the fault has no printed form (the device says
+    nothing)."""
+    if output.fault == "ds18b20-crc":
+        return "nan"  # ESPHome and most firmwares publish a failed read as NaN
+    if output.fault == "serial-garbage":
+        return "\x00\x7f#@!"
+    number = shown(output) if value is None else value
+    return None if number is None else f"{number:.2f}"
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def mqtt_payload(fmt: str, printed: str) -> str:
+    """A reading in the shape a real device of that kind publishes (a failed read, NaN, is
+    `null` in a JSON shape; line noise goes out as it is)."""
+    if fmt in ("plain", "esphome") or not _is_number(printed):
+        return printed
+    value = None if printed.lower() == "nan" else float(printed)
+    shapes: dict[str, object] = {
+        "json": {JSON_PATH: value},
+        "tasmota": {
+            "Time": "1970-01-01T00:00:00",
+            "DS18B20": {"Id": "01191E8A3E12", "Temperature": value},
+            "TempUnit": "C",
+        },
+        "zigbee2mqtt": {"battery": 97, "linkquality": 120, "temperature": value},
+        "shelly": {
+            "id": 0,
+            "tC": value,
+            "tF": None if value is None else round(value * 1.8 + 32, 1),
+        },
+    }
+    return json.dumps(shapes[fmt])
+
+
+def serial_line(name: str, output: Output, value: float | None = None) -> str | None:
+    """A `NAME VALUE` line as a microcontroller prints it (noise as it comes)."""
+    printed = text(output, value)
+    if printed is None:
+        return None
+    return printed if output.fault == "serial-garbage" else f"{name} {printed}"
+
+
+def w1_slave(output: Output) -> str:
+    """The Linux w1_therm file of a DS18B20 showing the output."""
+    if output.fault == "ds18b20-reset":
+        return W1_RESET
+    if output.fault is not None:
+        return W1_CRC
+    assert output.value is not None
+    milli = round(output.value * 1000)
+    raw = round(output.value * 16) & 0xFFFF
+    return W1_OK.format(b0=raw & 0xFF, b1=raw >> 8, milli=milli)
+
+
+def modbus_register(output: Output, value: float | None = None) -> int | None:
+    """An int16 holding register with the number shown (`value`: in the device's own units,
+    when it scales) rounded, two's complement; None: the device answers with
+    `MODBUS_DEVICE_FAILURE` (or, for `modbus-timeout`, not at all)."""
+    number = shown(output) if value is None else value
+    return None if number is None else round(number) & 0xFFFF

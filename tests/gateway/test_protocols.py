@@ -1,0 +1,112 @@
+"""The codecs decode what the simulated devices encode: every value and every fault a device
+can show comes out of `decode(encode(output))` as the gateway must see it — the value, the
+fault in the protocol's terms, or a quarantined input — for each protocol and payload shape."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from firmware_sim import encode
+from firmware_sim.scenario import Output
+from gateway.config import ModbusPoint, MqttPoint
+from gateway.protocols import Decoded, Refused
+from gateway.protocols.modbus import decode_answer
+from gateway.protocols.mqtt import MqttCodec
+from gateway.protocols.onewire import decode_w1
+from gateway.protocols.serial import SerialCodec
+
+T = datetime(2026, 1, 15, 2, 0, tzinfo=UTC)
+FORMATS = ["plain", "json", "tasmota", "zigbee2mqtt", "shelly", "esphome"]
+values = st.floats(min_value=-55, max_value=125, allow_nan=False).map(lambda v: round(v, 2))
+
+
+def output(value=None, fault=None, protocol="mqtt", fmt="plain"):
+    return Output(T, 0.0, 0, "t1", protocol, value, fault, fmt)
+
+
+def mqtt(out):
+    path = encode.JSON_PATH if out.format == "json" else None
+    point = MqttPoint(type="mqtt", topic="sim/t1", format=out.format, value_path=path)
+    codec = MqttCodec({"sim/t1": ("t1", point)})
+    printed = encode.text(out)
+    if printed is None:
+        return None
+    return codec.decode("sim/t1", encode.mqtt_payload(out.format, printed).encode())
+
+
+def serial(out):
+    line = encode.serial_line("t1", out)
+    if line is None:
+        return None
+    return SerialCodec(
+        r"^(?P<sensor>[\w.-]+)[\s=:,;]+(?P<value>[-+]?\d+(?:\.\d+)?)", {"t1": "t1"}
+    ).decode(line)
+
+
+def modbus(out):
+    point = ModbusPoint(type="modbus", device="d", address=0)
+    register = encode.modbus_register(out)
+    if register is None:
+        return decode_answer("t1", point, None, encode.MODBUS_DEVICE_FAILURE)
+    return decode_answer("t1", point, [register])
+
+
+@given(values, st.sampled_from(FORMATS))
+def test_a_value_published_in_any_shape_is_read_back(value, fmt):
+    assert mqtt(output(value, fmt=fmt)) == Decoded("t1", value=value)
+
+
+@given(values)
+def test_a_value_on_a_serial_line_a_1wire_file_and_a_register_is_read_back(value):
+    assert serial(output(value)) == Decoded("t1", value=value)
+    w1 = decode_w1("t1", encode.w1_slave(output(value)))
+    assert w1.fault is None and w1.value == pytest.approx(value, abs=0.001)
+    assert modbus(output(value)) == Decoded("t1", value=float(round(value)))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_device_faults_reach_the_gateway_in_each_protocols_terms(fmt):
+    # a failed DS18B20 read is NaN (null in JSON) on MQTT: a fault with a quarantine note
+    crc = mqtt(output(fault="ds18b20-crc", fmt=fmt))
+    assert isinstance(crc, Decoded) and crc.value is None and crc.note is not None
+    assert crc.fault in ("not-finite", "unparsable")
+    # the 85 °C power-on value and the −127 °C of a loose connector are numbers on the wire;
+    # normalising (the probe's quirks, DISCONNECTED_C) makes them faults
+    assert mqtt(output(fault="ds18b20-reset", fmt=fmt)) == Decoded("t1", value=85.0)
+    assert mqtt(output(fault="disconnected", fmt=fmt)) == Decoded("t1", value=-127.0)
+    # a Modbus device's own faults have no MQTT form: the device says nothing
+    assert mqtt(output(fault="modbus-exception", fmt=fmt)) is None
+
+
+def test_1wire_serial_and_modbus_faults():
+    assert decode_w1("t1", encode.w1_slave(output(fault="ds18b20-reset"))).fault == (
+        "ds18b20-power-on-reset"
+    )
+    assert decode_w1("t1", encode.w1_slave(output(fault="ds18b20-crc"))).fault == "crc"
+    assert decode_w1("t1", None).fault == "sensor-lost"
+    noise = serial(output(fault="serial-garbage"))
+    assert isinstance(noise, Refused) and noise.reason == "serial-unparsable"
+    assert serial(output(fault="ds18b20-crc")) == Decoded("t1", fault="not-finite")
+    assert modbus(output(fault="modbus-exception")) == Decoded("t1", fault="modbus-exception-4")
+    assert modbus(output(fault="disconnected")) == Decoded("t1", value=-127.0)
+
+
+def test_a_topic_no_sensor_reads_is_refused_and_patterns_match_in_config_order():
+    plain = MqttPoint(type="mqtt", topic="a/+", format="plain")
+    codec = MqttCodec(
+        {
+            "a/exact": ("exact", MqttPoint(type="mqtt", topic="a/exact")),
+            "a/+": ("first", plain),
+            "#": ("last", plain),
+        }
+    )
+    assert codec.decode("a/exact", b"1.5") == Decoded("exact", value=1.5)
+    assert codec.decode("a/other", b"2") == Decoded("first", value=2.0)
+    assert codec.decode("b/c", b"3") == Decoded("last", value=3.0)
+    assert MqttCodec({}).decode("x", b"1") == Refused(
+        "mqtt-unknown-topic", "no sensor reads this topic"
+    )
