@@ -1,6 +1,6 @@
 """The HTTP API (FastAPI): work lists, a case with its timeline, actions, the event feed.
 
-Bearer tokens per user; roles as in `casebridge.auth.Access`. Every write is one store
+Bearer tokens per user; roles as in `casebridge.access.Access`. Every write is one store
 transaction, so a refused or failed request leaves nothing half-written.
 """
 
@@ -10,7 +10,6 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
@@ -21,9 +20,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from casebridge.access import Access, WorkList, member_of
 from casebridge.auth import hash_token
-from casebridge.config import TeamConfig, WebConfig
+from casebridge.config import TeamConfig
 from casebridge.errors import CaseNotFoundError, LifecycleError
-from casebridge.hardening import MAX_BODY, BodyLimit, SecurityHeaders
 from casebridge.models import (
     MAX_NUMBER,
     MAX_TEXT,
@@ -35,10 +33,9 @@ from casebridge.models import (
 )
 from casebridge.store import CaseFilter, CaseStore
 from gateway.clock import Clock
-from gateway.config import SiteConfig
 from gateway.models import SLUG_PATTERN
 
-__all__ = ["create_app"]
+__all__ = ["install", "router"]
 
 _SLUG = re.compile(SLUG_PATTERN)
 StatusAction = Literal["acknowledge", "start", "resolve", "close", "reopen"]
@@ -264,40 +261,10 @@ async def _conflict(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=409, content={"detail": str(exc)})
 
 
-def create_app(
-    *,
-    store: CaseStore,
-    teams: Sequence[TeamConfig],
-    clock: Clock,
-    sites: Sequence[SiteConfig] = (),
-    rule_state: Path | None = None,
-    web: WebConfig | None = None,
-) -> FastAPI:
-    """The API on `store` and the web pages; team membership comes from the site config.
-    OpenAPI at /docs. `rule_state`: the rule engine's state file, for gateways' last contact."""
-    app = FastAPI(
-        title="husvakt case API",
-        version="1",
-        description="Cases opened from building sensor alarms: work lists, timelines, actions.",
-    )
+def install(app: FastAPI, *, store: CaseStore, teams: Sequence[TeamConfig], clock: Clock) -> None:
+    """The API's routes, dependencies and error answers on `app`."""
     app.state.husvakt = _Deps(store=store, teams=tuple(teams), clock=clock)
     app.add_exception_handler(CaseNotFoundError, _not_found)
     app.add_exception_handler(LifecycleError, _conflict)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.include_router(router)
-    app.add_middleware(BodyLimit, limit=MAX_BODY)
-    app.add_middleware(SecurityHeaders)  # outermost: a refused body carries the headers too
-    from casebridge.web.pages import WebDeps, mount_web  # noqa: PLC0415
-
-    mount_web(
-        app,
-        WebDeps(
-            store=store,
-            teams=tuple(teams),
-            sites=tuple(sites),
-            clock=clock,
-            rule_state=rule_state,
-            web=web or WebConfig(),
-        ),
-    )
-    return app

@@ -1,10 +1,17 @@
-"""Capped, jittered exponential backoff for reconnecting to devices and brokers."""
+"""Capped, jittered exponential backoff, and the one reconnect-forever loop every connection
+of husvakt runs in (brokers, Kafka, serial ports)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
+from collections.abc import Awaitable, Callable
+from typing import NoReturn
 
-__all__ = ["Backoff"]
+from gateway.cancel import honour_cancellation
+
+__all__ = ["Backoff", "reconnect_forever"]
 
 
 class Backoff:
@@ -33,3 +40,29 @@ class Backoff:
         self._attempt = min(self._attempt + 1, 32)
         spread: float = self._rng.uniform(-self._jitter, self._jitter)
         return base * (1 + spread)
+
+
+async def reconnect_forever(
+    session: Callable[[Backoff], Awaitable[None]],
+    *,
+    errors: tuple[type[BaseException], ...],
+    what: str,
+    log: logging.Logger,
+    state: Callable[[], str] = lambda: "",
+    cap: float = 30.0,
+) -> NoReturn:
+    """Run `session` again and again: it connects, calls `backoff.reset()` once connected, and
+    works until the connection fails with one of `errors` (or ends). Between sessions it waits
+    the backoff's next delay, logging what is unavailable (`what`), why, and `state()` (e.g.
+    how much is buffered meanwhile). Returns only when cancelled."""
+    backoff = Backoff(cap=cap)
+    while True:
+        try:
+            await session(backoff)
+            reason = "connection ended"
+        except errors as exc:
+            honour_cancellation()
+            reason = str(exc) or type(exc).__name__
+        delay = backoff.next_delay()
+        log.warning("%s unavailable (%s)%s; retrying in %.1fs", what, reason, state(), delay)
+        await asyncio.sleep(delay)

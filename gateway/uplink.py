@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 import aiomqtt
 
-from gateway.backoff import Backoff
+from gateway.backoff import Backoff, reconnect_forever
 from gateway.cancel import honour_cancellation
 from gateway.clock import Clock
 from gateway.config import UplinkConfig
@@ -95,40 +95,37 @@ class MqttUplink:
         )
 
     async def run(self, outbox: SqliteOutbox) -> None:
-        backoff = Backoff(cap=30.0)
         topic = readings_topic(self._site, self._gateway)
         status = status_topic(self._site, self._gateway)
         will = aiomqtt.Will(status, await self._status("offline", None), qos=1, retain=True)
-        while True:
-            try:
-                async with aiomqtt.Client(
-                    hostname=self._config.host,
-                    port=self._config.port,
-                    identifier=f"husvakt-uplink-{self._site}-{self._gateway}",
-                    clean_session=False,
-                    username=self._config.username,
-                    password=self._password,
-                    tls_context=self._tls,
-                    keepalive=self._config.keepalive,
-                    will=will,
-                    timeout=30,
-                ) as client:
-                    log.info("uplink connected to %s:%d", self._config.host, self._config.port)
-                    backoff.reset()
-                    await client.publish(
-                        status, await self._status("online", outbox), qos=1, retain=True
-                    )
-                    await self._drain(client, outbox, topic, status)
-            except aiomqtt.MqttError as exc:
-                honour_cancellation()
-                delay = backoff.next_delay()
-                log.warning(
-                    "uplink: broker unavailable (%s); %d buffered; retrying in %.1fs",
-                    exc,
-                    outbox.stats.buffered,
-                    delay,
+
+        async def session(backoff: Backoff) -> None:
+            async with aiomqtt.Client(
+                hostname=self._config.host,
+                port=self._config.port,
+                identifier=f"husvakt-uplink-{self._site}-{self._gateway}",
+                clean_session=False,
+                username=self._config.username,
+                password=self._password,
+                tls_context=self._tls,
+                keepalive=self._config.keepalive,
+                will=will,
+                timeout=30,
+            ) as client:
+                log.info("uplink connected to %s:%d", self._config.host, self._config.port)
+                backoff.reset()
+                await client.publish(
+                    status, await self._status("online", outbox), qos=1, retain=True
                 )
-                await asyncio.sleep(delay)
+                await self._drain(client, outbox, topic, status)
+
+        await reconnect_forever(
+            session,
+            errors=(aiomqtt.MqttError,),
+            what="uplink: broker",
+            log=log,
+            state=lambda: f"; {outbox.stats.buffered} buffered",
+        )
 
     async def _drain(
         self, client: aiomqtt.Client, outbox: SqliteOutbox, topic: str, status: str
@@ -177,9 +174,9 @@ class KafkaUplink:
         from aiokafka import AIOKafkaProducer  # noqa: PLC0415 - an optional extra
         from aiokafka.errors import KafkaError  # noqa: PLC0415
 
-        backoff = Backoff(cap=30.0)
         topic = self._config.kafka_topic
-        while True:
+
+        async def session(backoff: Backoff) -> None:
             producer = AIOKafkaProducer(
                 bootstrap_servers=self._bootstrap, acks="all", request_timeout_ms=30_000
             )
@@ -202,19 +199,17 @@ class KafkaUplink:
                     await producer.send_and_wait(topic, key=self._key, value=payload)
                     await outbox.ack([row_id for row_id, _ in batch])
                     self.published += len(batch)
-            except KafkaError as exc:
-                honour_cancellation()
-                delay = backoff.next_delay()
-                log.warning(
-                    "uplink: Kafka unavailable (%s); %d buffered; retrying in %.1fs",
-                    exc,
-                    outbox.stats.buffered,
-                    delay,
-                )
-                await asyncio.sleep(delay)
             finally:
                 with contextlib.suppress(Exception):
                     await producer.stop()
+
+        await reconnect_forever(
+            session,
+            errors=(KafkaError,),
+            what="uplink: Kafka",
+            log=log,
+            state=lambda: f"; {outbox.stats.buffered} buffered",
+        )
 
 
 class LocalUplink:

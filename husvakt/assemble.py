@@ -200,7 +200,7 @@ async def open_cases(config: HusvaktConfig) -> SqlCaseStore:
 
 def case_web_app(config: HusvaktConfig, *, store: CaseStore, clock: Clock) -> FastAPI:
     """The case API and the web pages of a config, on `store`."""
-    from casebridge.api import create_app  # noqa: PLC0415 - FastAPI only where it is served
+    from casebridge.app import create_app  # noqa: PLC0415 - FastAPI only where it is served
 
     return create_app(
         store=store,

@@ -22,7 +22,7 @@ from datetime import datetime
 
 import aiomqtt
 
-from gateway.backoff import Backoff
+from gateway.backoff import Backoff, reconnect_forever
 from gateway.cancel import honour_cancellation
 from gateway.config import MqttBrokerConfig
 from gateway.mqttack import ack, manual_acks
@@ -88,21 +88,20 @@ class UplinkSubscriber:
         self.subscribed = asyncio.Event()
 
     async def run(self) -> None:
-        backoff = Backoff(cap=30.0)
-        while True:
+        async def session(backoff: Backoff) -> None:
+            client = aiomqtt.Client(
+                hostname=self._broker.host,
+                port=self._broker.port,
+                identifier=self._client_id,
+                clean_session=False,
+                username=self._broker.username,
+                password=self._password,
+                tls_context=self._tls,
+                keepalive=self._broker.keepalive,
+                timeout=30,
+            )
+            manual_acks(client)
             try:
-                client = aiomqtt.Client(
-                    hostname=self._broker.host,
-                    port=self._broker.port,
-                    identifier=self._client_id,
-                    clean_session=False,
-                    username=self._broker.username,
-                    password=self._password,
-                    tls_context=self._tls,
-                    keepalive=self._broker.keepalive,
-                    timeout=30,
-                )
-                manual_acks(client)
                 async with client:
                     await client.subscribe([(READINGS, 1), (STATUS, 1)])
                     log.info(
@@ -123,12 +122,10 @@ class UplinkSubscriber:
                         for each in group:
                             ack(client, each)
                         honour_cancellation()
-            except aiomqtt.MqttError as exc:
-                honour_cancellation()
+            finally:
                 self.subscribed.clear()
-                delay = backoff.next_delay()
-                log.warning("uplink broker unavailable (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
+
+        await reconnect_forever(session, errors=(aiomqtt.MqttError,), what="uplink broker", log=log)
 
     async def _handle(self, message: aiomqtt.Message) -> None:
         topic = message.topic.value

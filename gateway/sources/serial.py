@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 import serial
 import serial_asyncio_fast
 
-from gateway.backoff import Backoff
+from gateway.backoff import Backoff, reconnect_forever
 from gateway.clock import Clock
 from gateway.config import GatewayConfig, SerialPoint, SerialPortConfig
 from gateway.normalize import Sample
@@ -50,37 +50,28 @@ class SerialSource:
         return self._name
 
     async def run(self, emit: Emit) -> None:
-        backoff = Backoff()
-        while True:
-            try:
-                reader, writer = await serial_asyncio_fast.open_serial_connection(
-                    url=self._port.path,
-                    baudrate=self._port.baudrate,
-                    bytesize=self._port.bytesize,
-                    parity=self._port.parity,
-                    stopbits=self._port.stopbits,
-                    limit=MAX_LINE,
-                )
-            except (serial.SerialException, OSError) as exc:
-                delay = backoff.next_delay()
-                log.warning(
-                    "%s: cannot open %s (%s); retrying in %.1fs",
-                    self._name,
-                    self._port.path,
-                    exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                continue
+        async def session(backoff: Backoff) -> None:
+            reader, writer = await serial_asyncio_fast.open_serial_connection(
+                url=self._port.path,
+                baudrate=self._port.baudrate,
+                bytesize=self._port.bytesize,
+                parity=self._port.parity,
+                stopbits=self._port.stopbits,
+                limit=MAX_LINE,
+            )
             log.info("%s: reading %s at %d baud", self._name, self._port.path, self._port.baudrate)
             backoff.reset()
             try:
                 await self._read_lines(reader, emit)
-            except (serial.SerialException, OSError) as exc:
-                log.warning("%s: %s went away (%s)", self._name, self._port.path, exc)
             finally:
                 writer.close()
-            await asyncio.sleep(backoff.next_delay())
+
+        await reconnect_forever(
+            session,
+            errors=(serial.SerialException, OSError),
+            what=f"{self._name}: {self._port.path}",
+            log=log,
+        )
 
     async def _read_lines(self, reader: asyncio.StreamReader, emit: Emit) -> None:
         while True:

@@ -10,7 +10,7 @@ import sys
 import httpx
 import pytest
 
-from casebridge.api import create_app
+from casebridge.app import create_app
 from casebridge.auth import hash_token
 from casebridge.config import TeamConfig
 from casebridge.models import OpenPlan, User

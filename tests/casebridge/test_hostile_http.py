@@ -12,7 +12,7 @@ from collections.abc import Awaitable
 import httpx
 import pytest
 
-from casebridge.api import create_app
+from casebridge.app import create_app
 from casebridge.auth import hash_password, hash_token
 from casebridge.config import TeamConfig
 from casebridge.hardening import MAX_BODY

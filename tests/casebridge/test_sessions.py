@@ -12,7 +12,7 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from casebridge.api import create_app
+from casebridge.app import create_app
 from casebridge.auth import hash_password, hash_token
 from casebridge.config import TeamConfig, WebConfig
 from casebridge.models import OpenPlan, User

@@ -6,7 +6,7 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from casebridge.api import create_app
+from casebridge.app import create_app
 from casebridge.auth import hash_password
 from casebridge.models import OpenPlan, User
 from casebridge.store.sql import SqliteCaseStore

@@ -1,0 +1,52 @@
+"""The case service's one web application: the HTTP API (`api.py`, under /api/v1) and the web
+pages (`web/`) mounted together, behind the request hardening (`hardening.py`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from casebridge import api
+from casebridge.config import TeamConfig, WebConfig
+from casebridge.hardening import MAX_BODY, BodyLimit, SecurityHeaders
+from casebridge.store import CaseStore
+from casebridge.web.pages import WebDeps, mount_web
+from gateway.clock import Clock
+from gateway.config import SiteConfig
+
+__all__ = ["create_app"]
+
+
+def create_app(
+    *,
+    store: CaseStore,
+    teams: Sequence[TeamConfig],
+    clock: Clock,
+    sites: Sequence[SiteConfig] = (),
+    rule_state: Path | None = None,
+    web: WebConfig | None = None,
+) -> FastAPI:
+    """The API on `store` and the web pages; team membership comes from the site config.
+    OpenAPI at /docs. `rule_state`: the rule engine's state file, for gateways' last contact."""
+    app = FastAPI(
+        title="husvakt case API",
+        version="1",
+        description="Cases opened from building sensor alarms: work lists, timelines, actions.",
+    )
+    api.install(app, store=store, teams=teams, clock=clock)
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
+    app.add_middleware(SecurityHeaders)  # outermost: a refused body carries the headers too
+    mount_web(
+        app,
+        WebDeps(
+            store=store,
+            teams=tuple(teams),
+            sites=tuple(sites),
+            clock=clock,
+            rule_state=rule_state,
+            web=web or WebConfig(),
+        ),
+    )
+    return app
