@@ -22,6 +22,7 @@ from gateway.cancel import honour_cancellation
 from gateway.clock import Clock
 from gateway.config import UplinkConfig
 from gateway.models import Reading
+from gateway.mqttclient import BrokerLogin
 from gateway.outbox import SqliteOutbox
 from gateway.secrets import tls_context
 from gateway.wire import (
@@ -75,8 +76,7 @@ class MqttUplink:
         self._config = config
         self._site, self._gateway = site, gateway
         self._clock = clock
-        self._password = password
-        self._tls = tls_context(config.tls)
+        self._login = BrokerLogin(config, password, tls_context(config.tls))
         self.published = 0
 
     async def _status(self, state: str, outbox: SqliteOutbox | None) -> bytes:
@@ -100,18 +100,8 @@ class MqttUplink:
         will = aiomqtt.Will(status, await self._status("offline", None), qos=1, retain=True)
 
         async def session(backoff: Backoff) -> None:
-            async with aiomqtt.Client(
-                hostname=self._config.host,
-                port=self._config.port,
-                identifier=f"husvakt-uplink-{self._site}-{self._gateway}",
-                clean_session=False,
-                username=self._config.username,
-                password=self._password,
-                tls_context=self._tls,
-                keepalive=self._config.keepalive,
-                will=will,
-                timeout=30,
-            ) as client:
+            identifier = f"husvakt-uplink-{self._site}-{self._gateway}"
+            async with self._login.async_client(identifier, will=will) as client:
                 log.info("uplink connected to %s:%d", self._config.host, self._config.port)
                 backoff.reset()
                 await client.publish(

@@ -65,6 +65,10 @@ __all__ = [
 
 log = logging.getLogger("husvakt.stream.faust")
 
+#: Readings messages evaluated together, and how long the first waits for company (s).
+GROUP = 100
+GROUP_LINGER = 0.005
+
 
 def alarm_message_key(alarm: Alarm) -> bytes:
     return f"{alarm.site}/{alarm.sensor}/{alarm.condition}".encode()
@@ -142,37 +146,51 @@ class FaustEngine:
         )
 
     async def _evaluate(self, stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            key = event.key if isinstance(event.key, bytes) else b""
-            value = event.value if isinstance(event.value, bytes) else b""
-            now = datetime.fromtimestamp(event.message.timestamp, UTC)
-            await self.handle(key, value, now)
+        # The messages waiting are taken together (at most GROUP, the first waiting at most
+        # GROUP_LINGER for company): each gateway's state is written once per group, however
+        # many of its messages the group holds. Kafka's offsets are committed after the group.
+        # take_events: in faust-streaming since 0.10, not in its StreamT protocol
+        async for events in stream.take_events(GROUP, within=GROUP_LINGER):  # type: ignore[attr-defined]
+            group: dict[bytes, tuple[int, GatewayTrack]] = {}
+            for event in events:
+                key = event.key if isinstance(event.key, bytes) else b""
+                value = event.value if isinstance(event.value, bytes) else b""
+                now = datetime.fromtimestamp(event.message.timestamp, UTC)
+                await self.handle(key, value, now, group=group, partition=event.message.partition)
+            for key, (partition, track) in group.items():
+                self._save(key, track, partition)
 
-    async def handle(self, key: bytes, value: bytes, now: datetime) -> None:
-        """One readings-topic message: decode, the same pure rules, send alarms, save state.
-        Whatever about it cannot be used is quarantined; nothing here stops the agent."""
-        # The decoded track of what this worker last wrote, reused while the table still holds
-        # exactly those bytes; dropped (decoded afresh) whenever anything goes wrong.
-        cached = self._decoded.pop(key, None)
+    async def handle(
+        self,
+        key: bytes,
+        value: bytes,
+        now: datetime,
+        *,
+        group: dict[bytes, tuple[int, GatewayTrack]],
+        partition: int,
+    ) -> None:
+        """One readings-topic message: decode, the same pure rules, send alarms; its track is
+        left in `group` (by key, with the partition it belongs to) for the group's one save.
+        Whatever about the message cannot be used is quarantined; nothing here stops the
+        agent."""
         source = key[:100].decode("utf-8", "replace")
         try:
             site, gateway = parse_kafka_key(key)
             message = decode_kafka(value, site=site, gateway=gateway)
             if not self._intake.admits_gateway(site, gateway, source=source):
                 return
-            raw = self.tracks.get(key)
-            if cached is not None and raw is not None and cached[0] is raw:
-                track = cached[1]
-            elif raw:
-                track = self._load(key, raw)
-            else:
-                track = GatewayTrack(site=site, gateway=gateway)
+            track = self._track(key, site, gateway, group)
             alarms = await self._apply(track, message, now, source)
-        except WireError as exc:
+        except WireError as exc:  # refused before anything changed
             self.quarantine.add(f"kafka-{exc.reason}", str(exc), source=source, raw=value)
             return
         except Exception as exc:
+            # The track may be half-changed: forget it (the table's last write holds); the
+            # group's earlier messages of this gateway are evaluated again from there when
+            # Kafka delivers them again, or their changes are lost — never the alarms sent.
             log.exception("evaluating a message of %s failed", source)
+            group.pop(key, None)
+            self._decoded.pop(key, None)
             self.quarantine.add(
                 "kafka-failed", f"{type(exc).__name__}: {exc}", source=source, raw=value
             )
@@ -183,14 +201,43 @@ class FaustEngine:
                 key=alarm_message_key(alarm), value=alarm.model_dump_json().encode()
             )
             await sent  # acknowledged by Kafka before the state that produced it is saved
-        for sensor_id in track.changed:  # the sensors first: the gateway's part comes last
+        group[key] = (partition, track)
+
+    def _track(
+        self, key: bytes, site: str, gateway: str, group: dict[bytes, tuple[int, GatewayTrack]]
+    ) -> GatewayTrack:
+        """The gateway's track: this group's, else the one this worker last wrote while the
+        table still holds exactly those bytes, else decoded from the table."""
+        if key in group:
+            return group[key][1]
+        cached = self._decoded.pop(key, None)
+        raw = self.tracks.get(key)
+        if cached is not None and raw is not None and cached[0] is raw:
+            return cached[1]
+        if raw:
+            return self._load(key, raw)
+        return GatewayTrack(site=site, gateway=gateway)
+
+    def _save(self, key: bytes, track: GatewayTrack, partition: int) -> None:
+        """The sensors the group changed, then the gateway's own part (last: a sensor saved
+        ahead of its gateway applies no reading twice), each in the local store and its
+        changelog on the partition of the gateway's messages."""
+        for sensor_id in track.changed:
             sensor = track.sensors.get(sensor_id)
             if sensor is not None:
-                self.tracks[_sensor_key(key, sensor_id)] = encode_sensor(sensor, samples=True)
+                self._write(
+                    _sensor_key(key, sensor_id), encode_sensor(sensor, samples=True), partition
+                )
         track.changed.clear()
         encoded = encode_track(track, sensors=False)
-        self.tracks[key] = encoded
+        self._write(key, encoded, partition)
         self._decoded[key] = (encoded, track)
+
+    def _write(self, key: bytes, value: bytes, partition: int) -> None:
+        # What `table[key] = value` does inside a stream's iteration, with the partition given:
+        # a group's events are no longer the "current event" the table would take it from.
+        self.tracks.data[key] = value
+        self.tracks.send_changelog(partition, key, value)
 
     def _load(self, key: bytes, raw: bytes) -> GatewayTrack:
         """A gateway's track from the table: its own part and each of its sensors' states."""

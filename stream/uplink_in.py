@@ -26,8 +26,8 @@ from gateway.backoff import Backoff, reconnect_forever
 from gateway.cancel import honour_cancellation
 from gateway.config import MqttBrokerConfig
 from gateway.mqttack import ack, manual_acks
+from gateway.mqttclient import BrokerLogin
 from gateway.quarantine import Quarantine
-from gateway.secrets import read_secret, tls_context
 from gateway.wire import (
     Batch,
     WireError,
@@ -77,8 +77,7 @@ class UplinkSubscriber:
         self._on_batch = on_batch
         self._on_status = on_status
         self._on_settle = on_settle
-        self._password = read_secret(broker.password_file)
-        self._tls = tls_context(broker.tls)
+        self._login = BrokerLogin.of(broker)
         self.quarantine = quarantine or Quarantine()
         self.messages = 0
         #: groups of messages settled (one rule-state save each) and acknowledged together
@@ -89,17 +88,7 @@ class UplinkSubscriber:
 
     async def run(self) -> None:
         async def session(backoff: Backoff) -> None:
-            client = aiomqtt.Client(
-                hostname=self._broker.host,
-                port=self._broker.port,
-                identifier=self._client_id,
-                clean_session=False,
-                username=self._broker.username,
-                password=self._password,
-                tls_context=self._tls,
-                keepalive=self._broker.keepalive,
-                timeout=30,
-            )
+            client = self._login.async_client(self._client_id)
             manual_acks(client)
             try:
                 async with client:

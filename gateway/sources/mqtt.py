@@ -22,10 +22,10 @@ from datetime import datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.clock import Clock
 from gateway.config import GatewayConfig, MqttBrokerConfig, MqttPoint
+from gateway.mqttclient import BrokerLogin
 from gateway.normalize import Sample
 from gateway.protocols import Refused
 from gateway.protocols.mqtt import MqttCodec
@@ -75,17 +75,7 @@ class MqttSource:
         return self._name
 
     def _client(self, inbox: deque[Received], wake: Callable[[], None]) -> mqtt.Client:
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self._client_id,
-            clean_session=False,
-            manual_ack=True,
-        )
-        if self._broker.username is not None:
-            client.username_pw_set(self._broker.username, self._password)
-        if self._tls is not None:
-            client.tls_set_context(self._tls)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client = BrokerLogin(self._broker, self._password, self._tls).thread_client(self._client_id)
         overflow = 0
 
         def on_connect(c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:

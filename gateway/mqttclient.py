@@ -1,0 +1,65 @@
+"""The one place MQTT clients are made from a broker's settings: who we are (the login, read
+once), how we talk (TLS), and how a session behaves (persistent, so that QoS 1 messages
+survive a reconnect). The gateway's source reads on paho's own thread; the uplink and the
+stream's subscriber use aiomqtt on the event loop."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+
+import aiomqtt
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.config import MqttBrokerConfig
+from gateway.secrets import read_secret, tls_context
+
+__all__ = ["BrokerLogin"]
+
+#: Seconds to wait for the broker when connecting or for an acknowledgement.
+TIMEOUT = 30
+
+
+@dataclass(frozen=True)
+class BrokerLogin:
+    """A broker's settings with its password (read from its file) and TLS context, made once."""
+
+    broker: MqttBrokerConfig
+    password: str | None
+    tls: ssl.SSLContext | None
+
+    @classmethod
+    def of(cls, broker: MqttBrokerConfig) -> BrokerLogin:
+        return cls(broker, read_secret(broker.password_file), tls_context(broker.tls))
+
+    def async_client(self, identifier: str, *, will: aiomqtt.Will | None = None) -> aiomqtt.Client:
+        """An aiomqtt client on a persistent session."""
+        return aiomqtt.Client(
+            hostname=self.broker.host,
+            port=self.broker.port,
+            identifier=identifier,
+            clean_session=False,
+            username=self.broker.username,
+            password=self.password,
+            tls_context=self.tls,
+            keepalive=self.broker.keepalive,
+            will=will,
+            timeout=TIMEOUT,
+        )
+
+    def thread_client(self, identifier: str) -> mqtt.Client:
+        """A paho client on a persistent session, acknowledging QoS 1 messages only when told
+        (`ack`), reconnecting by itself (1 s … 30 s)."""
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=identifier,
+            clean_session=False,
+            manual_ack=True,
+        )
+        if self.broker.username is not None:
+            client.username_pw_set(self.broker.username, self.password)
+        if self.tls is not None:
+            client.tls_set_context(self.tls)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        return client
