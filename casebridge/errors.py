@@ -6,7 +6,8 @@ CaseBridgeError
 │   └── StoreUnavailableError   it cannot be reached right now (also a stream SinkUnavailableError:
 │                          the engine retries the alarm instead of dropping it)
 ├── CaseNotFoundError      no case (or user) with that id
-└── LifecycleError    an action the case's status does not allow (e.g. close a new case)
+├── LifecycleError    an action the case's status does not allow (e.g. close a new case)
+└── WebhookSecretError   a team webhook's secret file is empty (the service refuses to start)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ __all__ = [
     "LifecycleError",
     "RoutingError",
     "StoreUnavailableError",
+    "WebhookSecretError",
 ]
 
 
@@ -45,3 +47,8 @@ class LifecycleError(CaseBridgeError):
 
 class StoreUnavailableError(CaseStoreError, SinkUnavailableError):
     """The database cannot be reached or is busy; the same write may succeed later."""
+
+
+class WebhookSecretError(CaseBridgeError, ValueError):
+    """A team webhook's secret file is empty: a signature with an empty key proves nothing, so
+    the service refuses to start."""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from casebridge.bridge import CaseBridge
 from casebridge.config import NotifyConfig
+from casebridge.errors import WebhookSecretError
 from casebridge.history import ReadingHistory
 from casebridge.notify import (
     Channel,
@@ -54,10 +55,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("husvakt.assemble")
-
-
-class WebhookSecretError(ValueError):
-    """A webhook's secret file is empty (the service refuses to start)."""
 
 
 def channels_for(config: HusvaktConfig, clock: Clock) -> dict[str, Channel]:

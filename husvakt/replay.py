@@ -103,11 +103,11 @@ def _raw(output: Output, sensor: SensorConfig) -> Sample | None:
     sends it (`firmware_sim.encode`) and decoded by the protocol's codec, as a live gateway
     decodes it (None: what the source quarantines, or silence)."""
     ts = output.when
+    if output.protocol == "onewire":  # the kernel's file holds °C
+        return Sample.of(decode_w1(sensor.id, encode.w1_slave(output)), ts)
     number = encode.shown(output)
     # the device holds the number in its own units; the sensor's scale and offset undo that
     raw = None if number is None else (number - sensor.offset) / sensor.scale
-    if output.protocol == "onewire":
-        return Sample.of(decode_w1(sensor.id, encode.w1_slave(output)), ts)
     if output.protocol == "modbus":
         point = _MODBUS_INT16
         if output.fault == "modbus-timeout":

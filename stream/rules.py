@@ -639,32 +639,6 @@ def gateway_back(
 # --- sensor faults -----------------------------------------------------------------------------
 
 
-def _quiet(state: FaultState, reading: Reading, rule: FaultRule) -> bool:
-    """The common case, applied in place: a plausible good reading of a sensor without a
-    fault (no jump, not stuck). False, changing nothing, for any other."""
-    if reading.quality != "good" or state.jumped is not None or state.episode is not None:
-        return False
-    ts, value, ref = reading.ts, reading.value, state.ref
-    if (
-        rule.jump is not None
-        and ref is not None
-        and (ts - ref[0]).total_seconds() <= rule.jump_within
-        and abs(value - ref[1]) > rule.jump
-    ):
-        return False
-    stuck_value = state.stuck_value
-    if stuck_value is not None and abs(value - stuck_value) <= rule.stuck_tolerance:
-        stuck_since = state.stuck_since
-    else:
-        stuck_since, stuck_value = ts, value
-    assert stuck_since is not None
-    if rule.stuck is not None and (ts - stuck_since).total_seconds() >= rule.stuck:
-        return False
-    state.run, state.good_run, state.rejected = 0, state.good_run + 1, False
-    state.ref, state.stuck_since, state.stuck_value = (ts, value), stuck_since, stuck_value
-    return True
-
-
 def _fault(
     state: FaultState, reading: Reading, rule: FaultRule, now: datetime, late_after: float
 ) -> tuple[FaultState, list[Alarm]]:
@@ -769,8 +743,6 @@ def evaluate(
     if not rule.enabled:
         return state, []
     if isinstance(rule, FaultRule) and isinstance(state, FaultState):
-        if _quiet(state, reading, rule):
-            return state, []
         return _fault(state, reading, rule, now, late_after)
     if reading.quality != "good":
         return state, []
@@ -869,7 +841,7 @@ def evaluate_sensor(  # noqa: PLR0912, PLR0915 - one pass over a sensor's rules:
                 state = states[rule_id] = FaultState()
             fault: FaultState = state
             if good and fault.jumped is None and fault.episode is None:
-                # `_quiet`, inlined: a plausible reading, no jump, not stuck
+                # `_fault`'s common case, in place: a plausible reading, no jump, not stuck
                 jump, jump_within, stuck, tolerance = quiet
                 ref = fault.ref
                 if (

@@ -137,7 +137,8 @@ class SqliteRuleState:
     def _rise_changes(self, changes: _Changes, key: Key, state: RiseState) -> None:
         new = state.pushed - self._saved.get(key, 0)
         if new > 0:
-            fresh = list(islice(reversed(list(state.timed())), new))
+            newest = zip(reversed(state.times), reversed(state.values), strict=True)
+            fresh = list(islice(newest, new))  # only the samples not saved yet
             changes.samples.extend((*key, us, value) for us, value in reversed(fresh))
         # what has left the window leaves the log
         first = state.first()

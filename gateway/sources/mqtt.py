@@ -30,7 +30,6 @@ from gateway.normalize import Sample
 from gateway.protocols import Refused
 from gateway.protocols.mqtt import MqttCodec
 from gateway.quarantine import Quarantine
-from gateway.secrets import read_secret, tls_context
 from gateway.sources import Emit
 
 __all__ = ["MqttSource", "mqtt_sources"]
@@ -67,15 +66,14 @@ class MqttSource:
         self._clock = clock
         self._quarantine = quarantine
         self._client_id = client_id
-        self._password = password
-        self._tls = tls
+        self._login = BrokerLogin(broker, password, tls)
 
     @property
     def name(self) -> str:
         return self._name
 
     def _client(self, inbox: deque[Received], wake: Callable[[], None]) -> mqtt.Client:
-        client = BrokerLogin(self._broker, self._password, self._tls).thread_client(self._client_id)
+        client = self._login.thread_client(self._client_id)
         overflow = 0
 
         def on_connect(c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
@@ -180,16 +178,19 @@ def mqtt_sources(
     for sensor_id, point in sensors:
         broker = point.broker or next(iter(config.mqtt_brokers))
         brokers.setdefault(broker, {})[point.topic] = (sensor_id, point)
-    return [
-        MqttSource(
-            name=f"mqtt:{broker_id}",
-            broker=config.mqtt_brokers[broker_id],
-            points=points,
-            clock=clock,
-            quarantine=quarantine,
-            client_id=f"husvakt-{config.site}-{config.id}-{broker_id}",
-            password=read_secret(config.mqtt_brokers[broker_id].password_file),
-            tls=tls_context(config.mqtt_brokers[broker_id].tls),
+    sources = []
+    for broker_id, points in brokers.items():
+        login = BrokerLogin.of(config.mqtt_brokers[broker_id])
+        sources.append(
+            MqttSource(
+                name=f"mqtt:{broker_id}",
+                broker=login.broker,
+                points=points,
+                clock=clock,
+                quarantine=quarantine,
+                client_id=f"husvakt-{config.site}-{config.id}-{broker_id}",
+                password=login.password,
+                tls=login.tls,
+            )
         )
-        for broker_id, points in brokers.items()
-    ]
+    return sources

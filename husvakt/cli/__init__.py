@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from casebridge.errors import CaseStoreError
+from casebridge.errors import CaseStoreError, WebhookSecretError
 from gateway.configfile import ConfigError
 from husvakt import __version__
 from husvakt.cli import cases, explain, runtime, safety
@@ -38,8 +38,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from husvakt.assemble import WebhookSecretError  # noqa: PLC0415 - keep `--help` fast
-
     args = parser().parse_args(argv)
     setup_logging(args.verbose)
     try:

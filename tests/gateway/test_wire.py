@@ -83,6 +83,22 @@ def test_a_decoded_reading_is_the_validated_model_in_every_way(reading):
         decoded.value = 2.0  # type: ignore[misc]
 
 
+def test_a_flood_of_distinct_ids_keeps_the_checked_values_bounded_and_decoding_right():
+    from gateway import wire
+
+    reading = Reading(
+        site="s", gateway="g", sensor="t", kind="temperature", value=3.0, unit="°C", ts=T0, seq=1
+    )
+    item = json.loads(encode_batch([reading]))["readings"][0]
+    flood = [item | {"sensor": f"ghost-{i}", "seq": i + 1} for i in range(3 * wire._CHECKED_MAX)]
+    for start in range(0, len(flood), 1000):
+        batch = decode_batch(json.dumps(flood[start : start + 1000]).encode())
+        assert len(batch.readings) == len(flood[start : start + 1000])
+    assert all(len(known) <= wire._CHECKED_MAX for known in wire._CHECKED.values())
+    # after the flood a genuine reading decodes to exactly what was sent
+    assert decode_batch(encode_batch([reading])).readings == (reading,)
+
+
 def test_a_value_checked_once_is_not_trusted_in_another_field_or_shape():
     # what one batch proved valid (a site, a unit, a time) is remembered by field; a bad value
     # after a good one is still refused, and a non-text value never reaches the memory

@@ -4,8 +4,9 @@ import logging
 
 import pytest
 
+from casebridge.errors import WebhookSecretError
 from gateway.clock import SystemClock
-from husvakt.assemble import WebhookSecretError, channels_for
+from husvakt.assemble import channels_for
 from husvakt.config import HusvaktConfig
 
 
