@@ -10,18 +10,20 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from firmware_sim.signal import Clock, Readout
+from firmware_sim import encode
+from firmware_sim.play import Clock, Playback
 
 __all__ = ["ModbusRtuBus", "ModbusThermometer"]
 
 
 class _Register:
-    """The register `address` of a device holds the profile's temperature × 10 at the moment it
-    is read. A glitch value that is a string makes the device answer with Modbus exception 4
-    (server device failure), as a real device with a broken probe does."""
+    """The register `address` of a device holds the temperature its playback shows at the
+    moment it is read, in tenths of a °C. A fault with no number to show (a broken probe, a
+    timeout) makes the device answer with Modbus exception 4 (server device failure), as a real
+    device with a broken probe does; so does a device with no output yet."""
 
-    def __init__(self, *, profile: Readout, clock: Clock, address: int) -> None:
-        self._profile = profile
+    def __init__(self, *, playback: Playback, clock: Clock, address: int) -> None:
+        self._playback = playback
         self._clock = clock
         self._address = address
         self.reads = 0
@@ -36,12 +38,13 @@ class _Register:
         set_values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
         self.reads += 1
-        value = self._profile.value_at(self._clock.now())
-        if isinstance(value, str):
+        output = self._playback.at(self._clock.now())
+        shown = None if output is None else encode.shown(output)
+        if output is None or shown is None:
             return ExcCodes.DEVICE_FAILURE
         index = self._address - start_address
         if 0 <= index < len(registers):
-            registers[index] = round(value * 10) & 0xFFFF
+            registers[index] = encode.modbus_register(output, shown * 10) or 0
         return None
 
     def device(self, device_id: int) -> SimDevice:
@@ -61,12 +64,12 @@ class ModbusThermometer:
         *,
         host: str,
         port: int,
-        profile: Readout,
+        playback: Playback,
         clock: Clock,
         device_id: int = 1,
         address: int = 0,
     ) -> None:
-        self._register = _Register(profile=profile, clock=clock, address=address)
+        self._register = _Register(playback=playback, clock=clock, address=address)
         self._server = ModbusTcpServer(self._register.device(device_id), address=(host, port))
 
     @property
@@ -88,14 +91,14 @@ class ModbusRtuBus:
         self,
         *,
         port: str,
-        thermometers: Mapping[int, Readout],
+        thermometers: Mapping[int, Playback],
         clock: Clock,
         address: int = 0,
         baudrate: int = 9600,
     ) -> None:
         self.registers = {
-            device_id: _Register(profile=profile, clock=clock, address=address)
-            for device_id, profile in thermometers.items()
+            device_id: _Register(playback=playback, clock=clock, address=address)
+            for device_id, playback in thermometers.items()
         }
         devices = [reg.device(device_id) for device_id, reg in self.registers.items()]
         self._server = ModbusSerialServer(

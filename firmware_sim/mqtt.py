@@ -1,14 +1,16 @@
-"""A thermometer that publishes JSON over MQTT, like an ESP32 node on the school's Wi-Fi."""
+"""A thermometer that publishes over MQTT, like an ESP32 node on the school's Wi-Fi."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+from collections.abc import Iterable
 
 import aiomqtt
 
-from firmware_sim.signal import Clock, Profile
+from firmware_sim import encode
+from firmware_sim.play import Clock, play
+from firmware_sim.scenario import Output
 
 __all__ = ["MqttThermometer"]
 
@@ -25,7 +27,10 @@ def _honour_cancellation() -> None:
 
 
 class MqttThermometer:
-    """Publishes `{"temperature": v}` to `topic` every `interval` simulated seconds (QoS 1)."""
+    """Publishes a scenario device's outputs to `topic` as they come due (QoS 1), in the
+    payload shape `format` (`json`: `{"temperature": v}`). An output the broker did not take
+    (the connection dropped) is sent again after the reconnect; the run ends with the outputs.
+    """
 
     def __init__(
         self,
@@ -33,17 +38,18 @@ class MqttThermometer:
         host: str,
         port: int,
         topic: str,
-        profile: Profile,
+        outputs: Iterable[Output],
         clock: Clock,
-        interval: float = 60.0,
+        format: str = "json",
         client_id: str = "sim-mqtt-thermometer",
     ) -> None:
         self._host, self._port = host, port
         self._topic = topic
-        self._profile = profile
+        self._outputs = iter(outputs)
         self._clock = clock
-        self._interval = interval
+        self._format = format
         self._client_id = client_id
+        self._unsent: Output | None = None
         self.published = 0
 
     async def run(self) -> None:
@@ -52,17 +58,21 @@ class MqttThermometer:
                 async with aiomqtt.Client(
                     self._host, self._port, identifier=self._client_id
                 ) as client:
-                    while True:
-                        value = self._profile.value_at(self._clock.now())
-                        payload = (
-                            json.dumps({"temperature": value})
-                            if isinstance(value, float)
-                            else str(value)
-                        )
-                        await client.publish(self._topic, payload, qos=1)
-                        self.published += 1
+
+                    async def publish(output: Output) -> None:
+                        self._unsent = output
+                        printed = encode.text(output)
+                        if printed is not None:
+                            payload = encode.mqtt_payload(self._format, printed)
+                            await client.publish(self._topic, payload.encode(), qos=1)
+                            self.published += 1
+                        self._unsent = None
                         _honour_cancellation()
-                        await self._clock.sleep(self._interval)
+
+                    if self._unsent is not None:
+                        await publish(self._unsent)
+                    await play(self._outputs, self._clock, publish)
+                    return
             except aiomqtt.MqttError as exc:
                 # A cancellation can come back as MqttError (the disconnect on the way out of
                 # `async with` timing out): stop, do not reconnect.

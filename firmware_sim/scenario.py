@@ -21,6 +21,7 @@ the same scenario gives the same outputs, to the bit.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 import random
@@ -71,14 +72,37 @@ class _Frozen(BaseModel):
 
 
 class Signal(_Frozen):
-    """baseline + daily cycle (peak at `peak_hour` UTC) + drift + seeded Gaussian noise."""
+    """baseline + daily cycle (peak at `peak_hour` UTC) + drift + a piecewise-linear course
+    (`points`: offset from the start → °C, held flat before the first and after the last)
+    + seeded Gaussian noise."""
 
-    baseline: float
+    baseline: float = 0.0
     daily_amplitude: float = 0.0
     peak_hour: float = 15.0
     drift_per_hour: float = 0.0
     noise: float = 0.0
     seed: int = 0
+    points: tuple[tuple[Seconds, float], ...] = ()
+
+    @model_validator(mode="after")
+    def _points_in_order(self) -> Self:
+        offsets = [at for at, _ in self.points]
+        if offsets != sorted(offsets):
+            raise ValueError("signal points must be given in time order")
+        return self
+
+    def course(self, t: float) -> float:
+        """The piecewise-linear part at `t` seconds from the start (0 without points)."""
+        points = self.points
+        if not points:
+            return 0.0
+        i = bisect.bisect_right(points, t, key=lambda p: p[0])
+        if i == 0:
+            return points[0][1]
+        if i == len(points):
+            return points[-1][1]
+        (t0, v0), (t1, v1) = points[i - 1], points[i]
+        return v0 + (v1 - v0) * (t - t0) / (t1 - t0)
 
 
 class Device(_Frozen):
@@ -108,6 +132,8 @@ class Event(_Frozen):
     duration: Seconds = Field(default=60.0, alias="for")
     uplink_down: Seconds | None = None
     power_cut: Seconds | None = None
+    #: for a `spike`: the absurd value shown (default: 60 above the signal)
+    value: float | None = None
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -123,6 +149,8 @@ class Event(_Frozen):
             raise ValueError("an event is one of: ramp, fault, uplink_down, power_cut")
         if (self.ramp or self.fault) and not self.sensor:
             raise ValueError("a ramp or a fault names its sensor")
+        if self.value is not None and self.fault != "spike":
+            raise ValueError("only a spike has a value")
         return self
 
 
@@ -141,6 +169,33 @@ class Scenario(_Frozen):
             if event.sensor is not None and event.sensor not in known:
                 raise ValueError(f"timeline[{i}] names {event.sensor!r}, which is not a device")
         return self
+
+    @classmethod
+    def single(
+        cls,
+        sensor: str,
+        *,
+        start: datetime,
+        signal: Signal | dict[str, object],
+        protocol: Literal["mqtt", "modbus", "serial", "onewire"] = "mqtt",
+        every: float = 60.0,
+        duration: float = 86400.0,
+        timeline: Sequence[Event | dict[str, object]] = (),
+    ) -> Scenario:
+        """A scenario of one device (what a test's or an integrator's simulated device plays)."""
+        return cls.model_validate(
+            {
+                "name": sensor,
+                "start": start,
+                "duration": duration,
+                "devices": [
+                    {"sensor": sensor, "protocol": protocol, "every": every, "signal": signal}
+                ],
+                "timeline": [
+                    {"sensor": sensor, **e} if isinstance(e, dict) else e for e in timeline
+                ],
+            }
+        )
 
     def outputs(self) -> Iterator[Output]:
         """Every device output over the scenario, in time order (ties by device order),
@@ -178,17 +233,18 @@ class Scenario(_Frozen):
                 continue
             when = self.start + timedelta(seconds=t)
             value = _level(signal, when, t, ramps, jitter)
-            fault = (
-                next((e.fault for e in faults if e.at <= t < e.at + e.duration), None)
-                if faults
-                else None
+            event = (
+                next((e for e in faults if e.at <= t < e.at + e.duration), None) if faults else None
             )
+            fault = event.fault if event is not None else None
             if fault in ("dropout", "reboot"):
                 pass
             elif fault == "stuck":
                 yield Output(when, t, order, sensor, protocol, last_value or value, None, fmt)
             elif fault == "spike":
-                yield Output(when, t, order, sensor, protocol, value + 60.0, None, fmt)
+                assert event is not None
+                shown = value + 60.0 if event.value is None else event.value
+                yield Output(when, t, order, sensor, protocol, shown, None, fmt)
             elif fault is not None:
                 yield Output(when, t, order, sensor, protocol, None, fault, fmt)
             else:
@@ -205,6 +261,7 @@ def _level(
         signal.baseline
         + signal.daily_amplitude * math.cos(2 * math.pi * (hour - signal.peak_hour) / 24)
         + signal.drift_per_hour * t / 3600
+        + signal.course(t)
     )
     for event in ramps:
         ramp = event.ramp

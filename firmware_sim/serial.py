@@ -6,8 +6,11 @@ import asyncio
 import contextlib
 import os
 import tty
+from collections.abc import Iterable
 
-from firmware_sim.signal import Clock, Profile
+from firmware_sim import encode
+from firmware_sim.play import Clock, play
+from firmware_sim.scenario import Output
 
 __all__ = ["SerialThermometer"]
 
@@ -15,32 +18,31 @@ __all__ = ["SerialThermometer"]
 class SerialThermometer:
     """Owns a pty pair; the gateway opens `path` as it would open /dev/ttyUSB0.
 
-    Writes a line every `interval` simulated seconds. A glitch that is a string is printed as
-    is (line noise); a numeric glitch replaces the value.
+    Writes a scenario device's outputs as `NAME VALUE` lines as they come due (line noise
+    as it comes); the run ends with the outputs.
     """
 
-    def __init__(
-        self, *, name: str, profile: Profile, clock: Clock, interval: float = 60.0
-    ) -> None:
+    def __init__(self, *, name: str, outputs: Iterable[Output], clock: Clock) -> None:
         self._name = name
-        self._profile = profile
+        self._outputs = outputs
         self._clock = clock
-        self._interval = interval
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)
+        os.set_blocking(self._master, False)
         self.path = os.ttyname(self._slave)
         self.lines = 0
 
     async def run(self) -> None:
-        while True:
-            value = self._profile.value_at(self._clock.now())
-            line = f"{self._name} {value:.2f}" if isinstance(value, float) else value
-            # A pty buffer holds kilobytes; when nobody reads, drop rather than block the loop.
-            with contextlib.suppress(BlockingIOError):
-                os.set_blocking(self._master, False)
-                os.write(self._master, f"{line}\r\n".encode())
-                self.lines += 1
-            await self._clock.sleep(self._interval)
+        await play(self._outputs, self._clock, self._write)
+
+    async def _write(self, output: Output) -> None:
+        line = encode.serial_line(self._name, output)
+        if line is None:
+            return
+        # A pty buffer holds kilobytes; when nobody reads, drop rather than block the loop.
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._master, f"{line}\r\n".encode())
+            self.lines += 1
 
     def close(self) -> None:
         for fd in (self._master, self._slave):

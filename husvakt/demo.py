@@ -2,8 +2,9 @@
 
 An embedded MQTT broker and three simulated thermometers — JSON over MQTT in the basement, a
 Modbus TCP register in the boiler room, a serial line in a classroom — feed the all-in-one
-runtime. Over the night the basement cools to 3 °C and the boiler room overheats past 57 °C;
-the classroom stays normal. The demo ends with the cases that opened.
+runtime. The night is a scenario (`config/demo-night.yaml`), played by the same simulated
+devices as `husvakt sim`: over the night the basement cools to 3 °C and the boiler room
+overheats past 57 °C; the classroom stays normal. The demo ends with the cases that opened.
 """
 
 from __future__ import annotations
@@ -11,80 +12,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from casebridge.models import Case
 from casebridge.store.sql import SqliteCaseStore
-from firmware_sim.modbus import ModbusThermometer
-from firmware_sim.mqtt import MqttThermometer
-from firmware_sim.serial import SerialThermometer
-from firmware_sim.signal import Glitch, Profile
+from firmware_sim.scenario import Scenario
 from gateway.clock import ScaledClock
-from gateway.config import ModbusPoint, MqttPoint, SensorConfig, SerialPoint
+from gateway.config import (
+    GatewayConfig,
+    ModbusPoint,
+    MqttPoint,
+    OneWirePoint,
+    SensorConfig,
+    SerialPoint,
+)
+from gateway.configfile import ConfigError, ConfigProblem
 from gateway.outbox import SqliteOutbox
 from husvakt.allinone import AllInOne
-from husvakt.broker import EmbeddedBroker, free_port
+from husvakt.broker import EmbeddedBroker
 from husvakt.config import HusvaktConfig, load_config
+from husvakt.replay import load_scenario_file
+from husvakt.sim import Endpoint, run_sim
 
-__all__ = ["DEFAULT_CONFIG", "DemoResult", "night_profiles", "run_demo"]
+__all__ = ["DEFAULT_CONFIG", "DEFAULT_NIGHT", "DemoResult", "run_demo"]
 
 log = logging.getLogger("husvakt.demo")
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
-NIGHT_START = datetime(2026, 1, 14, 22, 0, tzinfo=UTC)
-NIGHT_LENGTH = timedelta(hours=8)
-READ_EVERY = 60.0  # simulated seconds between readings of each device
-
-
-def _at(hours: float) -> timedelta:
-    return timedelta(hours=hours)
-
-
-def night_profiles(start: datetime = NIGHT_START) -> dict[str, Profile]:
-    """The night: (offset from 22:00, °C) for each of the three demo sensors."""
-    return {
-        # Heating fails at 22:00; the pipe room cools. A brief dip below 5 °C at 01:10 lasts
-        # under the 10-minute hold (no alarm), then it sinks for good towards 3 °C.
-        "mqtt": Profile(
-            start=start,
-            points=[
-                (_at(0), 8.5),
-                (_at(3.0), 5.5),
-                (_at(3.17), 4.9),
-                (_at(3.25), 5.3),
-                (_at(5.0), 3.0),
-                (_at(8.0), 3.2),
-            ],
-            noise=0.05,
-            seed=1,
-            # 03:30: the probe's connector works loose for a moment; the node reports −127.
-            glitches=[Glitch(at=_at(5.5), value=-127.0, duration=timedelta(minutes=3))],
-        ),
-        # The boiler room runs warm; at 06:00 a burner fault heats it past 50 and then 57 °C.
-        "modbus": Profile(
-            start=start,
-            points=[
-                (_at(0), 36.0),
-                (_at(6.0), 37.0),
-                (_at(6.25), 52.0),
-                (_at(6.5), 63.0),
-                (_at(8.0), 64.0),
-            ],
-            noise=0.1,
-            seed=2,
-        ),
-        # Classroom 204: an ordinary night, with one burst of line noise on the serial cable.
-        "serial": Profile(
-            start=start,
-            points=[(_at(0), 21.0), (_at(4.0), 18.5), (_at(8.0), 19.5)],
-            noise=0.1,
-            seed=3,
-            glitches=[Glitch(at=_at(2.0), value="\x00\x7f#@!", duration=timedelta(minutes=10))],
-        ),
-    }
+DEFAULT_NIGHT = DEFAULT_CONFIG.with_name("demo-night.yaml")
+#: simulated minutes the runtime goes on after the night's last reading (the last polls)
+AFTER_THE_NIGHT = timedelta(minutes=2)
 
 
 @dataclass(frozen=True)
@@ -96,15 +56,6 @@ class DemoResult:
     quarantined: int
 
 
-def _demo_sensor(
-    config: HusvaktConfig, source: type[MqttPoint | ModbusPoint | SerialPoint]
-) -> SensorConfig:
-    for sensor in config.sensors:
-        if isinstance(sensor.source, source):
-            return sensor
-    raise ValueError(f"the demo config needs a sensor with a {source.__name__} source")
-
-
 @contextlib.asynccontextmanager
 async def _broker(address: tuple[str, int] | None) -> AsyncIterator[tuple[str, int]]:
     if address is not None:
@@ -114,122 +65,138 @@ async def _broker(address: tuple[str, int] | None) -> AsyncIterator[tuple[str, i
         yield broker.host, broker.port
 
 
+def _mismatch(config: Path, field: str, message: str) -> ConfigError:
+    return ConfigError([ConfigProblem(str(config), 0, 0, field, message)])
+
+
+def _check(scenario: Scenario, config: HusvaktConfig, config_path: Path) -> GatewayConfig:
+    """The config's gateway, once every device the night plays is a sensor the config reads
+    the way the simulated device sends."""
+    if config.gateway is None:
+        raise _mismatch(config_path, "gateway", "the demo config needs a gateway")
+    by_id = {s.id: s for s in config.sensors}
+    for device in scenario.devices:
+        sensor = by_id.get(device.sensor)
+        if sensor is None:
+            raise _mismatch(config_path, "sensors", f"the night plays {device.sensor!r}; add it")
+        source = sensor.source
+        topic = device.topic or f"sim/{device.sensor}"
+        if isinstance(source, MqttPoint) and source.topic != topic:
+            message = f"the night publishes to {topic}, not {source.topic}"
+            raise _mismatch(config_path, f"{sensor.id}.source.topic", message)
+        if isinstance(source, ModbusPoint) and (
+            config.gateway.modbus_devices[source.device].device_id,
+            source.address,
+        ) != (1, 0):
+            message = "a simulated PLC is device 1, register 0"
+            raise _mismatch(config_path, f"{sensor.id}.source", message)
+    return config.gateway
+
+
+def _pointed_at(
+    gateway: GatewayConfig,
+    sensors: Sequence[SensorConfig],
+    endpoints: Sequence[Endpoint],
+    broker: tuple[str, int],
+) -> GatewayConfig:
+    """The gateway config with each simulated device's connection where the simulation put it
+    (the config names the sensors and how they are read; the endpoints are placeholders)."""
+    by_id = {s.id: s for s in sensors}
+    brokers, devices = dict(gateway.mqtt_brokers), dict(gateway.modbus_devices)
+    ports, onewire = dict(gateway.serial_ports), gateway.onewire
+    for end in endpoints:
+        source = by_id[end.sensor].source
+        if isinstance(source, MqttPoint):
+            name = source.broker or next(iter(brokers))
+            brokers[name] = brokers[name].model_copy(update={"host": broker[0], "port": broker[1]})
+        elif isinstance(source, ModbusPoint):
+            devices[source.device] = devices[source.device].model_copy(
+                update={"host": "127.0.0.1", "port": end.port}
+            )
+        elif isinstance(source, SerialPoint):
+            ports[source.port] = ports[source.port].model_copy(update={"path": end.path})
+        elif isinstance(source, OneWirePoint):
+            onewire = onewire.model_copy(update={"base": Path(str(end.path))})
+    return gateway.model_copy(
+        update={
+            "mqtt_brokers": brokers,
+            "modbus_devices": devices,
+            "serial_ports": ports,
+            "onewire": onewire,
+        }
+    )
+
+
+def _fresh(db: Path) -> None:
+    for part in ("", ".outbox", ".rules", ".quarantine"):
+        for suffix in ("", "-wal", "-shm"):
+            db.with_name(db.name + part + suffix).unlink(missing_ok=True)
+
+
 async def run_demo(
     *,
     db: Path,
     config_path: Path = DEFAULT_CONFIG,
+    night: Path = DEFAULT_NIGHT,
     speed: float = 1440.0,
     broker: tuple[str, int] | None = None,
 ) -> DemoResult:
-    """Run the demo night; returns the cases in the fresh SQLite file `db`."""
+    """Play the demo night; returns the cases in the fresh SQLite file `db`."""
     config = load_config(config_path)
-    assert config.gateway is not None, "the demo config has a gateway"
-    mqtt_sensor = _demo_sensor(config, MqttPoint)
-    modbus_sensor = _demo_sensor(config, ModbusPoint)
-    serial_sensor = _demo_sensor(config, SerialPoint)
-    assert isinstance(mqtt_sensor.source, MqttPoint)
-    assert isinstance(modbus_sensor.source, ModbusPoint)
-    assert isinstance(serial_sensor.source, SerialPoint)
-
-    stale_files = [db.with_name(db.name + suffix) for suffix in ("", "-wal", "-shm")]
-    for part in (".outbox", ".rules", ".quarantine"):
-        stale_files += [db.with_name(db.name + part + suffix) for suffix in ("", "-wal", "-shm")]
-    for stale in stale_files:
-        stale.unlink(missing_ok=True)
-    clock = ScaledClock(start=NIGHT_START, speed=speed)
-    profiles = night_profiles()
-    modbus_port = free_port()
-    gw = config.gateway
-    mqtt_broker_id = mqtt_sensor.source.broker or next(iter(gw.mqtt_brokers))
-    modbus_device_id = modbus_sensor.source.device
-    serial_port_id = serial_sensor.source.port
-
-    async with _broker(broker) as (mqtt_host, mqtt_port):
-        serial_device = SerialThermometer(
-            name=serial_sensor.source.name or serial_sensor.id,
-            profile=profiles["serial"],
-            clock=clock,
-            interval=READ_EVERY,
-        )
-        modbus_device = ModbusThermometer(
-            host="127.0.0.1",
-            port=modbus_port,
-            profile=profiles["modbus"],
-            clock=clock,
-            device_id=gw.modbus_devices[modbus_device_id].device_id,
-            address=modbus_sensor.source.address,
-        )
-        mqtt_device = MqttThermometer(
-            host=mqtt_host,
-            port=mqtt_port,
-            topic=mqtt_sensor.source.topic,
-            profile=profiles["mqtt"],
-            clock=clock,
-            interval=READ_EVERY,
-        )
-        live = config.model_copy(
-            update={
-                "stream": config.stream.model_copy(
-                    update={
-                        "state": db.with_name(db.name + ".rules"),
-                        "quarantine": db.with_name(db.name + ".quarantine"),
-                    }
-                ),
-                "gateway": gw.model_copy(
-                    update={
-                        "quarantine": db.with_name(db.name + ".quarantine"),
-                        "mqtt_brokers": {
-                            **gw.mqtt_brokers,
-                            mqtt_broker_id: gw.mqtt_brokers[mqtt_broker_id].model_copy(
-                                update={"host": mqtt_host, "port": mqtt_port}
-                            ),
-                        },
-                        "modbus_devices": {
-                            **gw.modbus_devices,
-                            modbus_device_id: gw.modbus_devices[modbus_device_id].model_copy(
-                                update={"host": "127.0.0.1", "port": modbus_port}
-                            ),
-                        },
-                        "serial_ports": {
-                            **gw.serial_ports,
-                            serial_port_id: gw.serial_ports[serial_port_id].model_copy(
-                                update={"path": serial_device.path}
-                            ),
-                        },
-                    }
-                ),
-            }
-        )
+    scenario: Scenario = load_scenario_file(night)
+    gateway = _check(scenario, config, config_path)
+    _fresh(db)
+    clock = ScaledClock(start=scenario.start, speed=speed)
+    end = scenario.start + timedelta(seconds=scenario.duration) + AFTER_THE_NIGHT
+    endpoints: list[Endpoint] = []
+    ready = asyncio.Event()
+    async with _broker(broker) as address:
         store = SqliteCaseStore(db)
         await store.start()
         outbox = SqliteOutbox(db.with_name(db.name + ".outbox"))
         await outbox.open()
-        runtime = AllInOne(config=live, clock=clock, store=store, outbox=outbox)
         stop = asyncio.Event()
-        await modbus_device.start()
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(runtime.run(stop), name="all-in-one")
-                devices = [
-                    tg.create_task(mqtt_device.run(), name="sim mqtt thermometer"),
-                    tg.create_task(serial_device.run(), name="sim serial thermometer"),
-                ]
-                await clock.sleep_until(
-                    NIGHT_START + NIGHT_LENGTH + timedelta(seconds=2 * READ_EVERY)
+                sim = tg.create_task(
+                    run_sim(
+                        scenario,
+                        clock=clock,
+                        broker=address,
+                        ready=ready,
+                        endpoints=endpoints,
+                        keep_serving=True,
+                    ),
+                    name="simulated devices",
                 )
+                await ready.wait()
+                live = _live(config, db, _pointed_at(gateway, config.sensors, endpoints, address))
+                runtime = AllInOne(config=live, clock=clock, store=store, outbox=outbox)
+                tg.create_task(runtime.run(stop), name="all-in-one")
+                await clock.sleep_until(end)
                 stop.set()
-                for task in devices:
-                    task.cancel()
+                sim.cancel()
+            cases = await store.list_cases()
         finally:
-            await modbus_device.stop()
-            serial_device.close()
-        cases = await store.list_cases()
-        await store.aclose()
-        await outbox.close()
+            await store.aclose()
+            await outbox.close()
     return DemoResult(
         cases=cases,
         db=db,
         readings=runtime.gateway.counts["good"],
         faults=runtime.gateway.counts["fault"],
         quarantined=runtime.gateway.quarantine.total,
+    )
+
+
+def _live(config: HusvaktConfig, db: Path, gateway: GatewayConfig) -> HusvaktConfig:
+    """The config with the rule state and quarantine next to the demo's case store."""
+    quarantine = db.with_name(db.name + ".quarantine")
+    return config.model_copy(
+        update={
+            "stream": config.stream.model_copy(
+                update={"state": db.with_name(db.name + ".rules"), "quarantine": quarantine}
+            ),
+            "gateway": gateway.model_copy(update={"quarantine": quarantine}),
+        }
     )

@@ -12,9 +12,10 @@ Fixtures:
 - `husvakt_replay(source, config=...)` — replay a scenario (YAML) or a recorded trace
   (`.jsonl`) through the real rules and case bridge; returns a `ReplayResult` (cases,
   timelines, alarms, notifications).
-- `husvakt_devices` — simulated devices on real protocols, stopped after the test:
-  `.modbus(profile, clock)` → (host, port), `.serial(name, profile, clock)` → pty path,
-  `.mqtt(host, port, topic, profile, clock)` → a running publisher.
+- `husvakt_devices` — simulated devices on real protocols, each playing a scenario's device
+  (`Scenario.single(...)` makes one), stopped after the test: `.modbus(scenario, clock)` →
+  (host, port), `.serial(scenario, clock)` → pty path, `.mqtt(host, port, topic, scenario,
+  clock)` → a running publisher.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ import pytest
 
 from firmware_sim.modbus import ModbusThermometer
 from firmware_sim.mqtt import MqttThermometer
+from firmware_sim.play import Clock, Playback
+from firmware_sim.scenario import Scenario
 from firmware_sim.serial import SerialThermometer
-from firmware_sim.signal import Clock, Profile
 from husvakt.broker import free_port
 from husvakt.config import load_config
 from husvakt.replay import Expectations, ReplayResult, compare, replay_path
@@ -66,52 +68,63 @@ class SimulatedDevices:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def modbus(
-        self, profile: Profile, clock: Clock, *, device_id: int = 1, address: int = 0
+        self,
+        scenario: Scenario,
+        clock: Clock,
+        *,
+        device: int = 0,
+        device_id: int = 1,
+        address: int = 0,
     ) -> tuple[str, int]:
+        """A Modbus TCP PLC showing the scenario's `device` (its index) at register `address`,
+        in tenths of a °C."""
         port = free_port()
-        device = ModbusThermometer(
+        plc = ModbusThermometer(
             host="127.0.0.1",
             port=port,
-            profile=profile,
+            playback=Playback(scenario.device_outputs(device)),
             clock=clock,
             device_id=device_id,
             address=address,
         )
-        await device.start()
-        self._stops.append(device.stop)
+        await plc.start()
+        self._stops.append(plc.stop)
         return "127.0.0.1", port
 
-    def serial(self, name: str, profile: Profile, clock: Clock, *, every: float = 60.0) -> str:
-        device = SerialThermometer(name=name, profile=profile, clock=clock, interval=every)
-        self._tasks.append(asyncio.create_task(device.run(), name=f"sim serial {name}"))
+    def serial(self, scenario: Scenario, clock: Clock, *, device: int = 0) -> str:
+        """A serial line printing the scenario's `device` as `SENSOR VALUE` lines; its path."""
+        name = scenario.devices[device].sensor
+        line = SerialThermometer(name=name, outputs=scenario.device_outputs(device), clock=clock)
+        self._tasks.append(asyncio.create_task(line.run(), name=f"sim serial {name}"))
 
         async def stop() -> None:
-            device.close()
+            line.close()
 
         self._stops.append(stop)
-        return device.path
+        return line.path
 
     def mqtt(
         self,
         host: str,
         port: int,
         topic: str,
-        profile: Profile,
+        scenario: Scenario,
         clock: Clock,
         *,
-        every: float = 60.0,
+        device: int = 0,
     ) -> MqttThermometer:
-        device = MqttThermometer(
+        """A thermometer publishing the scenario's `device` to `topic` in its payload shape."""
+        thermometer = MqttThermometer(
             host=host,
             port=port,
             topic=topic,
-            profile=profile,
+            outputs=scenario.device_outputs(device),
             clock=clock,
-            interval=every,
+            format=scenario.devices[device].format,
             client_id=f"sim-{topic.replace('/', '-')}",
         )
-        self._tasks.append(asyncio.create_task(device.run(), name=f"sim mqtt {topic}"))
-        return device
+        self._tasks.append(asyncio.create_task(thermometer.run(), name=f"sim mqtt {topic}"))
+        return thermometer
 
     async def aclose(self) -> None:
         for task in self._tasks:

@@ -10,135 +10,99 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import tempfile
-import tty
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import timedelta
 from pathlib import Path
-
-import aiomqtt
 
 from firmware_sim import encode
 from firmware_sim.modbus import ModbusThermometer
+from firmware_sim.mqtt import MqttThermometer
+from firmware_sim.play import Clock, Playback, play
 from firmware_sim.scenario import Device, Output, Scenario
-from gateway.clock import ScaledClock
+from firmware_sim.serial import SerialThermometer
 from husvakt.broker import free_port
 
 __all__ = ["Endpoint", "run_sim"]
 
 
-class _Latest:
-    """The last output a Modbus device produced, read whenever the gateway polls."""
-
-    output: Output | None = None
-
-    def value_at(self, when: datetime) -> float | str:
-        out = self.output
-        if out is None or out.fault is not None or out.value is None:
-            return out.fault if out and out.fault else "no reading yet"
-        return out.value
-
-
-#: What a live device does with each output as its moment comes.
-Act = Callable[[Output], Awaitable[None]]
-
-
 @dataclass(frozen=True)
 class Endpoint:
+    """Where a simulated device can be reached: `where` in words, and the parts a gateway
+    config needs (MQTT topic; Modbus TCP port, device 1, register 0 in tenths of a °C; a serial
+    pty's path; a 1-Wire sysfs base and device directory)."""
+
     sensor: str
     protocol: str
     where: str
+    topic: str | None = None
+    port: int | None = None
+    path: str | None = None
+    device: str | None = None
 
 
 async def run_sim(
     scenario: Scenario,
     *,
-    speed: float,
+    clock: Clock,
     broker: tuple[str, int] | None,
     ready: asyncio.Event | None = None,
     endpoints: list[Endpoint] | None = None,
+    keep_serving: bool = False,
 ) -> list[Endpoint]:
-    """Play the scenario on its devices until it ends. Fills `endpoints` and sets `ready` once
+    """Play the scenario on its devices until it ends (with `keep_serving`, until cancelled:
+    polled devices keep showing their last output). Fills `endpoints` and sets `ready` once
     every device is reachable."""
-    clock = ScaledClock(start=scenario.start, speed=speed)
     found: list[Endpoint] = endpoints if endpoints is not None else []
-    stops: list[Callable[[], Awaitable[None]]] = []
-    sysfs = Path(tempfile.mkdtemp(prefix="husvakt-w1-"))
-    ptys: list[int] = []
-
-    async def timed(index: int, act: Act) -> None:
-        for output in scenario.device_outputs(index):
-            await clock.sleep_until(output.when)
-            await act(output)
-
+    if broker is None and any(d.protocol == "mqtt" for d in scenario.devices):
+        raise ValueError("the scenario has MQTT devices: give --broker HOST:PORT")
     async with contextlib.AsyncExitStack() as stack:
-        tasks = []
-        mqtt_client = None
-        if any(d.protocol == "mqtt" for d in scenario.devices):
-            if broker is None:
-                raise ValueError("the scenario has MQTT devices: give --broker HOST:PORT")
-            mqtt_client = await stack.enter_async_context(
-                aiomqtt.Client(*broker, identifier="husvakt-sim")
-            )
-        for index, device in enumerate(scenario.devices):
-            tasks.append(
-                await _start_device(
-                    index, device, clock, mqtt_client, sysfs, ptys, stops, found, timed
-                )
-            )
+        sysfs = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="husvakt-w1-")))
+        runs = [
+            await _start_device(index, device, scenario, clock, broker, sysfs, stack, found)
+            for index, device in enumerate(scenario.devices)
+        ]
         if ready is not None:
             ready.set()
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            for stop in stops:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop(), 5)
-            for fd in ptys:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+        async with asyncio.TaskGroup() as tg:
+            for index, run in enumerate(runs):
+                tg.create_task(run(), name=f"sim {scenario.devices[index].sensor}")
+        if keep_serving:
+            await asyncio.Event().wait()
     return found
 
 
 async def _start_device(  # noqa: PLR0917 - internal wiring of one device
     index: int,
     device: Device,
-    clock: ScaledClock,
-    mqtt_client: aiomqtt.Client | None,
+    scenario: Scenario,
+    clock: Clock,
+    broker: tuple[str, int] | None,
     sysfs: Path,
-    ptys: list[int],
-    stops: list[Callable[[], Awaitable[None]]],
+    stack: contextlib.AsyncExitStack,
     found: list[Endpoint],
-    run: Callable[[int, Act], Awaitable[None]],
-) -> asyncio.Future[None]:
+) -> Callable[[], Coroutine[object, object, None]]:
+    outputs = scenario.device_outputs(index)
     if device.protocol == "mqtt":
+        assert broker is not None
         topic = device.topic or f"sim/{device.sensor}"
-        assert mqtt_client is not None
-
-        async def publish(output: Output) -> None:
-            printed = encode.text(output)
-            if printed is not None:
-                payload = encode.mqtt_payload(device.format, printed)
-                await mqtt_client.publish(topic, payload.encode(), qos=1)
-
-        found.append(Endpoint(device.sensor, "mqtt", f"topic {topic}"))
-        return asyncio.ensure_future(run(index, publish))
+        publisher = MqttThermometer(
+            host=broker[0],
+            port=broker[1],
+            topic=topic,
+            outputs=outputs,
+            clock=clock,
+            format=device.format,
+            client_id=f"husvakt-sim-{device.sensor}",
+        )
+        found.append(Endpoint(device.sensor, "mqtt", f"topic {topic}", topic=topic))
+        return publisher.run
     if device.protocol == "serial":
-        master, slave = os.openpty()
-        tty.setraw(slave)
-        ptys.extend((master, slave))
-        os.set_blocking(master, False)
-
-        async def write(output: Output) -> None:
-            line = encode.serial_line(device.sensor, output)
-            if line is not None:
-                with contextlib.suppress(BlockingIOError):
-                    os.write(master, f"{line}\r\n".encode())
-
-        found.append(Endpoint(device.sensor, "serial", os.ttyname(slave)))
-        return asyncio.ensure_future(run(index, write))
+        line = SerialThermometer(name=device.sensor, outputs=outputs, clock=clock)
+        stack.callback(line.close)
+        found.append(Endpoint(device.sensor, "serial", line.path, path=line.path))
+        return line.run
     if device.protocol == "onewire":
         directory = sysfs / f"28-{index + 1:012x}"
         directory.mkdir(parents=True)
@@ -148,19 +112,41 @@ async def _start_device(  # noqa: PLR0917 - internal wiring of one device
                 return
             (directory / "w1_slave").write_text(encode.w1_slave(output))
 
-        found.append(Endpoint(device.sensor, "onewire", f"{sysfs} device {directory.name}"))
-        return asyncio.ensure_future(run(index, store))
-    # Modbus: a TCP server answering with the latest output at the moment it is read.
-    current = _Latest()
+        found.append(
+            Endpoint(
+                device.sensor,
+                "onewire",
+                f"{sysfs} device {directory.name}",
+                path=str(sysfs),
+                device=directory.name,
+            )
+        )
+        return lambda: play(outputs, clock, store)
+    # Modbus: a TCP server answering with the output due at the moment it is read.
     port = free_port()
-    server = ModbusThermometer(host="127.0.0.1", port=port, profile=current, clock=clock)
+    server = ModbusThermometer(host="127.0.0.1", port=port, playback=Playback(outputs), clock=clock)
     await server.start()
-    stops.append(server.stop)
-
-    async def hold(output: Output) -> None:
-        current.output = output
-
+    stack.push_async_callback(_stop_within, server.stop, 5.0)
     found.append(
-        Endpoint(device.sensor, "modbus", f"127.0.0.1:{port} device 1 register 0 (0.1 °C)")
+        Endpoint(
+            device.sensor,
+            "modbus",
+            f"127.0.0.1:{port} device 1 register 0 (0.1 °C)",
+            port=port,
+        )
     )
-    return asyncio.ensure_future(run(index, hold))
+    end = scenario.start + timedelta(seconds=scenario.duration)
+
+    async def serve() -> None:
+        # a polled device needs no task of its own: its register shows the output due when
+        # it is read; it serves until the scenario ends
+        delay = (end - clock.now()).total_seconds()
+        if delay > 0:
+            await clock.sleep(delay)
+
+    return serve
+
+
+async def _stop_within(stop: Callable[[], Awaitable[None]], seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop(), seconds)

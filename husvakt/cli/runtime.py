@@ -56,6 +56,12 @@ def add(sub: Any) -> None:
     demo.add_argument(
         "--config", type=Path, default=None, help="demo site config (default config/demo.yaml)"
     )
+    demo.add_argument(
+        "--night",
+        type=Path,
+        default=None,
+        help="the scenario its devices play (default config/demo-night.yaml)",
+    )
     demo.add_argument("--json", action="store_true", help="print the cases as JSON")
     demo.set_defaults(run=demo_command)
 
@@ -151,7 +157,11 @@ def add(sub: Any) -> None:
 
 
 async def demo_command(args: argparse.Namespace) -> int:
-    from husvakt.demo import DEFAULT_CONFIG, run_demo  # noqa: PLC0415 - keep `husvakt --help` fast
+    from husvakt.demo import (  # noqa: PLC0415 - keep `husvakt --help` fast
+        DEFAULT_CONFIG,
+        DEFAULT_NIGHT,
+        run_demo,
+    )
 
     if not args.json:
         say(
@@ -159,7 +169,11 @@ async def demo_command(args: argparse.Namespace) -> int:
             f"(8 h at {args.speed:g}× speed)…"
         )
     result = await run_demo(
-        db=args.db, config_path=args.config or DEFAULT_CONFIG, speed=args.speed, broker=args.broker
+        db=args.db,
+        config_path=args.config or DEFAULT_CONFIG,
+        night=args.night or DEFAULT_NIGHT,
+        speed=args.speed,
+        broker=args.broker,
     )
     if args.json:
         say(cases_json(result.cases))
@@ -274,6 +288,7 @@ async def replay_command(args: argparse.Namespace) -> int:
 
 
 async def sim_command(args: argparse.Namespace) -> int:
+    from gateway.clock import ScaledClock  # noqa: PLC0415
     from husvakt.broker import EmbeddedBroker  # noqa: PLC0415
     from husvakt.replay import load_scenario_file  # noqa: PLC0415
     from husvakt.sim import Endpoint, run_sim  # noqa: PLC0415
@@ -296,7 +311,8 @@ async def sim_command(args: argparse.Namespace) -> int:
             broker = (embedded.host, embedded.port)
             say(f"embedded MQTT broker on {embedded.host}:{embedded.port}")
         teller = asyncio.create_task(announce())
-        await run_sim(scenario, speed=args.speed, broker=broker, ready=ready, endpoints=endpoints)
+        clock = ScaledClock(start=scenario.start, speed=args.speed)
+        await run_sim(scenario, clock=clock, broker=broker, ready=ready, endpoints=endpoints)
         await teller
     say("husvakt sim: scenario finished")
     return EXIT_OK

@@ -13,7 +13,8 @@ import aiomqtt
 import pytest
 
 from firmware_sim.modbus import ModbusThermometer
-from firmware_sim.signal import Glitch, Profile
+from firmware_sim.play import Playback
+from firmware_sim.scenario import Scenario
 from gateway.clock import ScaledClock
 from gateway.config import (
     ModbusDeviceConfig,
@@ -118,8 +119,12 @@ async def test_mqtt_source_comes_back_after_a_broker_outage(mosquitto):
         assert (await asyncio.wait_for(publish_until_received(samples, 2.5), 30)).value == 2.5
 
 
-def profile(value=21.5, glitches=()):
-    return Profile(start=START, points=[(timedelta(0), value)], glitches=glitches)
+def steady(value=21.5, timeline=()):
+    """A PLC's thermometer at `value` °C for a day from START, with the faults of `timeline`."""
+    scenario = Scenario.single(
+        "t", start=START, signal={"baseline": value}, protocol="modbus", timeline=timeline
+    )
+    return Playback(scenario.device_outputs(0))
 
 
 @pytest.mark.modbus
@@ -127,7 +132,7 @@ async def test_modbus_source_polls_registers_on_schedule():
     clock = ScaledClock(start=START, speed=600)  # 60 s poll interval = 0.1 s
     port = free_port()
     device = ModbusThermometer(
-        host="127.0.0.1", port=port, profile=profile(-3.5), clock=clock, address=4
+        host="127.0.0.1", port=port, playback=steady(-3.5), clock=clock, address=4
     )
     await device.start()
     try:
@@ -154,9 +159,7 @@ async def test_modbus_source_polls_registers_on_schedule():
 async def test_modbus_exceptions_and_a_dead_device_become_faults_and_recovery_is_automatic():
     clock = ScaledClock(start=START, speed=600)
     port = free_port()
-    broken = profile(
-        glitches=[Glitch(at=timedelta(0), value="broken probe", duration=timedelta(days=1))]
-    )
+    broken = steady(timeline=[{"at": 0, "fault": "modbus-exception", "for": 86400}])
     source = ModbusSource(
         name="modbus:test",
         devices=[
@@ -170,7 +173,7 @@ async def test_modbus_exceptions_and_a_dead_device_become_faults_and_recovery_is
     async with running(source) as samples:
         dead = await next_sample(samples)
         assert dead.fault == "modbus-unreachable"
-        device = ModbusThermometer(host="127.0.0.1", port=port, profile=broken, clock=clock)
+        device = ModbusThermometer(host="127.0.0.1", port=port, playback=broken, clock=clock)
         await device.start()
         try:
             while (s := await next_sample(samples)).fault == "modbus-unreachable":
@@ -178,7 +181,7 @@ async def test_modbus_exceptions_and_a_dead_device_become_faults_and_recovery_is
             assert s.fault == "modbus-exception-4"
         finally:
             await device.stop()
-        healthy = ModbusThermometer(host="127.0.0.1", port=port, profile=profile(20.0), clock=clock)
+        healthy = ModbusThermometer(host="127.0.0.1", port=port, playback=steady(20.0), clock=clock)
         await healthy.start()
         try:
             while (s := await next_sample(samples)).fault is not None:
@@ -399,7 +402,7 @@ async def test_modbus_rtu_bus_polls_each_device_in_turn_and_a_missing_one_times_
         port=str(line.a),
         clock=clock,
         baudrate=19200,
-        thermometers={1: profile(4.5), 2: profile(21.0)},
+        thermometers={1: steady(4.5), 2: steady(21.0)},
     )
     await bus.start()
     rtu = {"serial": str(line.b), "baudrate": 19200, "poll_interval": 60, "timeout": 0.3}
@@ -454,7 +457,7 @@ async def test_a_dead_modbus_device_does_not_slow_the_others():
     clock = ScaledClock(start=START, speed=100)  # a 10 s poll every 0.1 s real
     healthy_ports = [free_port(), free_port()]
     healthy = [
-        ModbusThermometer(host="127.0.0.1", port=p, profile=profile(20.0 + i), clock=clock)
+        ModbusThermometer(host="127.0.0.1", port=p, playback=steady(20.0 + i), clock=clock)
         for i, p in enumerate(healthy_ports)
     ]
     silent = SilentDevice()

@@ -8,13 +8,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import aiomqtt
 import pytest
 
 from firmware_sim.modbus import ModbusThermometer
-from firmware_sim.signal import Profile
+from firmware_sim.play import Playback
+from firmware_sim.scenario import Scenario
 from gateway.clock import ScaledClock, SystemClock
 from gateway.config import GatewayConfig, SensorConfig
 from gateway.service import run_gateway
@@ -26,6 +27,13 @@ from tests.services import Mosquitto
 pytestmark = [pytest.mark.mqtt, pytest.mark.modbus]
 
 START = datetime(2026, 1, 15, 0, 0, tzinfo=UTC)
+
+
+def steady(value, *, noise=0.0, seed=0, start=START, every=60.0):
+    """A PLC's thermometer at `value` °C (± seeded noise) for a day from `start`."""
+    signal = {"baseline": value, "noise": noise, "seed": seed}
+    scenario = Scenario.single("t", start=start, signal=signal, protocol="modbus", every=every)
+    return Playback(scenario.device_outputs(0))
 
 
 class Receiver:
@@ -123,7 +131,7 @@ async def test_every_reading_arrives_in_order_after_the_broker_was_down(tmp_path
             host="127.0.0.1",
             port=p,
             clock=clock,
-            profile=Profile(start=START, points=[(timedelta(0), 20.0 + i)], noise=0.2, seed=i),
+            playback=steady(20.0 + i, noise=0.2, seed=i),
         )
         for i, p in enumerate(ports)
     ]
@@ -207,7 +215,7 @@ async def test_kill_9_under_load_loses_no_committed_reading(tmp_path, mosquitto)
             host="127.0.0.1",
             port=p,
             clock=clock,
-            profile=Profile(start=START, points=[(timedelta(0), 15.0)], noise=0.5, seed=i),
+            playback=steady(15.0, noise=0.5, seed=i, start=datetime.now(UTC), every=1.0),
         )
         for i, p in enumerate(ports)
     ]
@@ -354,7 +362,7 @@ async def test_uplink_over_tls_with_a_password_from_a_file_that_is_never_logged(
         host="127.0.0.1",
         port=port,
         clock=clock,
-        profile=Profile(start=START, points=[(timedelta(0), 4.0)]),
+        playback=steady(4.0),
     )
     await device.start()
     config = gateway_config(

@@ -89,3 +89,22 @@ def test_the_demo_command_runs_on_its_embedded_broker_and_lists_its_cases(tmp_pa
     assert [(c["sensor"], c["condition"], c["severity"], c["draft"]["team"]) for c in cases] == [
         (s, c, sev, team) for s, c, sev, team, _, _ in EXPECTED
     ]
+
+
+def test_a_night_that_plays_a_sensor_the_config_lacks_is_refused_with_the_file(tmp_path):
+    night = tmp_path / "night.yaml"
+    night.write_text(
+        "name: attic\nstart: 2026-01-14T22:00:00Z\nduration: 1h\n"
+        "devices:\n  - {sensor: attic-t1, protocol: serial, signal: {baseline: 3}}\n"
+    )
+    demo = [sys.executable, "-m", "husvakt.cli", "demo", "--db", str(tmp_path / "d.db")]
+    run = subprocess.run(
+        [*demo, "--night", str(night)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1
+    assert "config/demo.yaml: sensors: the night plays 'attic-t1'; add it" in run.stderr
+    assert "Traceback" not in run.stderr

@@ -296,23 +296,26 @@ async def test_the_gateway_survives_hostile_sensor_payloads_lines_and_registers(
 
 def _wild_plc(port):
     """A PLC whose register goes wild — 0x7FFF and 0x8000 (±3276.8 °C) — between 20 °C."""
-    from datetime import timedelta
-
     from firmware_sim.modbus import ModbusThermometer
-    from firmware_sim.signal import Glitch, Profile
+    from firmware_sim.play import Playback
+    from firmware_sim.scenario import Scenario
 
+    night = Scenario.single(
+        "plc-t1",
+        start=datetime.now(UTC),
+        signal={"baseline": 20.0},
+        protocol="modbus",
+        every=0.25,
+        timeline=[
+            {"at": 0.5, "fault": "spike", "value": 3276.7, "for": 1},
+            {"at": 2, "fault": "spike", "value": -3276.8, "for": 1},
+        ],
+    )
     return ModbusThermometer(
         host="127.0.0.1",
         port=port,
         clock=SystemClock(),
-        profile=Profile(
-            start=datetime.now(UTC),
-            points=[(timedelta(0), 20.0)],
-            glitches=[
-                Glitch(at=timedelta(seconds=0.5), value=3276.7),
-                Glitch(at=timedelta(seconds=2), value=-3276.8),
-            ],
-        ),
+        playback=Playback(night.device_outputs(0)),
     )
 
 

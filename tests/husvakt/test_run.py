@@ -4,13 +4,14 @@ import asyncio
 import signal
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
 from casebridge.store.sql import SqliteCaseStore
 from firmware_sim.modbus import ModbusThermometer
-from firmware_sim.signal import Profile
+from firmware_sim.play import Playback
+from firmware_sim.scenario import Scenario
 from gateway.clock import SystemClock
 from husvakt.broker import free_port
 
@@ -46,8 +47,10 @@ async def test_husvakt_run_opens_one_case_and_stops_cleanly(tmp_path):
         host="127.0.0.1",
         port=port,
         clock=SystemClock(),
-        profile=Profile(
-            start=datetime.now(UTC) - timedelta(hours=1), points=[(timedelta(0), 60.0)]
+        playback=Playback(
+            Scenario.single(
+                "boiler", start=datetime.now(UTC), signal={"baseline": 60.0}, every=1.0
+            ).device_outputs(0)
         ),
     )
     await device.start()

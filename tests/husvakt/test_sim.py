@@ -46,16 +46,17 @@ async def test_a_gateway_reads_every_simulated_device_on_its_protocol(mosquitto)
     sim = asyncio.create_task(
         run_sim(
             SCENARIO,
-            speed=120,
+            clock=ScaledClock(start=START, speed=120),
             broker=(mosquitto.host, mosquitto.port),
             ready=ready,
             endpoints=endpoints,
         )
     )
     await asyncio.wait_for(ready.wait(), 10)
-    where = {e.sensor: e.where for e in endpoints}
-    modbus_port = int(where["b1"].split()[0].split(":")[1])
-    sysfs, device = where["w1"].split(" device ")
+    where = {e.sensor: e for e in endpoints}
+    modbus_port, sysfs, device = where["b1"].port, where["w1"].path, where["w1"].device
+    assert where["m1"].topic == "sim/m1"
+    assert where["b1"].where == f"127.0.0.1:{modbus_port} device 1 register 0 (0.1 °C)"
     config = GatewayConfig.model_validate(
         {
             "id": "gw",
@@ -64,7 +65,7 @@ async def test_a_gateway_reads_every_simulated_device_on_its_protocol(mosquitto)
             "modbus_devices": {
                 "plc": {"host": "127.0.0.1", "port": modbus_port, "poll_interval": 60}
             },
-            "serial_ports": {"line": {"path": where["s1"]}},
+            "serial_ports": {"line": {"path": where["s1"].path}},
             "onewire": {"base": sysfs, "poll_interval": 60},
         }
     )
@@ -117,3 +118,45 @@ def test_simulated_payload_shapes_decode_as_the_gateway_expects(fmt):
     value_path = "temperature" if fmt == "json" else None
     assert decode_mqtt(payload(fmt, "4.25").encode(), fmt, value_path) == 4.25
     assert payload(fmt, "\x00garbage") == "\x00garbage"
+
+
+@pytest.mark.mqtt
+@pytest.mark.modbus
+@pytest.mark.serial
+async def test_the_plugin_fixture_plays_a_scenario_device_on_each_protocol(
+    husvakt_devices, mosquitto
+):
+    import aiomqtt
+    from pymodbus.client import AsyncModbusTcpClient
+
+    clock = ScaledClock(start=START, speed=60)  # one output a second
+    frost = Scenario.single(
+        "basement-t1",
+        start=START,
+        signal={"baseline": -3.5},
+        timeline=[{"at": 120, "fault": "disconnected", "for": 600}],
+    )
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as listener:
+        await listener.subscribe("probes/#", qos=1)
+        husvakt_devices.mqtt(mosquitto.host, mosquitto.port, "probes/t1", frost, clock)
+        payloads = []
+        async for message in listener.messages:
+            payloads.append(message.payload)
+            if len(payloads) == 3:
+                break
+    assert payloads == [b"-3.50", b"-3.50", b"-127.00"]  # the plain shape, then the fault
+
+    steady = ScaledClock(start=START, speed=1)  # the next two read before the fault
+    host, port = await husvakt_devices.modbus(frost, steady, address=3)
+    plc = AsyncModbusTcpClient(host, port=port)
+    await plc.connect()
+    try:
+        answer = await plc.read_holding_registers(3, count=1, device_id=1)
+        assert answer.registers == [(-35) & 0xFFFF]  # tenths, two's complement
+    finally:
+        plc.close()
+
+    path = husvakt_devices.serial(frost, steady)
+    with open(path, "rb", buffering=0) as line:
+        got = await asyncio.to_thread(line.read, 64)
+    assert got == b"basement-t1 -3.50\r\n"
