@@ -46,11 +46,14 @@ def _check_utc(value: datetime) -> datetime:
 
 
 def format_ts(value: datetime) -> str:
-    """RFC 3339 in UTC with a `Z` suffix; milliseconds only when present."""
-    value = value.astimezone(UTC)
+    """RFC 3339 in UTC with a `Z` suffix; milliseconds only when present (cut, not rounded)."""
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    # a naive copy formats without the `+00:00` an aware one would get
+    naive = value.replace(tzinfo=None)
     if value.microsecond:
-        return value.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return naive.isoformat(timespec="milliseconds") + "Z"
+    return naive.isoformat(timespec="seconds") + "Z"
 
 
 Slug = Annotated[str, AfterValidator(_check_slug)]
@@ -127,6 +130,16 @@ class Reading(BaseModel):
                 "fault": fault,
             },
         )
+        _set(reading, "__pydantic_fields_set__", set(_FIELDS))
+        _set(reading, "__pydantic_extra__", None)
+        _set(reading, "__pydantic_private__", None)
+        return reading
+
+    def numbered(self, seq: int) -> Reading:
+        """This reading with the outbox's `seq` (what `model_copy(update={"seq": seq})` gives,
+        without its generic copy: the outbox numbers every reading it commits)."""
+        reading = Reading.__new__(Reading)
+        _set(reading, "__dict__", {**self.__dict__, "seq": seq})
         _set(reading, "__pydantic_fields_set__", set(_FIELDS))
         _set(reading, "__pydantic_extra__", None)
         _set(reading, "__pydantic_private__", None)

@@ -40,11 +40,11 @@ class Sample:
     ts: datetime
     value: float | None = None
     fault: str | None = None
-    committed: Callable[[], None] | None = None
+    committed: Callable[[], object] | None = None
 
     @classmethod
     def of(
-        cls, decoded: Decoded, ts: datetime, committed: Callable[[], None] | None = None
+        cls, decoded: Decoded, ts: datetime, committed: Callable[[], object] | None = None
     ) -> Sample:
         """What a codec decoded, seen at `ts`."""
         return cls(decoded.sensor, ts, decoded.value, decoded.fault, committed)

@@ -133,7 +133,7 @@ class SqliteOutbox:
         stored, rows, size = [], [], 0
         for reading in readings:
             seq += 1
-            numbered = reading.model_copy(update={"seq": seq})
+            numbered = reading.numbered(seq)
             body = encode_reading(numbered)
             rows.append(
                 (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -93,9 +93,7 @@ class Gateway:
             store=SqliteQuarantine(config.quarantine) if config.quarantine else None
         )
         self._sources = build_sources(config, sensors, clock=clock, quarantine=self.quarantine)
-        self._pending: asyncio.Queue[tuple[Reading, Callable[[], None] | None]] = asyncio.Queue(
-            maxsize=config.queue_size
-        )
+        self._pending = Pending(config.queue_size)
         self.counts: Counter[str] = Counter()
 
     @property
@@ -127,12 +125,24 @@ class Gateway:
             writer.cancel()
             flusher.cancel()
 
-    async def accept(self, sample: Sample) -> None:
+    async def accept(self, samples: Sequence[Sample]) -> None:
+        """Normalise a source's samples and queue their readings for the outbox."""
+        queued: list[Waiting] = []
+        for sample in samples:
+            reading = self._reading(sample)
+            if reading is None:
+                _done(sample.committed)
+            else:
+                queued.append((reading, sample.committed))
+        if queued:
+            await self._pending.put_all(queued)
+
+    def _reading(self, sample: Sample) -> Reading | None:
+        """The sample's reading; None when it has none (quarantined, with its reason)."""
         sensor = self._sensors.get(sample.sensor)
         if sensor is None:
             self.quarantine.add("unknown-sensor", sample.sensor, source="gateway")
-            _done(sample.committed)
-            return
+            return None
         site = sensor.site or self._config.site
         try:
             # seq 0 until the outbox numbers the reading as it commits it
@@ -145,23 +155,19 @@ class Gateway:
                 source=sample.sensor,
                 raw=repr(sample),
             )
-            _done(sample.committed)
-            return
+            return None
         self.counts[reading.quality] += 1
-        await self._pending.put((reading, sample.committed))
+        return reading
 
     async def _write(self) -> None:
         while True:
-            batch = [await self._pending.get()]
-            while len(batch) < self._batch and not self._pending.empty():
-                batch.append(self._pending.get_nowait())
+            batch = await self._pending.take(self._batch)
             try:
                 await self._commit([reading for reading, _ in batch])
                 for _, committed in batch:
                     _done(committed)
             finally:
-                for _ in batch:
-                    self._pending.task_done()
+                self._pending.done(len(batch))
 
     async def _commit(self, readings: list[Reading]) -> None:
         """Append to the outbox. If the batch fails, each reading is tried on its own: one that
@@ -194,7 +200,55 @@ class Gateway:
             await asyncio.sleep(delay)
 
 
-def _done(committed: Callable[[], None] | None) -> None:
+#: a reading on its way to the outbox, with the acknowledgement it waits for
+Waiting = tuple[Reading, Callable[[], object] | None]
+
+
+class Pending:
+    """Readings on their way to the outbox, with the acknowledgement each waits for. Bounded:
+    a source that finds it full waits until the writer has taken some (back-pressure, never
+    drops); a run handed on when there is room is taken whole."""
+
+    def __init__(self, room: int) -> None:
+        self._items: deque[Waiting] = deque()
+        self._room = room
+        self._unfinished = 0
+        self._has_items = asyncio.Event()
+        self._has_room = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def put_all(self, items: Sequence[Waiting]) -> None:
+        while len(self._items) >= self._room:
+            self._has_room.clear()
+            await self._has_room.wait()
+        self._items.extend(items)
+        self._unfinished += len(items)
+        self._idle.clear()
+        self._has_items.set()
+
+    async def take(self, most: int) -> list[Waiting]:
+        """Up to `most` waiting readings, in the order they came; waits for the first."""
+        while not self._items:
+            self._has_items.clear()
+            await self._has_items.wait()
+        items = self._items
+        batch = [items.popleft() for _ in range(min(most, len(items)))]
+        self._has_room.set()
+        return batch
+
+    def done(self, count: int) -> None:
+        """`count` taken readings are committed (or quarantined)."""
+        self._unfinished -= count
+        if not self._unfinished:
+            self._idle.set()
+
+    async def join(self) -> None:
+        """Until every reading put is done."""
+        await self._idle.wait()
+
+
+def _done(committed: Callable[[], object] | None) -> None:
     if committed is not None:
         try:
             committed()

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from gateway.normalize import Sample
 
 __all__ = ["Emit", "Source"]
 
-#: Where a source hands its samples; awaiting it is the back-pressure.
-Emit = Callable[[Sample], Awaitable[None]]
+#: Where a source hands its samples — a run of them at once where it has several (the messages
+#: an MQTT connection delivered together, a Modbus poll cycle); awaiting it is the back-pressure.
+Emit = Callable[[Sequence[Sample]], Awaitable[None]]
 
 
 class Source(Protocol):

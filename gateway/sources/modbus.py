@@ -116,9 +116,9 @@ class ModbusSource:
                     client.close()  # reconnect next cycle (a TCP peer that stopped answering too)
                 return False
             except ModbusException as exc:
-                await emit(Sample(sensor=sensor, ts=ts, fault=fault_of(exc)))
+                await emit([Sample(sensor=sensor, ts=ts, fault=fault_of(exc))])
             else:
-                await emit(Sample.of(decoded, ts))
+                await emit([Sample.of(decoded, ts)])
         return True
 
     @staticmethod
@@ -140,8 +140,7 @@ class ModbusSource:
         self, emit: Emit, points: Sequence[tuple[str, ModbusPoint]], fault: str
     ) -> None:
         ts = self._clock.now()
-        for sensor, _ in points:
-            await emit(Sample(sensor=sensor, ts=ts, fault=fault))
+        await emit([Sample(sensor=sensor, ts=ts, fault=fault) for sensor, _ in points])
 
 
 def modbus_sources(

@@ -19,6 +19,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -40,6 +41,8 @@ log = logging.getLogger("husvakt.gateway.mqtt")
 #: and counted (QoS 1 messages cannot pile up: the broker sends no more than its in-flight
 #: window until we acknowledge).
 INBOX = 100_000
+#: Messages decoded and handed on together (one hand-over, one wake-up of the outbox writer)
+RUN = 500
 
 #: (receipt time, topic, payload, mid, qos)
 Received = tuple[datetime, str, bytes, int, int]
@@ -128,42 +131,53 @@ class MqttSource:
                 await ready.wait()
                 ready.clear()
                 while inbox:
-                    await self._receive(client, inbox.popleft(), emit)
+                    await self._hand_on(client, inbox, emit)
         finally:
             client.disconnect()
             await asyncio.to_thread(client.loop_stop)
 
-    async def _receive(self, client: mqtt.Client, received: Received, emit: Emit) -> None:
-        ts, topic, raw, mid, qos = received
+    async def _hand_on(self, client: mqtt.Client, inbox: deque[Received], emit: Emit) -> None:
+        """Decode a run of waiting messages (up to `RUN`) and hand their samples on at once. A
+        message without a sample (quarantined) is acknowledged at once; the others when their
+        readings are committed."""
+        samples: list[Sample] = []
+        while inbox and len(samples) < RUN:
+            ts, topic, raw, mid, qos = inbox.popleft()
+            # on a connection gone since, the acknowledgement is lost: the broker sends again
+            committed = partial(client.ack, mid, qos) if qos else None
+            try:
+                sample = self._sample(topic, raw, ts, committed)
+            except Exception as exc:  # one message never stops the source
+                log.exception("%s: handling a message on %s failed", self._name, topic[:200])
+                self._quarantine.add(
+                    "mqtt-failed", f"{type(exc).__name__}: {exc}", source=topic, raw=raw
+                )
+                sample = None
+            if sample is not None:
+                samples.append(sample)
+            elif committed is not None:
+                _acknowledge(committed)
+        if samples:
+            await emit(samples)
 
-        def committed() -> None:
-            if qos > 0:
-                client.ack(mid, qos)  # on a connection gone since: the broker sends it again
-
-        try:
-            queued = await self._handle(topic, raw, ts, emit, committed)
-        except Exception as exc:  # one message never stops the source
-            log.exception("%s: handling a message on %s failed", self._name, topic[:200])
-            self._quarantine.add(
-                "mqtt-failed", f"{type(exc).__name__}: {exc}", source=topic, raw=raw
-            )
-            queued = False
-        if not queued:
-            committed()
-
-    async def _handle(
-        self, topic: str, raw: bytes, ts: datetime, emit: Emit, committed: Callable[[], None]
-    ) -> bool:
-        """Hand the message's sample on; False when there was none to hand (quarantined), so
-        the caller acknowledges the message at once."""
+    def _sample(
+        self, topic: str, raw: bytes, ts: datetime, committed: Callable[[], object] | None
+    ) -> Sample | None:
+        """The message's sample; None when it has none to hand on (quarantined)."""
         decoded = self._codec.decode(topic, raw)
         if isinstance(decoded, Refused):
             self._quarantine.add(decoded.reason, decoded.detail, source=topic, raw=raw)
-            return False
+            return None
         if decoded.note is not None:
             self._quarantine.add(*decoded.note, source=topic, raw=raw)
-        await emit(Sample.of(decoded, ts, committed))
-        return True
+        return Sample.of(decoded, ts, committed)
+
+
+def _acknowledge(committed: Callable[[], object]) -> None:
+    try:
+        committed()
+    except Exception:  # an acknowledgement that fails is sent again by the broker
+        log.exception("acknowledging a message failed")
 
 
 def mqtt_sources(

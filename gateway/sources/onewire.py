@@ -49,7 +49,7 @@ class OneWireSource:
         async for _ in every(self._clock, self._interval):
             for sensor, device in self._points:
                 text = await asyncio.to_thread(_read, self._base / device / "w1_slave")
-                await emit(Sample.of(decode_w1(sensor, text), self._clock.now()))
+                await emit([Sample.of(decode_w1(sensor, text), self._clock.now())])
 
 
 def onewire_sources(

@@ -103,7 +103,7 @@ class SerialSource:
                 decoded.reason, decoded.detail, source=self._name, raw=line.encode()
             )
             return
-        await emit(Sample.of(decoded, self._clock.now()))
+        await emit([Sample.of(decoded, self._clock.now())])
 
 
 def serial_sources(

@@ -39,10 +39,11 @@ async def running(source, *, commit=True):
     as committed to the outbox at once (an MQTT source then acknowledges its message)."""
     samples: asyncio.Queue = asyncio.Queue()
 
-    async def emit(sample):
-        await samples.put(sample)
-        if commit and sample.committed is not None:
-            sample.committed()
+    async def emit(batch):
+        for sample in batch:
+            await samples.put(sample)
+            if commit and sample.committed is not None:
+                sample.committed()
 
     task = asyncio.create_task(source.run(emit))
     try:
@@ -51,6 +52,16 @@ async def running(source, *, commit=True):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def into(queue):
+    """An emit that puts each sample a source hands on into `queue`."""
+
+    async def emit(batch):
+        for sample in batch:
+            await queue.put(sample)
+
+    return emit
 
 
 async def next_sample(samples, timeout=10.0):
@@ -487,7 +498,7 @@ async def test_a_dead_modbus_device_does_not_slow_the_others():
     ]
     sources = build_sources(config, sensors, clock=clock, quarantine=Quarantine())
     samples = asyncio.Queue()
-    tasks = [asyncio.create_task(s.run(samples.put)) for s in sources]
+    tasks = [asyncio.create_task(s.run(into(samples))) for s in sources]
     start = clock.now()
     got = []
     try:

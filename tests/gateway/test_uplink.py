@@ -22,6 +22,7 @@ from gateway.service import run_gateway
 from gateway.uplink import readings_topic, status_topic
 from husvakt.broker import free_port
 from tests.conftest import require_binary
+from tests.gateway.test_sources import into
 from tests.services import Mosquitto
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.modbus]
@@ -431,7 +432,7 @@ async def test_an_mqtt_source_reads_a_broker_over_tls_with_a_password(tmp_path, 
         config, [sensor], clock=ScaledClock(start=START, speed=1), quarantine=Quarantine()
     )
     samples = asyncio.Queue()
-    task = asyncio.create_task(source.run(samples.put))
+    task = asyncio.create_task(source.run(into(samples)))
     tls = ssl.create_default_context(cafile=str(ca))
     try:
         async with aiomqtt.Client(

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-from datetime import UTC, datetime, timedelta
+import math
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.models import Reading
+from gateway.models import Reading, format_ts
 from gateway.wire import (
     LIMITS,
     Batch,
@@ -24,6 +25,7 @@ from gateway.wire import (
     decode_trace_line,
     encode_batch,
     encode_kafka_status,
+    encode_reading,
     encode_status,
     encode_tick,
     encode_trace_line,
@@ -66,6 +68,56 @@ def readings(draw):
 def test_a_batch_round_trips(batch, outbox):
     decoded = decode_batch(encode_batch(batch, outbox=outbox))
     assert decoded == Batch(tuple(batch), outbox, ())
+
+
+@given(readings())
+def test_a_reading_is_encoded_as_json_dumps_encodes_its_fields(reading):
+    body = {
+        "site": reading.site,
+        "gateway": reading.gateway,
+        "sensor": reading.sensor,
+        "kind": reading.kind,
+        "value": reading.value,
+        "unit": reading.unit,
+        "ts": format_ts(reading.ts),
+        "seq": reading.seq,
+        "quality": reading.quality,
+    }
+    if reading.fault is not None:
+        body["fault"] = reading.fault
+    assert encode_reading(reading) == json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1000, 1, 1),  # noqa: DTZ001 - hypothesis takes naive bounds
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=-5)), UTC]),
+    )
+)
+def test_a_time_is_written_in_utc_with_milliseconds_cut_only_when_there_are_any(when):
+    utc = when.astimezone(UTC)
+    expected = (
+        utc.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        if utc.microsecond
+        else utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
+    assert format_ts(when) == expected
+    if 2000 <= utc.year < 2200:  # the years the wire takes
+        cut = utc.replace(microsecond=utc.microsecond // 1000 * 1000)
+        assert parse_ts(format_ts(when)) == cut
+
+
+def test_a_value_that_is_not_a_finite_float_is_written_as_one_or_refused():
+    reading = Reading.trusted("s", "g", "t", "temperature", 21, "°C", T0, 1)
+    assert '"value":21.0,' in encode_reading(reading)
+    with pytest.raises(ValueError, match="finite"):
+        encode_reading(Reading.trusted("s", "g", "t", "temperature", math.inf, "°C", T0, 1))
+
+
+def test_the_outbox_numbers_a_reading_as_a_copy_would():
+    reading = Reading.trusted("s", "g", "t", "temperature", 2.5, "°C", T0, 0)
+    assert reading.numbered(7) == reading.model_copy(update={"seq": 7})
+    assert reading.seq == 0
 
 
 @given(readings())

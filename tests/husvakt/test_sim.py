@@ -12,6 +12,7 @@ from gateway.config import GatewayConfig, SensorConfig
 from gateway.quarantine import Quarantine
 from gateway.service import build_sources
 from husvakt.sim import Endpoint, run_sim
+from tests.gateway.test_sources import into
 
 START = datetime(2026, 1, 14, 22, 0, tzinfo=UTC)
 
@@ -86,7 +87,7 @@ async def test_a_gateway_reads_every_simulated_device_on_its_protocol(mosquitto)
     clock = ScaledClock(start=START + timedelta(minutes=1), speed=120)
     sources = build_sources(config, sensors, clock=clock, quarantine=Quarantine())
     samples: asyncio.Queue = asyncio.Queue()
-    tasks = [asyncio.create_task(s.run(samples.put)) for s in sources]
+    tasks = [asyncio.create_task(s.run(into(samples))) for s in sources]
     seen: dict[str, set] = {}
     try:
 
