@@ -7,7 +7,14 @@ a paced rate by a separate process. Probes: fresh sensors (freezing, hold 0), on
 each probe's latency is from its publish to the moment its case row is in the SQLite store.
 A probe whose case does not appear within `--patience` counts as lost.
 
+The `stream` deployment is the server of a fleet: `husvakt stream` alone, fed by `--gateways`
+gateways of `--per-gateway` sensors each (50 × 50 by default), which a separate process plays
+as they uplink — QoS 1 readings messages on their own topics, each with its outbox id and
+numbering, one message per gateway every 20 ms (a gateway's linger); the probes come from a
+gateway of their own. Every default rule kind runs on every background sensor.
+
     .venv/bin/python -m bench.alarm_latency --rates 1000,10000 --probes 30
+    .venv/bin/python -m bench.alarm_latency --deployments stream --rates 10000,20000,40000
 """
 
 from __future__ import annotations
@@ -72,6 +79,65 @@ while True:
 """
 
 
+#: The fleet's uplink: `gateways` gateways of `per` sensors each, paced in 20 ms ticks (a
+#: gateway's linger), one QoS 1 message per gateway per tick, as `husvakt gateway` sends them.
+FLEET = """
+import sys, time
+from datetime import UTC, datetime
+import paho.mqtt.client as mqtt
+port, rate, gateways, per = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="fleet")
+client.max_inflight_messages_set(1000)
+client.max_queued_messages_set(0)
+client.connect("127.0.0.1", port)
+client.loop_start()
+seqs = [0] * gateways
+start, sent = time.monotonic(), 0
+while True:
+    due = int((time.monotonic() - start) * rate)
+    ts = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    batches = {}
+    while sent < due:
+        g, s = sent % gateways, (sent // gateways) % per
+        seqs[g] += 1
+        batches.setdefault(g, []).append(
+            f'{{"site":"skolan","gateway":"g{g:02d}","sensor":"bg-{g:02d}-{s:02d}",'
+            f'"kind":"temperature","value":21.0,"unit":"°C","ts":"{ts}","seq":{seqs[g]},'
+            f'"quality":"good"}}'
+        )
+        sent += 1
+    for g, bodies in batches.items():
+        payload = '{"outbox":"fleet-' + str(g) + '","readings":[' + ",".join(bodies) + "]}"
+        client.publish(f"husvakt/v1/skolan/g{g:02d}/readings", payload.encode(), qos=1)
+    time.sleep(0.02)
+"""
+
+STREAM_CONFIG = """
+sites: [{{id: skolan, name: Skolan, buildings: [{{id: a, rooms: [{{id: r, name: Room}}]}}]}}]
+sensors:
+{sensors}
+rules:
+  - {{id: probe-frost, condition: freezing, tag: probe, below: 5, clear: 7, hold: 0}}
+teams: [{{id: larm, name: Alarm centre}}]
+routing: [{{id: all, team: larm, priority: P1}}]
+stream:
+  broker: {{host: 127.0.0.1, port: {port}}}
+  state: {tmp}/rules.db
+  quarantine: {tmp}/stream-quarantine.db
+cases: {{sqlite: {tmp}/cases.db}}
+"""
+
+
+@dataclass(frozen=True)
+class Load:
+    """The background: `sensors` thermometers behind one gateway, or a fleet of `gateways`
+    gateways of `per` sensors each uplinking straight to the stream."""
+
+    sensors: int = 200
+    gateways: int = 50
+    per: int = 50
+
+
 @dataclass
 class Result:
     deployment: str
@@ -92,6 +158,35 @@ class Result:
             f"| {self.deployment} | {self.rate:,} | {len(lat)}/{len(lat) + self.lost} | "
             f"{statistics.median(lat):.2f} | {q[89]:.2f} | {q[98]:.2f} | {self.cpu:.0%} |"
         )
+
+
+def _stream_config(tmp: Path, port: int, load: Load, probes: int) -> Path:
+    where = "site: skolan, building: a, room: r"
+    lines = [
+        f"  - {{id: bg-{g:02d}-{s:02d}, gateway: g{g:02d}, {where}, "
+        f"source: {{type: mqtt, topic: bg/{g:02d}/{s:02d}}}}}"
+        for g in range(load.gateways)
+        for s in range(load.per)
+    ]
+    lines += [
+        f"  - {{id: probe-{i:03d}, gateway: probes, {where}, tags: [probe], "
+        f"source: {{type: mqtt, topic: probe/{i:03d}}}}}"
+        for i in range(probes)
+    ]
+    path = tmp / "server.yaml"
+    text = STREAM_CONFIG.format(port=port, tmp=tmp, sensors="\n".join(lines))
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _probe_batch(i: int) -> bytes:
+    """Probe `i`'s 1 °C reading, as the probes' gateway uplinks it."""
+    ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
+    reading = (
+        f'{{"site":"skolan","gateway":"probes","sensor":"probe-{i:03d}","kind":"temperature",'
+        f'"value":1.0,"unit":"°C","ts":"{ts}","seq":{i + 1},"quality":"good"}}'
+    )
+    return ('{"outbox":"probes","readings":[' + reading + "]}").encode()
 
 
 def _config(tmp: Path, port: int, sensors: int, probes: int) -> Path:
@@ -152,7 +247,7 @@ class _CaseWatcher(threading.Thread):
 
 
 def measure(
-    deployment: str, rate: int, *, sensors: int, probes: int, warmup: float, patience: float
+    deployment: str, rate: int, *, load: Load, probes: int, warmup: float, patience: float
 ) -> Result:
     with tempfile.TemporaryDirectory(prefix="husvakt-latency-") as name:
         tmp = Path(name)
@@ -164,7 +259,7 @@ def measure(
                 rate,
                 tmp=tmp,
                 port=broker.port,
-                sensors=sensors,
+                load=load,
                 probes=probes,
                 warmup=warmup,
                 patience=patience,
@@ -179,24 +274,30 @@ def _measure(
     *,
     tmp: Path,
     port: int,
-    sensors: int,
+    load: Load,
     probes: int,
     warmup: float,
     patience: float,
 ) -> Result:
-    config = _config(tmp, port, sensors, probes)
     cli = [sys.executable, "-m", "husvakt.cli"]
-    if deployment == "all-in-one":
-        commands = [[*cli, "run", "--config", str(config)]]
+    if deployment == "stream":
+        config = _stream_config(tmp, port, load, probes)
+        commands = [[*cli, "stream", "--config", str(config)]]
+        background = [FLEET, str(port), str(rate), str(load.gateways), str(load.per)]
     else:
-        commands = [
-            [*cli, "stream", "--config", str(config)],
-            [*cli, "gateway", "--config", str(config)],
-        ]
+        config = _config(tmp, port, load.sensors, probes)
+        background = [LOAD, str(port), str(rate), str(load.sensors)]
+        if deployment == "all-in-one":
+            commands = [[*cli, "run", "--config", str(config)]]
+        else:
+            commands = [
+                [*cli, "stream", "--config", str(config)],
+                [*cli, "gateway", "--config", str(config)],
+            ]
     with _processes(commands, tmp) as procs:
         time.sleep(3)  # subscriptions made
-        load = subprocess.Popen(  # noqa: S603 - our own load generator
-            [sys.executable, "-c", LOAD, str(port), str(rate), str(sensors)]
+        generator = subprocess.Popen(  # noqa: S603 - our own load generator
+            [sys.executable, "-c", *background]
         )
         watcher = _CaseWatcher(tmp / "cases.db")
         watcher.start()
@@ -211,7 +312,11 @@ def _measure(
             for i in range(probes):
                 sensor = f"probe-{i:03d}"
                 sent[sensor] = time.monotonic()
-                prober.publish(f"probe/{i:03d}", b"1.0", qos=1).wait_for_publish(5)
+                if deployment == "stream":
+                    topic, payload = "husvakt/v1/skolan/probes/readings", _probe_batch(i)
+                else:
+                    topic, payload = f"probe/{i:03d}", b"1.0"
+                prober.publish(topic, payload, qos=1).wait_for_publish(5)
                 time.sleep(max(0.0, sent[sensor] + 1.0 - time.monotonic()))
             deadline = time.monotonic() + patience
             while time.monotonic() < deadline and len(watcher.seen.keys() & sent.keys()) < probes:
@@ -222,8 +327,8 @@ def _measure(
         finally:
             prober.loop_stop()
             watcher.stop.set()
-            load.terminate()
-            load.wait()
+            generator.terminate()
+            generator.wait()
         latencies = [watcher.seen[s] - t for s, t in sent.items() if s in watcher.seen]
         return Result(deployment, rate, latencies, probes - len(latencies), cpu)
 
@@ -233,6 +338,8 @@ def main() -> None:
     parser.add_argument("--rates", default="1000,10000", help="background readings/s")
     parser.add_argument("--deployments", default="all-in-one,split")
     parser.add_argument("--sensors", type=int, default=200, help="background sensors")
+    parser.add_argument("--gateways", type=int, default=50, help="the fleet (stream deployment)")
+    parser.add_argument("--per-gateway", type=int, default=50, help="sensors per fleet gateway")
     parser.add_argument("--probes", type=int, default=30)
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds of load first")
     parser.add_argument("--patience", type=float, default=60.0)
@@ -241,7 +348,7 @@ def main() -> None:
         measure(
             d,
             int(r),
-            sensors=args.sensors,
+            load=Load(args.sensors, args.gateways, args.per_gateway),
             probes=args.probes,
             warmup=args.warmup,
             patience=args.patience,
@@ -250,8 +357,10 @@ def main() -> None:
         for d in args.deployments.split(",")
     ]
     print(
-        f"\nReading → case row, {args.sensors} background sensors, {args.probes} probes "
-        f"(one a second, fresh sensors, freezing hold 0), {os.cpu_count()} cores\n"
+        f"\nReading → case row, {args.sensors} background sensors behind one gateway "
+        f"(stream: a fleet of {args.gateways} gateways × {args.per_gateway} sensors), "
+        f"{args.probes} probes (one a second, fresh sensors, freezing hold 0), "
+        f"{os.cpu_count()} cores\n"
     )
     print(
         "| deployment | background readings/s | probes with a case | p50 s | p90 s | p99 s "

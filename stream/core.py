@@ -18,12 +18,13 @@ whatever a wild timestamp or seq did heals with the next genuine reading.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+import orjson
 
 from gateway.models import Reading
 from stream.config import OfflineRule
@@ -410,7 +411,10 @@ def _dec_sensor(s: dict[str, Any]) -> SensorTrack:
 
 
 def _dumps(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact UTF-8 JSON. orjson, because every sensor a batch touched is saved after it:
+    a tenth of the cost of the standard library's encoder (its values are finite — readings
+    are — so its writing NaN as null never arises)."""
+    return orjson.dumps(body)
 
 
 def encode_track(gw: GatewayTrack, *, sensors: bool = True) -> bytes:
@@ -437,12 +441,12 @@ def encode_track(gw: GatewayTrack, *, sensors: bool = True) -> bytes:
 
 def sensor_ids(data: bytes | str) -> list[str]:
     """The ids of the sensors whose states a gateway's own part (`sensors=False`) names."""
-    ids = json.loads(data).get("sensor_ids", [])
+    ids = orjson.loads(data).get("sensor_ids", [])
     return [i for i in ids if isinstance(i, str)]
 
 
 def decode_track(data: bytes | str) -> GatewayTrack:
-    d = json.loads(data)
+    d = orjson.loads(data)
     if d.get("v") != 1:
         raise ValueError(f"rule state of version {d.get('v')!r}; this husvakt reads version 1")
     return GatewayTrack(
@@ -472,7 +476,7 @@ def decode_sensor(
 ) -> SensorTrack:
     """A sensor's state, with each rate-of-rise state's samples (µs since the epoch, value) by
     rule id from the store's log (None: the samples encoded with it)."""
-    track = _dec_sensor(json.loads(data))
+    track = _dec_sensor(orjson.loads(data))
     if samples is None:
         return track
     for rule_id, state in track.states.items():

@@ -45,7 +45,7 @@ log = logging.getLogger("husvakt.stream.uplink")
 
 READINGS = readings_topic("+", "+")
 #: Messages handled (and acknowledged) together at most, when the broker has them waiting.
-MAX_GROUP = 100
+MAX_GROUP = 500
 STATUS = status_topic("+", "+")
 
 
