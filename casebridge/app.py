@@ -15,6 +15,7 @@ from casebridge.store import CaseStore
 from casebridge.web.pages import WebDeps, mount_web
 from gateway.clock import Clock
 from gateway.config import SiteConfig
+from stream.conditions import Vocabulary
 
 __all__ = ["create_app"]
 
@@ -27,9 +28,11 @@ def create_app(
     sites: Sequence[SiteConfig] = (),
     rule_state: Path | None = None,
     web: WebConfig | None = None,
+    conditions: Vocabulary | None = None,
 ) -> FastAPI:
     """The API on `store` and the web pages; team membership comes from the site config.
-    OpenAPI at /docs. `rule_state`: the rule engine's state file, for gateways' last contact."""
+    OpenAPI at /docs. `rule_state`: the rule engine's state file, for gateways' last contact;
+    `conditions`: what the config's conditions are called."""
     app = FastAPI(
         title="husvakt case API",
         version="1",
@@ -47,6 +50,7 @@ def create_app(
             clock=clock,
             rule_state=rule_state,
             web=web or WebConfig(),
+            conditions=conditions or Vocabulary(),
         ),
     )
     return app

@@ -16,6 +16,7 @@ from casebridge.routing import match, route_facts
 from casebridge.store import AlarmEntry, CaseStore, Outcome
 from gateway.clock import Clock
 from gateway.config import SensorConfig, SiteConfig
+from stream.conditions import Vocabulary
 from stream.config import RuleRow
 from stream.models import Alarm
 
@@ -48,6 +49,7 @@ class CaseBridge:
         self._clock = clock
         self._teams = {t.id: t for t in teams}
         self._auto_resolve = {r.id for r in rules if r.auto_resolve}
+        self._conditions = Vocabulary(rules)
         self._cases = cases or CaseStoreConfig()
         self._notify = notify or NotifyConfig()
         self._history = history
@@ -108,6 +110,7 @@ class CaseBridge:
             recent=self._history.recent(alarm.site, alarm.sensor) if self._history else (),
             sla=self._cases.sla.get(route.priority),
             auto_resolve=alarm.rule in self._auto_resolve,
+            conditions=self._conditions,
         )
 
     def _plan(

@@ -8,20 +8,12 @@ from datetime import datetime, timedelta
 from casebridge.config import RouteRow
 from casebridge.models import CaseDraft, ReadingPoint
 from gateway.config import SensorConfig, SiteConfig
+from stream.conditions import Vocabulary
 from stream.models import Alarm
 
-__all__ = ["CONDITION_TITLES", "RECENT_SHOWN", "draft_case"]
+__all__ = ["RECENT_SHOWN", "draft_case"]
 
-CONDITION_TITLES: dict[str, str] = {
-    "freezing": "Freezing risk",
-    "fire": "Abnormal heat (fire risk)",
-    "heat_rise": "Rapid temperature rise",
-    "sensor_offline": "Sensor offline",
-    "gateway_offline": "Gateway offline",
-    "sensor_fault": "Sensor fault",
-    "gateway_clock": "Gateway clock wrong",
-    "stream_lag": "Alarms delayed: the rule engine is behind",
-}
+_BUILT_IN = Vocabulary()
 #: How many of the latest readings a case shows.
 RECENT_SHOWN = 12
 
@@ -36,6 +28,7 @@ def draft_case(
     recent: Sequence[ReadingPoint] = (),
     sla: float | None = None,
     auto_resolve: bool = False,
+    conditions: Vocabulary = _BUILT_IN,
 ) -> CaseDraft:
     """Where it is, who gets it, what to call it, how it developed and by when to respond.
     Missing registry entries leave gaps; they never block the case."""
@@ -43,7 +36,7 @@ def draft_case(
     if site is not None and sensor is not None:
         building, room = site.room(sensor.building, sensor.room)
     place = (room.name or room.id) if room else (sensor.room if sensor else None)
-    what = CONDITION_TITLES.get(alarm.condition, alarm.condition)
+    what = conditions.title(alarm.condition)
     where = ", ".join(p for p in (place, site.name if site else alarm.site) if p)
     upto = [p for p in recent if p.ts <= alarm.ts]
     since = [p.value for p in upto if p.ts >= alarm.started_at]
@@ -67,4 +60,12 @@ def draft_case(
         max_since_start=max(since) if since else None,
         sla_due_at=now + timedelta(seconds=sla) if sla is not None else None,
         auto_resolve=auto_resolve,
+        unit=_unit(sensor),
     )
+
+
+def _unit(sensor: SensorConfig | None) -> str | None:
+    """The unit the sensor's readings are in (temperatures always in °C: the gateway converts)."""
+    if sensor is None:
+        return None
+    return "°C" if sensor.kind == "temperature" else sensor.unit

@@ -28,6 +28,7 @@ from casebridge.models import (
     format_case_id,
 )
 from gateway.config import format_duration
+from stream.conditions import is_threshold
 from stream.models import SEVERITY_RANK, Alarm
 
 __all__ = [
@@ -74,7 +75,7 @@ def alarm_event_text(alarm: Alarm) -> str:
     late = " (late: evaluated from buffered readings)" if alarm.late else ""
     verb = {"raised": "raised", "updated": "escalated to", "cleared": "cleared"}[alarm.state]
     why = f" — {alarm.reason}" if alarm.reason and alarm.state != "cleared" else ""
-    if alarm.condition not in ("freezing", "fire"):
+    if not is_threshold(alarm.condition):
         if alarm.state == "cleared":
             return f"{alarm.condition} cleared{late}"
         rate = f" at {alarm.value:.1f} °C/min" if alarm.condition == "heat_rise" else ""

@@ -136,6 +136,8 @@ class CaseDraft(Frozen):
     max_since_start: float | None = None
     sla_due_at: UtcTime | None = None
     auto_resolve: bool = False
+    #: the unit of the sensor's readings (and so of the case's value and threshold)
+    unit: str | None = None
 
 
 class DeliveryDraft(Frozen):

@@ -258,7 +258,24 @@ class SensorConfig(Frozen):
     asset: str | None = None
     tags: tuple[Slug, ...] = ()
     kind: Slug = "temperature"
-    unit: Literal["°C", "°F", "K", "%", "bool"] = "°C"
+    unit: Literal[
+        "°C",
+        "°F",
+        "K",
+        "%",
+        "ppm",
+        "lux",
+        "hPa",
+        "Pa",
+        "W",
+        "kW",
+        "Wh",
+        "kWh",
+        "MWh",
+        "m³",
+        "l",
+        "bool",
+    ] = "°C"
     scale: float = 1.0
     offset: float = 0.0
     probe: Literal["ds18b20"] | None = Field(

@@ -32,6 +32,7 @@ from gateway.clock import Clock
 from gateway.quarantine import Quarantine
 from gateway.secrets import read_secret
 from husvakt.config import HusvaktConfig
+from stream.conditions import Vocabulary
 from stream.engine import EmbeddedEngine
 from stream.lag import LagMonitor
 from stream.models import Alarm
@@ -206,4 +207,5 @@ def case_web_app(config: HusvaktConfig, *, store: CaseStore, clock: Clock) -> Fa
         sites=config.sites,
         rule_state=config.stream.state,
         web=config.web,
+        conditions=Vocabulary(config.rules),
     )

@@ -23,14 +23,15 @@ from gateway.quarantine import Quarantine, SqliteQuarantine
 from gateway.wire import Batch, Status, encode_batch, encode_kafka_status, kafka_key
 from husvakt.assemble import case_desk, rule_engine
 from husvakt.config import HusvaktConfig
+from stream.conditions import Vocabulary
 from stream.engine import hand_off
-from stream.models import decode_alarm
+from stream.models import Alarm, decode_alarm
 from stream.uplink_in import GatewayStatus, UplinkSubscriber
 
 if TYPE_CHECKING:
     from stream.influx import InfluxHistory
 
-__all__ = ["EmbeddedServer", "FaustServer"]
+__all__ = ["EmbeddedServer", "FaustServer", "admit_alarm"]
 
 #: Alarms from the Faust alarms topic recorded in one transaction, and how long the first of
 #: them waits for more.
@@ -38,6 +39,15 @@ ALARM_BATCH = 500
 ALARM_LINGER = 0.005
 
 log = logging.getLogger("husvakt.stream.server")
+
+
+def admit_alarm(value: bytes, conditions: Vocabulary) -> Alarm:
+    """An alarm from the alarms topic, if it is one of a condition this config decides (what a
+    worker of another config, or a forger, writes there opens no case). Raises ValueError."""
+    alarm = decode_alarm(value)
+    if alarm.condition not in conditions:
+        raise ValueError(f"an alarm of condition {alarm.condition!r}, which no rule here decides")
+    return alarm
 
 
 class _Server:
@@ -68,6 +78,7 @@ class _Server:
             store=SqliteQuarantine(stream.quarantine) if stream.quarantine else None
         )
         self.registry = config.registry()
+        self.conditions = Vocabulary(config.rules)
         self.desk = case_desk(config, store=store, clock=clock, history=self.history)
         self.bridge = self.desk.bridge
         self.subscriber = UplinkSubscriber(
@@ -199,7 +210,7 @@ class FaustServer(_Server):
             alarms = []
             for value in values:
                 try:
-                    alarms.append(decode_alarm(value))
+                    alarms.append(admit_alarm(value, self.conditions))
                 except ValueError as exc:
                     self.quarantine.add("alarm-unusable", str(exc), source="alarms", raw=value)
             await hand_off(alarms, self.bridge.handle_many, self.quarantine)

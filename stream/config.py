@@ -2,8 +2,9 @@
 
 Each row names a `condition`, which decides its kind and the fields it takes:
 
-- `freezing` / `fire`: a threshold (`below` / `above`) with a `clear` level (hysteresis), an
-  optional `critical` level, a `hold` time, and flapping protection;
+- `freezing` / `fire` — or any condition of a site's own naming (`damp`, `co2_high`) on any
+  `kind` of sensor: a threshold (`below` / `above`) with a `clear` level (hysteresis), an
+  optional `critical` level, a `hold` time, flapping protection, and a `title` per language;
 - `heat_rise`: a rate of rise in °C per minute over a `window`, from at least `min_samples`;
 - `sensor_offline`: no good reading for `after`;
 - `gateway_offline`: the gateway said it is offline (its last will), or nothing came for `after`;
@@ -19,10 +20,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, TypeAdapter, model_validator
+from pydantic import Discriminator, Field, Tag, TypeAdapter, field_validator, model_validator
 
 from gateway.config import Duration, MqttBrokerConfig, SensorConfig
 from gateway.models import Frozen, Slug
+from stream.conditions import DECIDED_BY, is_threshold
 from stream.matching import Facts, best_rows
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "RuleRow",
     "StreamConfig",
     "ThresholdRule",
+    "conditions_of",
     "gateway_facts",
     "parse_rule",
     "rule_problems",
@@ -49,8 +52,12 @@ __all__ = [
 #: Match fields from most to least specific.
 MATCH_ORDER = ("sensor", "gateway", "room", "building", "tag", "site", "kind")
 
-#: Every condition a rule row can decide, in the order `rules explain` lists them.
+#: The built-in conditions a rule row can decide, in the order `rules explain` lists them (a
+#: config's rows add their own threshold conditions: `conditions_of`).
 CONDITIONS = ("freezing", "fire", "heat_rise", "sensor_offline", "sensor_fault", "gateway_offline")
+
+#: How long a condition's title may be, in any language.
+MAX_TITLE = 80
 
 
 class RuleBase(Frozen):
@@ -82,7 +89,10 @@ class ThresholdRule(RuleBase):
     flapping: its alarm then stays raised until the value has stayed past `clear` for `stable`.
     """
 
-    condition: Literal["freezing", "fire"]
+    condition: Slug
+    title: dict[Slug, str] | None = Field(
+        default=None, description="what the condition is called, per language (en, sv)"
+    )
     below: float | None = None
     above: float | None = None
     critical: float | None = None
@@ -91,6 +101,23 @@ class ThresholdRule(RuleBase):
     flap_count: int = Field(default=4, ge=0, description="raise/clear transitions; 0 = off")
     flap_window: Duration = 3600.0
     stable: Duration = 1800.0
+
+    @field_validator("condition")
+    @classmethod
+    def _a_threshold_condition(cls, value: str) -> str:
+        if not is_threshold(value):
+            raise ValueError(f"{value!r} is not a threshold condition")
+        return value
+
+    @field_validator("title")
+    @classmethod
+    def _titles_are_short_text(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for language, text in (value or {}).items():
+            if not text.strip() or len(text) > MAX_TITLE or not text.isprintable():
+                raise ValueError(
+                    f"the {language} title must be printable text of 1–{MAX_TITLE} characters"
+                )
+        return value
 
     @model_validator(mode="after")
     def _levels_are_consistent(self) -> Self:
@@ -204,9 +231,19 @@ class FaultRule(RuleBase):
     clear_after: int = Field(default=3, ge=1)
 
 
+def _row_kind(data: object) -> str:
+    """Which kind of row this is: the condition names it (any other condition: a threshold)."""
+    condition = data.get("condition") if isinstance(data, dict) else getattr(data, "condition", "")
+    return DECIDED_BY.get(str(condition), "threshold")
+
+
 RuleRow = Annotated[
-    ThresholdRule | RiseRule | OfflineRule | GatewayOfflineRule | FaultRule,
-    Field(discriminator="condition"),
+    Annotated[ThresholdRule, Tag("threshold")]
+    | Annotated[RiseRule, Tag("rise")]
+    | Annotated[OfflineRule, Tag("offline")]
+    | Annotated[GatewayOfflineRule, Tag("gateway_offline")]
+    | Annotated[FaultRule, Tag("fault")],
+    Discriminator(_row_kind),
 ]
 _ROW: TypeAdapter[ThresholdRule | RiseRule | OfflineRule | GatewayOfflineRule | FaultRule] = (
     TypeAdapter(RuleRow)
@@ -315,7 +352,7 @@ def rule_problems(
         seen.setdefault(row.id, i)
     index = {id(row): i for i, row in enumerate(rules)}
     reported: set[tuple[int, ...]] = set()
-    conditions = [c for c in CONDITIONS if c != "gateway_offline"]
+    conditions = [c for c in conditions_of(rules) if c != "gateway_offline"]
     for site, sensor in sensors:
         facts = sensor_facts(site, sensor.id, sensor.kind, sensor)
         for condition in conditions:
@@ -335,6 +372,12 @@ def rule_problems(
 
 def _condition(row: RuleBase) -> str:
     return str(getattr(row, "condition", ""))
+
+
+def conditions_of(rules: Sequence[RuleBase]) -> list[str]:
+    """The conditions a table decides: the built-in ones, then its own in the order named."""
+    own = [c for c in dict.fromkeys(_condition(r) for r in rules) if c not in CONDITIONS]
+    return [*CONDITIONS, *own]
 
 
 #: Levels from REFERENCE.md: frost protection engages below 5 °C (held 10 min to ride out a door

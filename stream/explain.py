@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.config import SensorConfig
-from stream.config import CONDITIONS, MATCH_ORDER, RuleBase, sensor_facts
+from stream.config import MATCH_ORDER, RuleBase, conditions_of, sensor_facts
 from stream.matching import best_rows, matches, specificity
 
 __all__ = ["ConditionExplanation", "explain_sensor", "settings_of"]
@@ -27,7 +27,7 @@ def settings_of(row: RuleBase) -> str:
     parts = [
         f"{k}: {v:g}" if isinstance(v, float) else f"{k}: {v}"
         for k, v in data.items()
-        if k not in _MATCH_FIELDS and v is not None and k != "auto_resolve"
+        if k not in _MATCH_FIELDS and v is not None and k not in ("auto_resolve", "title")
     ]
     return ", ".join(parts)
 
@@ -38,7 +38,7 @@ def explain_sensor(
     kind = config.kind if config else "temperature"
     facts = sensor_facts(site, sensor, kind, config)
     out = []
-    for condition in CONDITIONS:
+    for condition in conditions_of(rules):
         if condition == "gateway_offline":
             continue
         rows = [r for r in rules if getattr(r, "condition", None) == condition]

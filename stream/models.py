@@ -11,16 +11,9 @@ __all__ = ["SEVERITY_RANK", "Alarm", "AlarmState", "Condition", "Severity", "dec
 #: An alarm encodes in well under 1 KB; anything larger on the alarms topic is not one.
 MAX_ALARM_BYTES = 8192
 
-Condition = Literal[
-    "freezing",
-    "fire",
-    "heat_rise",
-    "sensor_offline",
-    "gateway_offline",
-    "sensor_fault",
-    "gateway_clock",
-    "stream_lag",
-]
+#: A condition's id: a built-in one (`stream.conditions.BUILT_IN`) or one a config's rule rows
+#: name (`damp`); `stream.conditions.Vocabulary` says what each is called.
+Condition = Slug
 AlarmState = Literal["raised", "updated", "cleared"]
 Severity = Literal["warning", "critical"]
 

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from casebridge.enrich import CONDITION_TITLES
-
 __all__ = ["LANGUAGES", "words"]
 
 _EN: dict[str, str] = {
-    **CONDITION_TITLES,
     "app": "husvakt",
     "sign_in": "Sign in",
     "sign_out": "Sign out",
@@ -143,14 +140,6 @@ _SV: dict[str, str] = {
     "sla_due": "Senast",
     "condition_active": "Larmet är fortfarande aktivt",
     "condition_cleared": "Larmet har upphört",
-    "freezing": "Frysrisk",
-    "fire": "Onormal värme (brandrisk)",
-    "heat_rise": "Snabb temperaturökning",
-    "sensor_offline": "Givare ur drift",
-    "gateway_offline": "Gateway ur drift",
-    "sensor_fault": "Givarfel",
-    "gateway_clock": "Gatewayns klocka går fel",
-    "stream_lag": "Larm försenade: regelmotorn ligger efter",
     "new": "ny",
     "acknowledged": "kvitterad",
     "in_progress": "pågår",
@@ -166,4 +155,5 @@ assert _EN.keys() == _SV.keys(), "every word in both languages"
 
 
 def words(language: str) -> Mapping[str, str]:
+    """The pages' words in `language` (conditions' titles come from a `Vocabulary`)."""
     return LANGUAGES.get(language, _EN)

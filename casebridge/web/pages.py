@@ -31,7 +31,6 @@ from casebridge.auth import (
     verify_sign_in,
 )
 from casebridge.config import TeamConfig, WebConfig
-from casebridge.enrich import CONDITION_TITLES
 from casebridge.errors import LifecycleError
 from casebridge.models import MAX_TEXT, OPEN_STATUSES, Case, CaseStatus, User, check_text
 from casebridge.store import CaseFilter, CaseStore
@@ -39,6 +38,7 @@ from casebridge.web.chart import readings_svg
 from casebridge.web.i18n import words
 from gateway.clock import Clock
 from gateway.config import SiteConfig, format_duration
+from stream.conditions import Vocabulary, is_threshold
 
 __all__ = ["mount_web"]
 
@@ -52,6 +52,9 @@ _env = Environment(
 )
 
 
+_BUILT_IN = Vocabulary()
+
+
 @dataclass(frozen=True)
 class WebDeps:
     store: CaseStore
@@ -61,6 +64,7 @@ class WebDeps:
     rule_state: Path | None = None
     web: WebConfig = field(default_factory=WebConfig)
     poll_every: float = 1.0
+    conditions: Vocabulary = field(default_factory=Vocabulary)
 
 
 @dataclass(frozen=True)
@@ -106,10 +110,16 @@ Signed = Annotated[Session, Depends(_session)]
 
 
 def _render(
-    name: str, *, language: str = "en", status_code: int = 200, **context: Any
+    name: str,
+    *,
+    language: str = "en",
+    status_code: int = 200,
+    vocabulary: Vocabulary | None = None,
+    **context: Any,
 ) -> HTMLResponse:
-    t = words(language)
-    html = _env.get_template(name).render(t=t, lang=language, **context)
+    """A page in `language`: `t` its words, `ct` the conditions' titles."""
+    titles = (vocabulary or _BUILT_IN).titles(language)
+    html = _env.get_template(name).render(t=words(language), ct=titles, lang=language, **context)
     return HTMLResponse(html, status_code=status_code)
 
 
@@ -309,7 +319,7 @@ async def work_list(
             "sort": sort,
         },
         "sites": [s.id for s in deps.sites],
-        "conditions": list(CONDITION_TITLES),
+        "conditions": deps.conditions.names(),
         "query": lambda **over: urlencode(
             {"view": chosen, "site": site, "status": status, "condition": condition}
             | {"severity": severity, "sort": sort}
@@ -317,7 +327,7 @@ async def work_list(
         ),
     }
     template = "cases_fragment.html" if fragment else "cases.html"
-    return _render(template, language=who.user.language, **context)
+    return _render(template, language=who.user.language, vocabulary=deps.conditions, **context)
 
 
 def _site(deps: WebDeps, site_id: str) -> SiteConfig | None:
@@ -337,7 +347,7 @@ async def case_page(deps: Deps, session: Signed, case_id: str) -> HTMLResponse:
     t = words(language)
     chart = readings_svg(
         [(p.ts, p.value) for p in case.draft.recent],
-        threshold=case.threshold if case.condition in ("freezing", "fire") else None,
+        threshold=case.threshold if is_threshold(case.condition) else None,
         label=f"{t['readings']}: {case.sensor}",
         tz=tz,
     )
@@ -346,6 +356,7 @@ async def case_page(deps: Deps, session: Signed, case_id: str) -> HTMLResponse:
     return _render(
         "case.html",
         language=language,
+        vocabulary=deps.conditions,
         session=session,
         case=case,
         timeline=list(reversed(timeline)),
@@ -354,6 +365,8 @@ async def case_page(deps: Deps, session: Signed, case_id: str) -> HTMLResponse:
         if address
         else None,
         can_act=who.can_act(case),
+        # a threshold's value is in the sensor's unit (cases from before units: °C)
+        unit=(case.draft.unit or "°C") if is_threshold(case.condition) else None,
         actions=status_actions(case),
         members=sorted(team.members) if team else [],
         age=_age(case.opened_at, deps.clock.now()),
@@ -431,7 +444,13 @@ async def sites_page(deps: Deps, session: Signed) -> HTMLResponse:
         }
         for site in deps.sites
     ]
-    return _render("sites.html", language=who.user.language, session=session, rows=rows)
+    return _render(
+        "sites.html",
+        language=who.user.language,
+        vocabulary=deps.conditions,
+        session=session,
+        rows=rows,
+    )
 
 
 @router.get("/live")

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, get_args
 
-from casebridge.enrich import CONDITION_TITLES
 from husvakt.cli.common import EXIT_FAILED, EXIT_OK, say, when
 from husvakt.cli.render import config_summary, routing_text, rules_text
 from husvakt.config import load_config
+from stream.conditions import Vocabulary
 from stream.models import Severity
 
 __all__ = ["add"]
@@ -58,7 +58,11 @@ def add(sub: Any) -> None:
     explain.add_argument("--config", type=Path, required=True, help="site config YAML")
     explain.add_argument("--site", required=True)
     explain.add_argument("--sensor", required=True)
-    explain.add_argument("--condition", required=True, choices=list(CONDITION_TITLES))
+    explain.add_argument(
+        "--condition",
+        required=True,
+        help="a built-in condition or one the config's rules name (e.g. freezing, damp)",
+    )
     explain.add_argument("--severity", choices=get_args(Severity), default="warning")
     explain.add_argument(
         "--at",
@@ -102,6 +106,13 @@ def routing_explain(args: argparse.Namespace) -> int:
     from casebridge.routing import explain, route_facts  # noqa: PLC0415
 
     config = load_config(args.config)
+    conditions = Vocabulary(config.rules)
+    if args.condition not in conditions:
+        sys.stderr.write(
+            f"husvakt: no condition {args.condition!r} in {args.config}; "
+            f"choose one of: {', '.join(conditions.names())}\n"
+        )
+        return EXIT_FAILED
     sensor = config.sensor_index().get((args.site, args.sensor))
     site = next((s for s in config.sites if s.id == args.site), None)
     facts = route_facts(

@@ -181,3 +181,38 @@ async def test_the_site_overview_shows_open_cases_and_gateways_last_contact(tmp_
     assert "1 open cases" in page.text
     assert "pi-cellar (last contact 7 min ago)" in page.text
     assert "/cases/HV-2026-000001" in page.text
+
+
+async def test_a_sites_own_condition_reads_in_the_users_language_with_its_unit(tmp_path):
+    from stream.conditions import Vocabulary
+    from stream.config import parse_rule
+
+    damp = parse_rule(
+        {"id": "damp-cellar", "condition": "damp", "kind": "humidity", "above": 75,
+         "clear": 70, "title": {"en": "Damp cellar", "sv": "Fukt i källaren"}}
+    )  # fmt: skip
+    store = SqliteCaseStore(tmp_path / "cases.db")
+    await store.start()
+    await store.add_user(User(id="jonas", name="Jonas", role="technician", language="sv"), now=T0)
+    await store.set_password("jonas", hash_password(PASSWORD))
+    await store.record_alarm(
+        make_alarm(sensor="h1", condition="damp", value=79.0, threshold=75.0, rule="damp-cellar"),
+        make_draft(team="facilities", title="Damp cellar — Cellar, S (h1)", unit="%"),
+        OpenPlan(),
+        now=T0,
+        reopen_window=0,
+    )
+    app = create_app(store=store, teams=TEAMS, clock=FixedClock(), conditions=Vocabulary([damp]))
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://husvakt") as client:
+            await sign_in(client, "jonas")
+            work = await client.get("/cases?view=team")
+            assert '<span class="what">Fukt i källaren</span>' in work.text
+            assert '<option value="damp" >Fukt i källaren</option>' in work.text  # the filter
+            case_id = re.search(r'href="/cases/(HV-[0-9-]+)"', work.text).group(1)
+            page = await client.get(f"/cases/{case_id}")
+            assert "<h1>Fukt i källaren</h1>" in page.text
+            assert "79.0 %</h2>" in page.text
+    finally:
+        await store.aclose()

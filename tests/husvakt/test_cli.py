@@ -142,3 +142,21 @@ def test_a_token_expiry_that_makes_no_sense_is_a_usage_error(tmp_path, expires):
     )  # fmt: skip
     assert out.returncode == 2, out.stderr
     assert "Traceback" not in out.stderr
+
+
+SCHOOL = Path(__file__).resolve().parents[2] / "config" / "scenarios" / "school.yaml"
+
+
+def test_rules_and_routing_explain_know_a_sites_own_condition(capsys):
+    assert main(["rules", "explain", "cellar-h1", "--config", str(SCHOOL)]) == 0
+    rules = capsys.readouterr().out
+    assert "nordskolan/cellar-h1 (kind humidity, building main, room cellar):" in rules
+    assert "damp: row damp-cellar — above: 75, clear: 70, hold: 21600" in rules
+    assert "freezing: no row matches — not watched for this condition" in rules
+    explain = ["routing", "explain", "--config", str(SCHOOL), "--site", "nordskolan"]
+    assert main([*explain, "--sensor", "cellar-h1", "--condition", "damp"]) == 0
+    assert "→ team facilities, priority P3, by row default" in capsys.readouterr().out
+    assert main([*explain, "--sensor", "cellar-h1", "--condition", "mould"]) == 1
+    error = capsys.readouterr().err
+    assert f"no condition 'mould' in {SCHOOL}; choose one of: freezing, fire," in error
+    assert error.rstrip().endswith("stream_lag, damp")

@@ -227,3 +227,21 @@ async def test_messages_waiting_at_the_broker_are_settled_together(mosquitto, tm
     assert server.subscriber.groups < server.subscriber.messages
     assert [c.condition for c in await store.list_cases()] == ["freezing", "fire"]
     await store.aclose()
+
+
+def test_an_alarm_on_the_topic_of_a_condition_no_rule_decides_opens_nothing():
+    from husvakt.server import admit_alarm
+    from stream.conditions import Vocabulary
+    from stream.config import parse_rule
+    from tests.factories import make_alarm
+
+    damp = parse_rule(
+        {"id": "damp-cellar", "condition": "damp", "kind": "humidity", "above": 75, "clear": 70}
+    )
+    known = Vocabulary([damp])
+    for condition in ("freezing", "damp", "stream_lag"):
+        alarm = make_alarm(condition=condition)
+        assert admit_alarm(json.dumps(alarm.to_wire()).encode(), known) == alarm
+    forged = json.dumps(make_alarm(condition="evacuate-now").to_wire()).encode()
+    with pytest.raises(ValueError, match="'evacuate-now', which no rule here decides"):
+        admit_alarm(forged, known)

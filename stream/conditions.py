@@ -1,0 +1,92 @@
+"""The one vocabulary of conditions: which there are and what each is called, per language.
+
+A condition is an id a rule row names (`freezing`, or a site's own `damp`); the built-in ones
+have titles in English and Swedish here, and a row may give any condition its titles
+(`title: {en: Damp cellar, sv: Fukt i källaren}`). The case titles, the web pages' lists and
+the command line's choices all come from a `Vocabulary` — never from a list of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+__all__ = ["BUILT_IN", "DECIDED_BY", "LANGUAGES", "SYSTEM", "Vocabulary", "is_threshold"]
+
+#: The languages titles are kept in (the web pages' languages).
+LANGUAGES = ("en", "sv")
+
+#: Titles of the conditions husvakt knows without a config.
+BUILT_IN: Mapping[str, Mapping[str, str]] = {
+    "freezing": {"en": "Freezing risk", "sv": "Frysrisk"},
+    "fire": {"en": "Abnormal heat (fire risk)", "sv": "Onormal värme (brandrisk)"},
+    "heat_rise": {"en": "Rapid temperature rise", "sv": "Snabb temperaturökning"},
+    "sensor_offline": {"en": "Sensor offline", "sv": "Givare ur drift"},
+    "gateway_offline": {"en": "Gateway offline", "sv": "Gateway ur drift"},
+    "sensor_fault": {"en": "Sensor fault", "sv": "Givarfel"},
+    "gateway_clock": {"en": "Gateway clock wrong", "sv": "Gatewayns klocka går fel"},
+    "stream_lag": {
+        "en": "Alarms delayed: the rule engine is behind",
+        "sv": "Larm försenade: regelmotorn ligger efter",
+    },
+}
+
+#: Conditions the engine raises about itself, not from a rule row.
+SYSTEM = ("gateway_clock", "stream_lag")
+
+#: The conditions that are not a value past a level, and the kind of rule row deciding each;
+#: every other condition a row names is a threshold's.
+DECIDED_BY: Mapping[str, str] = {
+    "heat_rise": "rise",
+    "sensor_offline": "offline",
+    "gateway_offline": "gateway_offline",
+    "sensor_fault": "fault",
+}
+
+
+def is_threshold(condition: str) -> bool:
+    """Whether a `condition`'s alarms are a value past a level (a threshold row's)."""
+    return condition not in DECIDED_BY and condition not in SYSTEM
+
+
+class Vocabulary:
+    """The built-in conditions and those a config's rule rows name, with their titles (a
+    row's `title` overrides a built-in one, language by language)."""
+
+    def __init__(self, rows: Iterable[object] = ()) -> None:
+        self._titles: dict[str, dict[str, str]] = {c: dict(t) for c, t in BUILT_IN.items()}
+        for row in rows:
+            condition = getattr(row, "condition", None)
+            if not isinstance(condition, str):
+                continue
+            titles = self._titles.setdefault(condition, {})
+            title = getattr(row, "title", None)
+            if isinstance(title, Mapping):
+                titles.update({str(k): str(v) for k, v in title.items()})
+
+    def names(self) -> list[str]:
+        """Every condition: the built-in ones first, then the config's in the order named."""
+        return list(self._titles)
+
+    def __contains__(self, condition: object) -> bool:
+        return condition in self._titles
+
+    def title(self, condition: str, language: str = "en") -> str:
+        """What a person reads for `condition` in `language`: its title there, else in
+        English, else any; a condition nobody titled reads as its id in words."""
+        titles = self._titles.get(condition, {})
+        found = titles.get(language) or titles.get("en") or next(iter(titles.values()), None)
+        return found or condition.replace("_", " ").replace("-", " ").capitalize()
+
+    def titles(self, language: str) -> dict[str, str]:
+        """Every condition's title in `language` (asked for one it does not know — an old
+        case's, say — it answers with that condition's id in words)."""
+        return _Titles(self, language, {c: self.title(c, language) for c in self._titles})
+
+
+class _Titles(dict[str, str]):
+    def __init__(self, vocabulary: Vocabulary, language: str, titles: dict[str, str]) -> None:
+        super().__init__(titles)
+        self._vocabulary, self._language = vocabulary, language
+
+    def __missing__(self, condition: str) -> str:
+        return self._vocabulary.title(condition, self._language)
