@@ -14,6 +14,7 @@ __all__ = [
     "JSON_PATH",
     "MODBUS_DEVICE_FAILURE",
     "modbus_register",
+    "mqtt_message",
     "mqtt_payload",
     "serial_line",
     "shown",
@@ -63,12 +64,29 @@ def _is_number(value: str) -> bool:
     return True
 
 
-def mqtt_payload(fmt: str, printed: str) -> str:
+def mqtt_payload(fmt: str, printed: str, path: str | None = None, state: bool = False) -> str:
     """A reading in the shape a real device of that kind publishes (a failed read, NaN, is
-    `null` in a JSON shape; line noise goes out as it is)."""
-    if fmt in ("plain", "esphome") or not _is_number(printed):
+    `null` in a JSON shape; line noise goes out as it is). `path`: the (dotted) key the device
+    puts its value under instead of the shape's own (zigbee2mqtt's `water_leak`); `state`: an
+    on/off device, whose 0/1 goes out as JSON true/false or ON/OFF."""
+    if not _is_number(printed):
         return printed
-    value = None if printed.lower() == "nan" else float(printed)
+    number = None if printed.lower() == "nan" else float(printed)
+    value: float | bool | None = number
+    if state and number is not None:
+        value = number >= 0.5
+        if fmt in ("plain", "esphome"):
+            return "ON" if value else "OFF"
+    if fmt in ("plain", "esphome"):
+        return printed
+    if path is not None:
+        heads: dict[str, dict[str, object]] = {
+            "json": {},
+            "tasmota": {"Time": "1970-01-01T00:00:00"},
+            "zigbee2mqtt": {"battery": 97, "linkquality": 120},
+            "shelly": {"id": 0},
+        }
+        return json.dumps({**heads[fmt], **_nested(path, value)})
     shapes: dict[str, object] = {
         "json": {JSON_PATH: value},
         "tasmota": {
@@ -80,10 +98,27 @@ def mqtt_payload(fmt: str, printed: str) -> str:
         "shelly": {
             "id": 0,
             "tC": value,
-            "tF": None if value is None else round(value * 1.8 + 32, 1),
+            "tF": None if number is None else round(number * 1.8 + 32, 1),
         },
     }
     return json.dumps(shapes[fmt])
+
+
+def _nested(path: str, value: object) -> dict[str, object]:
+    node: object = value
+    for key in reversed(path.split(".")):
+        node = {key: node}
+    assert isinstance(node, dict)
+    return node
+
+
+def mqtt_message(output: Output, value: float | None = None) -> str | None:
+    """What the output's device publishes (`value`: the number in its own units, when it
+    scales); None when it publishes nothing."""
+    printed = text(output, value)
+    if printed is None:
+        return None
+    return mqtt_payload(output.format, printed, output.path, output.state)
 
 
 def serial_line(name: str, output: Output, value: float | None = None) -> str | None:

@@ -28,7 +28,7 @@ def _honour_cancellation() -> None:
 
 class MqttThermometer:
     """Publishes a scenario device's outputs to `topic` as they come due (QoS 1), in the
-    payload shape `format` (`json`: `{"temperature": v}`). An output the broker did not take
+    device's payload shape (`encode.mqtt_message`). An output the broker did not take
     (the connection dropped) is sent again after the reconnect; the run ends with the outputs.
     """
 
@@ -40,14 +40,12 @@ class MqttThermometer:
         topic: str,
         outputs: Iterable[Output],
         clock: Clock,
-        format: str = "json",
         client_id: str = "sim-mqtt-thermometer",
     ) -> None:
         self._host, self._port = host, port
         self._topic = topic
         self._outputs = iter(outputs)
         self._clock = clock
-        self._format = format
         self._client_id = client_id
         self._unsent: Output | None = None
         self.published = 0
@@ -61,9 +59,8 @@ class MqttThermometer:
 
                     async def publish(output: Output) -> None:
                         self._unsent = output
-                        printed = encode.text(output)
-                        if printed is not None:
-                            payload = encode.mqtt_payload(self._format, printed)
+                        payload = encode.mqtt_message(output)
+                        if payload is not None:
                             await client.publish(self._topic, payload.encode(), qos=1)
                             self.published += 1
                         self._unsent = None

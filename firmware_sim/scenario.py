@@ -114,6 +114,16 @@ class Device(_Frozen):
     format: Literal["plain", "json", "tasmota", "zigbee2mqtt", "shelly", "esphome"] = Field(
         default="plain", description="the MQTT payload shape `husvakt sim` publishes"
     )
+    value_path: str | None = Field(
+        default=None,
+        description="the (dotted) key a JSON-shaped device publishes its value under, e.g. "
+        "zigbee2mqtt's `water_leak` or Tasmota's `SI7021.Humidity` (default: the shape's own)",
+        max_length=100,
+    )
+    states: bool = Field(
+        default=False,
+        description="an on/off device: its values (0/1) go out as JSON true/false, or ON/OFF",
+    )
 
 
 class Ramp(_Frozen):
@@ -220,7 +230,8 @@ class Scenario(_Frozen):
         ramps = [e for e in self.timeline if e.sensor == device.sensor and e.ramp]
         faults = [e for e in self.timeline if e.sensor == device.sensor and e.fault]
         power = self.outages("power")
-        signal, sensor, protocol, fmt = device.signal, device.sensor, device.protocol, device.format
+        signal, sensor, protocol = device.signal, device.sensor, device.protocol
+        shape = (device.format, device.value_path, device.states)
         # one noise stream per device, drawn once per sample time (also while the power is
         # off), so a device's outputs are the same however the scenario is read
         noise = random.Random(f"{signal.seed}:{sensor}")  # noqa: S311 - simulated noise
@@ -240,15 +251,15 @@ class Scenario(_Frozen):
             if fault in ("dropout", "reboot"):
                 pass
             elif fault == "stuck":
-                yield Output(when, t, order, sensor, protocol, last_value or value, None, fmt)
+                yield Output(when, t, order, sensor, protocol, last_value or value, None, *shape)
             elif fault == "spike":
                 assert event is not None
                 shown = value + 60.0 if event.value is None else event.value
-                yield Output(when, t, order, sensor, protocol, shown, None, fmt)
+                yield Output(when, t, order, sensor, protocol, shown, None, *shape)
             elif fault is not None:
-                yield Output(when, t, order, sensor, protocol, None, fault, fmt)
+                yield Output(when, t, order, sensor, protocol, None, fault, *shape)
             else:
-                yield Output(when, t, order, sensor, protocol, value, None, fmt)
+                yield Output(when, t, order, sensor, protocol, value, None, *shape)
                 last_value = value
             t += device.every
 
@@ -284,8 +295,11 @@ class Output:
     protocol: str
     value: float | None
     fault: str | None
-    #: the MQTT payload shape the device publishes
+    #: the MQTT payload shape the device publishes, the key it puts its value under (None: the
+    #: shape's own) and whether its values are on/off states
     format: str = "plain"
+    path: str | None = None
+    state: bool = False
 
 
 def load_scenario(path: Path) -> Scenario:

@@ -16,7 +16,9 @@ from gateway.wire import WireError, loads_bounded
 
 __all__ = [
     "MQTT_PRESETS",
+    "STATE_WORDS",
     "decode_mqtt",
+    "decode_mqtt_value",
     "decode_registers",
     "parse_line",
     "parse_number",
@@ -81,28 +83,8 @@ def parse_number(text: str) -> float:
 MAX_PAYLOAD = 64 * 1024
 
 
-def decode_mqtt(payload: bytes, fmt: str, value_path: str | None) -> float:
-    """The value in an MQTT payload: a plain number, or JSON with a dotted path to the value
-    (`fmt` a key of `MQTT_PRESETS`; presets know their device's path). Tasmota reports in °F
-    when its TempUnit says so; that is converted here, since the unit travels in the payload."""
-    if len(payload) > MAX_PAYLOAD:
-        raise DecodeError("too-large", f"{len(payload)} bytes")
-    try:
-        text = payload.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise DecodeError("unparsable", "payload is not UTF-8") from None
-    is_json, default_path = MQTT_PRESETS[fmt]
-    value_path = value_path or default_path
-    if not is_json:
-        return parse_number(text)
-    try:
-        # bounded: size, containers (so nesting) and digits; NaN/Infinity/1e309 refused
-        node: object = loads_bounded(text, max_bytes=MAX_PAYLOAD, max_containers=256)
-    except WireError as exc:
-        reason = (
-            "not-finite" if "finite" in str(exc) or "not a number" in str(exc) else "unparsable"
-        )
-        raise DecodeError(reason, str(exc)) from None
+def _at_path(node: object, value_path: str | None) -> object:
+    """The node a dotted path (keys, list indices) leads to in decoded JSON."""
     for part in (value_path or "").split("."):
         if not part:
             continue
@@ -112,12 +94,59 @@ def decode_mqtt(payload: bytes, fmt: str, value_path: str | None) -> float:
             node = node[int(part)]
         else:
             raise DecodeError("missing-value", f"no {value_path!r} in payload")
-    if isinstance(node, bool) or not isinstance(node, int | float | str):
+    return node
+
+
+#: How on/off sensors say their state: zigbee2mqtt and Shelly send JSON true/false, ESPHome's
+#: binary sensors and Tasmota's relays ON/OFF.
+STATE_WORDS: dict[str, float] = {"on": 1.0, "off": 0.0, "true": 1.0, "false": 0.0}
+
+
+def decode_mqtt(payload: bytes, fmt: str, value_path: str | None) -> float:
+    """The number in an MQTT payload (an on/off state is `unparsable` here: see
+    `decode_mqtt_value`)."""
+    value, is_state = decode_mqtt_value(payload, fmt, value_path)
+    if is_state:
+        raise DecodeError("unparsable", "an on/off state where a number was expected")
+    return value
+
+
+def decode_mqtt_value(payload: bytes, fmt: str, value_path: str | None) -> tuple[float, bool]:
+    """The value in an MQTT payload, and whether it is an on/off state (1.0 / 0.0 — which only
+    a sensor whose unit is `bool` takes). A plain number or state word, or JSON with a dotted
+    path to the value (`fmt` a key of `MQTT_PRESETS`; presets know their device's path).
+    Tasmota reports in °F when its TempUnit says so; that is converted here, since the unit
+    travels in the payload."""
+    if len(payload) > MAX_PAYLOAD:
+        raise DecodeError("too-large", f"{len(payload)} bytes")
+    try:
+        text = payload.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise DecodeError("unparsable", "payload is not UTF-8") from None
+    is_json, default_path = MQTT_PRESETS[fmt]
+    value_path = value_path or default_path
+    if not is_json:
+        state = STATE_WORDS.get(text.lower())
+        return (state, True) if state is not None else (parse_number(text), False)
+    try:
+        # bounded: size, containers (so nesting) and digits; NaN/Infinity/1e309 refused
+        node: object = loads_bounded(text, max_bytes=MAX_PAYLOAD, max_containers=256)
+    except WireError as exc:
+        reason = (
+            "not-finite" if "finite" in str(exc) or "not a number" in str(exc) else "unparsable"
+        )
+        raise DecodeError(reason, str(exc)) from None
+    node = _at_path(node, value_path)
+    if isinstance(node, bool):
+        return (1.0 if node else 0.0), True
+    if isinstance(node, str) and node.strip().lower() in STATE_WORDS:
+        return STATE_WORDS[node.strip().lower()], True
+    if not isinstance(node, int | float | str):
         raise DecodeError("unparsable", f"{value_path!r} is not a number")
     value = parse_number(node) if isinstance(node, str) else _finite(float(node))
     if fmt == "tasmota" and '"TempUnit":"F"' in text.replace(" ", ""):
         value = (value - 32.0) * 5.0 / 9.0
-    return value
+    return value, False
 
 
 def register_count(data_type: DataType) -> int:

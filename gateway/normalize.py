@@ -41,13 +41,15 @@ class Sample:
     value: float | None = None
     fault: str | None = None
     committed: Callable[[], object] | None = None
+    #: the value is an on/off state (1.0 / 0.0), which only a sensor of unit `bool` takes
+    state: bool = False
 
     @classmethod
     def of(
         cls, decoded: Decoded, ts: datetime, committed: Callable[[], object] | None = None
     ) -> Sample:
         """What a codec decoded, seen at `ts`."""
-        return cls(decoded.sensor, ts, decoded.value, decoded.fault, committed)
+        return cls(decoded.sensor, ts, decoded.value, decoded.fault, committed, decoded.state)
 
 
 #: The wire allows fault texts of 64 characters without control characters; a device's error
@@ -87,7 +89,13 @@ def normalize(
     value = sample.value
     if fault is None and (value is None or not math.isfinite(value)):
         fault = "not-finite"
-    if fault is None and value is not None:
+    if fault is None and value is not None and sensor.unit == "bool":
+        # an on/off sensor: a state, or a number that is one (a Modbus coil's 0/1)
+        if value not in (0.0, 1.0):
+            fault = "not-a-state"
+    elif fault is None and sample.state:
+        fault = "not-a-number"  # `true` from a thermometer is never 1 °C
+    elif fault is None and value is not None:
         value = value * sensor.scale + sensor.offset
         if sensor.kind == "temperature":
             value = _to_celsius(value, sensor.unit)

@@ -157,6 +157,13 @@ class Gateway:
             )
             return None
         self.counts[reading.quality] += 1
+        if reading.fault in _WRONG_SORT:  # kept for a person to see: a device misconfigured?
+            what = "an on/off state" if reading.fault == "not-a-number" else f"{sample.value!r}"
+            self.quarantine.add(
+                f"normalize-{reading.fault}",
+                f"{what} from {sample.sensor} ({sensor.kind}, unit {sensor.unit})",
+                source=sample.sensor,
+            )
         return reading
 
     async def _write(self) -> None:
@@ -199,6 +206,11 @@ class Gateway:
             log.error("the outbox takes nothing; retrying in %.1fs", delay)
             await asyncio.sleep(delay)
 
+
+#: Fault readings of a value of the wrong sort for its sensor (a state from a thermometer, a
+#: number from an on/off sensor): also quarantined, since they say a device or its config is
+#: wrong rather than that a probe failed.
+_WRONG_SORT = frozenset({"not-a-number", "not-a-state"})
 
 #: a reading on its way to the outbox, with the acknowledgement it waits for
 Waiting = tuple[Reading, Callable[[], object] | None]

@@ -120,7 +120,6 @@ class SimulatedDevices:
             topic=topic,
             outputs=scenario.device_outputs(device),
             clock=clock,
-            format=scenario.devices[device].format,
             client_id=f"sim-{topic.replace('/', '-')}",
         )
         self._tasks.append(asyncio.create_task(thermometer.run(), name=f"sim mqtt {topic}"))

@@ -122,11 +122,11 @@ def _raw(output: Output, sensor: SensorConfig) -> Sample | None:
         codec = _serial_codec(output.sensor, sensor.id)
         decoded = None if line is None else codec.decode(line)
         return Sample.of(decoded, ts) if isinstance(decoded, Decoded) else None
-    printed = encode.text(output, raw)
-    if printed is None:
+    message = encode.mqtt_message(output, raw)
+    if message is None:
         return None  # the device publishes nothing
-    payload = encode.mqtt_payload(output.format, printed).encode()
-    decoded = _mqtt_codec(output.sensor, sensor.id, output.format).decode(output.sensor, payload)
+    mqtt = _mqtt_codec(output.sensor, sensor.id, output.format, output.path)
+    decoded = mqtt.decode(output.sensor, message.encode())
     return Sample.of(decoded, ts) if isinstance(decoded, Decoded) else None
 
 
@@ -134,8 +134,10 @@ _MODBUS_INT16 = ModbusPoint(type="modbus", device="sim", address=0)
 
 
 @functools.lru_cache(maxsize=4096)
-def _mqtt_codec(topic: str, sensor: str, fmt: str) -> MqttCodec:
-    path = encode.JSON_PATH if fmt == "json" else None
+def _mqtt_codec(topic: str, sensor: str, fmt: str, path: str | None) -> MqttCodec:
+    """The codec of a gateway configured for the device: its shape, and the key it publishes
+    under when not the shape's own."""
+    path = path or (encode.JSON_PATH if fmt == "json" else None)
     point = MqttPoint(type="mqtt", topic=topic, format=fmt, value_path=path)
     return MqttCodec({topic: (sensor, point)})
 

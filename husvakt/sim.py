@@ -93,7 +93,6 @@ async def _start_device(  # noqa: PLR0917 - internal wiring of one device
             topic=topic,
             outputs=outputs,
             clock=clock,
-            format=device.format,
             client_id=f"husvakt-sim-{device.sensor}",
         )
         found.append(Endpoint(device.sensor, "mqtt", f"topic {topic}", topic=topic))

@@ -39,6 +39,7 @@ __all__ = [
     "RiseRule",
     "RuleBase",
     "RuleRow",
+    "StateRule",
     "StreamConfig",
     "ThresholdRule",
     "conditions_of",
@@ -151,6 +152,32 @@ class ThresholdRule(RuleBase):
         return level
 
 
+_STATE: TypeAdapter[bool] = TypeAdapter(bool)
+
+
+class StateRule(ThresholdRule):
+    """Raise `condition` when an on/off sensor (unit `bool`) shows `state` for `hold`: a water
+    leak detected (at once), a door left open (`state: off` on a contact sensor, hold 30m), a
+    pump's failure input. Its levels are the state's own, so it takes no `below`, `above`,
+    `clear` or `critical`; hold, flapping and titles work as for any threshold. `kind` must be
+    named (a thermometer's 1.0 °C is no state)."""
+
+    kind: Slug  # required here: every state row names its sensors' kind
+    state: bool = Field(description="the state that raises the condition: on/true or off/false")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _levels_of_the_state(cls, data: object) -> object:
+        if not isinstance(data, dict) or "state" not in data:
+            return data
+        given = [f for f in ("below", "above", "clear", "critical") if f in data]
+        if given:
+            raise ValueError(f"a state row takes no {', '.join(given)}: its levels are the state's")
+        on = _STATE.validate_python(data["state"])  # on/off, true/false, yes/no, 1/0
+        levels = {"above": 0.5, "clear": 0.0} if on else {"below": 0.5, "clear": 1.0}
+        return {**data, **levels}
+
+
 class RiseRule(RuleBase):
     """Raise `heat_rise` when the temperature climbs at `rate` °C per minute or faster.
 
@@ -232,22 +259,31 @@ class FaultRule(RuleBase):
 
 
 def _row_kind(data: object) -> str:
-    """Which kind of row this is: the condition names it (any other condition: a threshold)."""
-    condition = data.get("condition") if isinstance(data, dict) else getattr(data, "condition", "")
+    """Which kind of row this is: a row with a `state` is a state row; else the condition
+    names it (any other condition: a threshold)."""
+    if isinstance(data, dict):
+        if "state" in data:
+            return "state"
+        condition = data.get("condition")
+    else:
+        if isinstance(data, StateRule):
+            return "state"
+        condition = getattr(data, "condition", "")
     return DECIDED_BY.get(str(condition), "threshold")
 
 
 RuleRow = Annotated[
-    Annotated[ThresholdRule, Tag("threshold")]
+    Annotated[StateRule, Tag("state")]
+    | Annotated[ThresholdRule, Tag("threshold")]
     | Annotated[RiseRule, Tag("rise")]
     | Annotated[OfflineRule, Tag("offline")]
     | Annotated[GatewayOfflineRule, Tag("gateway_offline")]
     | Annotated[FaultRule, Tag("fault")],
     Discriminator(_row_kind),
 ]
-_ROW: TypeAdapter[ThresholdRule | RiseRule | OfflineRule | GatewayOfflineRule | FaultRule] = (
-    TypeAdapter(RuleRow)
-)
+_ROW: TypeAdapter[
+    StateRule | ThresholdRule | RiseRule | OfflineRule | GatewayOfflineRule | FaultRule
+] = TypeAdapter(RuleRow)
 
 
 def parse_rule(data: Mapping[str, Any]) -> RuleBase:

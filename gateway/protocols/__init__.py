@@ -23,6 +23,8 @@ class Decoded:
     fault: str | None = None
     #: (reason, detail) under which the raw input is also quarantined
     note: tuple[str, str] | None = None
+    #: the value is an on/off state (1.0 / 0.0), which only a sensor of unit `bool` takes
+    state: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from paho.mqtt.client import topic_matches_sub
 
 from gateway.config import MqttPoint
-from gateway.decode import decode_mqtt
+from gateway.decode import decode_mqtt_value
 from gateway.errors import DecodeError
 from gateway.protocols import Decoded, Refused
 
@@ -40,7 +40,7 @@ class MqttCodec:
             return Refused("mqtt-unknown-topic", "no sensor reads this topic")
         sensor, how = point
         try:
-            value = decode_mqtt(payload, how.format, how.value_path)
+            value, state = decode_mqtt_value(payload, how.format, how.value_path)
         except DecodeError as exc:
             return Decoded(sensor, fault=exc.reason, note=(f"mqtt-{exc.reason}", str(exc)))
-        return Decoded(sensor, value=value)
+        return Decoded(sensor, value=value, state=state)

@@ -214,5 +214,19 @@ async def test_a_sites_own_condition_reads_in_the_users_language_with_its_unit(t
             page = await client.get(f"/cases/{case_id}")
             assert "<h1>Fukt i källaren</h1>" in page.text
             assert "79.0 %</h2>" in page.text
+            await store.record_alarm(
+                make_alarm(sensor="w1", condition="leak", value=1.0, threshold=0.5, rule="leak"),
+                make_draft(
+                    team="facilities", title="Water leak — Boiler room, S (w1)", unit="bool"
+                ),
+                OpenPlan(),
+                now=T0,
+                reopen_window=0,
+            )
+            work = await client.get("/cases?view=team")
+            assert '<span class="what">Leak</span>' in work.text  # no title given: its id
+            leak = re.findall(r'href="/cases/(HV-[0-9-]+)"', work.text)
+            page = await client.get(f"/cases/{max(leak)}")
+            assert ": på</h2>" in page.text  # an on/off sensor's value is its state
     finally:
         await store.aclose()

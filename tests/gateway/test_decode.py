@@ -4,6 +4,7 @@ import pytest
 
 from gateway.decode import (
     decode_mqtt,
+    decode_mqtt_value,
     decode_registers,
     parse_line,
     parse_number,
@@ -239,3 +240,26 @@ def test_durations_read_the_same_in_every_text():
     ]
     assert format_duration(parse_duration("1h30m")) == "90 min"  # type: ignore[arg-type]
     assert format_duration(3 * 86_400 + 4 * 3600) == "3 d 4 h"
+
+
+@pytest.mark.parametrize(
+    ("payload", "fmt", "path", "expected"),
+    [
+        (b'{"battery": 97, "linkquality": 120, "water_leak": true}', "zigbee2mqtt", "water_leak",
+         (1.0, True)),
+        (b'{"contact": false}', "zigbee2mqtt", "contact", (0.0, True)),
+        (b'{"id": 0, "state": "ON"}', "shelly", "state", (1.0, True)),
+        (b"ON", "esphome", None, (1.0, True)),
+        (b"off\n", "plain", None, (0.0, True)),
+        (b"21.5", "esphome", None, (21.5, False)),
+        (b'{"temperature": 4.5}', "zigbee2mqtt", None, (4.5, False)),
+    ],
+)  # fmt: skip
+def test_on_off_states_are_decoded_as_states(payload, fmt, path, expected):
+    assert decode_mqtt_value(payload, fmt, path) == expected
+
+
+def test_where_a_number_is_expected_a_state_is_unparsable():
+    with pytest.raises(DecodeError) as caught:
+        decode_mqtt(b"ON", "esphome", None)
+    assert caught.value.reason == "unparsable"

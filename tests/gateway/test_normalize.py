@@ -126,3 +126,26 @@ def test_a_normalised_reading_is_the_validated_model_and_any_zone_becomes_utc():
     stockholm = TS.astimezone(timezone(timedelta(hours=1)))
     r = normalize(Sample("t1", stockholm, 3.25), sensor(), site="s", gateway="g", seq=7)
     assert r.ts == TS and r.ts.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    ("value", "state", "expected"),
+    [
+        (1.0, True, ("good", 1.0, None)),  # {"water_leak": true}
+        (0.0, True, ("good", 0.0, None)),  # ESPHome's OFF
+        (1.0, False, ("good", 1.0, None)),  # a Modbus coil's 1
+        (0.5, False, ("fault", 0.5, "not-a-state")),
+        (7.0, False, ("fault", 7.0, "not-a-state")),
+    ],
+)
+def test_an_on_off_sensor_takes_states_and_only_states(value, state, expected):
+    leak = sensor(kind="water_leak", unit="bool", scale=10.0)  # a state is never scaled
+    r = normalize(Sample("t1", TS, value, state=state), leak, site="s", gateway="g", seq=1)
+    assert (r.quality, r.value, r.fault) == expected
+    assert r.unit == "bool"
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0])
+def test_a_state_from_a_thermometer_is_a_fault_never_a_temperature(value):
+    r = normalize(Sample("t1", TS, value, state=True), sensor(), site="s", gateway="g", seq=1)
+    assert (r.quality, r.fault) == ("fault", "not-a-number")  # `false` is not 0 °C: no frost

@@ -159,4 +159,4 @@ def test_rules_and_routing_explain_know_a_sites_own_condition(capsys):
     assert main([*explain, "--sensor", "cellar-h1", "--condition", "mould"]) == 1
     error = capsys.readouterr().err
     assert f"no condition 'mould' in {SCHOOL}; choose one of: freezing, fire," in error
-    assert error.rstrip().endswith("stream_lag, damp")
+    assert error.rstrip().endswith("stream_lag, damp, leak")

@@ -201,6 +201,8 @@ SENSOR_PAYLOADS = [
     ("NaN, Infinity, 1e309", b'{"temperature": 1e309}'),
     ("NaN, Infinity, 1e309", b'{"temperature": "inf"}'),
     ("bool as a number", b'{"temperature": true}'),
+    ("an on/off state as a temperature", b'{"temperature": false}'),
+    ("an on/off state as a temperature", b'{"temperature": "OFF"}'),
     ("not UTF-8", b"\xff\xfe\x00"),
     ("too large", b" " * 100_000),
     ("wrong shape", b'{"temperature": {"value": [1, 2]}}'),

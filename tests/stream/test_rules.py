@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.config import ThresholdRule as RuleRow
+from stream.config import parse_rule
 from stream.rules import ThresholdState as RuleState
 from stream.rules import evaluate
 from tests.factories import make_reading
@@ -173,3 +174,35 @@ def test_property_values_inside_the_hysteresis_band_never_flap(band_values):
     assert out == [] and state == raised
     out, state = run(FREEZING, samples)  # and from idle, they never raise
     assert out == [] and state == RuleState()
+
+
+LEAK = parse_rule({"id": "leak", "condition": "leak", "kind": "water_leak", "state": "on"})
+DOOR = parse_rule(
+    {"id": "door", "condition": "door_open", "kind": "contact", "state": False, "hold": "30m"}
+)
+
+
+@pytest.mark.parametrize(
+    ("rule", "samples", "expected"),
+    [
+        # water reported: a case the same minute; dry again: cleared
+        (LEAK, [(0, 0), (1, 0), (2, 1), (3, 1), (9, 0), (10, 0)], [(2, "raised"), (9, "cleared")]),
+        # a door open (contact off) for under 30 min raises nothing; left open, it does
+        (DOOR, [(0, 1), (5, 0), (20, 1), (40, 0), (69, 0), (70, 0), (75, 1)],
+         [(70, "raised"), (75, "cleared")]),
+        # a detector reporting faults raises no leak
+        (LEAK, [(0, 0), (1, 1, "not-a-state"), (2, 1, "not-a-state")], []),
+    ],
+)  # fmt: skip
+def test_a_state_row_raises_while_the_sensor_shows_its_state(rule, samples, expected):
+    out, _ = run(rule, samples)
+    assert [(minute, what) for minute, what, _ in out] == expected
+
+
+def test_a_state_row_names_the_kind_of_its_sensors_and_takes_no_levels():
+    with pytest.raises(ValueError, match="kind"):
+        parse_rule({"id": "leak", "condition": "leak", "state": True})
+    with pytest.raises(ValueError, match="takes no above, clear"):
+        parse_rule(
+            {"id": "leak", "condition": "leak", "kind": "w", "state": 1, "above": 1, "clear": 0}
+        )
