@@ -378,14 +378,18 @@ def sensor_problems(
 def _shared_topics(
     sensors: tuple[SensorConfig, ...],
 ) -> Iterator[tuple[tuple[str | int, ...], str]]:
-    topics: dict[tuple[str | None, str], int] = {}
+    """Sensors may share a topic (one device message feeds several) only when each reads its
+    own value of it."""
+    topics: dict[tuple[str | None, str, str, str | None], int] = {}
     for i, sensor in enumerate(sensors):
-        if isinstance(sensor.source, MqttPoint):
-            key = (sensor.source.broker, sensor.source.topic)
+        source = sensor.source
+        if isinstance(source, MqttPoint):
+            key = (source.broker, source.topic, source.format, source.value_path)
             if key in topics:
                 yield (
                     ("sensors", i, "source", "topic"),
-                    f"sensors[{topics[key]}] already reads {sensor.source.topic!r}",
+                    f"sensors[{topics[key]}] already reads the same value of {source.topic!r} "
+                    "(sensors sharing a topic each name their own value_path)",
                 )
             topics.setdefault(key, i)
 

@@ -1,9 +1,10 @@
-"""MQTT: a message's topic says which sensor (exact topics first, then patterns in config
-order), its payload the value, in the shape the sensor's `format` names."""
+"""MQTT: a message's topic says which sensors (exact topics first, then patterns in config
+order) — one device message can feed several (temperature and humidity from one payload, each
+at its own `value_path`) — its payload the value, in the shape each sensor's `format` names."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from paho.mqtt.client import topic_matches_sub
 
@@ -14,33 +15,58 @@ from gateway.protocols import Decoded, Refused
 
 __all__ = ["MqttCodec"]
 
+#: (sensor id, how its value is read from the payload)
+Point = tuple[str, MqttPoint]
+
 
 class MqttCodec:
-    """The topics of one broker's sensors: `points` maps a topic (or filter) to (sensor id,
-    how to decode its payload)."""
+    """The topics of one broker's sensors: `points` maps a topic (or filter) to (sensor id, how
+    to decode its payload), or lists (sensor id, point) pairs — several may share a topic."""
 
-    def __init__(self, points: Mapping[str, tuple[str, MqttPoint]]) -> None:
-        self.points = dict(points)
-        self._patterns = [(t, p) for t, p in self.points.items() if "+" in t or "#" in t]
+    def __init__(self, points: Mapping[str, Point] | Iterable[Point]) -> None:
+        pairs = (
+            [(topic, pair) for topic, pair in points.items()]
+            if isinstance(points, Mapping)
+            else [(pair[1].topic, pair) for pair in points]
+        )
+        self._by_topic: dict[str, list[Point]] = {}
+        for topic, pair in pairs:
+            self._by_topic.setdefault(topic, []).append(pair)
+        self._patterns = [(t, p) for t, p in self._by_topic.items() if "+" in t or "#" in t]
 
-    def match(self, topic: str) -> tuple[str, MqttPoint] | None:
-        """The sensor a message belongs to: its exact topic, else the first pattern (in config
-        order) that matches."""
-        point = self.points.get(topic)
-        if point is not None:
-            return point
-        for pattern, candidate in self._patterns:
+    @property
+    def points(self) -> list[str]:
+        """The topics (and filters) to subscribe to."""
+        return list(self._by_topic)
+
+    def match(self, topic: str) -> list[Point]:
+        """The sensors a message belongs to: those of its exact topic, else those of the first
+        pattern (in config order) that matches; none when nothing does."""
+        points = self._by_topic.get(topic)
+        if points is not None:
+            return points
+        for pattern, candidates in self._patterns:
             if topic_matches_sub(pattern, topic):
-                return candidate
-        return None
+                return candidates
+        return []
 
     def decode(self, topic: str, payload: bytes) -> Decoded | Refused:
-        point = self.match(topic)
-        if point is None:
+        """The message's value for its (first) sensor."""
+        decoded = self.decode_all(topic, payload)
+        return decoded if isinstance(decoded, Refused) else decoded[0]
+
+    def decode_all(self, topic: str, payload: bytes) -> list[Decoded] | Refused:
+        """The message's value for each sensor it feeds (each may fail on its own: a payload
+        with a temperature and no humidity is a good reading and a fault)."""
+        points = self.match(topic)
+        if not points:
             return Refused("mqtt-unknown-topic", "no sensor reads this topic")
-        sensor, how = point
-        try:
-            value, state = decode_mqtt_value(payload, how.format, how.value_path)
-        except DecodeError as exc:
-            return Decoded(sensor, fault=exc.reason, note=(f"mqtt-{exc.reason}", str(exc)))
-        return Decoded(sensor, value=value, state=state)
+        return [_decode(sensor, how, payload) for sensor, how in points]
+
+
+def _decode(sensor: str, how: MqttPoint, payload: bytes) -> Decoded:
+    try:
+        value, state = decode_mqtt_value(payload, how.format, how.value_path)
+    except DecodeError as exc:
+        return Decoded(sensor, fault=exc.reason, note=(f"mqtt-{exc.reason}", str(exc)))
+    return Decoded(sensor, value=value, state=state)

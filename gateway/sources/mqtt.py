@@ -49,14 +49,15 @@ Received = tuple[datetime, str, bytes, int, int]
 
 
 class MqttSource:
-    """All sensors read from one broker. `points` maps a topic to (sensor id, how to decode)."""
+    """All sensors read from one broker. `points`: (sensor id, how to decode) pairs, several
+    of which may share a topic (or a mapping of topic to one such pair)."""
 
     def __init__(
         self,
         *,
         name: str,
         broker: MqttBrokerConfig,
-        points: Mapping[str, tuple[str, MqttPoint]],
+        points: Mapping[str, tuple[str, MqttPoint]] | Sequence[tuple[str, MqttPoint]],
         clock: Clock,
         quarantine: Quarantine,
         client_id: str,
@@ -144,33 +145,50 @@ class MqttSource:
         while inbox and len(samples) < RUN:
             ts, topic, raw, mid, qos = inbox.popleft()
             # on a connection gone since, the acknowledgement is lost: the broker sends again
-            committed = partial(client.ack, mid, qos) if qos else None
+            ack = partial(client.ack, mid, qos) if qos else None
             try:
-                sample = self._sample(topic, raw, ts, committed)
+                found = self._samples(topic, raw, ts, ack)
             except Exception as exc:  # one message never stops the source
                 log.exception("%s: handling a message on %s failed", self._name, topic[:200])
                 self._quarantine.add(
                     "mqtt-failed", f"{type(exc).__name__}: {exc}", source=topic, raw=raw
                 )
-                sample = None
-            if sample is not None:
-                samples.append(sample)
-            elif committed is not None:
-                _acknowledge(committed)
+                found = []
+            if found:
+                samples.extend(found)
+            elif ack is not None:
+                _acknowledge(ack)
         if samples:
             await emit(samples)
 
-    def _sample(
-        self, topic: str, raw: bytes, ts: datetime, committed: Callable[[], object] | None
-    ) -> Sample | None:
-        """The message's sample; None when it has none to hand on (quarantined)."""
-        decoded = self._codec.decode(topic, raw)
+    def _samples(
+        self, topic: str, raw: bytes, ts: datetime, ack: Callable[[], object] | None
+    ) -> list[Sample]:
+        """The message's samples, one per sensor it feeds (none: quarantined). The message is
+        acknowledged once all of them are committed."""
+        decoded = self._codec.decode_all(topic, raw)
         if isinstance(decoded, Refused):
             self._quarantine.add(decoded.reason, decoded.detail, source=topic, raw=raw)
-            return None
-        if decoded.note is not None:
-            self._quarantine.add(*decoded.note, source=topic, raw=raw)
-        return Sample.of(decoded, ts, committed)
+            return []
+        for each in decoded:
+            if each.note is not None:
+                self._quarantine.add(*each.note, source=topic, raw=raw)
+        committed = ack if ack is None or len(decoded) == 1 else _AfterAll(len(decoded), ack)
+        return [Sample.of(each, ts, committed) for each in decoded]
+
+
+class _AfterAll:
+    """Calls `ack` when called the `count`th time: a message that fed several sensors is
+    acknowledged once, after the last of its readings is committed (a second PUBACK for its
+    packet id could acknowledge another message that reused it)."""
+
+    def __init__(self, count: int, ack: Callable[[], object]) -> None:
+        self._left, self._ack = count, ack
+
+    def __call__(self) -> None:
+        self._left -= 1
+        if self._left == 0:
+            self._ack()
 
 
 def _acknowledge(committed: Callable[[], object]) -> None:
@@ -188,10 +206,10 @@ def mqtt_sources(
     quarantine: Quarantine,
 ) -> list[MqttSource]:
     """One source per broker that at least one of the sensors uses."""
-    brokers: dict[str, dict[str, tuple[str, MqttPoint]]] = {}
+    brokers: dict[str, list[tuple[str, MqttPoint]]] = {}
     for sensor_id, point in sensors:
         broker = point.broker or next(iter(config.mqtt_brokers))
-        brokers.setdefault(broker, {})[point.topic] = (sensor_id, point)
+        brokers.setdefault(broker, []).append((sensor_id, point))
     sources = []
     for broker_id, points in brokers.items():
         login = BrokerLogin.of(config.mqtt_brokers[broker_id])

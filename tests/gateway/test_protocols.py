@@ -110,3 +110,22 @@ def test_a_topic_no_sensor_reads_is_refused_and_patterns_match_in_config_order()
     assert MqttCodec({}).decode("x", b"1") == Refused(
         "mqtt-unknown-topic", "no sensor reads this topic"
     )
+
+
+def test_one_device_message_feeds_every_sensor_that_reads_a_value_of_it():
+    def on(path, sensor):
+        point = MqttPoint(type="mqtt", topic="zigbee2mqtt/cellar", format="zigbee2mqtt",
+                          value_path=path)  # fmt: skip
+        return (sensor, point)
+
+    codec = MqttCodec([on("temperature", "cellar-t1"), on("humidity", "cellar-h1")])
+    assert codec.points == ["zigbee2mqtt/cellar"]
+    payload = b'{"battery": 97, "humidity": 81.5, "temperature": 7.25}'
+    assert codec.decode_all("zigbee2mqtt/cellar", payload) == [
+        Decoded("cellar-t1", value=7.25),
+        Decoded("cellar-h1", value=81.5),
+    ]
+    # each sensor on its own: a payload without humidity is a good temperature and a fault
+    partial = codec.decode_all("zigbee2mqtt/cellar", b'{"temperature": 7.0}')
+    assert partial[0] == Decoded("cellar-t1", value=7.0)
+    assert (partial[1].sensor, partial[1].fault) == ("cellar-h1", "missing-value")

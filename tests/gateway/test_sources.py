@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import itertools
+import json
 import os
 import subprocess
 import time
@@ -605,3 +606,69 @@ async def test_an_mqtt_message_is_acknowledged_only_once_its_reading_is_committe
     async with running(source()) as samples:
         await publish(b"5.5")
         assert await next_value(samples) == 5.5
+
+
+@pytest.mark.mqtt
+async def test_a_message_feeding_two_sensors_is_acknowledged_once_both_are_committed(mosquitto):
+    """One zigbee2mqtt message, temperature and humidity: both sensors get their reading, and
+    the message is acknowledged only when both readings are committed — a gateway that died
+    after committing one gets it again."""
+
+    def on(path, sensor):
+        return (sensor, MqttPoint(type="mqtt", topic="z/cellar", format="json", value_path=path))
+
+    def source():
+        return MqttSource(
+            name="mqtt:test",
+            broker=MqttBrokerConfig(host=mosquitto.host, port=mosquitto.port),
+            points=[on("temperature", "cellar-t1"), on("humidity", "cellar-h1")],
+            clock=ScaledClock(start=START, speed=1),
+            quarantine=Quarantine(),
+            client_id="gw-two",
+        )
+
+    async def publish(temperature, humidity):
+        payload = json.dumps({"temperature": temperature, "humidity": humidity}).encode()
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port) as device:
+            await device.publish("z/cellar", payload, qos=1)
+
+    async def pairs(samples, first_value):
+        """Samples until the pair of the message whose temperature is `first_value`."""
+        while True:
+            s = await next_sample(samples)
+            if s.value == first_value:
+                return s, await next_sample(samples)
+
+    async with running(source()) as samples:  # the persistent session
+        while True:
+            await publish(0.5, 50.0)
+            with contextlib.suppress(TimeoutError):
+                await next_sample(samples, timeout=0.5)
+                break
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def commit_only_the_first(batch):  # dies between the two commits
+        for sample in batch:
+            await queue.put(sample)
+        batch[0].committed()
+
+    task = asyncio.create_task(source().run(commit_only_the_first))
+    try:
+        await publish(7.25, 81.5)
+        t, h = await pairs(queue, 7.25)
+        assert {(t.sensor, t.value), (h.sensor, h.value)} == {
+            ("cellar-t1", 7.25),
+            ("cellar-h1", 81.5),
+        }
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    async with running(source()) as samples:  # not acknowledged: it comes again
+        t, h = await pairs(samples, 7.25)
+        assert h.value == 81.5
+    async with running(source()) as samples:  # both committed: it does not
+        await publish(8.0, 80.0)
+        seen = []
+        while (s := await next_sample(samples)).value != 8.0:
+            seen.append(s.value)
+        assert 7.25 not in seen and 81.5 not in seen, seen

@@ -196,10 +196,11 @@ def test_bad_topic_filters_are_explained(tmp_path, topic, message):
     assert len(found) == 1 and message in found[0], found
 
 
-def test_two_sensors_on_one_topic_is_an_error(tmp_path):
+def test_two_sensors_reading_the_same_value_of_one_topic_is_an_error(tmp_path):
     text = MINIMAL.replace("teams:", "  - {id: t2, source: {type: mqtt, topic: t/1}}\nteams:")
     found = problems(write(tmp_path, text))
-    assert any("sensors[1].source.topic: sensors[0] already reads 't/1'" in p for p in found), found
+    message = "sensors[1].source.topic: sensors[0] already reads the same value of 't/1'"
+    assert any(message in p for p in found), found
 
 
 def test_a_table_that_tunes_frost_keeps_the_default_rows_of_every_other_condition(tmp_path):
