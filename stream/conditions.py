@@ -54,10 +54,13 @@ class Vocabulary:
 
     def __init__(self, rows: Iterable[object] = ()) -> None:
         self._titles: dict[str, dict[str, str]] = {c: dict(t) for c, t in BUILT_IN.items()}
+        self._rates: set[str] = set()
         for row in rows:
             condition = getattr(row, "condition", None)
             if not isinstance(condition, str):
                 continue
+            if getattr(row, "rate", None) is not None:
+                self._rates.add(condition)
             titles = self._titles.setdefault(condition, {})
             title = getattr(row, "title", None)
             if isinstance(title, Mapping):
@@ -69,6 +72,11 @@ class Vocabulary:
 
     def __contains__(self, condition: object) -> bool:
         return condition in self._titles
+
+    def is_threshold(self, condition: str) -> bool:
+        """Whether the condition's alarms are a value past a level (not a rate of a site's own,
+        nor a built-in kind of its own)."""
+        return is_threshold(condition) and condition not in self._rates
 
     def title(self, condition: str, language: str = "en") -> str:
         """What a person reads for `condition` in `language`: its title there, else in

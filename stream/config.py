@@ -81,6 +81,15 @@ class RuleBase(Frozen):
         return {f: v for f, v in fields.items() if v is not None}
 
 
+def _short_titles(value: dict[str, str] | None) -> dict[str, str] | None:
+    for language, text in (value or {}).items():
+        if not text.strip() or len(text) > MAX_TITLE or not text.isprintable():
+            raise ValueError(
+                f"the {language} title must be printable text of 1–{MAX_TITLE} characters"
+            )
+    return value
+
+
 class ThresholdRule(RuleBase):
     """Raise `condition` when the value stays beyond a level for `hold`.
 
@@ -113,12 +122,7 @@ class ThresholdRule(RuleBase):
     @field_validator("title")
     @classmethod
     def _titles_are_short_text(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        for language, text in (value or {}).items():
-            if not text.strip() or len(text) > MAX_TITLE or not text.isprintable():
-                raise ValueError(
-                    f"the {language} title must be printable text of 1–{MAX_TITLE} characters"
-                )
-        return value
+        return _short_titles(value)
 
     @model_validator(mode="after")
     def _levels_are_consistent(self) -> Self:
@@ -179,7 +183,9 @@ class StateRule(ThresholdRule):
 
 
 class RiseRule(RuleBase):
-    """Raise `heat_rise` when the temperature climbs at `rate` °C per minute or faster.
+    """Raise `heat_rise` when the temperature climbs at `rate` °C per minute or faster — or a
+    condition of a site's own when any kind of value climbs at `rate` of its unit per minute
+    (`{condition: co2_rising, kind: co2, rate: 100, window: 10m}`: a row with a `rate`).
 
     The rate is the least-squares slope of the good readings within `window`, from at least
     `min_samples` of them spanning at least `min_span` (a burst of lines that a stalled serial
@@ -187,13 +193,28 @@ class RiseRule(RuleBase):
     `clear_rate`.
     """
 
-    condition: Literal["heat_rise"]
-    rate: float = Field(default=8.3, gt=0, description="°C per minute")
+    condition: Slug
+    title: dict[Slug, str] | None = Field(
+        default=None, description="what a site's own condition is called, per language"
+    )
+    rate: float = Field(default=8.3, gt=0, description="units (°C) per minute")
     critical_rate: float | None = Field(default=None, gt=0)
     clear_rate: float | None = Field(default=None, ge=0, description="default: half of rate")
     window: Duration = 120.0
     min_samples: int = Field(default=3, ge=2)
     min_span: Duration = 30.0
+
+    @field_validator("condition")
+    @classmethod
+    def _a_rate_condition(cls, value: str) -> str:
+        if value != "heat_rise" and (value in CONDITIONS or not is_threshold(value)):
+            raise ValueError(f"{value!r} is not a rate condition")
+        return value
+
+    @field_validator("title")
+    @classmethod
+    def _titles_are_short_text(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return _short_titles(value)
 
     @model_validator(mode="after")
     def _rates_are_consistent(self) -> Self:
@@ -259,15 +280,19 @@ class FaultRule(RuleBase):
 
 
 def _row_kind(data: object) -> str:
-    """Which kind of row this is: a row with a `state` is a state row; else the condition
-    names it (any other condition: a threshold)."""
+    """Which kind of row this is: a row with a `state` is a state row, one with a `rate` a
+    rate row; else the condition names it (any other condition: a threshold)."""
     if isinstance(data, dict):
         if "state" in data:
             return "state"
+        if "rate" in data:
+            return "rise"
         condition = data.get("condition")
     else:
         if isinstance(data, StateRule):
             return "state"
+        if isinstance(data, RiseRule):
+            return "rise"
         condition = getattr(data, "condition", "")
     return DECIDED_BY.get(str(condition), "threshold")
 

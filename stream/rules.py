@@ -480,7 +480,7 @@ def _rise_decide(  # noqa: PLR0917 - the rise step with the rate it computed
     def alarm(episode: Episode, what: AlarmState, value: float, threshold: float) -> Alarm:
         return _alarm(
             rule,
-            "heat_rise",
+            rule.condition,
             episode,
             what,
             site=reading.site,
@@ -500,7 +500,7 @@ def _rise_decide(  # noqa: PLR0917 - the rise step with the rate it computed
         level, threshold = severity(rate)
         first = state.first()
         since = ts if first is None else from_micros(first)
-        reason = f"rising {rate:.1f} °C/min over {_duration(rule.window)}"
+        reason = f"rising {rate:.1f} {reading.unit}/min over {_duration(rule.window)}"
         state.episode = Episode(
             episode_id(rule, reading.site, reading.sensor, since), since, level, reason
         )

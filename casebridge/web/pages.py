@@ -38,7 +38,7 @@ from casebridge.web.chart import readings_svg
 from casebridge.web.i18n import words
 from gateway.clock import Clock
 from gateway.config import SiteConfig, format_duration
-from stream.conditions import Vocabulary, is_threshold
+from stream.conditions import Vocabulary
 
 __all__ = ["mount_web"]
 
@@ -347,7 +347,7 @@ async def case_page(deps: Deps, session: Signed, case_id: str) -> HTMLResponse:
     t = words(language)
     chart = readings_svg(
         [(p.ts, p.value) for p in case.draft.recent],
-        threshold=case.threshold if is_threshold(case.condition) else None,
+        threshold=case.threshold if deps.conditions.is_threshold(case.condition) else None,
         label=f"{t['readings']}: {case.sensor}",
         tz=tz,
     )
@@ -366,7 +366,7 @@ async def case_page(deps: Deps, session: Signed, case_id: str) -> HTMLResponse:
         else None,
         can_act=who.can_act(case),
         # a threshold's value is in the sensor's unit (cases from before units: °C)
-        unit=(case.draft.unit or "°C") if is_threshold(case.condition) else None,
+        unit=(case.draft.unit or "°C") if deps.conditions.is_threshold(case.condition) else None,
         actions=status_actions(case),
         members=sorted(team.members) if team else [],
         age=_age(case.opened_at, deps.clock.now()),

@@ -77,3 +77,43 @@ def test_which_conditions_are_thresholds():
     assert not any(
         is_threshold(c) for c in ("heat_rise", "sensor_offline", "sensor_fault", "stream_lag")
     )
+
+
+def test_a_site_names_a_rate_condition_of_its_own_on_any_kind_of_sensor():
+    from stream.config import RiseRule
+
+    row = parse_rule(
+        {"id": "co2-rising", "condition": "co2_rising", "kind": "co2", "rate": 100,
+         "window": "10m", "title": {"en": "CO₂ rising fast", "sv": "CO₂ stiger snabbt"}}
+    )  # fmt: skip
+    assert isinstance(row, RiseRule) and (row.condition, row.kind, row.rate) == (
+        "co2_rising",
+        "co2",
+        100,
+    )
+    words = Vocabulary([row])
+    assert words.title("co2_rising", "sv") == "CO₂ stiger snabbt"
+    assert not words.is_threshold("co2_rising") and words.is_threshold("damp")
+    # heat_rise keeps its defaults; a built-in threshold or system condition is no rate
+    assert parse_rule({"id": "h", "condition": "heat_rise"}).rate == 8.3
+    for taken in ("freezing", "sensor_fault", "stream_lag"):
+        with pytest.raises(ValidationError, match="not a rate condition"):
+            parse_rule({"id": "x", "condition": taken, "rate": 5})
+
+
+def test_a_rate_row_of_a_sites_own_raises_its_condition_in_its_unit():
+    from tests.factories import make_reading
+
+    from stream.rules import RiseState, evaluate
+
+    row = parse_rule({"id": "co2-rising", "condition": "co2_rising", "kind": "co2",
+                      "rate": 100, "window": "10m", "min_span": "2m"})  # fmt: skip
+    state, raised = RiseState(), []
+    for minute in range(8):
+        r = make_reading(minute, 600 + 150 * minute).model_copy(
+            update={"kind": "co2", "unit": "ppm"}
+        )
+        state, alarms = evaluate(state, r, row, r.ts)
+        raised += alarms
+    assert [(a.condition, a.state) for a in raised] == [("co2_rising", "raised")]
+    assert raised[0].reason.startswith("rising 150.0 ppm/min over 10 min")
