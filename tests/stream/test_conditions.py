@@ -102,9 +102,8 @@ def test_a_site_names_a_rate_condition_of_its_own_on_any_kind_of_sensor():
 
 
 def test_a_rate_row_of_a_sites_own_raises_its_condition_in_its_unit():
-    from tests.factories import make_reading
-
     from stream.rules import RiseState, evaluate
+    from tests.factories import make_reading
 
     row = parse_rule({"id": "co2-rising", "condition": "co2_rising", "kind": "co2",
                       "rate": 100, "window": "10m", "min_span": "2m"})  # fmt: skip
