@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from gateway.decode import value_path_for
 from gateway.models import Frozen, Slug
 
 __all__ = [
@@ -384,7 +385,8 @@ def _shared_topics(
     for i, sensor in enumerate(sensors):
         source = sensor.source
         if isinstance(source, MqttPoint):
-            key = (source.broker, source.topic, source.format, source.value_path)
+            path = value_path_for(source.format, sensor.kind, source.value_path)
+            key = (source.broker, source.topic, source.format, path)
             if key in topics:
                 yield (
                     ("sensors", i, "source", "topic"),

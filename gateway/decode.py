@@ -24,6 +24,7 @@ __all__ = [
     "parse_number",
     "parse_w1_slave",
     "register_count",
+    "value_path_for",
 ]
 
 #: Payload shapes real devices publish out of the box: format → (JSON?, default value path).
@@ -35,6 +36,34 @@ MQTT_PRESETS: dict[str, tuple[bool, str | None]] = {
     "shelly": (True, "tC"),  # <id>/status/temperature:0 (gen2)
     "esphome": (False, None),  # <node>/sensor/<name>/state
 }
+
+#: Where devices of a shape put the value of each kind of sensor, when the sensor's config names
+#: no `value_path`: a zigbee2mqtt climate sensor's `{"temperature": 7.2, "humidity": 81}`, a
+#: Shelly gen2 `humidity:0` status `{"id": 0, "rh": 45.3}` or Flood's `flood:0` `{"alarm": true}`.
+KIND_PATHS: dict[str, dict[str, str]] = {
+    "zigbee2mqtt": {
+        "temperature": "temperature",
+        "humidity": "humidity",
+        "co2": "co2",
+        "pressure": "pressure",
+        "illuminance": "illuminance_lux",
+        "water_leak": "water_leak",
+        "contact": "contact",
+        "occupancy": "occupancy",
+        "smoke": "smoke",
+        "battery": "battery",
+    },
+    "shelly": {"temperature": "tC", "humidity": "rh", "water_leak": "alarm"},
+}
+
+
+def value_path_for(fmt: str, kind: str, value_path: str | None) -> str | None:
+    """The path a sensor's value is read from: its own `value_path`, else where its device's
+    shape puts its kind of value, else the shape's default."""
+    if value_path is not None:
+        return value_path
+    return KIND_PATHS.get(fmt, {}).get(kind, MQTT_PRESETS[fmt][1])
+
 
 DataType = Literal["int16", "uint16", "int32", "uint32", "float32"]
 _FORMATS: dict[str, str] = {

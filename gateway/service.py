@@ -11,10 +11,8 @@ from typing import Any
 
 from gateway.backoff import Backoff
 from gateway.clock import Clock
-from gateway.config import (
-    GatewayConfig,
-    SensorConfig,
-)
+from gateway.config import GatewayConfig, MqttPoint, SensorConfig
+from gateway.decode import value_path_for
 from gateway.models import Reading
 from gateway.normalize import Sample, normalize
 from gateway.outbox import SqliteOutbox
@@ -58,7 +56,11 @@ def build_sources(
     for sensor in sensors:
         if sensor.gateway not in (None, config.id):
             continue  # another gateway reads it (a server-wide config)
-        by_type[sensor.source.type].append((sensor.id, sensor.source))
+        source = sensor.source
+        if isinstance(source, MqttPoint):  # where its kind of value sits in its device's shape
+            path = value_path_for(source.format, sensor.kind, source.value_path)
+            source = source.model_copy(update={"value_path": path})
+        by_type[source.type].append((sensor.id, source))
     sources: list[Source] = []
     for kind, points in by_type.items():
         if points:

@@ -9,6 +9,7 @@ from gateway.decode import (
     parse_line,
     parse_number,
     parse_w1_slave,
+    value_path_for,
 )
 from gateway.errors import DecodeError
 
@@ -263,3 +264,23 @@ def test_where_a_number_is_expected_a_state_is_unparsable():
     with pytest.raises(DecodeError) as caught:
         decode_mqtt(b"ON", "esphome", None)
     assert caught.value.reason == "unparsable"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "kind", "given", "expected"),
+    [
+        ("zigbee2mqtt", "humidity", None, "humidity"),
+        ("zigbee2mqtt", "water_leak", None, "water_leak"),
+        ("zigbee2mqtt", "temperature", None, "temperature"),
+        ("shelly", "humidity", None, "rh"),
+        ("shelly", "water_leak", None, "alarm"),
+        ("shelly", "temperature", None, "tC"),
+        ("tasmota", "temperature", None, "DS18B20.Temperature"),  # the shape's default
+        ("zigbee2mqtt", "humidity", "hum", "hum"),  # the config's own path wins
+        ("plain", "humidity", None, None),
+    ],
+)
+def test_a_sensor_without_a_value_path_reads_where_its_device_puts_its_kind(
+    fmt, kind, given, expected
+):
+    assert value_path_for(fmt, kind, given) == expected

@@ -227,3 +227,26 @@ def test_a_broken_rule_row_is_reported_with_its_line_and_field(tmp_path):
     assert "'clear_rate' (6.0) must be below 'rate' (5.0)" in text
     assert "'soon' is not a duration" in text
     assert "matches on site and gateway only, not room" in text
+
+
+def test_a_climate_sensors_message_feeds_a_thermometer_and_a_hygrometer(tmp_path):
+    from gateway.clock import SystemClock
+    from gateway.quarantine import Quarantine
+    from gateway.service import build_sources
+
+    both = (
+        "  - {id: t2, source: {type: mqtt, topic: z/climate, format: zigbee2mqtt}}\n"
+        "  - {id: h2, kind: humidity, unit: '%', "
+        "source: {type: mqtt, topic: z/climate, format: zigbee2mqtt}}\nteams:"
+    )
+    config = load_config(write(tmp_path, MINIMAL.replace("teams:", both)))
+    (source, *_) = [
+        s
+        for s in build_sources(
+            config.gateway, config.sensors, clock=SystemClock(), quarantine=Quarantine()
+        )
+        if s.name.startswith("mqtt")
+    ]
+    payload = b'{"temperature": 6.5, "humidity": 82}'
+    decoded = source._codec.decode_all("z/climate", payload)
+    assert [(d.sensor, d.value) for d in decoded] == [("t2", 6.5), ("h2", 82.0)]
