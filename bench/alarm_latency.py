@@ -49,6 +49,11 @@ gateway:
   uplink: {{host: 127.0.0.1, port: {port}}}
 sensors:
 {sensors}
+"""
+
+#: What the server side of every deployment reads: the probes' rule, who gets the cases, the
+#: stores (a `str.format` template, as the parts before it).
+SERVER = """
 rules:
   - {{id: probe-frost, condition: freezing, tag: probe, below: 5, clear: 7, hold: 0}}
 teams: [{{id: larm, name: Alarm centre}}]
@@ -116,15 +121,6 @@ STREAM_CONFIG = """
 sites: [{{id: skolan, name: Skolan, buildings: [{{id: a, rooms: [{{id: r, name: Room}}]}}]}}]
 sensors:
 {sensors}
-rules:
-  - {{id: probe-frost, condition: freezing, tag: probe, below: 5, clear: 7, hold: 0}}
-teams: [{{id: larm, name: Alarm centre}}]
-routing: [{{id: all, team: larm, priority: P1}}]
-stream:
-  broker: {{host: 127.0.0.1, port: {port}}}
-  state: {tmp}/rules.db
-  quarantine: {tmp}/stream-quarantine.db
-cases: {{sqlite: {tmp}/cases.db}}
 """
 
 
@@ -168,13 +164,22 @@ def _stream_config(tmp: Path, port: int, load: Load, probes: int) -> Path:
         for g in range(load.gateways)
         for s in range(load.per)
     ]
-    lines += [
-        f"  - {{id: probe-{i:03d}, gateway: probes, {where}, tags: [probe], "
-        f"source: {{type: mqtt, topic: probe/{i:03d}}}}}"
+    return _write(
+        tmp / "server.yaml", STREAM_CONFIG, port, lines, probes, probe_gateway="gateway: probes, "
+    )
+
+
+def _write(
+    path: Path, head: str, port: int, lines: list[str], probes: int, *, probe_gateway: str = ""
+) -> Path:
+    """The config: `head` with the background `lines` and the probes, then the server part."""
+    lines = lines + [
+        f"  - {{id: probe-{i:03d}, {probe_gateway}site: skolan, building: a, room: r, "
+        f"tags: [probe], source: {{type: mqtt, topic: probe/{i:03d}}}}}"
         for i in range(probes)
     ]
-    path = tmp / "server.yaml"
-    text = STREAM_CONFIG.format(port=port, tmp=tmp, sensors="\n".join(lines))
+    tmp = path.parent
+    text = (head + SERVER).format(port=port, tmp=tmp, sensors="\n".join(lines))
     path.write_text(text, encoding="utf-8")
     return path
 
@@ -194,14 +199,7 @@ def _config(tmp: Path, port: int, sensors: int, probes: int) -> Path:
         f"  - {{id: bg-{i:04d}, building: a, room: r, source: {{type: mqtt, topic: bg/{i:04d}}}}}"
         for i in range(sensors)
     ]
-    lines += [
-        f"  - {{id: probe-{i:03d}, building: a, room: r, tags: [probe], "
-        f"source: {{type: mqtt, topic: probe/{i:03d}}}}}"
-        for i in range(probes)
-    ]
-    path = tmp / "site.yaml"
-    path.write_text(CONFIG.format(port=port, tmp=tmp, sensors="\n".join(lines)), encoding="utf-8")
-    return path
+    return _write(tmp / "site.yaml", CONFIG, port, lines, probes)
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -81,16 +81,25 @@ class RuleBase(Frozen):
         return {f: v for f, v in fields.items() if v is not None}
 
 
-def _short_titles(value: dict[str, str] | None) -> dict[str, str] | None:
-    for language, text in (value or {}).items():
-        if not text.strip() or len(text) > MAX_TITLE or not text.isprintable():
-            raise ValueError(
-                f"the {language} title must be printable text of 1–{MAX_TITLE} characters"
-            )
-    return value
+class TitledRule(RuleBase):
+    """A row that may decide a condition of a site's own, with what it is called."""
+
+    title: dict[Slug, str] | None = Field(
+        default=None, description="what the condition is called, per language (en, sv)"
+    )
+
+    @field_validator("title")
+    @classmethod
+    def _titles_are_short_text(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for language, text in (value or {}).items():
+            if not text.strip() or len(text) > MAX_TITLE or not text.isprintable():
+                raise ValueError(
+                    f"the {language} title must be printable text of 1–{MAX_TITLE} characters"
+                )
+        return value
 
 
-class ThresholdRule(RuleBase):
+class ThresholdRule(TitledRule):
     """Raise `condition` when the value stays beyond a level for `hold`.
 
     `below` (freezing) or `above` (fire) is the warning level; `critical` optionally a second,
@@ -100,9 +109,6 @@ class ThresholdRule(RuleBase):
     """
 
     condition: Slug
-    title: dict[Slug, str] | None = Field(
-        default=None, description="what the condition is called, per language (en, sv)"
-    )
     below: float | None = None
     above: float | None = None
     critical: float | None = None
@@ -118,11 +124,6 @@ class ThresholdRule(RuleBase):
         if not is_threshold(value):
             raise ValueError(f"{value!r} is not a threshold condition")
         return value
-
-    @field_validator("title")
-    @classmethod
-    def _titles_are_short_text(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        return _short_titles(value)
 
     @model_validator(mode="after")
     def _levels_are_consistent(self) -> Self:
@@ -182,7 +183,7 @@ class StateRule(ThresholdRule):
         return {**data, **levels}
 
 
-class RiseRule(RuleBase):
+class RiseRule(TitledRule):
     """Raise `heat_rise` when the temperature climbs at `rate` °C per minute or faster — or a
     condition of a site's own when any kind of value climbs at `rate` of its unit per minute
     (`{condition: co2_rising, kind: co2, rate: 100, window: 10m}`: a row with a `rate`).
@@ -194,9 +195,6 @@ class RiseRule(RuleBase):
     """
 
     condition: Slug
-    title: dict[Slug, str] | None = Field(
-        default=None, description="what a site's own condition is called, per language"
-    )
     rate: float = Field(default=8.3, gt=0, description="units (°C) per minute")
     critical_rate: float | None = Field(default=None, gt=0)
     clear_rate: float | None = Field(default=None, ge=0, description="default: half of rate")
@@ -210,11 +208,6 @@ class RiseRule(RuleBase):
         if value != "heat_rise" and (value in CONDITIONS or not is_threshold(value)):
             raise ValueError(f"{value!r} is not a rate condition")
         return value
-
-    @field_validator("title")
-    @classmethod
-    def _titles_are_short_text(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        return _short_titles(value)
 
     @model_validator(mode="after")
     def _rates_are_consistent(self) -> Self:
