@@ -35,6 +35,7 @@ def point(reading: Reading, measurement: str) -> Point:
         .tag("gateway", reading.gateway)
         .tag("sensor", reading.sensor)
         .tag("kind", reading.kind)
+        .tag("unit", reading.unit)
         .tag("quality", reading.quality)
         .field("value", reading.value)
         .field("seq", reading.seq)

@@ -34,7 +34,13 @@ async def test_every_reading_is_written_in_batches_with_its_tags(victoria_metric
     good = by_quality["good"]
     assert (
         good["metric"].items()
-        >= {"site": "s", "gateway": "g", "sensor": "t1", "kind": "temperature"}.items()
+        >= {
+            "site": "s",
+            "gateway": "g",
+            "sensor": "t1",
+            "kind": "temperature",
+            "unit": "°C",
+        }.items()
     )
     assert len(good["values"]) == 120
     assert good["values"][:2] == [20.0, 20.1]
