@@ -71,7 +71,9 @@ def _event(case: Case, kind: EventKind, actor: str, text: str, at: datetime) -> 
     return CaseEvent(case_id=case.id, at=at, kind=kind, actor=actor, text=text)
 
 
-def alarm_event_text(alarm: Alarm) -> str:
+def alarm_event_text(alarm: Alarm, unit: str | None = None) -> str:
+    """The timeline's words for an alarm; `unit`: the sensor's (an on/off sensor's value reads
+    as its state; temperatures, the most of them, without their °C)."""
     late = " (late: evaluated from buffered readings)" if alarm.late else ""
     verb = {"raised": "raised", "updated": "escalated to", "cleared": "cleared"}[alarm.state]
     why = f" — {alarm.reason}" if alarm.reason and alarm.state != "cleared" else ""
@@ -80,7 +82,13 @@ def alarm_event_text(alarm: Alarm) -> str:
             return f"{alarm.condition} cleared{late}"
         rate = f" at {alarm.value:.1f} °C/min" if alarm.condition == "heat_rise" else ""
         return f"{alarm.condition} {verb} {alarm.severity}{rate}{why}{late}"
-    value, level = f"{alarm.value:.1f}", f"{alarm.threshold:g}"
+    if unit == "bool":
+        shown = "on" if alarm.value >= 0.5 else "off"
+        if alarm.state == "cleared":
+            return f"{alarm.condition} cleared ({shown}){late}"
+        return f"{alarm.condition} {verb} {alarm.severity} ({shown}){why}{late}"
+    suffix = "" if unit in (None, "°C") else f" {unit}"
+    value, level = f"{alarm.value:.1f}{suffix}", f"{alarm.threshold:g}{suffix}"
     if alarm.state == "cleared":
         return f"{alarm.condition} cleared at {value} (clear level {level}){late}"
     if alarm.flapping and alarm.state == "updated":
@@ -90,7 +98,11 @@ def alarm_event_text(alarm: Alarm) -> str:
 
 def alarm_event(case: Case, alarm: Alarm, *, now: datetime) -> CaseEvent:
     return _event(
-        case, _ALARM_EVENT[alarm.state], f"rule:{alarm.rule}", alarm_event_text(alarm), now
+        case,
+        _ALARM_EVENT[alarm.state],
+        f"rule:{alarm.rule}",
+        alarm_event_text(alarm, case.draft.unit),
+        now,
     )
 
 

@@ -1,5 +1,7 @@
 from datetime import timedelta
 
+import pytest
+
 from casebridge.config import RouteRow
 from casebridge.enrich import draft_case
 from casebridge.models import ReadingPoint
@@ -60,3 +62,48 @@ def test_a_sensor_missing_from_the_registry_still_gets_a_case():
     d = draft_case(ALARM, site=None, sensor=None, route=ROUTE, now=T0)
     assert d.title == "Freezing risk — skolan (t1)"
     assert d.site_name == "skolan" and d.room is None and d.sla_due_at is None
+
+
+@pytest.mark.parametrize(
+    ("alarm", "unit", "text"),
+    [
+        ({"value": 3.0, "threshold": 5.0}, "°C", "freezing raised warning at 3.0 (threshold 5)"),
+        ({"value": 3.0, "threshold": 5.0}, None, "freezing raised warning at 3.0 (threshold 5)"),
+        (
+            {"condition": "damp", "value": 79.0, "threshold": 75.0},
+            "%",
+            "damp raised warning at 79.0 % (threshold 75 %)",
+        ),
+        (
+            {"condition": "damp", "state": "cleared", "value": 69.7, "threshold": 70.0},
+            "%",
+            "damp cleared at 69.7 % (clear level 70 %)",
+        ),
+        ({"condition": "leak", "value": 1.0, "threshold": 0.5}, "bool", "leak raised warning (on)"),
+        (
+            {"condition": "leak", "state": "cleared", "value": 0.0, "threshold": 0.0},
+            "bool",
+            "leak cleared (off)",
+        ),
+    ],
+)
+def test_the_timeline_says_an_alarm_in_its_sensors_unit(alarm, unit, text):
+    from casebridge.lifecycle import alarm_event_text
+
+    assert alarm_event_text(make_alarm(**alarm), unit) == text
+
+
+def test_a_draft_of_a_sites_own_condition_has_its_title_and_its_sensors_unit():
+    from stream.conditions import Vocabulary
+    from stream.config import parse_rule
+
+    damp = parse_rule({"id": "damp", "condition": "damp", "kind": "humidity", "above": 75,
+                       "clear": 70, "title": {"en": "Damp cellar"}})  # fmt: skip
+    hygrometer = SENSOR.model_copy(update={"kind": "humidity", "unit": "%"})
+    alarm = make_alarm(condition="damp", value=79.0, threshold=75.0)
+    d = draft_case(alarm, site=SITE, sensor=hygrometer, route=ROUTE, now=T0,
+                   conditions=Vocabulary([damp]))  # fmt: skip
+    assert d.title.startswith("Damp cellar — ")
+    assert d.unit == "%"
+    assert draft_case(ALARM, site=SITE, sensor=SENSOR, route=ROUTE, now=T0).unit == "°C"
+    assert draft_case(ALARM, site=None, sensor=None, route=ROUTE, now=T0).unit is None
