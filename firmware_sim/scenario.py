@@ -82,7 +82,7 @@ class Signal(_Frozen):
     drift_per_hour: float = 0.0
     noise: float = 0.0
     seed: int = 0
-    points: tuple[tuple[Seconds, float], ...] = ()
+    points: tuple[tuple[Seconds, float], ...] = Field(default=(), max_length=10_000)
 
     @model_validator(mode="after")
     def _points_in_order(self) -> Self:
@@ -110,7 +110,9 @@ class Device(_Frozen):
     protocol: Literal["mqtt", "modbus", "serial", "onewire"] = "mqtt"
     every: Seconds = 60.0
     signal: Signal
-    topic: str | None = Field(default=None, description="MQTT topic for `husvakt sim`")
+    topic: str | None = Field(
+        default=None, description="MQTT topic for `husvakt sim` (default: sim/SENSOR)"
+    )
     format: Literal["plain", "json", "tasmota", "zigbee2mqtt", "shelly", "esphome"] = Field(
         default="plain", description="the MQTT payload shape `husvakt sim` publishes"
     )
@@ -124,6 +126,11 @@ class Device(_Frozen):
         default=False,
         description="an on/off device: its values (0/1) go out as JSON true/false, or ON/OFF",
     )
+
+    @property
+    def mqtt_topic(self) -> str:
+        """Where the device publishes, simulated live."""
+        return self.topic or f"sim/{self.sensor}"
 
 
 class Ramp(_Frozen):

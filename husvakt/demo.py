@@ -80,9 +80,8 @@ def _check(scenario: Scenario, config: HusvaktConfig, config_path: Path) -> Gate
         if sensor is None:
             raise _mismatch(config_path, "sensors", f"the night plays {device.sensor!r}; add it")
         source = sensor.source
-        topic = device.topic or f"sim/{device.sensor}"
-        if isinstance(source, MqttPoint) and source.topic != topic:
-            message = f"the night publishes to {topic}, not {source.topic}"
+        if isinstance(source, MqttPoint) and source.topic != device.mqtt_topic:
+            message = f"the night publishes to {device.mqtt_topic}, not {source.topic}"
             raise _mismatch(config_path, f"{sensor.id}.source.topic", message)
         if isinstance(source, ModbusPoint) and (
             config.gateway.modbus_devices[source.device].device_id,

@@ -86,7 +86,7 @@ async def _start_device(  # noqa: PLR0917 - internal wiring of one device
     outputs = scenario.device_outputs(index)
     if device.protocol == "mqtt":
         assert broker is not None
-        topic = device.topic or f"sim/{device.sensor}"
+        topic = device.mqtt_topic
         publisher = MqttThermometer(
             host=broker[0],
             port=broker[1],

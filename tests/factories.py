@@ -37,10 +37,10 @@ def make_draft(**over):
     return CaseDraft(**(fields | over))
 
 
-def make_reading(minute, value, *, fault=None, sensor="t1", seq=0, start=T0):
+def make_reading(minute, value, *, fault=None, sensor="t1", seq=0, start=T0, site="s", gateway="g"):
     return Reading(
-        site="s",
-        gateway="g",
+        site=site,
+        gateway=gateway,
         sensor=sensor,
         kind="temperature",
         value=value,

@@ -183,9 +183,11 @@ sensors:
   - {{id: json-t1, building: a, room: r, source: {{type: mqtt, topic: s/json-t1, format: json, value_path: temperature}}}}
   - {{id: line-t1, building: a, room: r, source: {{type: serial, port: line, name: T1}}}}
   - {{id: plc-t1, building: a, room: r, scale: 0.1, source: {{type: modbus, device: plc, address: 0}}}}
+  - {{id: leak-1, building: a, room: r, kind: water_leak, unit: bool, source: {{type: mqtt, topic: s/leak, format: zigbee2mqtt}}}}
 {probes}
 rules:
   - {{id: probe-frost, condition: freezing, tag: probe, below: 5, clear: 7, hold: 0}}
+  - {{id: leak, condition: leak, kind: water_leak, state: on, title: {{en: Water leak}}}}
 teams: [{{id: larm, name: Alarm centre}}]
 routing: [{{id: all, team: larm, priority: P1}}]
 stream: {{state: {tmp}/rules.db}}
@@ -208,6 +210,19 @@ SENSOR_PAYLOADS = [
     ("wrong shape", b'{"temperature": {"value": [1, 2]}}'),
     ("empty payload", b""),
 ]
+#: What an on/off sensor (a zigbee2mqtt leak detector) may be sent: never a leak, never a crash.
+LEAK_PAYLOADS = [
+    ("deeply nested JSON", b'{"water_leak": ' + b"[" * 60_000),
+    ("a number that is no state", b'{"water_leak": 0.5}'),
+    ("a number that is no state", b'{"water_leak": 2}'),
+    ("a word that is no state", b'{"water_leak": "ONN"}'),
+    ("a state in a list", b'{"water_leak": [true]}'),
+    ("NUL in a state", b'{"water_leak": "ON\\u0000"}'),
+    ("lone surrogate", b'{"water_leak": "\\ud800"}'),
+    ("NaN, Infinity, 1e309", b'{"water_leak": 1e309}'),
+    ("too large", b'{"water_leak": true, "x": "' + b"y" * 70_000 + b'"}'),
+    ("another key", b'{"contact": true}'),
+]
 SERIAL_LINES = [
     ("NaN, Infinity, 1e309", b"T1=1e309\n"),
     ("NaN, Infinity, 1e309", b"T1=nan\n"),
@@ -229,7 +244,7 @@ async def test_the_gateway_survives_hostile_sensor_payloads_lines_and_registers(
     from husvakt.broker import free_port
     from tests.gateway.test_sources import pty_pair
 
-    count = len(SENSOR_PAYLOADS) + len(SERIAL_LINES) + 2
+    count = len(SENSOR_PAYLOADS) + len(LEAK_PAYLOADS) + len(SERIAL_LINES) + 2
     probes = "\n".join(
         f"  - {{id: probe-{i:02d}, building: a, room: r, tags: [probe], "
         f"source: {{type: mqtt, topic: probes/{i:02d}}}}}"
@@ -247,8 +262,7 @@ async def test_the_gateway_survives_hostile_sensor_payloads_lines_and_registers(
             tmp=tmp_path,
             probes=probes,
         )
-        (tmp_path / "site.yaml").write_text(text, encoding="utf-8")
-        config = load_config(tmp_path / "site.yaml")
+        config = load_config(_written(tmp_path / "site.yaml", text))
         store = SqliteCaseStore(tmp_path / "cases.db")
         await store.start()
         outbox = SqliteOutbox(tmp_path / "outbox.db")
@@ -272,6 +286,9 @@ async def test_the_gateway_survives_hostile_sensor_payloads_lines_and_registers(
                     await genuine_frost_gets_through(kind)
                     if runtime.gateway.quarantine.total == before:
                         failures.append(f"{kind}: not quarantined")
+                failures += await _hostile_to_a_leak_detector(
+                    device, runtime, store, genuine_frost_gets_through
+                )
             for kind, line in SERIAL_LINES:
                 before = runtime.gateway.counts["fault"] + runtime.gateway.quarantine.total
                 os.write(master, line)
@@ -319,6 +336,35 @@ def _wild_plc(port):
         clock=SystemClock(),
         playback=Playback(night.device_outputs(0)),
     )
+
+
+def _written(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+async def _hostile_to_a_leak_detector(device, runtime, store, genuine_frost_gets_through):
+    """Each hostile payload to an on/off sensor is a fault or quarantined and opens no leak
+    case, a genuine frost gets through after each, and a genuine leak still opens its case."""
+    failures = []
+    for kind, payload in LEAK_PAYLOADS:
+        before = runtime.gateway.counts["fault"] + runtime.gateway.quarantine.total
+        await device.publish("s/leak", payload, qos=1)
+        await genuine_frost_gets_through(f"leak detector: {kind}")
+        if runtime.gateway.counts["fault"] + runtime.gateway.quarantine.total == before:
+            failures.append(f"leak detector: {kind}: neither a fault nor quarantined")
+
+    def leaks(cases):
+        return [c for c in cases if (c.sensor, c.condition) == ("leak-1", "leak")]
+
+    if leaks(await store.list_cases()):  # a sensor_fault case is right, a leak is not
+        failures.append("a hostile payload opened a leak case")
+    await device.publish("s/leak", b'{"battery": 90, "water_leak": true}', qos=1)
+    for _ in range(600):
+        if leaks(await store.list_cases()):
+            return failures
+        await asyncio.sleep(0.05)  # another task writes the store: look again
+    return [*failures, "a genuine leak opened no case"]
 
 
 async def _frost_opens_a_case(broker, store, i, task):

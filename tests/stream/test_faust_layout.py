@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from gateway.models import Reading
 from husvakt.config import load_config
 from stream.core import GatewayTrack, encode_sensor, encode_track, on_reading
 from stream.faust_engine import FaustEngine
 from stream.table import RuleTable
+from tests.factories import make_reading
 from tests.stream.faust_helpers import write_config
 
 NOW = datetime(2026, 1, 15, 2, 0, tzinfo=UTC)
@@ -33,15 +33,14 @@ def track_with_two_sensors(table):
     track = GatewayTrack("nordskolan", "pi-basement")
     for i in range(4):
         for sensor, value in (("basement-t1", 4.0 + i), ("t2", 21.0)):
-            reading = Reading(
+            reading = make_reading(
+                0,
+                value,
+                sensor=sensor,
+                seq=2 * i + (sensor == "t2") + 1,
+                start=NOW + timedelta(seconds=30 * i),
                 site="nordskolan",
                 gateway="pi-basement",
-                sensor=sensor,
-                kind="temperature",
-                value=value,
-                unit="°C",
-                ts=NOW + timedelta(seconds=30 * i),
-                seq=2 * i + (sensor == "t2") + 1,
             )
             on_reading(track, reading, table, reading.ts, late_after=300)
     track.changed.clear()
