@@ -60,12 +60,14 @@ def draft_case(
         max_since_start=max(since) if since else None,
         sla_due_at=now + timedelta(seconds=sla) if sla is not None else None,
         auto_resolve=auto_resolve,
-        unit=_unit(sensor),
+        unit=_unit(sensor, per_minute=conditions.is_rate(alarm.condition)),
     )
 
 
-def _unit(sensor: SensorConfig | None) -> str | None:
-    """The unit the sensor's readings are in (temperatures always in °C: the gateway converts)."""
+def _unit(sensor: SensorConfig | None, *, per_minute: bool) -> str | None:
+    """The unit of the case's value: the sensor's (temperatures always in °C: the gateway
+    converts), per minute for a rate."""
     if sensor is None:
         return None
-    return "°C" if sensor.kind == "temperature" else sensor.unit
+    unit = "°C" if sensor.kind == "temperature" else sensor.unit
+    return f"{unit}/min" if per_minute else unit

@@ -73,6 +73,10 @@ class Vocabulary:
     def __contains__(self, condition: object) -> bool:
         return condition in self._titles
 
+    def is_rate(self, condition: str) -> bool:
+        """Whether the condition's value is a rate (its unit per minute)."""
+        return condition == "heat_rise" or condition in self._rates
+
     def is_threshold(self, condition: str) -> bool:
         """Whether the condition's alarms are a value past a level (not a rate of a site's own,
         nor a built-in kind of its own)."""

@@ -330,6 +330,14 @@ async def work_list(
     return _render(template, language=who.user.language, vocabulary=deps.conditions, **context)
 
 
+def _value_unit(case: Case, conditions: Vocabulary) -> str | None:
+    """The unit of a case's value: a threshold's is its sensor's (cases from before units:
+    °C), a rate's per minute; other conditions' values have none to show."""
+    if conditions.is_threshold(case.condition):
+        return case.draft.unit or "°C"
+    return case.draft.unit if conditions.is_rate(case.condition) else None
+
+
 def _site(deps: WebDeps, site_id: str) -> SiteConfig | None:
     return next((s for s in deps.sites if s.id == site_id), None)
 
@@ -366,7 +374,7 @@ async def case_page(deps: Deps, session: Signed, case_id: str) -> HTMLResponse:
         else None,
         can_act=who.can_act(case),
         # a threshold's value is in the sensor's unit (cases from before units: °C)
-        unit=(case.draft.unit or "°C") if deps.conditions.is_threshold(case.condition) else None,
+        unit=_value_unit(case, deps.conditions),
         actions=status_actions(case),
         members=sorted(team.members) if team else [],
         age=_age(case.opened_at, deps.clock.now()),

@@ -107,3 +107,20 @@ def test_a_draft_of_a_sites_own_condition_has_its_title_and_its_sensors_unit():
     assert d.unit == "%"
     assert draft_case(ALARM, site=SITE, sensor=SENSOR, route=ROUTE, now=T0).unit == "°C"
     assert draft_case(ALARM, site=None, sensor=None, route=ROUTE, now=T0).unit is None
+
+
+def test_a_rate_cases_value_is_per_minute_in_its_draft_and_timeline():
+    from casebridge.lifecycle import alarm_event_text
+    from stream.conditions import Vocabulary
+    from stream.config import parse_rule
+
+    rising = parse_rule({"id": "co2", "condition": "co2_rising", "kind": "co2", "rate": 100})
+    meter = SENSOR.model_copy(update={"kind": "co2", "unit": "ppm"})
+    alarm = make_alarm(condition="co2_rising", value=150.0, threshold=100.0)
+    d = draft_case(alarm, site=SITE, sensor=meter, route=ROUTE, now=T0,
+                   conditions=Vocabulary([rising]))  # fmt: skip
+    assert d.unit == "ppm/min"
+    text = alarm_event_text(alarm, d.unit)
+    assert text == "co2_rising raised warning at 150.0 ppm/min (threshold 100 ppm/min)"
+    heat = make_alarm(condition="heat_rise", value=9.6, threshold=8.3)
+    assert draft_case(heat, site=SITE, sensor=SENSOR, route=ROUTE, now=T0).unit == "°C/min"
