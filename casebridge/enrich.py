@@ -60,7 +60,9 @@ def draft_case(
         max_since_start=max(since) if since else None,
         sla_due_at=now + timedelta(seconds=sla) if sla is not None else None,
         auto_resolve=auto_resolve,
-        unit=_unit(sensor, per_minute=conditions.is_rate(alarm.condition)),
+        unit="s"
+        if conditions.is_duration(alarm.condition)
+        else _unit(sensor, per_minute=conditions.is_rate(alarm.condition)),
     )
 
 

@@ -173,7 +173,7 @@ def rule_engine(
     (no registry, no state file, no lag)."""
     stream = config.stream
     return EmbeddedEngine(
-        table=RuleTable(config.rules, config.sensor_index()),
+        table=RuleTable(config.rules, config.sensor_index(), config.timezones()),
         clock=clock,
         sink=sink,
         late_after=stream.late_after,

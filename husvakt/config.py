@@ -31,7 +31,7 @@ class HusvaktConfig(BaseModel):
     sites: tuple[SiteConfig, ...]
     gateway: GatewayConfig | None = None
     sensors: tuple[SensorConfig, ...] = ()
-    rules: tuple[RuleRow, ...] = DEFAULT_RULES  # type: ignore[assignment]
+    rules: tuple[RuleRow, ...] = DEFAULT_RULES
     stream: StreamConfig = StreamConfig()
     teams: tuple[TeamConfig, ...] = ()
     routing: tuple[RouteRow, ...] = ()
@@ -60,6 +60,10 @@ class HusvaktConfig(BaseModel):
             )
             for s in self.sensors
         }
+
+    def timezones(self) -> dict[str, str]:
+        """Each site's IANA time zone (rules reading local time use it)."""
+        return {site.id: site.timezone for site in self.sites}
 
     def registry(self) -> Registry:
         """The allow-list of what the server evaluates: these sites, gateways and sensors."""

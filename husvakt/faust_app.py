@@ -22,6 +22,7 @@ def _engine() -> FaustEngine:
         sensors=config.sensor_index(),
         config=config.stream,
         registry=config.registry(),
+        timezones=config.timezones(),
     )
 
 

@@ -174,6 +174,7 @@ class FaustServer(_Server):
             config=config.stream,
             registry=self.registry,
             quarantine=self.quarantine,
+            timezones=config.timezones(),
         )
         app = self.engine.app
         app.agent(self.engine.alarms, name="record-cases")(self._record_cases)

@@ -10,42 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from stream.kinds import DECIDED_BY, SYSTEM, TITLES, is_threshold
+
 __all__ = ["BUILT_IN", "DECIDED_BY", "LANGUAGES", "SYSTEM", "Vocabulary", "is_threshold"]
 
 #: The languages titles are kept in (the web pages' languages).
 LANGUAGES = ("en", "sv")
 
-#: Titles of the conditions husvakt knows without a config.
+#: Titles of the conditions husvakt knows without a config: those the rule kinds decide
+#: (`stream.kinds`), and those the engine raises about itself.
 BUILT_IN: Mapping[str, Mapping[str, str]] = {
-    "freezing": {"en": "Freezing risk", "sv": "Frysrisk"},
-    "fire": {"en": "Abnormal heat (fire risk)", "sv": "Onormal värme (brandrisk)"},
-    "heat_rise": {"en": "Rapid temperature rise", "sv": "Snabb temperaturökning"},
-    "sensor_offline": {"en": "Sensor offline", "sv": "Givare ur drift"},
-    "gateway_offline": {"en": "Gateway offline", "sv": "Gateway ur drift"},
-    "sensor_fault": {"en": "Sensor fault", "sv": "Givarfel"},
+    **TITLES,
     "gateway_clock": {"en": "Gateway clock wrong", "sv": "Gatewayns klocka går fel"},
     "stream_lag": {
         "en": "Alarms delayed: the rule engine is behind",
         "sv": "Larm försenade: regelmotorn ligger efter",
     },
 }
-
-#: Conditions the engine raises about itself, not from a rule row.
-SYSTEM = ("gateway_clock", "stream_lag")
-
-#: The conditions that are not a value past a level, and the kind of rule row deciding each;
-#: every other condition a row names is a threshold's.
-DECIDED_BY: Mapping[str, str] = {
-    "heat_rise": "rise",
-    "sensor_offline": "offline",
-    "gateway_offline": "gateway_offline",
-    "sensor_fault": "fault",
-}
-
-
-def is_threshold(condition: str) -> bool:
-    """Whether a `condition`'s alarms are a value past a level (a threshold row's)."""
-    return condition not in DECIDED_BY and condition not in SYSTEM
 
 
 class Vocabulary:
@@ -55,12 +36,15 @@ class Vocabulary:
     def __init__(self, rows: Iterable[object] = ()) -> None:
         self._titles: dict[str, dict[str, str]] = {c: dict(t) for c, t in BUILT_IN.items()}
         self._rates: set[str] = set()
+        self._durations: set[str] = set()
         for row in rows:
             condition = getattr(row, "condition", None)
             if not isinstance(condition, str):
                 continue
             if getattr(row, "rate", None) is not None:
                 self._rates.add(condition)
+            if getattr(row, "meter", None) == "stopped":
+                self._durations.add(condition)
             titles = self._titles.setdefault(condition, {})
             title = getattr(row, "title", None)
             if isinstance(title, Mapping):
@@ -76,6 +60,10 @@ class Vocabulary:
     def is_rate(self, condition: str) -> bool:
         """Whether the condition's value is a rate (its unit per minute)."""
         return condition == "heat_rise" or condition in self._rates
+
+    def is_duration(self, condition: str) -> bool:
+        """Whether the condition's value is a time in seconds (a meter standing still)."""
+        return condition in self._durations
 
     def is_threshold(self, condition: str) -> bool:
         """Whether the condition's alarms are a value past a level (not a rate of a site's own,

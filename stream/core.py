@@ -21,13 +21,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 import orjson
 
 from gateway.models import Reading
-from stream.config import OfflineRule
+from stream.kinds import kind_of_state, state_kind
+from stream.kinds.base import dec_episode as _dec_episode
+from stream.kinds.base import enc_episode as _enc_episode
+from stream.kinds.base import opt_micros as _t
+from stream.kinds.base import opt_time as _d
+from stream.kinds.offline import OfflineRule
 from stream.models import Alarm, AlarmState
 from stream.rules import (
     Episode,
@@ -35,9 +40,7 @@ from stream.rules import (
     OfflineState,
     RiseState,
     State,
-    ThresholdState,
     evaluate_sensor,
-    from_micros,
     gateway_back,
     gateway_tick,
     micros,
@@ -303,93 +306,21 @@ def watch(gw: GatewayTrack, sensor: str, kind: str, table: RuleTable, now: datet
 
 # --- persistence: JSON-able dicts, exact to the microsecond -------------------------------------
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _t(value: datetime | None) -> int | None:
-    return None if value is None else micros(value)
-
-
-def _d(value: int | None) -> datetime | None:
-    return None if value is None else from_micros(value)
-
-
-_dt = from_micros
-
-
-def _enc_episode(e: Episode | None) -> list[Any] | None:
-    return None if e is None else [e.id, _t(e.since), e.severity, e.reason]
-
-
-def _dec_episode(e: list[Any] | None) -> Episode | None:
-    return None if e is None else Episode(e[0], _dt(e[1]), e[2], e[3])
-
 
 def _enc_state(s: State, *, samples: bool = True) -> dict[str, Any]:
-    if isinstance(s, ThresholdState):
-        return {
-            "t": "threshold",
-            "phase": s.phase,
-            "since": _t(s.since),
-            "episode": _enc_episode(s.episode),
-            "transitions": [_t(x) for x in s.transitions],
-            "flapping": s.flapping,
-            "back_since": _t(s.back_since),
-        }
-    if isinstance(s, RiseState):
-        return {
-            "t": "rise",
-            "samples": [[us, v] for us, v in s.timed()] if samples else [],
-            "pushed": s.pushed,
-            "episode": _enc_episode(s.episode),
-        }
-    if isinstance(s, OfflineState):
-        return {"t": "offline", "last_good": _t(s.last_good), "episode": _enc_episode(s.episode)}
-    return {
-        "t": "fault",
-        "run": s.run,
-        "good_run": s.good_run,
-        "ref": None if s.ref is None else [_t(s.ref[0]), s.ref[1]],
-        "stuck_since": _t(s.stuck_since),
-        "stuck_value": s.stuck_value,
-        "rejected": s.rejected,
-        "episode": _enc_episode(s.episode),
-        "jumped": None if s.jumped is None else [_t(s.jumped[0]), s.jumped[1]],
-    }
+    kind = kind_of_state(s)
+    assert kind.encode is not None
+    return kind.encode(s, samples)
 
 
 def _dec_state(d: dict[str, Any]) -> State:
-    kind = d["t"]
-    if kind == "threshold":
-        return ThresholdState(
-            phase=d["phase"],
-            since=_d(d["since"]),
-            episode=_dec_episode(d["episode"]),
-            transitions=tuple(_dt(x) for x in d["transitions"]),
-            flapping=d["flapping"],
-            back_since=_d(d["back_since"]),
-        )
-    if kind == "rise":
-        return RiseState.of_micros(
-            ((int(t), float(v)) for t, v in d["samples"]),
-            pushed=d.get("pushed"),
-            episode=_dec_episode(d["episode"]),
-        )
-    if kind == "offline":
-        return OfflineState(last_good=_d(d["last_good"]), episode=_dec_episode(d["episode"]))
-    if kind == "fault":
-        ref, jumped = d["ref"], d.get("jumped")
-        return FaultState(
-            run=d["run"],
-            good_run=d["good_run"],
-            ref=None if ref is None else (_dt(ref[0]), float(ref[1])),
-            stuck_since=_d(d["stuck_since"]),
-            stuck_value=d["stuck_value"],
-            rejected=d["rejected"],
-            episode=_dec_episode(d["episode"]),
-            jumped=None if jumped is None else (_dt(jumped[0]), float(jumped[1])),
-        )
-    raise ValueError(f"unknown rule state kind {kind!r}")
+    try:
+        kind = state_kind(d["t"])
+    except KeyError:
+        raise ValueError(f"unknown rule state kind {d.get('t')!r}") from None
+    assert kind.decode is not None
+    state: State = kind.decode(d)
+    return state
 
 
 def _enc_sensor(s: SensorTrack, *, samples: bool = True) -> dict[str, Any]:

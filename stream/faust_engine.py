@@ -86,10 +86,11 @@ class FaustEngine:
         config: StreamConfig,
         registry: Registry | None = None,
         quarantine: Quarantine | None = None,
+        timezones: Mapping[str, str] | None = None,
     ) -> None:
         kafka: KafkaConfig = config.kafka
         self.config = config
-        self.table = RuleTable(rules, sensors)
+        self.table = RuleTable(rules, sensors, timezones)
         self.counts: Counter[str] = Counter()
         self.quarantine = quarantine or Quarantine()
         self._intake = Intake(

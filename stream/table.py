@@ -28,10 +28,14 @@ class RuleTable:
     """Rule rows plus the sensor registry they are matched against."""
 
     def __init__(
-        self, rows: Sequence[RuleBase], sensors: Mapping[tuple[str, str], SensorConfig]
+        self,
+        rows: Sequence[RuleBase],
+        sensors: Mapping[tuple[str, str], SensorConfig],
+        timezones: Mapping[str, str] | None = None,
     ) -> None:
         self._rows = tuple(rows)
         self._sensors = dict(sensors)
+        self._timezones = dict(timezones or {})
         self._conditions = tuple(
             dict.fromkeys(_condition(r) for r in self._rows if _condition(r) != "gateway_offline")
         )
@@ -67,7 +71,7 @@ class RuleTable:
                     tied[0].id,
                 )
             if tied and tied[0].enabled:
-                chosen.append(tied[0])
+                chosen.append(tied[0].at_site(self._timezones.get(site, "UTC")))
         result = tuple(chosen)
         self._cache[key] = result
         return result

@@ -1,0 +1,394 @@
+"""The rate kind: `heat_rise` when the temperature climbs at `rate` °C per minute or faster,
+or a condition of a site's own when any kind of value climbs at `rate` of its unit per minute."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any, Self
+
+from pydantic import Field, field_validator, model_validator
+
+from gateway.config import Duration
+from gateway.config import format_duration as _duration
+from gateway.models import Reading, Slug
+from stream.kinds.base import (
+    DECIDED_BY,
+    Episode,
+    RuleKind,
+    StepFn,
+    TitledRule,
+    dec_episode,
+    enc_episode,
+    episode_id,
+    from_micros,
+    is_late,
+    is_threshold,
+    make_alarm,
+    micros,
+)
+from stream.models import SEVERITY_RANK, Alarm, AlarmState, Severity
+
+__all__ = ["KIND", "RiseRule", "RiseState", "evaluate", "rise_rate"]
+
+
+def _hair(level: float) -> float:
+    """How close to a decision level a running-sum rate must be recomputed exactly."""
+    return 1e-6 * max(1.0, abs(level))
+
+
+class RiseRule(TitledRule):
+    """Raise `heat_rise` when the temperature climbs at `rate` °C per minute or faster — or a
+    condition of a site's own when any kind of value climbs at `rate` of its unit per minute
+    (`{condition: co2_rising, kind: co2, rate: 100, window: 10m}`: a row with a `rate`).
+
+    The rate is the least-squares slope of the good readings within `window`, from at least
+    `min_samples` of them spanning at least `min_span` (a burst of lines that a stalled serial
+    adapter delivers at once must not look like a jump); it clears once the slope is back below
+    `clear_rate`.
+    """
+
+    condition: Slug
+    rate: float = Field(default=8.3, gt=0, description="units (°C) per minute")
+    critical_rate: float | None = Field(default=None, gt=0)
+    clear_rate: float | None = Field(default=None, ge=0, description="default: half of rate")
+    window: Duration = 120.0
+    min_samples: int = Field(default=3, ge=2)
+    min_span: Duration = 30.0
+
+    @field_validator("condition")
+    @classmethod
+    def _a_rate_condition(cls, value: str) -> str:
+        if value != "heat_rise" and (value in DECIDED_BY or not is_threshold(value)):
+            raise ValueError(f"{value!r} is not a rate condition")
+        return value
+
+    @model_validator(mode="after")
+    def _rates_are_consistent(self) -> Self:
+        if self.clear_rate is not None and self.clear_rate >= self.rate:
+            raise ValueError(f"'clear_rate' ({self.clear_rate}) must be below 'rate' ({self.rate})")
+        if self.critical_rate is not None and self.critical_rate < self.rate:
+            raise ValueError(
+                f"'critical_rate' ({self.critical_rate}) must not be below 'rate' ({self.rate})"
+            )
+        if self.window <= 0:
+            raise ValueError("'window' must be longer than 0 s")
+        return self
+
+    @property
+    def clear_level(self) -> float:
+        return self.clear_rate if self.clear_rate is not None else self.rate / 2
+
+
+class RiseState:
+    """The good samples within the window and their running sums, for a least-squares slope
+    in O(1) amortised per reading however dense the samples (30,000 readings 1 ms apart cost
+    no more each than one a minute). Times are kept as µs since the epoch (exact, and cheap to
+    subtract); `samples` gives them back as datetimes for the codec and the tests. Mutable,
+    unlike the other states: `_rise` updates it in place and returns it. The sums are
+    recomputed exactly from the samples whenever as many samples have left the window as it
+    holds (so rounding never accumulates), and the slope is recomputed exactly when it lies
+    within a hair of a decision level."""
+
+    __slots__ = (
+        "_evicted",
+        "_n",
+        "_sx",
+        "_sxx",
+        "_sxy",
+        "_sy",
+        "base",
+        "episode",
+        "pushed",
+        "times",
+        "values",
+    )
+
+    def __init__(
+        self,
+        samples: Iterable[tuple[datetime, float]] = (),
+        episode: Episode | None = None,
+        pushed: int | None = None,
+    ) -> None:
+        #: the samples' times in µs since the epoch and their values, oldest first (read-only
+        #: outside: `push` keeps them and the sums in step)
+        self.times: deque[int] = deque()
+        self.values: deque[float] = deque()
+        for ts, value in samples:
+            self.times.append(micros(ts))
+            self.values.append(value)
+        self.episode = episode
+        #: samples pushed over the state's life: a store saves only those it has not yet
+        self.pushed = len(self.times) if pushed is None else pushed
+        self._resum()
+
+    @classmethod
+    def of_micros(
+        cls,
+        samples: Iterable[tuple[int, float]],
+        episode: Episode | None = None,
+        pushed: int | None = None,
+    ) -> RiseState:
+        """The state of samples timed in µs since the epoch (as a store's log keeps them)."""
+        state = cls((), episode, 0)
+        for us, value in samples:
+            state.times.append(us)
+            state.values.append(value)
+        state.pushed = len(state.times) if pushed is None else pushed
+        state._resum()
+        return state
+
+    @property
+    def samples(self) -> list[tuple[datetime, float]]:
+        return [(from_micros(us), v) for us, v in zip(self.times, self.values, strict=True)]
+
+    def timed(self) -> Iterable[tuple[int, float]]:
+        """The samples as (µs since the epoch, value), oldest first."""
+        return zip(self.times, self.values, strict=True)
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def first(self) -> int | None:
+        """The oldest sample's time in µs since the epoch (None: no samples)."""
+        return self.times[0] if self.times else None
+
+    def _resum(self) -> None:
+        base = self.base = self.times[0] if self.times else 0
+        n = sx = sy = sxx = sxy = 0.0
+        for us, value in zip(self.times, self.values, strict=True):
+            # seconds from the first sample, as `timedelta.total_seconds()` gives them: exactly
+            # rounded from whole µs, so the sums are the same whichever way the time was taken
+            x = (us - base) / 1e6
+            n += 1
+            sx += x
+            sy += value
+            sxx += x * x
+            sxy += x * value
+        self._n, self._sx, self._sy, self._sxx, self._sxy = n, sx, sy, sxx, sxy
+        self._evicted = 0
+
+    def push(self, us: int, value: float, window: float) -> None:
+        """Add a sample taken at `us` µs since the epoch and drop those more than `window`
+        seconds older than it."""
+        self.pushed += 1
+        times, values = self.times, self.values
+        times.append(us)
+        values.append(value)
+        if len(times) == 1:
+            self._resum()
+            return
+        x = (us - self.base) / 1e6  # as in `_resum`
+        self._n += 1
+        self._sx += x
+        self._sy += value
+        self._sxx += x * x
+        self._sxy += x * value
+        while (us - times[0]) / 1e6 > window:
+            x = (times.popleft() - self.base) / 1e6
+            old_value = values.popleft()
+            self._n -= 1
+            self._sx -= x
+            self._sy -= old_value
+            self._sxx -= x * x
+            self._sxy -= x * old_value
+            self._evicted += 1
+        if self._evicted >= len(times):
+            self._resum()
+
+    def span(self) -> float:
+        return (self.times[-1] - self.times[0]) / 1e6 if self.times else 0.0
+
+    def exact_rate(self) -> float | None:
+        """`rise_rate` of the samples, from their µs (the same seconds `total_seconds` gives)."""
+        times = self.times
+        if len(times) < 2:
+            return None
+        t0 = times[0]
+        xs = [(t - t0) / 1e6 / 60 for t in times]
+        return _slope(xs, list(self.values))
+
+    def rate(self, levels: Iterable[float], near: Iterable[float] = ()) -> float | None:
+        """The slope in °C per minute (None: no time span), exact when it lies within a hair
+        of one of `levels` (`near`: the hair per level, when the caller has them ready)."""
+        n = self._n
+        sxx = self._sxx
+        denominator = n * sxx - self._sx * self._sx
+        if n < 2 or denominator <= 1e-9 * max(1.0, n * sxx):
+            return self.exact_rate()
+        rate = 60.0 * (n * self._sxy - self._sx * self._sy) / denominator
+        for level, hair in zip(levels, near or map(_hair, levels), strict=True):
+            if abs(rate - level) <= hair:
+                return self.exact_rate()  # a decision at stake: exactly
+        return rate
+
+    def __repr__(self) -> str:
+        return f"RiseState(samples={len(self.times)}, episode={self.episode!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RiseState):
+            return NotImplemented
+        return (self.times, self.values, self.episode, self.pushed) == (
+            other.times,
+            other.values,
+            other.episode,
+            other.pushed,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: not hashable
+
+
+def rise_rate(samples: Sequence[tuple[datetime, float]]) -> float | None:
+    """The least-squares slope of the samples in °C per minute (None: no time span)."""
+    if len(samples) < 2:
+        return None
+    t0 = samples[0][0]
+    return _slope([(t - t0).total_seconds() / 60 for t, _ in samples], [v for _, v in samples])
+
+
+def _slope(xs: list[float], ys: list[float]) -> float | None:
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        return None
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+
+
+def _levels(rule: RiseRule) -> tuple[float, ...]:
+    return (rule.rate, rule.clear_level, rule.critical_rate or rule.rate)
+
+
+def evaluate(
+    state: RiseState,
+    reading: Reading,
+    rule: RiseRule,
+    now: datetime,
+    late_after: float,
+) -> tuple[RiseState, list[Alarm]]:
+    state.push(micros(reading.ts), reading.value, rule.window)
+    if len(state) < rule.min_samples or state.span() < rule.min_span:
+        return state, []
+    rate = state.rate(_levels(rule))
+    if rate is None or (state.episode is None and rate < rule.rate):
+        return state, []  # the common case: not rising, nothing raised
+    return _rise_decide(state, reading, rule, now, late_after, rate)
+
+
+def _rise_decide(  # noqa: PLR0917 - the rise step with the rate it computed
+    state: RiseState,
+    reading: Reading,
+    rule: RiseRule,
+    now: datetime,
+    late_after: float,
+    rate: float,
+) -> tuple[RiseState, list[Alarm]]:
+    """A rate at or above the rule's, or any rate while raised: raise, update or clear."""
+    ts = reading.ts
+    episode = state.episode
+
+    def alarm(episode: Episode, what: AlarmState, value: float, threshold: float) -> Alarm:
+        return make_alarm(
+            rule,
+            rule.condition,
+            episode,
+            what,
+            site=reading.site,
+            sensor=reading.sensor,
+            value=round(value, 2),
+            threshold=threshold,
+            ts=ts,
+            late=is_late(reading, now, late_after),
+        )
+
+    def severity(rate: float) -> tuple[Severity, float]:
+        if rule.critical_rate is not None and rate >= rule.critical_rate:
+            return "critical", rule.critical_rate
+        return "warning", rule.rate
+
+    if episode is None:
+        level, threshold = severity(rate)
+        first = state.first()
+        since = ts if first is None else from_micros(first)
+        reason = f"rising {rate:.1f} {reading.unit}/min over {_duration(rule.window)}"
+        state.episode = Episode(
+            episode_id(rule, reading.site, reading.sensor, since), since, level, reason
+        )
+        return state, [alarm(state.episode, "raised", rate, threshold)]
+    if rate < rule.clear_level:
+        state.episode = None
+        return state, [alarm(episode, "cleared", rate, rule.clear_level)]
+    level, threshold = severity(rate)
+    if SEVERITY_RANK[level] > SEVERITY_RANK[episode.severity]:
+        state.episode = replace(episode, severity=level)
+        return state, [alarm(state.episode, "updated", rate, threshold)]
+    return state, []
+
+
+def step(rule: RiseRule, counter: bool) -> StepFn:
+    """`evaluate` with the common case inlined: not rising, nothing raised."""
+    rule_id, window, min_samples, min_span, rate_level = (
+        rule.id,
+        rule.window,
+        rule.min_samples,
+        rule.min_span,
+        rule.rate,
+    )
+    levels = _levels(rule)
+    near = tuple(_hair(level) for level in levels)
+
+    def run(
+        states: dict[str, Any], reading: Reading, good: bool, now: datetime, late_after: float
+    ) -> list[Alarm] | None:
+        state = states.get(rule_id)
+        if state.__class__ is not RiseState:
+            state = states[rule_id] = RiseState()
+        if not good:
+            return None
+        rise: RiseState = state
+        rise.push(micros(reading.ts), reading.value, window)
+        times = rise.times
+        if len(times) < min_samples or (times[-1] - times[0]) / 1e6 < min_span:
+            return None
+        rate = rise.rate(levels, near)
+        if rate is None or (rise.episode is None and rate < rate_level):
+            return None  # the common case: not rising, nothing raised
+        return _rise_decide(rise, reading, rule, now, late_after, rate)[1]
+
+    return run
+
+
+def encode(s: RiseState, samples: bool) -> dict[str, Any]:
+    return {
+        "t": "rise",
+        "samples": [[us, v] for us, v in s.timed()] if samples else [],
+        "pushed": s.pushed,
+        "episode": enc_episode(s.episode),
+    }
+
+
+def decode(d: dict[str, Any]) -> RiseState:
+    return RiseState.of_micros(
+        ((int(t), float(v)) for t, v in d["samples"]),
+        pushed=d.get("pushed"),
+        episode=dec_episode(d["episode"]),
+    )
+
+
+#: Rate-of-rise heat detectors respond at 8.3 °C/min (15 °F/min): REFERENCE.md.
+KIND = RuleKind(
+    name="rise",
+    row=RiseRule,
+    keys=("rate",),
+    conditions={"heat_rise": {"en": "Rapid temperature rise", "sv": "Snabb temperaturökning"}},
+    defaults=(RiseRule(id="heat-rise", condition="heat_rise"),),
+    state=RiseState,
+    tag="rise",
+    initial=RiseState,
+    evaluate=evaluate,
+    step=step,
+    encode=encode,
+    decode=decode,
+)
