@@ -7,13 +7,16 @@ so the same output means the same bytes everywhere. (firmware_sim imports nothin
 from __future__ import annotations
 
 import json
+import struct
 
 from firmware_sim.scenario import Output
 
 __all__ = [
     "JSON_PATH",
     "MODBUS_DEVICE_FAILURE",
+    "MODBUS_TYPES",
     "modbus_register",
+    "modbus_words",
     "mqtt_message",
     "mqtt_payload",
     "serial_line",
@@ -141,9 +144,42 @@ def w1_slave(output: Output) -> str:
     return W1_OK.format(b0=raw & 0xFF, b1=raw >> 8, milli=milli)
 
 
+#: struct formats of the register types a Modbus device holds values in
+MODBUS_TYPES = {
+    "int16": ">h",
+    "uint16": ">H",
+    "int32": ">i",
+    "uint32": ">I",
+    "float32": ">f",
+    "int64": ">q",
+    "uint64": ">Q",
+    "float64": ">d",
+}
+
+
+def modbus_words(
+    number: float, data_type: str = "int16", word_order: str = "big", scale: float = 1.0
+) -> list[int]:
+    """The registers a device holds `number` in: `number / scale` as `data_type` (an integer
+    type rounds it and, like a real counter, wraps at its range), most significant word first
+    unless `word_order` is little."""
+    fmt = MODBUS_TYPES[data_type]
+    raw = number / scale
+    if data_type.startswith(("int", "uint")):
+        bits = 8 * struct.calcsize(fmt)
+        wrapped = round(raw) % (1 << bits)
+        if data_type.startswith("int") and wrapped >= 1 << (bits - 1):
+            wrapped -= 1 << bits
+        packed = struct.pack(fmt, wrapped)
+    else:
+        packed = struct.pack(fmt, raw)
+    words = [int.from_bytes(packed[i : i + 2], "big") for i in range(0, len(packed), 2)]
+    return words if word_order == "big" else words[::-1]
+
+
 def modbus_register(output: Output, value: float | None = None) -> int | None:
     """An int16 holding register with the number shown (`value`: in the device's own units,
     when it scales) rounded, two's complement; None: the device answers with
     `MODBUS_DEVICE_FAILURE` (or, for `modbus-timeout`, not at all)."""
     number = shown(output) if value is None else value
-    return None if number is None else round(number) & 0xFFFF
+    return None if number is None else modbus_words(number, scale=1.0)[0]

@@ -1,9 +1,11 @@
-"""Thermometers behind Modbus devices: int16 holding registers in tenths of a °C, over TCP or
-on an RTU bus (a serial line, a pty in tests)."""
+"""Thermometers and meters behind Modbus devices, over TCP or on an RTU bus (a serial line, a
+pty in tests): a thermometer's int16 holding register in tenths of a °C, a meter's counter in
+a wider type (uint32, float64 …) in either word order, wrapping at its range as a real one."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import NamedTuple
 
 from pymodbus.constants import ExcCodes
 from pymodbus.framer import FramerType
@@ -13,19 +15,32 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from firmware_sim import encode
 from firmware_sim.play import Clock, Playback
 
-__all__ = ["ModbusRtuBus", "ModbusThermometer"]
+__all__ = ["Layout", "ModbusRtuBus", "ModbusThermometer"]
+
+
+class Layout(NamedTuple):
+    """How a device holds its value: a register type, word order, and the value of one count
+    (the default: an int16 in tenths, a thermometer's; a meter: `Layout("uint32", "big", 1)`)."""
+
+    data_type: str = "int16"
+    word_order: str = "big"
+    scale: float = 0.1
 
 
 class _Register:
-    """The register `address` of a device holds the temperature its playback shows at the
-    moment it is read, in tenths of a °C. A fault with no number to show (a broken probe, a
-    timeout) makes the device answer with Modbus exception 4 (server device failure), as a real
-    device with a broken probe does; so does a device with no output yet."""
+    """The registers from `address` of a device hold the value its playback shows at the
+    moment they are read (`layout`: as what; a thermometer's in tenths of a °C). A fault with
+    no number to show (a broken probe, a timeout) makes the device answer with Modbus
+    exception 4 (server device failure), as a real device with a broken probe does; so does a
+    device with no output yet."""
 
-    def __init__(self, *, playback: Playback, clock: Clock, address: int) -> None:
+    def __init__(
+        self, *, playback: Playback, clock: Clock, address: int, layout: Layout | None = None
+    ) -> None:
         self._playback = playback
         self._clock = clock
         self._address = address
+        self._layout = layout or Layout()
         self.reads = 0
 
     async def on_access(  # noqa: PLR0917 - the signature pymodbus calls
@@ -42,13 +57,15 @@ class _Register:
         shown = None if output is None else encode.shown(output)
         if output is None or shown is None:
             return ExcCodes.DEVICE_FAILURE
-        index = self._address - start_address
-        if 0 <= index < len(registers):
-            registers[index] = encode.modbus_register(output, shown * 10) or 0
+        words = encode.modbus_words(shown, *self._layout)
+        for i, word in enumerate(words):
+            index = self._address + i - start_address
+            if 0 <= index < len(registers):
+                registers[index] = word
         return None
 
     def device(self, device_id: int) -> SimDevice:
-        size = max(16, self._address + 1)
+        size = max(16, self._address + 4)
         return SimDevice(
             device_id,
             simdata=[SimData(0, count=size, values=0, datatype=DataType.REGISTERS)],
@@ -68,8 +85,9 @@ class ModbusThermometer:
         clock: Clock,
         device_id: int = 1,
         address: int = 0,
+        layout: Layout | None = None,
     ) -> None:
-        self._register = _Register(playback=playback, clock=clock, address=address)
+        self._register = _Register(playback=playback, clock=clock, address=address, layout=layout)
         self._server = ModbusTcpServer(self._register.device(device_id), address=(host, port))
 
     @property

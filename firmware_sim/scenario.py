@@ -126,6 +126,13 @@ class Device(_Frozen):
         default=False,
         description="an on/off device: its values (0/1) go out as JSON true/false, or ON/OFF",
     )
+    data_type: Literal[
+        "int16", "uint16", "int32", "uint32", "float32", "int64", "uint64", "float64"
+    ] = Field(default="int16", description="Modbus: the type its registers hold the value in")
+    word_order: Literal["big", "little"] = Field(default="big", description="Modbus")
+    scale: float = Field(
+        default=0.1, gt=0, description="Modbus: the value of one count (a thermometer's 0.1 °C)"
+    )
 
     @property
     def mqtt_topic(self) -> str:

@@ -215,8 +215,16 @@ class ModbusPoint(Frozen):
     device: Slug
     address: int = Field(ge=0, le=65535)
     registers: Literal["holding", "input"] = "holding"
-    data_type: Literal["int16", "uint16", "int32", "uint32", "float32"] = "int16"
+    data_type: Literal[
+        "int16", "uint16", "int32", "uint32", "float32", "int64", "uint64", "float64"
+    ] = "int16"
     word_order: Literal["big", "little"] = "big"
+    rollover: float | None = Field(
+        default=None,
+        gt=0,
+        description="a meter's counter: the raw value it wraps at (default: an unsigned "
+        "type's range, 4294967296 for uint32); a meter rule counts across the wrap",
+    )
 
 
 class OneWirePoint(Frozen):

@@ -65,13 +65,16 @@ def value_path_for(fmt: str, kind: str, value_path: str | None) -> str | None:
     return KIND_PATHS.get(fmt, {}).get(kind, MQTT_PRESETS[fmt][1])
 
 
-DataType = Literal["int16", "uint16", "int32", "uint32", "float32"]
+DataType = Literal["int16", "uint16", "int32", "uint32", "float32", "int64", "uint64", "float64"]
 _FORMATS: dict[str, str] = {
     "int16": ">h",
     "uint16": ">H",
     "int32": ">i",
     "uint32": ">I",
     "float32": ">f",
+    "int64": ">q",
+    "uint64": ">Q",
+    "float64": ">d",
 }
 
 
@@ -179,13 +182,21 @@ def decode_mqtt_value(payload: bytes, fmt: str, value_path: str | None) -> tuple
 
 
 def register_count(data_type: DataType) -> int:
-    return 1 if data_type in ("int16", "uint16") else 2
+    """How many 16-bit registers hold a value of `data_type`."""
+    return struct.calcsize(_FORMATS[data_type]) // 2
+
+
+def counter_wrap(data_type: DataType) -> float | None:
+    """The value an unsigned counter of `data_type` wraps at (None: a signed or float one)."""
+    return float(1 << (16 * register_count(data_type))) if data_type.startswith("u") else None
 
 
 def decode_registers(
     registers: Sequence[int], data_type: DataType, word_order: Literal["big", "little"] = "big"
 ) -> float:
-    """Registers (16-bit words, as read) → the number they encode."""
+    """Registers (16-bit words, as read) → the number they encode. `word_order` little: the
+    least significant word comes first (bytes within a word are always big-endian, as Modbus
+    sends them)."""
     count = register_count(data_type)
     if len(registers) != count:
         raise DecodeError("short-read", f"{len(registers)} registers, {data_type} needs {count}")

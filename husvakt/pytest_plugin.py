@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from firmware_sim.modbus import ModbusThermometer
+from firmware_sim.modbus import Layout, ModbusThermometer
 from firmware_sim.mqtt import MqttThermometer
 from firmware_sim.play import Clock, Playback
 from firmware_sim.scenario import Scenario
@@ -76,8 +76,9 @@ class SimulatedDevices:
         device_id: int = 1,
         address: int = 0,
     ) -> tuple[str, int]:
-        """A Modbus TCP PLC showing the scenario's `device` (its index) at register `address`,
-        in tenths of a °C."""
+        """A Modbus TCP PLC showing the scenario's `device` (its index) from register
+        `address`, as the device's layout says (a thermometer: int16 in tenths of a °C)."""
+        dev = scenario.devices[device]
         port = free_port()
         plc = ModbusThermometer(
             host="127.0.0.1",
@@ -86,6 +87,7 @@ class SimulatedDevices:
             clock=clock,
             device_id=device_id,
             address=address,
+            layout=Layout(dev.data_type, dev.word_order, dev.scale),
         )
         await plc.start()
         self._stops.append(plc.stop)

@@ -109,14 +109,14 @@ def _raw(output: Output, sensor: SensorConfig) -> Sample | None:
     # the device holds the number in its own units; the sensor's scale and offset undo that
     raw = None if number is None else (number - sensor.offset) / sensor.scale
     if output.protocol == "modbus":
-        point = _MODBUS_INT16
+        point = sensor.source if isinstance(sensor.source, ModbusPoint) else _MODBUS_INT16
         if output.fault == "modbus-timeout":
             return Sample(sensor.id, ts, fault=TIMEOUT)
-        register = encode.modbus_register(output, raw)
-        if register is None:
+        if raw is None:
             code = encode.MODBUS_DEVICE_FAILURE
             return Sample.of(decode_answer(sensor.id, point, None, code), ts)
-        return Sample.of(decode_answer(sensor.id, point, [register]), ts)
+        words = encode.modbus_words(raw, point.data_type, point.word_order, scale=1.0)
+        return Sample.of(decode_answer(sensor.id, point, words), ts)
     if output.protocol == "serial":
         line = encode.serial_line(output.sensor, output, raw)
         codec = _serial_codec(output.sensor, sensor.id)

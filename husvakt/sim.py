@@ -17,7 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from firmware_sim import encode
-from firmware_sim.modbus import ModbusThermometer
+from firmware_sim.modbus import Layout, ModbusThermometer
 from firmware_sim.mqtt import MqttThermometer
 from firmware_sim.play import Clock, Playback, play
 from firmware_sim.scenario import Device, Output, Scenario
@@ -123,14 +123,18 @@ async def _start_device(  # noqa: PLR0917 - internal wiring of one device
         return lambda: play(outputs, clock, store)
     # Modbus: a TCP server answering with the output due at the moment it is read.
     port = free_port()
-    server = ModbusThermometer(host="127.0.0.1", port=port, playback=Playback(outputs), clock=clock)
+    layout = Layout(device.data_type, device.word_order, device.scale)
+    held = "0.1 °C" if layout == Layout() else f"{device.data_type} × {device.scale:g}"
+    server = ModbusThermometer(
+        host="127.0.0.1", port=port, playback=Playback(outputs), clock=clock, layout=layout
+    )
     await server.start()
     stack.push_async_callback(_stop_within, server.stop, 5.0)
     found.append(
         Endpoint(
             device.sensor,
             "modbus",
-            f"127.0.0.1:{port} device 1 register 0 (0.1 °C)",
+            f"127.0.0.1:{port} device 1 register 0 ({held})",
             port=port,
         )
     )

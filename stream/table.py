@@ -71,7 +71,8 @@ class RuleTable:
                     tied[0].id,
                 )
             if tied and tied[0].enabled:
-                chosen.append(tied[0].at_site(self._timezones.get(site, "UTC")))
+                timezone = self._timezones.get(site, "UTC")
+                chosen.append(tied[0].bound(timezone, self._sensors.get((site, sensor))))
         result = tuple(chosen)
         self._cache[key] = result
         return result

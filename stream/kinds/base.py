@@ -12,12 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from pydantic import Field, field_validator
 
 from gateway.models import Frozen, Reading, Slug
 from stream.models import Alarm, AlarmState, Condition, Severity
+
+if TYPE_CHECKING:
+    from gateway.config import SensorConfig
 
 __all__ = [
     "DECIDED_BY",
@@ -81,9 +84,10 @@ class RuleBase(Frozen):
         fields = {f: getattr(self, f, None) for f in MATCH_ORDER}
         return {f: v for f, v in fields.items() if v is not None}
 
-    def at_site(self, timezone: str) -> Self:
-        """The row as it applies at a site of `timezone` (a row that reads local time takes
-        the site's zone unless it names its own)."""
+    def bound(self, timezone: str, sensor: SensorConfig | None) -> Self:
+        """The row as it applies to `sensor` at a site of `timezone` (a meter row reads local
+        time in the site's zone, and a Modbus counter's wrap from its point, unless it names
+        its own)."""
         return self
 
 

@@ -35,8 +35,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
-from gateway.config import Duration
+from gateway.config import Duration, ModbusPoint, SensorConfig
 from gateway.config import format_duration as _duration
+from gateway.decode import counter_wrap
 from gateway.models import Reading, Slug
 from stream.kinds.base import (
     DECIDED_BY,
@@ -122,8 +123,16 @@ class MeterRule(TitledRule):
             raise ValueError("'after' must be longer than 0 s")
         return self
 
-    def at_site(self, timezone: str) -> Self:
-        return self if self.timezone is not None else self.model_copy(update={"timezone": timezone})
+    def bound(self, timezone: str, sensor: SensorConfig | None) -> Self:
+        update: dict[str, object] = {}
+        if self.timezone is None:
+            update["timezone"] = timezone
+        point = sensor.source if sensor is not None else None
+        if self.rollover is None and isinstance(point, ModbusPoint):
+            wrap = point.rollover or counter_wrap(point.data_type)
+            if wrap is not None:
+                update["rollover"] = wrap * abs(sensor.scale) if sensor is not None else wrap
+        return self.model_copy(update=update) if update else self
 
     @property
     def clear_level(self) -> float:

@@ -129,3 +129,30 @@ def test_one_device_message_feeds_every_sensor_that_reads_a_value_of_it():
     partial = codec.decode_all("zigbee2mqtt/cellar", b'{"temperature": 7.0}')
     assert partial[0] == Decoded("cellar-t1", value=7.0)
     assert (partial[1].sensor, partial[1].fault) == ("cellar-h1", "missing-value")
+
+
+WIDE = {
+    "int16": st.integers(-(2**15), 2**15 - 1),
+    "uint16": st.integers(0, 2**16 - 1),
+    "int32": st.integers(-(2**31), 2**31 - 1),
+    "uint32": st.integers(0, 2**32 - 1),
+    "int64": st.integers(-(2**53), 2**53),  # exact as a float
+    "uint64": st.integers(0, 2**53),
+    "float32": st.floats(width=32, allow_nan=False, allow_infinity=False),
+    "float64": st.floats(-1e300, 1e300, allow_nan=False),
+}
+
+
+@given(st.sampled_from(sorted(WIDE)).flatmap(lambda t: st.tuples(st.just(t), WIDE[t])),
+       st.sampled_from(["big", "little"]))  # fmt: skip
+def test_a_meters_counter_in_any_register_type_and_word_order_is_read_back(typed, order):
+    data_type, number = typed
+    point = ModbusPoint(type="modbus", device="d", address=0, data_type=data_type, word_order=order)
+    words = encode.modbus_words(number, data_type, order, scale=1.0)
+    assert len(words) == {"16": 1, "32": 2, "64": 4}[data_type[-2:]]
+    assert decode_answer("m1", point, words) == Decoded("m1", value=float(number))
+
+
+def test_an_unsigned_counter_wraps_at_its_range_as_a_real_one():
+    assert encode.modbus_words(2**32 + 5, "uint32", scale=1.0) == [0, 5]
+    assert encode.modbus_words(70000, "uint32", "little", scale=1.0) == [70000 - 65536, 1]

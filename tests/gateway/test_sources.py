@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import aiomqtt
 import pytest
 
-from firmware_sim.modbus import ModbusThermometer
+from firmware_sim.modbus import Layout, ModbusThermometer
 from firmware_sim.play import Playback
 from firmware_sim.scenario import Scenario
 from gateway.clock import ScaledClock
@@ -22,6 +22,7 @@ from gateway.config import (
     ModbusPoint,
     MqttBrokerConfig,
     MqttPoint,
+    SensorConfig,
     SerialPortConfig,
 )
 from gateway.quarantine import Quarantine
@@ -165,6 +166,57 @@ async def test_modbus_source_polls_registers_on_schedule():
     assert [(s.sensor, s.value, s.fault) for s in got] == [("t1", -35.0, None)] * 3  # raw tenths
     gaps = [(b.ts - a.ts).total_seconds() for a, b in itertools.pairwise(got)]
     assert all(50 <= g <= 70 for g in gaps), gaps
+
+
+@pytest.mark.modbus
+async def test_a_meters_wide_counter_is_read_over_modbus_in_its_word_order_and_wraps():
+    # An energy meter's uint32 counter, least significant word first, about to pass 2^32:
+    # read over real Modbus TCP, and counted across the wrap by a meter rule.
+    from stream.kinds.meter import Counter, MeterRule
+
+    clock = ScaledClock(start=START, speed=600)
+    top = 2**32
+    scenario = Scenario.single(
+        "e1", start=START, protocol="modbus",
+        signal={"points": [[0, top - 3000], [86400, top + 86400 * 50 - 3000]]},
+    )  # fmt: skip
+    port = free_port()
+    device = ModbusThermometer(
+        host="127.0.0.1",
+        port=port,
+        playback=Playback(scenario.device_outputs(0)),
+        clock=clock,
+        address=10,
+        layout=Layout("uint32", "little", 1.0),
+    )
+    await device.start()
+    point = ModbusPoint(
+        type="modbus", device="d", address=10, data_type="uint32", word_order="little"
+    )
+    try:
+        source = ModbusSource(
+            name="modbus:meter",
+            devices=[
+                (
+                    ModbusDeviceConfig(host="127.0.0.1", port=port, poll_interval=30, timeout=1),
+                    [("e1", point)],
+                )
+            ],
+            clock=clock,
+        )
+        async with running(source) as samples:
+            got = [await next_sample(samples) for _ in range(6)]
+    finally:
+        await device.stop()
+    values = [s.value for s in got]
+    assert all(s.fault is None for s in got)
+    assert values[0] > 2**31 and values[-1] < 2**16  # read whole, then wrapped to the bottom
+    sensor = SensorConfig(id="e1", kind="energy", unit="Wh", source=point)
+    row = MeterRule(id="m", condition="use", kind="energy", meter="stopped").bound("UTC", sensor)
+    assert row.rollover == top  # the point's type says where its counter wraps
+    counter = Counter()
+    counted = sum(counter.step(v, row.rollover) for v in values)
+    assert counted == values[-1] + top - values[0] > 0  # the wrap counted, nothing invented
 
 
 @pytest.mark.modbus

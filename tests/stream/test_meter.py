@@ -279,5 +279,5 @@ def test_a_meter_row_takes_its_sites_time_zone_unless_it_names_one():
     table = RuleTable([NIGHT], {}, {"s": "Europe/Stockholm"})
     (row,) = [r for r in table.rules_for("s", "w1", "water") if isinstance(r, MeterRule)]
     assert row.timezone == "Europe/Stockholm"
-    own = NIGHT.model_copy(update={"timezone": "UTC"}).at_site("Europe/Stockholm")
+    own = NIGHT.model_copy(update={"timezone": "UTC"}).bound("Europe/Stockholm", None)
     assert own.timezone == "UTC"
