@@ -3,7 +3,7 @@ pages (`web/`) mounted together, behind the request hardening (`hardening.py`)."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -14,7 +14,7 @@ from casebridge.hardening import MAX_BODY, BodyLimit, SecurityHeaders
 from casebridge.store import CaseStore
 from casebridge.web.pages import WebDeps, mount_web
 from gateway.clock import Clock
-from gateway.config import SiteConfig
+from gateway.config import SensorConfig, SiteConfig
 from stream.conditions import Vocabulary
 
 __all__ = ["create_app"]
@@ -29,10 +29,13 @@ def create_app(
     rule_state: Path | None = None,
     web: WebConfig | None = None,
     conditions: Vocabulary | None = None,
+    sensors: Mapping[tuple[str, str], SensorConfig] | None = None,
+    meters: Mapping[tuple[str, str], float | None] | None = None,
 ) -> FastAPI:
     """The API on `store` and the web pages; team membership comes from the site config.
     OpenAPI at /docs. `rule_state`: the rule engine's state file, for gateways' last contact;
-    `conditions`: what the config's conditions are called."""
+    `conditions`: what the config's conditions are called; `sensors`: the config's sensors by
+    (site, id), `meters`: those a meter rule watches, with their counters' rollover."""
     app = FastAPI(
         title="husvakt case API",
         version="1",
@@ -51,6 +54,8 @@ def create_app(
             rule_state=rule_state,
             web=web or WebConfig(),
             conditions=conditions or Vocabulary(),
+            sensors=dict(sensors or {}),
+            meters=dict(meters or {}),
         ),
     )
     return app

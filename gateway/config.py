@@ -14,9 +14,11 @@ from gateway.decode import value_path_for
 from gateway.models import Frozen, Slug
 
 __all__ = [
+    "MANUAL_GATEWAY",
     "Building",
     "Duration",
     "GatewayConfig",
+    "ManualPoint",
     "ModbusDeviceConfig",
     "ModbusPoint",
     "MqttBrokerConfig",
@@ -247,8 +249,18 @@ class SerialPoint(Frozen):
     )
 
 
+class ManualPoint(Frozen):
+    """A sensor no device reads: a meter a person reads and enters (`husvakt readings add`,
+    or the form on its site page). Its readings come from the gateway named `manual`."""
+
+    type: Literal["manual"]
+
+
+#: The gateway id of readings entered by hand (no real gateway may take it).
+MANUAL_GATEWAY = "manual"
+
 SourceConfig = Annotated[
-    MqttPoint | ModbusPoint | SerialPoint | OneWirePoint, Field(discriminator="type")
+    MqttPoint | ModbusPoint | SerialPoint | OneWirePoint | ManualPoint, Field(discriminator="type")
 ]
 
 
@@ -327,6 +339,14 @@ class GatewayConfig(Frozen):
     id: Slug
     site: Slug
     outbox: OutboxConfig = OutboxConfig()
+
+    @field_validator("id")
+    @classmethod
+    def _not_the_manual_gateway(cls, value: str) -> str:
+        if value == MANUAL_GATEWAY:
+            raise ValueError(f"{value!r} is the gateway of readings entered by hand; name yours")
+        return value
+
     uplink: UplinkConfig | None = None
     mqtt_brokers: dict[Slug, MqttBrokerConfig] = Field(default_factory=dict)
     modbus_devices: dict[Slug, ModbusDeviceConfig] = Field(default_factory=dict)

@@ -11,7 +11,7 @@ from typing import Any
 
 from gateway.backoff import Backoff
 from gateway.clock import Clock
-from gateway.config import GatewayConfig, MqttPoint, SensorConfig
+from gateway.config import GatewayConfig, ManualPoint, MqttPoint, SensorConfig
 from gateway.decode import value_path_for
 from gateway.models import Reading
 from gateway.normalize import Sample, normalize
@@ -57,6 +57,8 @@ def build_sources(
         if sensor.gateway not in (None, config.id):
             continue  # another gateway reads it (a server-wide config)
         source = sensor.source
+        if isinstance(source, ManualPoint):
+            continue  # a person reads it
         if isinstance(source, MqttPoint):  # where its kind of value sits in its device's shape
             path = value_path_for(source.format, sensor.kind, source.value_path)
             source = source.model_copy(update={"value_path": path})

@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from casebridge.history import ReadingHistory
+from casebridge.readings import ManualReadings, ReadingArchive
 from casebridge.store import CaseStore
 from gateway.clock import Clock
 from gateway.models import Reading
@@ -48,13 +49,23 @@ class AllInOne:
         )
         self._tick_every = config.stream.tick_every
         for (site, sensor), entry in sensors.items():
+            if entry.gateway != config.gateway.id:
+                continue  # read by another gateway, or by hand
             self.engine.watch(site, config.gateway.id, [(sensor, entry.kind)])
         self.uplink = LocalUplink(consume=self._evaluate)
+        self.archive = ReadingArchive(store)
+        self.manual = ManualReadings(store, self._by_hand)
 
     async def _evaluate(self, readings: list[Reading], outbox: str) -> None:
         for reading in readings:
             self.history.add(reading)
+        self.archive.add(readings)
         await self.engine.process_batch(readings, outbox=outbox, source="local")
+
+    async def _by_hand(self, readings: list[Reading]) -> None:
+        for reading in readings:
+            self.history.add(reading)
+        await self.engine.process_batch(readings, outbox="manual", source="by hand")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; then stop reading, and return once every reading already
@@ -64,11 +75,16 @@ class AllInOne:
             uplink = tg.create_task(self.uplink.run(self.outbox), name="local uplink")
             notify = tg.create_task(self.desk.run(self._clock, stop), name="notifications")
             ticks = tg.create_task(self.engine.run_ticks(self._tick_every, stop), name="ticks")
+            archive = tg.create_task(self.archive.run(self._clock, stop), name="archive")
+            manual = tg.create_task(self.manual.run(self._clock, stop), name="by hand")
             await gateway  # returns after `stop`, with everything read in the outbox
             await self.outbox.emptied.wait()
             uplink.cancel()
             notify.cancel()
             ticks.cancel()
+            manual.cancel()
+            archive.cancel()
+        await self._keep_last()
         self.engine.close()
         log.info(
             "stopped: readings %s, alarms %s, cases %s, quarantined %d",
@@ -77,3 +93,9 @@ class AllInOne:
             dict(self.bridge.counts),
             self.gateway.quarantine.total,
         )
+
+    async def _keep_last(self) -> None:
+        try:
+            await self.archive.flush()
+        except Exception:
+            log.warning("the last readings were not kept", exc_info=True)

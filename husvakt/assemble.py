@@ -33,6 +33,7 @@ from gateway.quarantine import Quarantine
 from gateway.secrets import read_secret
 from husvakt.config import HusvaktConfig
 from stream.conditions import Vocabulary
+from stream.config import MeterRule
 from stream.engine import EmbeddedEngine
 from stream.lag import LagMonitor
 from stream.models import Alarm
@@ -208,4 +209,18 @@ def case_web_app(config: HusvaktConfig, *, store: CaseStore, clock: Clock) -> Fa
         rule_state=config.stream.state,
         web=config.web,
         conditions=Vocabulary(config.rules),
+        sensors=config.sensor_index(),
+        meters=meters_of(config),
     )
+
+
+def meters_of(config: HusvaktConfig) -> dict[tuple[str, str], float | None]:
+    """(site, sensor) of every sensor a meter rule watches → its counter's rollover."""
+    sensors = config.sensor_index()
+    table = RuleTable(config.rules, sensors, config.timezones())
+    found: dict[tuple[str, str], float | None] = {}
+    for (site, sensor), entry in sensors.items():
+        for row in table.rules_for(site, sensor, entry.kind):
+            if isinstance(row, MeterRule):
+                found[(site, sensor)] = row.rollover
+    return found

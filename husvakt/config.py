@@ -15,7 +15,14 @@ from casebridge.config import (
     WebConfig,
     routing_problems,
 )
-from gateway.config import GatewayConfig, SensorConfig, SiteConfig, sensor_problems
+from gateway.config import (
+    MANUAL_GATEWAY,
+    GatewayConfig,
+    ManualPoint,
+    SensorConfig,
+    SiteConfig,
+    sensor_problems,
+)
 from gateway.configfile import ConfigError, Loc, load_model, read_yaml
 from stream.config import DEFAULT_RULES, RuleRow, StreamConfig, rule_problems, with_defaults
 from stream.registry import Registry
@@ -50,6 +57,10 @@ class HusvaktConfig(BaseModel):
         return site
 
     def gateway_of(self, sensor: SensorConfig) -> str | None:
+        """The gateway whose readings of `sensor` the server takes (a meter read by hand:
+        the `manual` one)."""
+        if isinstance(sensor.source, ManualPoint):
+            return MANUAL_GATEWAY
         return sensor.gateway or (self.gateway.id if self.gateway else None)
 
     def sensor_index(self) -> dict[tuple[str, str], SensorConfig]:

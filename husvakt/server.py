@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from casebridge.history import ReadingHistory
+from casebridge.readings import ManualReadings, ReadingArchive
 from casebridge.store import CaseStore
 from gateway.clock import Clock
 from gateway.models import Reading
@@ -68,6 +69,7 @@ class _Server:
         self._config = config
         self._clock = clock
         self.history = ReadingHistory()
+        self.archive = ReadingArchive(store)
         self.influx: InfluxHistory | None = None
         if stream.influx is not None:
             # an optional extra: imported only when configured, so a base install runs
@@ -93,6 +95,7 @@ class _Server:
     def _remember(self, readings: tuple[Reading, ...] | list[Reading]) -> None:
         for reading in readings:
             self.history.add(reading)
+        self.archive.add(readings)
         if self.influx is not None:
             self.influx.add(readings)
 
@@ -117,6 +120,11 @@ class EmbeddedServer(_Server):
             watch_gateways=True,
             quarantine=self.quarantine,
         )
+        self.manual = ManualReadings(store, self._by_hand)
+
+    async def _by_hand(self, readings: list[Reading]) -> None:
+        self._remember(readings)
+        await self.engine.process_batch(readings, outbox="manual", source="by hand")
 
     async def _readings(self, site: str, gateway: str, batch: Batch) -> None:
         self._remember(batch.readings)
@@ -138,6 +146,8 @@ class EmbeddedServer(_Server):
                 tg.create_task(self.engine.run_ticks(stream.tick_every, stop), name="ticks"),
                 tg.create_task(self._notifications(stop), name="notifications"),
                 tg.create_task(self.quarantine.run(), name="quarantine"),
+                tg.create_task(self.archive.run(self._clock, stop), name="archive"),
+                tg.create_task(self.manual.run(self._clock, stop), name="by hand"),
             ]
             if self.influx is not None:
                 tasks.append(tg.create_task(self.influx.run(), name="history"))
@@ -180,6 +190,7 @@ class FaustServer(_Server):
         app.agent(self.engine.alarms, name="record-cases")(self._record_cases)
         app.task(self._run_subscriber)
         app.task(self._run_notifications)
+        app.task(self._run_readings)
         if self.influx is not None:
             app.task(self._run_influx)
 
@@ -224,6 +235,22 @@ class FaustServer(_Server):
     async def _run_notifications(self) -> None:
         await self._ensure_store()
         await self._notifications(asyncio.Event())
+
+    async def _by_hand(self, readings: list[Reading]) -> None:
+        self._remember(readings)
+        for reading in readings:  # one message each: every reading's key is its own gateway's
+            sent = await self.engine.readings.send(
+                key=kafka_key(reading.site, reading.gateway),
+                value=encode_batch([reading], outbox="manual"),
+            )
+            await sent
+
+    async def _run_readings(self) -> None:
+        await self._ensure_store()
+        manual = ManualReadings(self._store, self._by_hand)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.archive.run(self._clock), name="archive")
+            tg.create_task(manual.run(self._clock), name="by hand")
 
     async def _run_influx(self) -> None:
         assert self.influx is not None

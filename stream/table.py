@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 
-from gateway.config import SensorConfig
+from gateway.config import MANUAL_GATEWAY, SensorConfig
 from stream.config import (
     MATCH_ORDER,
     GatewayOfflineRule,
@@ -72,7 +72,9 @@ class RuleTable:
                 )
             if tied and tied[0].enabled:
                 timezone = self._timezones.get(site, "UTC")
-                chosen.append(tied[0].bound(timezone, self._sensors.get((site, sensor))))
+                row = tied[0].bound(timezone, self._sensors.get((site, sensor)))
+                if row is not None:
+                    chosen.append(row)
         result = tuple(chosen)
         self._cache[key] = result
         return result
@@ -80,6 +82,8 @@ class RuleTable:
     def gateway_rule(self, site: str, gateway: str) -> GatewayOfflineRule | None:
         """The winning enabled `gateway_offline` row for this gateway, if any."""
         key = (site, gateway)
+        if gateway == MANUAL_GATEWAY:
+            return None  # readings entered by hand: no gateway to go offline
         if key not in self._gateways:
             rows = [r for r in self._rows if isinstance(r, GatewayOfflineRule)]
             tied = best_rows(rows, gateway_facts(site, gateway), MATCH_ORDER)

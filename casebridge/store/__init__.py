@@ -23,9 +23,10 @@ from casebridge.models import (
     OpenPlan,
     User,
 )
+from casebridge.store.readings import KeptReading
 from stream.models import Alarm
 
-__all__ = ["AlarmEntry", "CaseFilter", "CaseStore", "Outcome", "alarm_key"]
+__all__ = ["AlarmEntry", "CaseFilter", "CaseStore", "KeptReading", "Outcome", "alarm_key"]
 
 
 @dataclass(frozen=True)
@@ -178,4 +179,34 @@ class CaseStore(Protocol):
     ) -> bool:
         """Move an unacknowledged case to escalation `level`, queueing `deliveries`. Returns
         False (and changes nothing) if the case was acknowledged or escalated meanwhile."""
+        ...
+
+    async def keep_readings(self, rows: Sequence[KeptReading]) -> None:
+        """Keep device readings; one the store already has (a batch sent again) is skipped."""
+
+    async def add_manual_reading(self, reading: KeptReading) -> KeptReading:
+        """A reading a person entered: kept, and pending until the rules evaluated it; raises
+        `DuplicateReadingError` when the sensor has a reading by hand at that time."""
+        ...
+
+    async def pending_readings(self, *, limit: int = 500) -> list[KeptReading]:
+        """Readings by hand the rules have not evaluated yet, in the order entered."""
+        ...
+
+    async def readings_evaluated(self, ids: Sequence[int]) -> None: ...
+
+    async def latest_readings(self, site: str) -> dict[str, KeptReading]:
+        """Each sensor's newest kept reading at `site`."""
+        ...
+
+    async def readings_between(
+        self,
+        site: str,
+        start: datetime,
+        end: datetime,
+        *,
+        sensors: Sequence[str] | None = None,
+        limit: int = 1_000_000,
+    ) -> list[KeptReading]:
+        """Kept readings at `site` from `start` up to `end`, by sensor and time."""
         ...

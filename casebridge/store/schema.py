@@ -18,6 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.engine import Dialect
 
@@ -30,6 +31,7 @@ __all__ = [
     "deliveries",
     "metadata",
     "open_case",
+    "readings",
     "sessions",
     "sign_in_failures",
     "tokens",
@@ -167,4 +169,24 @@ deliveries = Table(
     Column("last_error", Text, nullable=True),
     Column("created_at", UtcText, nullable=False),
     Index("deliveries_due", "status", "next_attempt_at"),
+)
+
+#: Readings kept for people to see and export: a device's last reading per sensor and minute
+#: (written in batches off the rule path), and every reading a person entered by hand
+#: (`source` manual, `actor` who; `pending` until the rules have evaluated it).
+readings = Table(
+    "readings",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("site", String(64), nullable=False),
+    Column("sensor", String(64), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("unit", String(8), nullable=False),
+    Column("ts", UtcText, nullable=False),
+    Column("value", Float, nullable=False),
+    Column("source", String(8), nullable=False),
+    Column("actor", String(128), nullable=True),
+    Column("pending", Boolean, nullable=False, server_default=false()),
+    Index("readings_by_sensor", "site", "sensor", "ts", "source", unique=True),
+    Index("readings_pending", "pending"),
 )

@@ -64,6 +64,7 @@ from casebridge.models import (
 from casebridge.store import AlarmEntry, CaseFilter, Outcome
 from casebridge.store.deliveries import DeliveryQueries
 from casebridge.store.people import PeopleQueries
+from casebridge.store.readings import ReadingQueries
 from casebridge.store.rows import (
     RACE_RETRIES,
     among,
@@ -100,7 +101,7 @@ def _migrate(connection: Connection) -> None:
     command.upgrade(config, "head")
 
 
-class SqlCaseStore(PeopleQueries, DeliveryQueries):
+class SqlCaseStore(PeopleQueries, DeliveryQueries, ReadingQueries):
     """A case store on any SQLAlchemy async engine (SQLite or PostgreSQL)."""
 
     def __init__(self, engine: AsyncEngine, *, description: str) -> None:

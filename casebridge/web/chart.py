@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from html import escape
 from zoneinfo import ZoneInfo
 
-__all__ = ["readings_svg"]
+__all__ = ["daily_bars_svg", "readings_svg"]
 
 W, H, PAD_L, PAD_R, PAD_T, PAD_B = 640, 220, 44, 12, 12, 28
 
@@ -63,6 +63,39 @@ def readings_svg(
     parts.append(
         f'<text x="{PAD_L}" y="{H - 8}" class="axis">{first:%H:%M}</text>'
         f'<text x="{W - PAD_R}" y="{H - 8}" class="axis" text-anchor="end">{last:%H:%M}</text>'
+    )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def daily_bars_svg(days: Sequence[tuple[date, float]], *, unit: str, label: str) -> str:
+    """An accessible SVG bar chart of consumption per day (role=img with a text alternative,
+    and each bar titled with its day and amount)."""
+    if not days:
+        return ""
+    top = max([v for _, v in days] + [1e-9])
+    width = (W - PAD_L - PAD_R) / len(days)
+    plot_h = H - PAD_T - PAD_B
+    parts = [
+        f'<svg class="chart bars" viewBox="0 0 {W} {H}" role="img" aria-label="{escape(label)}" '
+        'xmlns="http://www.w3.org/2000/svg" preserveAspectRatio="none">',
+        f'<rect x="{PAD_L}" y="{PAD_T}" width="{W - PAD_L - PAD_R}" height="{plot_h}" '
+        'class="plot"/>',
+        f'<text x="{PAD_L - 6}" y="{PAD_T + 10}" class="axis" text-anchor="end">{top:.4g}</text>',
+        f'<text x="{PAD_L - 6}" y="{H - PAD_B}" class="axis" text-anchor="end">0</text>',
+    ]
+    for i, (day, value) in enumerate(days):
+        h = max(value, 0.0) / top * plot_h
+        x = PAD_L + i * width
+        parts.append(
+            f'<rect x="{x + 1:.1f}" y="{PAD_T + plot_h - h:.1f}" width="{max(width - 2, 1):.1f}" '
+            f'height="{h:.1f}" class="bar"><title>{day.isoformat()}: {value:.4g} '
+            f"{escape(unit)}</title></rect>"
+        )
+    first, last = days[0][0], days[-1][0]
+    parts.append(
+        f'<text x="{PAD_L}" y="{H - 8}" class="axis">{first:%d %b}</text>'
+        f'<text x="{W - PAD_R}" y="{H - 8}" class="axis" text-anchor="end">{last:%d %b}</text>'
     )
     parts.append("</svg>")
     return "".join(parts)

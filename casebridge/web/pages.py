@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -33,12 +33,15 @@ from casebridge.auth import (
 from casebridge.config import TeamConfig, WebConfig
 from casebridge.errors import LifecycleError
 from casebridge.models import MAX_TEXT, OPEN_STATUSES, Case, CaseStatus, User, check_text
+from casebridge.readings import manual_reading
 from casebridge.store import CaseFilter, CaseStore
-from casebridge.web.chart import readings_svg
+from casebridge.store.readings import DuplicateReadingError
+from casebridge.web.chart import daily_bars_svg, readings_svg
 from casebridge.web.i18n import words
 from gateway.clock import Clock
-from gateway.config import SiteConfig, format_duration
+from gateway.config import ManualPoint, SensorConfig, SiteConfig, format_duration
 from stream.conditions import Vocabulary
+from stream.kinds.meter import daily_consumption
 
 __all__ = ["mount_web"]
 
@@ -65,6 +68,10 @@ class WebDeps:
     web: WebConfig = field(default_factory=WebConfig)
     poll_every: float = 1.0
     conditions: Vocabulary = field(default_factory=Vocabulary)
+    #: (site, sensor) → the sensor, with its site filled in
+    sensors: Mapping[tuple[str, str], SensorConfig] = field(default_factory=dict)
+    #: (site, sensor) of every meter a meter rule watches → its counter's rollover (or None)
+    meters: Mapping[tuple[str, str], float | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -459,6 +466,125 @@ async def sites_page(deps: Deps, session: Signed) -> HTMLResponse:
         session=session,
         rows=rows,
     )
+
+
+#: How many days of a meter's consumption the site page shows.
+CHART_DAYS = 28
+
+
+@router.get("/sites/{site_id}", response_class=HTMLResponse)
+async def site_page(deps: Deps, session: Signed, site_id: str, kept: str = "") -> HTMLResponse:
+    """A site's sensors with their latest values, each meter's consumption per day, and the
+    form for a reading entered by hand."""
+    who = session.who
+    site = _site(deps, site_id)
+    if site is None:
+        return _render("error.html", language=who.user.language, status_code=404, message="no_page")
+    return await _site_view(deps, session, site, kept=kept[:40])
+
+
+async def _site_view(
+    deps: WebDeps,
+    session: Session,
+    site: SiteConfig,
+    *,
+    kept: str = "",
+    error: str = "",
+    status_code: int = 200,
+) -> HTMLResponse:
+    who, now = session.who, deps.clock.now()
+    zone = ZoneInfo(site.timezone)
+    latest = await deps.store.latest_readings(site.id)
+    sensors = sorted(
+        (s for (sid, _), s in deps.sensors.items() if sid == site.id), key=lambda s: s.id
+    )
+    rows, charts = [], []
+    for sensor in sensors:
+        room = site.room(sensor.building, sensor.room)[1] if sensor.building else None
+        last = latest.get(sensor.id)
+        rows.append(
+            {
+                "sensor": sensor,
+                "room": room.name if room else (sensor.room or ""),
+                "last": last,
+                "age": _age(last.ts, now) if last else None,
+                "by_hand": isinstance(sensor.source, ManualPoint),
+            }
+        )
+        key = (site.id, sensor.id)
+        if key in deps.meters:
+            since = now - timedelta(days=CHART_DAYS + 1)
+            points = await deps.store.readings_between(site.id, since, now, sensors=[sensor.id])
+            days = daily_consumption(
+                [(p.ts, p.value) for p in points], timezone=site.timezone, rollover=deps.meters[key]
+            )
+            shown = sorted(days.items())[-CHART_DAYS:]
+            label = f"{sensor.id}: {words(who.user.language)['per_day']} ({sensor.unit})"
+            charts.append((sensor, daily_bars_svg(shown, unit=sensor.unit, label=label), shown))
+    return _render(
+        "site.html",
+        language=who.user.language,
+        status_code=status_code,
+        vocabulary=deps.conditions,
+        session=session,
+        site=site,
+        rows=rows,
+        charts=charts,
+        may_enter=who.may_enter_readings,
+        local=lambda at: at.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
+        kept=kept,
+        error=error,
+    )
+
+
+@router.post("/sites/{site_id}/readings")
+async def enter_reading(
+    *,
+    deps: Deps,
+    session: Signed,
+    site_id: str,
+    sensor: Annotated[str, Form(max_length=64)],
+    value: Annotated[str, Form(max_length=40)],
+    csrf: Annotated[str, Form()],
+    at: Annotated[str, Form(max_length=40)] = "",
+) -> Response:
+    """A reading entered by hand: checked, kept, and evaluated by the rules like any other."""
+    _check_csrf(session, csrf)
+    who = session.who
+    site = _site(deps, site_id)
+    if site is None:
+        raise HTTPException(status_code=404, detail=f"no site {site_id[:64]}")
+    if not who.may_enter_readings:
+        raise HTTPException(status_code=403, detail=f"role {who.user.role} enters no readings")
+    now = deps.clock.now()
+    try:
+        number = _number(value)
+        when = now if not at.strip() else _local_time(at, ZoneInfo(site.timezone))
+        reading = manual_reading(
+            deps.sensors, site=site.id, sensor=sensor, value=number, at=when,
+            actor=who.user.id, now=now,
+        )  # fmt: skip
+        await deps.store.add_manual_reading(reading)
+    except (ValueError, DuplicateReadingError) as exc:
+        return await _site_view(deps, session, site, error=str(exc), status_code=400)
+    return RedirectResponse(f"/sites/{site.id}?kept={quote_plus(sensor)}", status_code=303)
+
+
+def _number(text: str) -> float:
+    """A number as a person types it (a decimal comma too)."""
+    try:
+        return float(text.strip().replace(",", "."))
+    except ValueError:
+        raise ValueError(f"{text[:40]!r} is not a number") from None
+
+
+def _local_time(text: str, zone: ZoneInfo) -> datetime:
+    """A form's `datetime-local` (no zone: the site's) or an ISO time with its zone."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{text[:40]!r} is not a date and time") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=zone)
 
 
 @router.get("/live")

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from casebridge.errors import CaseStoreError, WebhookSecretError
 from gateway.configfile import ConfigError
 from husvakt import __version__
-from husvakt.cli import cases, explain, runtime, safety
+from husvakt.cli import cases, explain, readings, runtime, safety
 from husvakt.cli.common import EXIT_FAILED, setup_logging
 
 __all__ = ["main"]
@@ -32,7 +32,7 @@ def parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)"
     )
     sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (runtime, safety, explain, cases):
+    for group in (runtime, safety, explain, cases, readings):
         group.add(sub)
     return root
 

@@ -84,10 +84,11 @@ class RuleBase(Frozen):
         fields = {f: getattr(self, f, None) for f in MATCH_ORDER}
         return {f: v for f, v in fields.items() if v is not None}
 
-    def bound(self, timezone: str, sensor: SensorConfig | None) -> Self:
+    def bound(self, timezone: str, sensor: SensorConfig | None) -> Self | None:
         """The row as it applies to `sensor` at a site of `timezone` (a meter row reads local
         time in the site's zone, and a Modbus counter's wrap from its point, unless it names
-        its own)."""
+        its own); None: it does not apply to that sensor (an offline row to a meter read by
+        hand)."""
         return self
 
 

@@ -123,7 +123,7 @@ class MeterRule(TitledRule):
             raise ValueError("'after' must be longer than 0 s")
         return self
 
-    def bound(self, timezone: str, sensor: SensorConfig | None) -> Self:
+    def bound(self, timezone: str, sensor: SensorConfig | None) -> Self | None:
         update: dict[str, object] = {}
         if self.timezone is None:
             update["timezone"] = timezone

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from gateway.config import Duration
+from gateway.config import Duration, ManualPoint, SensorConfig
 from gateway.config import format_duration as _duration
 from gateway.models import Reading, Slug
 from stream.kinds.base import (
@@ -36,6 +36,12 @@ class OfflineRule(RuleBase):
     condition: Literal["sensor_offline"]
     kind: Slug | None = None
     after: Duration = 900.0
+
+    def bound(self, timezone: str, sensor: SensorConfig | None) -> Self | None:
+        """Not for a meter read by hand: nobody reads it every few minutes."""
+        if sensor is not None and isinstance(sensor.source, ManualPoint):
+            return None
+        return self
 
 
 @dataclass(slots=True)
