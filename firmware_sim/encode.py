@@ -108,9 +108,11 @@ def mqtt_payload(fmt: str, printed: str, path: str | None = None, state: bool = 
 
 
 def _nested(path: str, value: object) -> dict[str, object]:
+    """The value under `path` (of alternatives `a|b`, the first; a `*` level named as a
+    Tasmota sensor model names it)."""
     node: object = value
-    for key in reversed(path.split(".")):
-        node = {key: node}
+    for key in reversed(path.split("|", maxsplit=1)[0].split(".")):
+        node = {"SI7021" if key == "*" else key: node}
     assert isinstance(node, dict)
     return node
 

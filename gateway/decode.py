@@ -53,7 +53,20 @@ KIND_PATHS: dict[str, dict[str, str]] = {
         "smoke": "smoke",
         "battery": "battery",
     },
-    "shelly": {"temperature": "tC", "humidity": "rh", "water_leak": "alarm"},
+    "tasmota": {
+        "humidity": "*.Humidity",  # SI7021, BME280, AM2301, SHT3X …: named after the model
+        "pressure": "*.Pressure",
+        "co2": "*.CarbonDioxide",  # SCD30, MH-Z19B
+        "energy": "ENERGY.Total",  # kWh, the counter
+        "power": "ENERGY.Power",  # W
+    },
+    "shelly": {
+        "temperature": "tC",
+        "humidity": "rh",
+        "water_leak": "alarm",
+        "energy": "aenergy.total|total_act_energy",  # Wh: pm1:0 / switch:0, em1data:0
+        "power": "apower|act_power",  # W: pm1:0 / switch:0, em1:0
+    },
 }
 
 
@@ -116,16 +129,34 @@ MAX_PAYLOAD = 64 * 1024
 
 
 def _at_path(node: object, value_path: str | None) -> object:
-    """The node a dotted path (keys, list indices) leads to in decoded JSON."""
-    for part in (value_path or "").split("."):
-        if not part:
-            continue
+    """The node a dotted path (keys, list indices) leads to in decoded JSON. `*` stands for
+    any key at its level (Tasmota names a reading's object after the sensor's model:
+    `*.Humidity` finds SI7021's, BME280's or AM2301's), and `a|b` tries `a`, then `b` (a
+    Shelly PM's `aenergy.total` or an EM's `total_act_energy`)."""
+    for path in (value_path or "").split("|"):
+        found = _walk(node, [p for p in path.split(".") if p])
+        if found is not _MISSING:
+            return found
+    raise DecodeError("missing-value", f"no {value_path!r} in payload")
+
+
+_MISSING = object()
+
+
+def _walk(node: object, parts: list[str]) -> object:
+    for i, part in enumerate(parts):
+        if part == "*" and isinstance(node, dict):
+            for child in node.values():  # bounded: the payload is (MAX_PAYLOAD)
+                found = _walk(child, parts[i + 1 :])
+                if found is not _MISSING and not isinstance(found, dict | list):
+                    return found
+            return _MISSING
         if isinstance(node, dict) and part in node:
             node = node[part]
         elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
         else:
-            raise DecodeError("missing-value", f"no {value_path!r} in payload")
+            return _MISSING
     return node
 
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from casebridge.config import SmtpConfig
 from casebridge.history import ReadingHistory
+from casebridge.readings import ReadingArchive
 from casebridge.models import Case, CaseEvent, Delivery, User
 from casebridge.store import CaseStore
 from casebridge.store.sql import MemoryCaseStore
@@ -270,7 +271,7 @@ async def _feed(
     arrivals: Iterable[Arrival],
     engine: EmbeddedEngine,
     clock: VirtualClock,
-    history: ReadingHistory,
+    remember: Callable[[Reading], None],
     step_until: Callable[[datetime], Awaitable[None]],
 ) -> None:
     """Readings that arrive at the same instant (a gateway's uplink batch, a scan of many
@@ -283,7 +284,7 @@ async def _feed(
             group = []
         await step_until(arrival.at)
         clock.value = arrival.at
-        history.add(arrival.reading)
+        remember(arrival.reading)
         group.append(arrival.reading)
     if group:
         await engine.process_batch(group)
@@ -318,6 +319,14 @@ async def replay(
     sensors = config.sensor_index()
     alarms: list[Alarm] = []
     history = ReadingHistory()
+    # a store the caller keeps keeps the readings too (its site pages show them)
+    archive = ReadingArchive(store, limit=50_000_000) if keep else None
+
+    def remember(reading: Reading) -> None:
+        history.add(reading)
+        if archive is not None:
+            archive.add((reading,))
+
     channels = {"email": channel, "webhook": channel}
     desk = case_desk(
         config, store=store, clock=clock, history=history, channels=channels, notify=notify
@@ -346,9 +355,11 @@ async def replay(
 
     try:
         arrivals = itertools.chain([first] if first else [], stream)
-        await _feed(arrivals, engine, clock, history, step_until)
+        await _feed(arrivals, engine, clock, remember, step_until)
         end = max(until or start, clock.value)
         await step_until(end)
+        if archive is not None:
+            await archive.flush()
         cases = await store.list_cases()
         timelines = {c.id: await store.timeline(c.id) for c in cases}
     finally:

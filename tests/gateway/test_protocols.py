@@ -4,6 +4,7 @@ fault in the protocol's terms, or a quarantined input — for each protocol and 
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from firmware_sim import encode
 from firmware_sim.scenario import Output
 from gateway.config import ModbusPoint, MqttPoint
+from gateway.decode import value_path_for
 from gateway.protocols import Decoded, Refused
 from gateway.protocols.modbus import decode_answer
 from gateway.protocols.mqtt import MqttCodec
@@ -156,3 +158,37 @@ def test_a_meters_counter_in_any_register_type_and_word_order_is_read_back(typed
 def test_an_unsigned_counter_wraps_at_its_range_as_a_real_one():
     assert encode.modbus_words(2**32 + 5, "uint32", scale=1.0) == [0, 5]
     assert encode.modbus_words(70000, "uint32", "little", scale=1.0) == [70000 - 65536, 1]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "kind", "payload", "value"),
+    [
+        ("tasmota", "humidity", {"Time": "t", "SI7021": {"Temperature": 21.3, "Humidity": 45.1}}, 45.1),
+        ("tasmota", "humidity", {"Time": "t", "BME280": {"Temperature": 21, "Humidity": 51.0,
+                                                         "Pressure": 1013.2}}, 51.0),
+        ("tasmota", "humidity", {"Time": "t", "AM2301": {"Temperature": 3.0, "Humidity": 88}}, 88),
+        ("tasmota", "pressure", {"BME280": {"Temperature": 21, "Pressure": 1013.2}}, 1013.2),
+        ("tasmota", "co2", {"SCD30": {"CarbonDioxide": 1420, "Humidity": 40}}, 1420),
+        ("tasmota", "energy", {"ENERGY": {"Total": 1234.567, "Power": 80}}, 1234.567),
+        ("tasmota", "power", {"ENERGY": {"Total": 1234.567, "Power": 80}}, 80),
+        ("shelly", "energy", {"id": 0, "apower": 12.5, "aenergy": {"total": 98765.4}}, 98765.4),
+        ("shelly", "energy", {"id": 0, "total_act_energy": 5551.2}, 5551.2),  # em1data:0
+        ("shelly", "power", {"id": 0, "act_power": 230.1}, 230.1),  # em1:0
+        ("shelly", "humidity", {"id": 0, "rh": 61.2}, 61.2),
+        ("shelly", "water_leak", {"id": 0, "alarm": True, "mute": False}, 1.0),  # flood:0
+    ],
+)  # fmt: skip
+def test_the_common_humidity_co2_and_energy_devices_are_read_out_of_the_box(
+    fmt, kind, payload, value
+):
+    point = MqttPoint(type="mqtt", topic="dev/x", format=fmt)
+    path = value_path_for(fmt, kind, None)
+    codec = MqttCodec({"dev/x": ("x", point.model_copy(update={"value_path": path}))})
+    got = codec.decode("dev/x", json.dumps(payload).encode())
+    assert isinstance(got, Decoded) and got.value == value
+
+
+def test_a_wildcard_path_finds_no_value_where_there_is_none():
+    point = MqttPoint(type="mqtt", topic="dev/x", format="tasmota", value_path="*.Humidity")
+    got = MqttCodec({"dev/x": ("x", point)}).decode("dev/x", b'{"DS18B20": {"Temperature": 4}}')
+    assert isinstance(got, Decoded) and (got.value, got.fault) == (None, "missing-value")
