@@ -9,6 +9,7 @@ sent.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
 from collections import Counter
@@ -22,8 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from casebridge.config import SmtpConfig
 from casebridge.history import ReadingHistory
-from casebridge.readings import ReadingArchive
 from casebridge.models import Case, CaseEvent, Delivery, User
+from casebridge.readings import ReadingArchive
 from casebridge.store import CaseStore
 from casebridge.store.sql import MemoryCaseStore
 from firmware_sim import encode
@@ -290,6 +291,15 @@ async def _feed(
         await engine.process_batch(group)
 
 
+def _remember(history: ReadingHistory, archive: ReadingArchive | None) -> Callable[[Reading], None]:
+    def remember(reading: Reading) -> None:
+        history.add(reading)
+        if archive is not None:
+            archive.add((reading,))
+
+    return remember
+
+
 async def replay(
     *,
     name: str,
@@ -321,12 +331,6 @@ async def replay(
     history = ReadingHistory()
     # a store the caller keeps keeps the readings too (its site pages show them)
     archive = ReadingArchive(store, limit=50_000_000) if keep else None
-
-    def remember(reading: Reading) -> None:
-        history.add(reading)
-        if archive is not None:
-            archive.add((reading,))
-
     channels = {"email": channel, "webhook": channel}
     desk = case_desk(
         config, store=store, clock=clock, history=history, channels=channels, notify=notify
@@ -355,11 +359,10 @@ async def replay(
 
     try:
         arrivals = itertools.chain([first] if first else [], stream)
-        await _feed(arrivals, engine, clock, remember, step_until)
+        await _feed(arrivals, engine, clock, _remember(history, archive), step_until)
         end = max(until or start, clock.value)
         await step_until(end)
-        if archive is not None:
-            await archive.flush()
+        await (archive.flush() if archive is not None else asyncio.sleep(0))
         cases = await store.list_cases()
         timelines = {c.id: await store.timeline(c.id) for c in cases}
     finally:
