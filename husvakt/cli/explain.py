@@ -95,7 +95,9 @@ def rules_explain(args: argparse.Namespace) -> int:
         site = config.sites[0].id
         say(f"{args.sensor} is not in the config; as an unknown sensor at site {site}:")
     sensor = index.get((site, args.sensor))
-    parts = explain_sensor(config.rules, site, args.sensor, sensor)
+    parts = explain_sensor(
+        config.rules, site, args.sensor, sensor, timezone=config.timezones().get(site, "UTC")
+    )
     for line in rules_text(site, args.sensor, sensor, parts, settings_of):
         say(line)
     return EXIT_OK

@@ -108,7 +108,8 @@ def rules_text(
         elif not chosen.enabled:
             lines.append(f"\n  {part.condition}: off (row {chosen.id} disables it)")
         else:
-            lines.append(f"\n  {part.condition}: row {chosen.id} — {settings_of(chosen)}")
+            said = f"\n  {part.condition}: row {chosen.id} — {settings_of(chosen)}"
+            lines.append(said + (f" ({part.note})" if part.note else ""))
         lines.extend(f"    {row.id:<20} {why}" for row, why in part.rows)
     return lines
 

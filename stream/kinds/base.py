@@ -84,6 +84,11 @@ class RuleBase(Frozen):
         fields = {f: getattr(self, f, None) for f in MATCH_ORDER}
         return {f: v for f, v in fields.items() if v is not None}
 
+    def decides(self) -> list[str]:
+        """The fields that say what the row decides (its levels and times), for a person."""
+        skip = {"id", "condition", "enabled", "auto_resolve", "title", *MATCH_ORDER}
+        return [f for f in type(self).model_fields if f not in skip]
+
     def bound(self, timezone: str, sensor: SensorConfig | None) -> Self | None:
         """The row as it applies to `sensor` at a site of `timezone` (a meter row reads local
         time in the site's zone, and a Modbus counter's wrap from its point, unless it names

@@ -1,8 +1,8 @@
 """The fault kind: `sensor_fault` on fault readings in a row, a value stuck for hours, or an
 impossible jump. It screens: it runs before the sensor's other rules, and a reading it rejects
 (stuck, jumped) reaches them as a fault reading, so a broken sensor never raises freezing or
-fire. A meter's counter stands still for hours and steps by design: on a sensor a meter rule
-watches, only the fault readings count."""
+fire. A meter's counter and an on/off sensor hold a value for hours and step by design: on a
+sensor a meter rule watches, or of unit `bool`, only the fault readings count."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from stream.kinds.base import (
 )
 from stream.models import Alarm
 
-__all__ = ["KIND", "FaultRule", "FaultState", "evaluate"]
+__all__ = ["KIND", "FaultRule", "FaultState", "evaluate", "holding_still"]
 
 
 class FaultRule(RuleBase):
@@ -158,10 +158,17 @@ def evaluate(
     return good, []
 
 
+def holding_still(rule: FaultRule) -> FaultRule:
+    """The row for a sensor that holds a value for hours and steps by design — a meter's
+    counter, an on/off sensor (a door shut all weekend): only fault readings count."""
+    return rule.model_copy(update={"stuck": None, "jump": None})
+
+
 def step(rule: FaultRule, counter: bool) -> StepFn:
     """`evaluate` with its common case in place: a plausible reading, no jump, not stuck."""
+    still = holding_still(rule)
     if counter:
-        rule = rule.model_copy(update={"stuck": None, "jump": None})
+        rule = still
     rule_id, jump, jump_within, stuck, tolerance = (
         rule.id,
         rule.jump,
@@ -173,6 +180,8 @@ def step(rule: FaultRule, counter: bool) -> StepFn:
     def run(
         states: dict[str, Any], reading: Reading, good: bool, now: datetime, late_after: float
     ) -> list[Alarm] | None:
+        if reading.unit == "bool":  # an on/off sensor holds its state as long as it likes
+            return held_still(states, reading, now, late_after)
         fault = states.get(rule_id)
         if fault.__class__ is not FaultState:
             fault = states[rule_id] = FaultState()
@@ -199,6 +208,16 @@ def step(rule: FaultRule, counter: bool) -> StepFn:
                     fault.stuck_value = stuck_value
                     return None
         fault, produced = evaluate(fault, reading, rule, now, late_after)
+        states[rule_id] = fault
+        return produced
+
+    def held_still(
+        states: dict[str, Any], reading: Reading, now: datetime, late_after: float
+    ) -> list[Alarm] | None:
+        fault = states.get(rule_id)
+        if fault.__class__ is not FaultState:
+            fault = FaultState()
+        fault, produced = evaluate(fault, reading, still, now, late_after)
         states[rule_id] = fault
         return produced
 

@@ -123,6 +123,15 @@ class MeterRule(TitledRule):
             raise ValueError("'after' must be longer than 0 s")
         return self
 
+    def decides(self) -> list[str]:
+        own = {
+            "consumption": ["above", "clear", "interval"],
+            "night_flow": ["above", "clear", "hours"],
+            "spike": ["factor", "days", "min_days"],
+            "stopped": ["after"],
+        }
+        return ["meter", *own[self.meter], "rollover", "timezone"]
+
     def bound(self, timezone: str, sensor: SensorConfig | None) -> Self | None:
         update: dict[str, object] = {}
         if self.timezone is None:
