@@ -5,7 +5,7 @@ person entered by hand, which waits (`pending`) until the rules have evaluated i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -80,7 +80,7 @@ class ReadingQueries:
 
     async def add_manual_reading(self, reading: KeptReading) -> KeptReading:
         """A reading a person entered: kept, and pending until the rules evaluated it."""
-        manual = KeptReading(**{**_values(reading), "source": "manual"})  # type: ignore[arg-type]
+        manual = replace(reading, source="manual", id=None)
         try:
             async with self._engine.begin() as conn:
                 result = await conn.execute(insert(readings), [_values(manual, pending=True)])
@@ -90,7 +90,7 @@ class ReadingQueries:
                 f"{reading.ts.isoformat()}"
             ) from exc
         key = result.inserted_primary_key
-        return KeptReading(**{**_values(manual), "id": None if key is None else key[0]})  # type: ignore[arg-type]
+        return replace(manual, id=None if key is None else int(key[0]))
 
     async def pending_readings(self, *, limit: int = 500) -> list[KeptReading]:
         """Readings by hand the rules have not evaluated yet, in the order entered."""

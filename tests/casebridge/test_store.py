@@ -474,3 +474,54 @@ async def test_concurrent_batches_from_two_writers_still_make_one_case_per_senso
     finally:
         await second.aclose()
         await first.aclose()
+
+
+# --- readings -----------------------------------------------------------------------------
+
+
+def kept(sensor="w1", minute=0, value=1.0, **over):
+    from casebridge.store import KeptReading
+
+    fields = {"site": "s", "sensor": sensor, "kind": "water", "unit": "l",
+              "ts": T0 + timedelta(minutes=minute), "value": value}  # fmt: skip
+    return KeptReading(**(fields | over))
+
+
+async def test_kept_readings_come_back_by_sensor_and_time_and_a_batch_sent_again_adds_nothing(
+    store,
+):
+    rows = [kept("w1", 0, 10.0), kept("w1", 1, 12.5), kept("t1", 0, 3.2, kind="temperature",
+                                                           unit="°C")]  # fmt: skip
+    await store.keep_readings(rows)
+    await store.keep_readings(rows)  # the same batch again (a replayed uplink)
+    got = await store.readings_between("s", T0, T0 + timedelta(hours=1))
+    assert [(r.sensor, r.value, r.unit, r.source) for r in got] == [
+        ("t1", 3.2, "°C", "device"),
+        ("w1", 10.0, "l", "device"),
+        ("w1", 12.5, "l", "device"),
+    ]
+    only = await store.readings_between("s", T0, T0 + timedelta(minutes=1), sensors=["w1"])
+    assert [r.value for r in only] == [10.0]  # the end is excluded
+    assert await store.readings_between("other", T0, T0 + timedelta(hours=1)) == []
+    latest = await store.latest_readings("s")
+    assert {k: (v.value, v.ts) for k, v in latest.items()} == {
+        "w1": (12.5, T0 + timedelta(minutes=1)),
+        "t1": (3.2, T0),
+    }
+
+
+async def test_a_reading_by_hand_waits_for_the_rules_once_and_is_kept_with_who_entered_it(store):
+    from casebridge.store.readings import DuplicateReadingError
+
+    entered = await store.add_manual_reading(kept("heat-m1", 5, 1234.5, actor="eva"))
+    assert entered.id is not None and entered.source == "manual"
+    pending = await store.pending_readings()
+    assert [(r.id, r.sensor, r.value, r.actor) for r in pending] == [
+        (entered.id, "heat-m1", 1234.5, "eva")
+    ]
+    with pytest.raises(DuplicateReadingError, match="already has a reading by hand"):
+        await store.add_manual_reading(kept("heat-m1", 5, 1300.0, actor="jonas"))
+    await store.readings_evaluated([entered.id])
+    assert await store.pending_readings() == []
+    (latest,) = (await store.latest_readings("s")).values()
+    assert (latest.value, latest.source, latest.actor) == (1234.5, "manual", "eva")
