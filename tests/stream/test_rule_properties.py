@@ -174,3 +174,46 @@ def test_the_incremental_rate_of_rise_is_the_least_squares_slope(gaps_ms, window
         if exact is None or state.span() < 1.0:
             continue  # no rate, or one the rule would not take (min_span)
         assert abs(got - exact) <= 1e-6 * max(1.0, abs(exact)), (got, exact)
+
+
+def _state_rules():
+    from stream.config import parse_rule
+
+    row = parse_rule({"id": "door", "condition": "door_open", "kind": "contact", "state": "off",
+                      "hold": "5m", "flap_count": 4, "flap_window": "1h", "stable": "30m"})  # fmt: skip
+    return RuleTable([row, *DEFAULT_RULES], {}).rules_for("s", "d1", "contact")
+
+
+toggles = st.lists(st.tuples(st.integers(1, 1800), st.sampled_from([0.0, 1.0])), max_size=200)
+
+
+@settings(max_examples=200, deadline=None)
+@given(toggles)
+def test_an_on_off_sensor_never_flaps_cases(steps):
+    """However a door sensor toggles, its condition alternates raised → cleared (never raised
+    twice, never cleared unraised), is raised at most three times within any flap window of an
+    hour (the fourth change there makes it flapping: it stays raised until stable), and a
+    state shown for less than the hold raises nothing."""
+    rules = _state_rules()
+    readings, t = [], 0.0
+    for i, (gap, state) in enumerate(steps):
+        t += gap
+        r = make_reading(t / 60, state, seq=i + 1, start=T0, sensor="d1")
+        readings.append(r.model_copy(update={"kind": "contact", "unit": "bool"}))
+    alarms = [a for a in alarms_of(readings, rules) if a.condition == "door_open"]
+    raised = False
+    for a in alarms:
+        if a.state == "raised":
+            assert not raised
+            raised = True
+        elif a.state == "cleared":
+            assert raised
+            raised = False
+    raises = [a.ts for a in alarms if a.state == "raised"]
+    for i, at in enumerate(raises):
+        within = [b for b in raises[i:] if (b - at).total_seconds() < 3600]
+        assert len(within) <= 3, raises
+    for a in alarms:
+        if a.state == "raised":
+            assert (a.ts - a.started_at).total_seconds() >= 300  # held for 5 minutes
+    assert not [a for a in alarms_of(readings, rules) if a.condition == "sensor_fault"]
