@@ -184,21 +184,26 @@ def _state_rules():
     return RuleTable([row, *DEFAULT_RULES], {}).rules_for("s", "d1", "contact")
 
 
-toggles = st.lists(st.tuples(st.integers(1, 1800), st.sampled_from([0.0, 1.0])), max_size=200)
+#: A door's evening: spells open (off) and shut (on), each with a reading as it starts and
+#: as it ends; mostly short, as a door that keeps being opened.
+spells = st.lists(st.tuples(st.integers(0, 900), st.integers(1, 900)), max_size=60)
 
 
-@settings(max_examples=200, deadline=None)
-@given(toggles)
+@settings(max_examples=300, deadline=None)
+@given(spells)
 def test_an_on_off_sensor_never_flaps_cases(steps):
     """However a door sensor toggles, its condition alternates raised → cleared (never raised
     twice, never cleared unraised), is raised at most three times within any flap window of an
     hour (the fourth change there makes it flapping: it stays raised until stable), and a
     state shown for less than the hold raises nothing."""
     rules = _state_rules()
-    readings, t = [], 0.0
-    for i, (gap, state) in enumerate(steps):
-        t += gap
-        r = make_reading(t / 60, state, seq=i + 1, start=T0, sensor="d1")
+    points, t = [], 0.0
+    for open_for, shut_for in steps:
+        points += [(t, 0.0), (t + open_for, 0.0), (t + open_for + 1, 1.0)]
+        t += open_for + 1 + shut_for
+    readings = []
+    for i, (at, state) in enumerate(points):
+        r = make_reading(at / 60, state, seq=i + 1, start=T0, sensor="d1")
         readings.append(r.model_copy(update={"kind": "contact", "unit": "bool"}))
     alarms = [a for a in alarms_of(readings, rules) if a.condition == "door_open"]
     raised = False
