@@ -119,3 +119,29 @@ async def test_reading_and_acknowledging_work_with_javascript_off(site, browser)
     await page.get_by_role("button", name="Kvittera").click()
     await expect(page.locator("#status")).to_have_text("kvitterad")
     await expect(page.locator("#timeline li").first).to_contain_text("jonas")
+
+
+async def test_a_technician_enters_a_meter_reading_on_the_site_page_on_a_phone(tmp_path, browser):
+    config = await prepare_site(tmp_path, "night-flow")
+    server = Server(config)
+    try:
+        context = await browser.new_context(viewport=PHONE)
+        page = await context.new_page()
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await sign_in(page, server.url, "per")  # the plumber the night-flow case went to
+        await page.goto(f"{server.url}/cases/HV-2026-000001")
+        await expect(page.locator("h1")).to_have_text("Water running at night")
+        await page.get_by_role("link", name="Nordskolan").click()
+        await expect(page.locator("h1")).to_have_text("Nordskolan")
+        await expect(page.locator("#sensor-water-m1")).to_contain_text("204 l")  # wrapped
+        form = page.locator("form.reading-form")
+        await form.get_by_label("Reading").fill("48210,5")
+        await form.get_by_role("button", name="Save").click()
+        await expect(page.locator(".notice")).to_contain_text("The reading is saved")
+        await expect(page.locator("#sensor-heat-m1")).to_contain_text("48210.5 kWh")
+        await expect(page.locator("#sensor-heat-m1")).to_contain_text("entered by per")
+        assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        assert errors == []
+    finally:
+        server.stop()
