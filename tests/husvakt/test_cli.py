@@ -159,4 +159,12 @@ def test_rules_and_routing_explain_know_a_sites_own_condition(capsys):
     assert main([*explain, "--sensor", "cellar-h1", "--condition", "mould"]) == 1
     error = capsys.readouterr().err
     assert f"no condition 'mould' in {SCHOOL}; choose one of: freezing, fire," in error
-    assert error.rstrip().endswith("stream_lag, damp, leak")
+    assert error.rstrip().endswith(
+        "stream_lag, damp, leak, night_flow, water_spike, meter_stopped, co2_high, door_open"
+    )
+    # a meter read by hand: no offline row; a counter: fault readings only
+    assert main(["rules", "explain", "heat-m1", "--config", str(SCHOOL)]) == 0
+    meter = capsys.readouterr().out
+    assert "meter_stopped: row heat-stopped — meter: stopped, after: 691200" in meter
+    assert "sensor_offline: row sensor-offline — after: 900 (not for this sensor" in meter
+    assert "only fault readings count" in meter
