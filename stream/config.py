@@ -161,6 +161,14 @@ def rule_problems(
         if row.id in seen:
             yield ("rules", i, "id"), f"rule id {row.id!r} is already used by rules[{seen[row.id]}]"
         seen.setdefault(row.id, i)
+    known = {sensor.id for _, sensor in sensors}
+    for i, row in enumerate(rules):
+        when = getattr(row, "when", None)
+        if when is not None and known and when.sensor not in known:
+            yield (
+                ("rules", i, "when", "sensor"),
+                f"no sensor {when.sensor!r} to look at: name one of the site's sensors",
+            )
     index = {id(row): i for i, row in enumerate(rules)}
     reported: set[tuple[int, ...]] = set()
     conditions = [c for c in conditions_of(rules) if c != "gateway_offline"]

@@ -231,6 +231,7 @@ def on_reading(
         sensor.states, reading, rules, now, late_after=late_after
     )
     alarms.extend(produced)
+    table.note(reading)
     return alarms, outcome
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from gateway.config import MANUAL_GATEWAY, SensorConfig
+from gateway.models import Reading
 from stream.config import (
     MATCH_ORDER,
     GatewayOfflineRule,
@@ -36,6 +37,9 @@ class RuleTable:
         self._rows = tuple(rows)
         self._sensors = dict(sensors)
         self._timezones = dict(timezones or {})
+        #: sensors another row's `when` looks at, and their latest good values by (site, id)
+        self._peers = {w.sensor for w in (getattr(r, "when", None) for r in self._rows) if w}
+        self._latest: dict[tuple[str, str], float] = {}
         self._conditions = tuple(
             dict.fromkeys(_condition(r) for r in self._rows if _condition(r) != "gateway_offline")
         )
@@ -72,12 +76,21 @@ class RuleTable:
                 )
             if tied and tied[0].enabled:
                 timezone = self._timezones.get(site, "UTC")
-                row = tied[0].bound(timezone, self._sensors.get((site, sensor)))
+                row = tied[0].bound(timezone, self._sensors.get((site, sensor)), self._peek(site))
                 if row is not None:
                     chosen.append(row)
         result = tuple(chosen)
         self._cache[key] = result
         return result
+
+    def _peek(self, site: str) -> Callable[[str], float | None]:
+        latest = self._latest
+        return lambda sensor: latest.get((site, sensor))
+
+    def note(self, reading: Reading) -> None:
+        """Remember a good reading's value if a row's `when` looks at its sensor."""
+        if reading.sensor in self._peers and reading.quality == "good":
+            self._latest[(reading.site, reading.sensor)] = reading.value
 
     def gateway_rule(self, site: str, gateway: str) -> GatewayOfflineRule | None:
         """The winning enabled `gateway_offline` row for this gateway, if any."""

@@ -28,6 +28,7 @@ __all__ = [
     "MAX_TITLE",
     "SYSTEM",
     "Episode",
+    "Peek",
     "RuleBase",
     "RuleKind",
     "StepFn",
@@ -89,11 +90,13 @@ class RuleBase(Frozen):
         skip = {"id", "condition", "enabled", "auto_resolve", "title", *MATCH_ORDER}
         return [f for f in type(self).model_fields if f not in skip]
 
-    def bound(self, timezone: str, sensor: SensorConfig | None) -> Self | None:
+    def bound(
+        self, timezone: str, sensor: SensorConfig | None, peek: Peek | None = None
+    ) -> Self | None:
         """The row as it applies to `sensor` at a site of `timezone` (a meter row reads local
         time in the site's zone, and a Modbus counter's wrap from its point, unless it names
-        its own); None: it does not apply to that sensor (an offline row to a meter read by
-        hand)."""
+        its own; a row with `when` looks up its other sensor's latest value with `peek`);
+        None: it does not apply to that sensor (an offline row to a meter read by hand)."""
         return self
 
 
@@ -194,6 +197,9 @@ def make_alarm(
         reason=episode.reason,
     )
 
+
+#: The latest good value of a sensor of the same site, by its id (None: none known).
+Peek = Callable[[str], float | None]
 
 #: One rule's part of a sensor's pass: `(states by rule id, reading, whether it is good, now,
 #: late_after) -> its alarms (None: none)`; it updates `states` in place.

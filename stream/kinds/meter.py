@@ -43,6 +43,7 @@ from stream.kinds.base import (
     DECIDED_BY,
     SYSTEM,
     Episode,
+    Peek,
     RuleKind,
     StepFn,
     TitledRule,
@@ -132,7 +133,9 @@ class MeterRule(TitledRule):
         }
         return ["meter", *own[self.meter], "rollover", "timezone"]
 
-    def bound(self, timezone: str, sensor: SensorConfig | None) -> Self | None:
+    def bound(
+        self, timezone: str, sensor: SensorConfig | None, peek: Peek | None = None
+    ) -> Self | None:
         update: dict[str, object] = {}
         if self.timezone is None:
             update["timezone"] = timezone

@@ -12,6 +12,7 @@ from gateway.config import format_duration as _duration
 from gateway.models import Reading, Slug
 from stream.kinds.base import (
     Episode,
+    Peek,
     RuleBase,
     RuleKind,
     StepFn,
@@ -37,7 +38,9 @@ class OfflineRule(RuleBase):
     kind: Slug | None = None
     after: Duration = 900.0
 
-    def bound(self, timezone: str, sensor: SensorConfig | None) -> Self | None:
+    def bound(
+        self, timezone: str, sensor: SensorConfig | None, peek: Peek | None = None
+    ) -> Self | None:
         """Not for a meter read by hand: nobody reads it every few minutes."""
         if sensor is not None and isinstance(sensor.source, ManualPoint):
             return None

@@ -8,13 +8,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from gateway.config import Duration
+from gateway.config import Duration, SensorConfig
 from gateway.config import format_duration as _duration
-from gateway.models import Reading, Slug
+from gateway.models import Frozen, Reading, Slug
 from stream.kinds.base import (
     Episode,
+    Peek,
     RuleKind,
     StepFn,
     TitledRule,
@@ -31,7 +32,35 @@ from stream.kinds.base import (
 )
 from stream.models import SEVERITY_RANK, Alarm, AlarmState, Severity
 
-__all__ = ["KIND", "ThresholdRule", "ThresholdState", "evaluate"]
+__all__ = ["KIND", "Gate", "ThresholdRule", "ThresholdState", "evaluate"]
+
+
+class Gate(Frozen):
+    """Another sensor of the same site that must be past a level too: `{sensor: outdoor-t1,
+    below: 0}` — a door open for half an hour matters while it is freezing outside."""
+
+    sensor: Slug
+    below: float | None = None
+    above: float | None = None
+
+    @model_validator(mode="after")
+    def _one_level(self) -> Self:
+        if (self.below is None) == (self.above is None):
+            raise ValueError("give the other sensor exactly one of 'below' or 'above'")
+        return self
+
+    def __str__(self) -> str:
+        if self.below is not None:
+            return f"{self.sensor} at or below {self.below:g}"
+        return f"{self.sensor} above {self.above:g}"
+
+    def open(self, value: float | None) -> bool:
+        """Whether the condition may raise: the other sensor is past its level — or nothing
+        is known of it (a sensor not heard from since a restart, or read by another worker):
+        a false alarm is better than a missed one."""
+        if value is None:
+            return True
+        return value <= self.below if self.below is not None else value > (self.above or 0.0)
 
 
 class ThresholdRule(TitledRule):
@@ -52,6 +81,11 @@ class ThresholdRule(TitledRule):
     flap_count: int = Field(default=4, ge=0, description="raise/clear transitions; 0 = off")
     flap_window: Duration = 3600.0
     stable: Duration = 1800.0
+    when: Gate | None = Field(
+        default=None,
+        description="raise only while another sensor of the site is past a level too",
+    )
+    _peek: Peek | None = PrivateAttr(default=None)
 
     @field_validator("condition")
     @classmethod
@@ -90,6 +124,22 @@ class ThresholdRule(TitledRule):
         level = self.below if self.below is not None else self.above
         assert level is not None, "validated: exactly one of below/above"
         return level
+
+    def bound(
+        self, timezone: str, sensor: SensorConfig | None, peek: Peek | None = None
+    ) -> Self | None:
+        if self.when is None or peek is None:
+            return self
+        row = self.model_copy()
+        row._peek = peek
+        return row
+
+    def gate_open(self) -> bool:
+        """Whether `when` lets the condition raise now (no `when`: always)."""
+        when = self.when
+        if when is None:
+            return True
+        return when.open(self._peek(when.sensor) if self._peek is not None else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,8 +232,8 @@ def evaluate(
             return flapping, [alarm(flapping, "updated", rule.clear)]
         return ThresholdState(transitions=transitions), [alarm(state, "cleared", rule.clear)]
 
-    if not _beyond(value, rule.level, rule):
-        # idle, or a pending crossing that did not last
+    if not _beyond(value, rule.level, rule) or not rule.gate_open():
+        # idle, or a pending crossing that did not last (or that `when` no longer allows)
         if state.phase == "idle":
             return state, []
         return ThresholdState(transitions=state.transitions), []

@@ -300,3 +300,50 @@ def test_a_sensor_fault_holds_back_its_offline_alarm():
     alarms, _ = feed(track, faults)
     alarms += on_tick(track, TABLE, at(1900))
     assert [(a.condition, a.state) for a in alarms] == [("sensor_fault", "raised")]
+
+
+def test_a_row_with_when_raises_only_while_its_other_sensor_is_past_its_level():
+    """A door open for 30 minutes is a case while it freezes outside: not while it is mild,
+    from when it starts freezing (held 30 minutes from then), and it stays raised until the
+    door closes even if it gets milder meanwhile. Nothing known of outside: it raises."""
+    from stream.config import parse_rule
+
+    row = parse_rule({"id": "door", "condition": "door_open", "kind": "contact", "state": "off",
+                      "hold": "30m", "when": {"sensor": "out", "below": 0}})  # fmt: skip
+    assert str(row.when) == "out at or below 0"
+
+    def play(events):
+        """(minute, sensor, value) in time order → [(minute, state)] of door_open alarms."""
+        table = RuleTable([row, *DEFAULT_RULES], {})
+        gw, out = GatewayTrack(site="s", gateway="g"), []
+        for seq, (minute, sensor, value) in enumerate(events, 1):
+            kind, unit = ("contact", "bool") if sensor == "door" else ("temperature", "°C")
+            r = make_reading(minute, value, sensor=sensor, seq=seq, site="s", start=T0)
+            r = r.model_copy(update={"kind": kind, "unit": unit})
+            alarms, _ = on_reading(gw, r, table, r.ts, late_after=300)
+            out += [(minute, a.state) for a in alarms if a.condition == "door_open"]
+        return out
+
+    mild_then_frost = [(0, "out", 3.0), (1, "door", 0.0), (20, "door", 0.0), (40, "door", 0.0),
+                       (60, "out", -1.0), (61, "door", 0.0), (80, "door", 0.0),
+                       (95, "door", 0.0), (100, "out", 4.0), (120, "door", 0.0),
+                       (130, "door", 1.0)]  # fmt: skip
+    assert play(mild_then_frost) == [(95, "raised"), (130, "cleared")]
+    mild = [(0, "out", 3.0), (1, "door", 0.0), (40, "door", 0.0), (90, "door", 0.0)]
+    assert play(mild) == []
+    unknown = [(1, "door", 0.0), (40, "door", 0.0)]
+    assert play(unknown) == [(40, "raised")]
+
+
+def test_a_when_naming_no_sensor_is_a_config_error():
+    from gateway.config import SensorConfig
+    from stream.config import parse_rule, rule_problems
+
+    row = parse_rule({"id": "door", "condition": "door_open", "kind": "contact", "state": "off",
+                      "when": {"sensor": "outdor-t1", "below": 0}})  # fmt: skip
+    sensor = SensorConfig(id="outdoor-t1", source={"type": "manual"})
+    problems = list(rule_problems([row], [("s", sensor)]))
+    assert problems == [
+        (("rules", 0, "when", "sensor"),
+         "no sensor 'outdor-t1' to look at: name one of the site's sensors")
+    ]  # fmt: skip
