@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.config import MqttPoint
+from gateway.config import MANUAL_GATEWAY, MqttPoint
 from gateway.wire import TOPIC_ROOT, gateway_topics
 from husvakt.config import HusvaktConfig
 
@@ -94,9 +94,10 @@ def broker_users(configs: Sequence[HusvaktConfig], *, tls: bool = False) -> list
                 if broker is not None and (broker.host, broker.port) == (uplink.host, uplink.port):
                     entry.sources.add(source.topic)  # its sensors publish on this same broker
         for (site, _), sensor in config.sensor_index().items():
-            if sensor.gateway is not None and (site, sensor.gateway) not in gateways:
-                user = sensor.gateway if tls else gateway_user(site, sensor.gateway)
-                gateways[(site, sensor.gateway)] = _Gateway(site, sensor.gateway, user)
+            if sensor.gateway in (None, MANUAL_GATEWAY) or (site, sensor.gateway) in gateways:
+                continue  # readings by hand come from the case store: no broker account
+            user = sensor.gateway if tls else gateway_user(site, sensor.gateway)
+            gateways[(site, sensor.gateway)] = _Gateway(site, sensor.gateway, user)
         stream_users.add(config.stream.broker.username or STREAM_USER)
     if tls:
         seen: dict[str, str] = {}

@@ -24,7 +24,7 @@ import aiomqtt
 
 from gateway.backoff import Backoff, reconnect_forever
 from gateway.cancel import honour_cancellation
-from gateway.config import MqttBrokerConfig
+from gateway.config import MANUAL_GATEWAY, MqttBrokerConfig
 from gateway.mqttack import ack, manual_acks
 from gateway.mqttclient import BrokerLogin
 from gateway.quarantine import Quarantine
@@ -144,6 +144,10 @@ class UplinkSubscriber:
     async def handle(self, topic: str, payload: bytes) -> None:
         """One uplink message (public for tests and for other transports)."""
         site, gateway = topic_ids(topic)
+        if gateway == MANUAL_GATEWAY:
+            # readings by hand come from the case store, never over the broker: a message
+            # naming that gateway is someone speaking for it
+            raise WireError("reserved-gateway", f"{gateway!r} is the gateway of readings by hand")
         if topic.endswith("/status"):
             status = decode_status(payload)
             await self._on_status(GatewayStatus(site, gateway, status.online, status.ts))

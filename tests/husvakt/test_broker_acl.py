@@ -261,3 +261,13 @@ def test_the_command_line(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "husvakt-nordskolan-pi-basement: gateway nordskolan/pi-basement" in out
     assert (tmp_path / "b" / "husvakt.acl").exists()
+
+
+def test_readings_by_hand_get_no_broker_account():
+    from husvakt.config import load_config
+
+    school = load_config(
+        Path(__file__).resolve().parents[2] / "config" / "scenarios" / "school.yaml"
+    )
+    users = broker_users([school])
+    assert "manual" not in repr(users) and "pi-basement" in repr(users)

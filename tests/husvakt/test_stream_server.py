@@ -245,3 +245,42 @@ def test_an_alarm_on_the_topic_of_a_condition_no_rule_decides_opens_nothing():
     forged = json.dumps(make_alarm(condition="evacuate-now").to_wire()).encode()
     with pytest.raises(ValueError, match="'evacuate-now', which no rule here decides"):
         admit_alarm(forged, known)
+
+
+async def test_readings_by_hand_reach_the_rules_and_nobody_may_speak_for_their_gateway(
+    tmp_path, mosquitto
+):
+    from casebridge.readings import manual_reading
+
+    config = school_on(mosquitto, tmp_path)
+    store = SqliteCaseStore(tmp_path / "cases.db")
+    await store.start()
+    sensors = config.sensor_index()
+    for days in (10, 6, 1):  # the heat meter read by hand, standing still for nine days
+        await store.add_manual_reading(
+            manual_reading(sensors, site="nordskolan", sensor="heat-m1", value=48000.0,
+                           at=NOW - timedelta(days=days), actor="eva", now=NOW)
+        )  # fmt: skip
+    server = EmbeddedServer(config=config, clock=Clock(NOW), store=store)
+    stop = asyncio.Event()
+    task = asyncio.create_task(server.run(stop))
+    try:
+        await server.subscriber.subscribed.wait()
+        forged = [r.model_copy(update={"gateway": "manual", "sensor": "heat-m1", "kind": "heat",
+                                       "unit": "kWh"}) for r in cold_night()]  # fmt: skip
+        await publish(mosquitto, ("husvakt/v1/nordskolan/manual/readings", batch(forged)))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            cases = await store.list_cases()
+            if cases and server.subscriber.quarantine.total:
+                break
+            await asyncio.sleep(0.05)
+        assert [(c.sensor, c.condition) for c in await store.list_cases()] == [
+            ("heat-m1", "meter_stopped")
+        ]
+        assert server.subscriber.quarantine.counts == {"uplink-reserved-gateway": 1}
+        assert await store.pending_readings() == []
+    finally:
+        stop.set()
+        await task
+        await store.aclose()
