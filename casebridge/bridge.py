@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from casebridge.config import CaseStoreConfig, NotifyConfig, RouteRow, TeamConfig
@@ -54,6 +54,10 @@ class CaseBridge:
         self._notify = notify or NotifyConfig()
         self._history = history
         self.counts: Counter[str] = Counter()
+        #: outcomes by (condition, result), for the metrics
+        self.by_condition: Counter[tuple[str, str]] = Counter()
+        #: told of each alarm that opened or changed a case, with when it was recorded
+        self.on_recorded: Callable[[Alarm, datetime], None] | None = None
 
     async def handle(self, alarm: Alarm) -> Outcome:
         (outcome,) = await self.handle_many([alarm])
@@ -76,8 +80,11 @@ class CaseBridge:
         outcomes = await self._store.record_alarms(
             [entry(a) for a in alarms], now=now, reopen_window=self._cases.reopen_window
         )
-        for outcome in outcomes:
+        for alarm, outcome in zip(alarms, outcomes, strict=True):
             self.counts[outcome.result] += 1
+            self.by_condition[(alarm.condition, outcome.result)] += 1
+            if self.on_recorded is not None and outcome.result != "duplicate":
+                self.on_recorded(alarm, self._clock.now())
             case = outcome.case
             if outcome.result in ("opened", "reopened") and case is not None:
                 log.info("%s %s: %s → %s", outcome.result, case.id, case.draft.title, case.team)

@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -124,6 +125,8 @@ class Notifier:
     def __init__(self, *, store: CaseStore, channels: Mapping[str, Channel]) -> None:
         self._store = store
         self._channels = dict(channels)
+        #: attempts by (channel, sent | failed), for the metrics
+        self.counts: Counter[tuple[str, str]] = Counter()
 
     async def run_due(self, now: datetime) -> int:
         sent = 0
@@ -138,6 +141,7 @@ class Notifier:
                 except DeliveryError as exc:
                     error = str(exc)
             retry_at = now + retry_delay(delivery.attempts + 1) if error else None
+            self.counts[(delivery.channel, "failed" if error else "sent")] += 1
             if error:
                 log.warning("%s for %s: %s", delivery.channel, delivery.case_id, error)
             else:

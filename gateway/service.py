@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.backoff import Backoff
@@ -70,6 +71,16 @@ def build_sources(
     return sources
 
 
+@dataclass(slots=True)
+class SourceHealth:
+    """What a source has handed on: readings good and faulty, and whether its latest was good
+    (a device unreachable shows as faults from every sensor behind it)."""
+
+    good: int = 0
+    fault: int = 0
+    up: bool = False
+
+
 class Gateway:
     """Runs every source as a named task; their samples become readings in the outbox.
 
@@ -99,6 +110,10 @@ class Gateway:
         self._sources = build_sources(config, sensors, clock=clock, quarantine=self.quarantine)
         self._pending = Pending(config.queue_size)
         self.counts: Counter[str] = Counter()
+        #: per source (by name): what it handed on, for the metrics
+        self.source_health: dict[str, SourceHealth] = {
+            s.name: SourceHealth() for s in self._sources
+        }
 
     @property
     def sources(self) -> tuple[Source, ...]:
@@ -119,7 +134,9 @@ class Gateway:
             writer = tg.create_task(self._write(), name="outbox writer")
             flusher = tg.create_task(self.quarantine.run(), name="quarantine")
             sources = [
-                tg.create_task(source.run(self.accept), name=f"source {source.name}")
+                tg.create_task(
+                    source.run(self._accept_from(source.name)), name=f"source {source.name}"
+                )
                 for source in self._sources
             ]
             await (stop or asyncio.Event()).wait()
@@ -128,6 +145,19 @@ class Gateway:
             await self._pending.join()
             writer.cancel()
             flusher.cancel()
+
+    def _accept_from(self, name: str) -> Callable[[Sequence[Sample]], Awaitable[None]]:
+        health = self.source_health.setdefault(name, SourceHealth())
+
+        async def accept(samples: Sequence[Sample]) -> None:
+            if samples:
+                faults = sum(1 for s in samples if s.fault is not None)
+                health.fault += faults
+                health.good += len(samples) - faults
+                health.up = samples[-1].fault is None
+            await self.accept(samples)
+
+        return accept
 
     async def accept(self, samples: Sequence[Sample]) -> None:
         """Normalise a source's samples and queue their readings for the outbox."""
@@ -279,10 +309,12 @@ async def run_gateway(
     clock: Clock,
     stop: asyncio.Event,
     drain_grace: float = 10.0,
+    on_start: Callable[[Gateway, SqliteOutbox, Any], None] | None = None,
 ) -> SqliteOutbox:
     """`husvakt gateway`: sources → outbox → MQTT uplink, until `stop`; then commit what was
     read and keep uplinking for up to `drain_grace` seconds. What is left stays in the outbox
-    for the next start. Returns the (closed) outbox."""
+    for the next start. Returns the (closed) outbox. `on_start` is shown the gateway, its
+    outbox and uplink before they start (what the metrics report)."""
     if config.uplink is None:
         raise ValueError("gateway.uplink is not configured: where should readings go?")
     outbox = SqliteOutbox.of(config.outbox)
@@ -300,6 +332,8 @@ async def run_gateway(
             password=password,
         )
     gateway = Gateway(config=config, sensors=sensors, clock=clock, outbox=outbox)
+    if on_start is not None:
+        on_start(gateway, outbox, uplink)  # the metrics see the parts
     try:
         async with asyncio.TaskGroup() as tg:
             reading = tg.create_task(gateway.run(stop), name="gateway")

@@ -77,6 +77,11 @@ class MqttUplink:
         self._site, self._gateway = site, gateway
         self._clock = clock
         self._login = BrokerLogin(config, password, tls_context(config.tls))
+        #: for the metrics: whether connected, when the broker last acknowledged (epoch
+        #: seconds), and a hook told each batch's latency (its oldest reading to the ack)
+        self.connected = False
+        self.last_ack: float | None = None
+        self.on_ack: Callable[[float], None] | None = None
         self.published = 0
 
     async def _status(self, state: str, outbox: SqliteOutbox | None) -> bytes:
@@ -104,10 +109,14 @@ class MqttUplink:
             async with self._login.async_client(identifier, will=will) as client:
                 log.info("uplink connected to %s:%d", self._config.host, self._config.port)
                 backoff.reset()
-                await client.publish(
-                    status, await self._status("online", outbox), qos=1, retain=True
-                )
-                await self._drain(client, outbox, topic, status)
+                self.connected = True
+                try:
+                    await client.publish(
+                        status, await self._status("online", outbox), qos=1, retain=True
+                    )
+                    await self._drain(client, outbox, topic, status)
+                finally:
+                    self.connected = False
 
         await reconnect_forever(
             session,
@@ -130,8 +139,12 @@ class MqttUplink:
             )
             if batch:
                 started = time.monotonic()
+                oldest = await outbox.oldest() if self.on_ack is not None else None
                 payload = encode_bodies((body for _, body in batch), outbox=outbox.id)
                 await client.publish(topic, payload, qos=1)
+                self.last_ack = acked = self._clock.now().timestamp()
+                if oldest is not None and self.on_ack is not None:
+                    self.on_ack(max(0.0, acked - oldest))
                 await outbox.ack([row_id for row_id, _ in batch])
                 honour_cancellation()
                 self.published += len(batch)
@@ -159,6 +172,9 @@ class KafkaUplink:
         self._key = kafka_key(site, gateway)
         self._clock = clock
         self.published = 0
+        self.connected = False
+        self.last_ack: float | None = None
+        self.on_ack: Callable[[float], None] | None = None
 
     async def run(self, outbox: SqliteOutbox) -> None:
         from aiokafka import AIOKafkaProducer  # noqa: PLC0415 - an optional extra

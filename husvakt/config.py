@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from casebridge.config import (
     CaseStoreConfig,
@@ -24,10 +24,27 @@ from gateway.config import (
     sensor_problems,
 )
 from gateway.configfile import ConfigError, Loc, load_model, read_yaml
+from husvakt.metrics import parse_listen
 from stream.config import DEFAULT_RULES, RuleRow, StreamConfig, rule_problems, with_defaults
 from stream.registry import Registry
 
 __all__ = ["ConfigError", "HusvaktConfig", "load_config"]
+
+
+class MetricsConfig(BaseModel):
+    """Where a long-running command serves its Prometheus metrics, `/healthz` and `/readyz`
+    (`--metrics` overrides it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    listen: str | None = Field(default=None, description="HOST:PORT, e.g. 127.0.0.1:9108")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_listen(value)
+        return value
 
 
 class HusvaktConfig(BaseModel):
@@ -45,6 +62,7 @@ class HusvaktConfig(BaseModel):
     cases: CaseStoreConfig = CaseStoreConfig()
     notify: NotifyConfig = NotifyConfig()
     web: WebConfig = WebConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @field_validator("rules", mode="before")
     @classmethod
@@ -82,7 +100,7 @@ class HusvaktConfig(BaseModel):
         return Registry(self.sensor_index(), gateways=gateways)
 
 
-def _problems(config: HusvaktConfig) -> Iterator[tuple[Loc, str]]:
+def _problems(config: HusvaktConfig, *, cases: bool) -> Iterator[tuple[Loc, str]]:
     if not config.sites:
         yield ("sites",), "add at least one site"
     placement = list(sensor_problems(config.sites, config.gateway, config.sensors))
@@ -90,36 +108,48 @@ def _problems(config: HusvaktConfig) -> Iterator[tuple[Loc, str]]:
     if any(loc[-1] == "site" for loc, _ in placement):
         return  # the rule checks need every sensor's site
     yield from rule_problems(config.rules, [(config.site_of(s), s) for s in config.sensors])
-    yield from routing_problems(config.routing, config.teams)
+    if cases or config.routing or config.teams:
+        problems = list(routing_problems(config.routing, config.teams))
+        if not cases:
+            yield from problems
+        else:
+            hint = " (a file for a gateway alone needs none: husvakt gateway)"
+            for loc, message in problems:
+                gateway_alone = loc == ("routing",) and not config.routing
+                yield loc, message + hint if gateway_alone else message
 
 
-def load_config(path: Path) -> HusvaktConfig:
-    """Read and validate `path`. Raises `ConfigError` listing every problem with file:line."""
+def load_config(path: Path, *, cases: bool = True) -> HusvaktConfig:
+    """Read and validate `path`. Raises `ConfigError` listing every problem with file:line.
+
+    `cases`: the caller opens cases, so the file needs its teams and routing table; a file for
+    a gateway alone (a Pi's: its site, gateway and sensors) is read with `cases=False`. Every
+    relative path in the file (stores, outbox, password, secret, token and TLS files, the
+    1-Wire base) is relative to the file."""
     doc = read_yaml(path)
-    config = load_model(HusvaktConfig, doc, check=_problems)
-    store = config.cases.sqlite
-    if not store.is_absolute():
-        resolved = (path.parent / store).resolve()
-        config = config.model_copy(
-            update={"cases": config.cases.model_copy(update={"sqlite": resolved})}
-        )
-    gw = config.gateway
-    if gw is not None and not gw.outbox.path.is_absolute():
-        outbox = gw.outbox.model_copy(update={"path": (path.parent / gw.outbox.path).resolve()})
-        config = config.model_copy(update={"gateway": gw.model_copy(update={"outbox": outbox})})
-    gw = config.gateway
-    if gw is not None and gw.quarantine is not None and not gw.quarantine.is_absolute():
-        where = (path.parent / gw.quarantine).resolve()
-        config = config.model_copy(update={"gateway": gw.model_copy(update={"quarantine": where})})
-    stream = config.stream
-    if stream.state is not None and not stream.state.is_absolute():
-        stream = stream.model_copy(update={"state": (path.parent / stream.state).resolve()})
-    if stream.quarantine is not None and not stream.quarantine.is_absolute():
-        where = (path.parent / stream.quarantine).resolve()
-        stream = stream.model_copy(update={"quarantine": where})
-    if not stream.kafka.data_dir.is_absolute():
-        kafka = stream.kafka.model_copy(
-            update={"data_dir": (path.parent / stream.kafka.data_dir).resolve()}
-        )
-        stream = stream.model_copy(update={"kafka": kafka})
-    return config.model_copy(update={"stream": stream})
+    config = load_model(HusvaktConfig, doc, check=lambda c: _problems(c, cases=cases))
+    resolved = _resolved(config, path.parent.resolve())
+    assert isinstance(resolved, HusvaktConfig)
+    return resolved
+
+
+def _resolved(value: object, base: Path) -> object:
+    """`value` with every relative `Path` in it made absolute against `base`."""
+    if isinstance(value, Path):
+        return value if value.is_absolute() else (base / value).resolve()
+    if isinstance(value, BaseModel):
+        update = {}
+        for name in type(value).model_fields:
+            field = getattr(value, name)
+            new = _resolved(field, base)
+            if new is not field:
+                update[name] = new
+        return value.model_copy(update=update) if update else value
+    if isinstance(value, tuple | list):
+        items = [_resolved(v, base) for v in value]
+        changed = any(a is not b for a, b in zip(items, value, strict=True))
+        return type(value)(items) if changed else value
+    if isinstance(value, dict):
+        pairs = {k: _resolved(v, base) for k, v in value.items()}
+        return pairs if any(pairs[k] is not value[k] for k in value) else value
+    return value

@@ -133,6 +133,8 @@ class EmbeddedEngine:
         self.lag = lag
         self.quarantine = quarantine or Quarantine()
         self.counts: Counter[str] = Counter()
+        #: alarms by (condition, state), for the metrics
+        self.alarm_counts: Counter[tuple[str, str]] = Counter()
         self._intake = Intake(
             table=table,
             registry=registry,
@@ -257,6 +259,7 @@ class EmbeddedEngine:
             return
         for alarm in alarms:
             self.counts[f"alarms_{alarm.state}"] += 1
+            self.alarm_counts[(alarm.condition, alarm.state)] += 1
             log.info(
                 "%s %s %s/%s (%s, %.1f)%s",
                 alarm.condition,

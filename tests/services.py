@@ -264,3 +264,42 @@ class VictoriaMetrics:
         stop_process(self._proc, timeout=10)
         self._proc = None
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class Prometheus:
+    """Debian's Prometheus, scraping `targets` (HOST:PORT) every second."""
+
+    def __init__(self, binary: str, targets: list[str]) -> None:
+        self.binary = binary
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._dir = Path(tempfile.mkdtemp(prefix="husvakt-prom-"))
+        self._targets = targets
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Prometheus:
+        config = self._dir / "prometheus.yml"
+        targets = ", ".join(f"'{t}'" for t in self._targets)
+        config.write_text(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            f"scrape_configs:\n  - job_name: husvakt\n    static_configs: [{{targets: [{targets}]}}]\n",
+            encoding="utf-8",
+        )
+        self._proc = subprocess.Popen(
+            [
+                self.binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self._dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=error",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for_port("127.0.0.1", self.port, proc=self._proc, timeout=60)
+        return self
+
+    def stop(self) -> None:
+        stop_process(self._proc, timeout=10)
+        self._proc = None
+        shutil.rmtree(self._dir, ignore_errors=True)

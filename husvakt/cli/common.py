@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from casebridge.errors import CaseStoreError
 from gateway.config import parse_duration
-from husvakt.config import load_config
+from husvakt.config import HusvaktConfig, load_config
+from husvakt.metrics import parse_listen
 from husvakt.output import for_terminal
 
 if TYPE_CHECKING:
@@ -130,3 +131,24 @@ def no_gateway(path: Path, command: str) -> int:
         "one (a config without it is for `husvakt stream` or `husvakt cases serve`)\n"
     )
     return EXIT_FAILED
+
+
+def metrics_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics, /healthz and /readyz there (default: the config's "
+        "metrics.listen; none)",
+    )
+
+
+def metrics_listen(args: argparse.Namespace, config: HusvaktConfig) -> str | None:
+    """Where to serve the metrics: --metrics, else the config's `metrics.listen`."""
+    listen: str | None = getattr(args, "metrics", None) or config.metrics.listen
+    if listen is not None:
+        try:
+            parse_listen(listen)
+        except ValueError as exc:
+            sys.stderr.write(f"husvakt: --metrics {exc}\n")
+            raise SystemExit(EXIT_FAILED) from None
+    return listen

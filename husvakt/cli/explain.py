@@ -74,7 +74,7 @@ def add(sub: Any) -> None:
 
 
 def config_check(args: argparse.Namespace) -> int:
-    say(config_summary(args.file, load_config(args.file)))
+    say(config_summary(args.file, load_config(args.file, cases=False)))
     return EXIT_OK
 
 

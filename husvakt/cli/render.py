@@ -49,7 +49,11 @@ def config_summary(path: Path, config: HusvaktConfig) -> str:
         f"  sensors: {len(config.sensors)}\n"
         f"  rules: {len(config.rules)}; routing rows: {len(config.routing)}; "
         f"teams: {len(config.teams)}\n"
-        f"  case store: {config.cases.sqlite}"
+        + (
+            f"  case store: {config.cases.sqlite}"
+            if config.routing
+            else "  cases: none here — a file for `husvakt gateway` alone"
+        )
     )
 
 

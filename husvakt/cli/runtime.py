@@ -15,12 +15,15 @@ from husvakt.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     address,
+    metrics_listen,
+    metrics_option,
     no_gateway,
     program,
     say,
     stop_on_signals,
 )
 from husvakt.config import HusvaktConfig, load_config
+from husvakt.metrics import Metrics, metrics_served, watch_cases
 from husvakt.output import cases_json, cases_table
 from stream.config import StreamConfig
 
@@ -81,6 +84,7 @@ def add(sub: Any) -> None:
         default=None,
         help="default: stream.engine from the config (embedded)",
     )
+    metrics_option(stream)
     stream.set_defaults(run=stream_command)
 
     run = sub.add_parser(
@@ -90,6 +94,7 @@ def add(sub: Any) -> None:
         "apply the rules and open cases in the configured SQLite store.",
     )
     run.add_argument("--config", type=Path, required=True, help="site config YAML")
+    metrics_option(run)
     run.set_defaults(run=run_command)
 
     gw = sub.add_parser(
@@ -100,6 +105,7 @@ def add(sub: Any) -> None:
         "cleanly on Ctrl-C or SIGTERM; what was not sent yet is kept for the next start.",
     )
     gw.add_argument("--config", type=Path, required=True, help="site config YAML")
+    metrics_option(gw)
     gw.set_defaults(run=gateway_command)
 
     rp = sub.add_parser(
@@ -199,7 +205,20 @@ def stream_command(args: argparse.Namespace) -> int:
         store = await open_cases(config)
         stop = stop_on_signals()
         try:
-            await EmbeddedServer(config=config, clock=SystemClock(), store=store).run(stop)
+            server = EmbeddedServer(config=config, clock=SystemClock(), store=store)
+            metrics = Metrics()
+            metrics.engine(server.engine)
+            metrics.quarantine(server.quarantine, "stream")
+            watch_cases(metrics, server.bridge, server.desk.notifier)
+            metrics.checks.append(
+                lambda: (
+                    None
+                    if server.subscriber.subscribed.is_set()
+                    else "uplink broker: not subscribed"
+                )
+            )
+            async with metrics_served(metrics, metrics_listen(args, config), stop):
+                await server.run(stop)
         finally:
             await store.aclose()
 
@@ -230,13 +249,22 @@ def _faust_worker(config: HusvaktConfig) -> int:
 async def gateway_command(args: argparse.Namespace) -> int:
     from gateway.service import run_gateway  # noqa: PLC0415 - keep `husvakt --help` fast
 
-    config = load_config(args.config)
+    config = load_config(args.config, cases=False)  # a Pi's file: no teams, no routing
     if config.gateway is None:
         return no_gateway(args.config, "gateway")
     sensors = list(config.sensor_index().values())
-    await run_gateway(
-        config=config.gateway, sensors=sensors, clock=SystemClock(), stop=stop_on_signals()
-    )
+    stop = stop_on_signals()
+    metrics = Metrics()
+
+    def watched(gateway: Any, outbox: Any, uplink: Any) -> None:
+        metrics.gateway(gateway, outbox, uplink)
+        uplink.on_ack = metrics.uplink_latency.observe
+
+    async with metrics_served(metrics, metrics_listen(args, config), stop):
+        await run_gateway(
+            config=config.gateway, sensors=sensors, clock=SystemClock(), stop=stop,
+            on_start=watched,
+        )  # fmt: skip
     return EXIT_OK
 
 
@@ -253,7 +281,13 @@ async def run_command(args: argparse.Namespace) -> int:
     outbox = SqliteOutbox.of(config.gateway.outbox)
     await outbox.open()
     try:
-        await AllInOne(config=config, clock=SystemClock(), store=store, outbox=outbox).run(stop)
+        runtime = AllInOne(config=config, clock=SystemClock(), store=store, outbox=outbox)
+        metrics = Metrics()
+        metrics.gateway(runtime.gateway, outbox, None)
+        metrics.engine(runtime.engine)
+        watch_cases(metrics, runtime.bridge, runtime.desk.notifier)
+        async with metrics_served(metrics, metrics_listen(args, config), stop):
+            await runtime.run(stop)
     finally:
         await store.aclose()
         await outbox.close()

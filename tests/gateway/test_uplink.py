@@ -202,9 +202,7 @@ gateway:
   uplink: {{host: 127.0.0.1, port: {mqtt}, batch: 50, status_every: 5}}
 sensors:
 {sensors}
-teams: [{{id: fm, name: FM}}]
-routing: [{{id: all, team: fm}}]
-"""
+"""  # a Pi's file: its site, gateway and sensors — no teams, no routing
 
 
 async def test_kill_9_under_load_loses_no_committed_reading(tmp_path, mosquitto):

@@ -250,3 +250,53 @@ def test_a_climate_sensors_message_feeds_a_thermometer_and_a_hygrometer(tmp_path
     payload = b'{"temperature": 6.5, "humidity": 82}'
     decoded = source._codec.decode_all("z/climate", payload)
     assert [(d.sensor, d.value) for d in decoded] == [("t2", 6.5), ("h2", 82.0)]
+
+
+GATEWAY_ONLY = """\
+sites:
+  - {id: skolan, name: Skolan, timezone: Europe/Stockholm}
+gateway:
+  id: pi
+  site: skolan
+  mqtt_brokers:
+    lan: {host: 127.0.0.1, port: 8883, password_file: secrets/lan.pw,
+          tls: {ca_file: tls/ca.pem, cert_file: tls/pi.pem, key_file: /etc/husvakt/pi.key}}
+  uplink: {host: 127.0.0.1, password_file: secrets/uplink.pw}
+  outbox: {path: data/outbox.db}
+  quarantine: data/quarantine.db
+  onewire: {base: sys-w1}
+sensors:
+  - {id: t1, source: {type: mqtt, topic: t/1}}
+"""
+
+
+def test_a_gateway_alone_needs_no_teams_or_routing_and_every_path_is_relative_to_its_file(
+    tmp_path,
+):
+    path = tmp_path / "pi" / "husvakt.yaml"
+    path.parent.mkdir()
+    path.write_text(GATEWAY_ONLY, encoding="utf-8")
+    config = load_config(path, cases=False)
+    gw, here = config.gateway, path.parent
+    assert gw.uplink.password_file == here / "secrets" / "uplink.pw"
+    lan = gw.mqtt_brokers["lan"]
+    assert lan.password_file == here / "secrets" / "lan.pw"
+    assert (lan.tls.ca_file, lan.tls.cert_file) == (here / "tls/ca.pem", here / "tls/pi.pem")
+    assert lan.tls.key_file == Path("/etc/husvakt/pi.key")  # absolute stays as it is
+    assert (gw.outbox.path, gw.quarantine) == (here / "data/outbox.db", here / "data/quarantine.db")
+    assert gw.onewire.base == here / "sys-w1"
+    # a command that opens cases still needs them, and says a gateway's file is fine without
+    with pytest.raises(ConfigError, match="a file for a gateway alone needs none"):
+        load_config(path)
+
+
+def test_husvakt_config_check_accepts_a_gateway_alone(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "pi.yaml"
+    path.write_text(GATEWAY_ONLY, encoding="utf-8")
+    out = subprocess.run([sys.executable, "-m", "husvakt.cli", "config", "check", str(path)],
+                         capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "cases: none here — a file for `husvakt gateway` alone" in out.stdout

@@ -1,0 +1,153 @@
+"""A running gateway says how it is: Prometheus metrics, `/healthz` and `/readyz` on
+`--metrics`, scraped by a real Prometheus (Debian's), from a Pi's gateway-only config."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+
+import aiomqtt
+import httpx
+import pytest
+
+from husvakt.broker import free_port
+from husvakt.metrics import parse_listen
+from tests.conftest import require_binary
+from tests.services import Prometheus
+
+pytestmark = [pytest.mark.mqtt, pytest.mark.e2e, pytest.mark.timeout(180)]
+
+PI = """\
+sites: [{{id: skolan, name: Skolan}}]
+gateway:
+  id: pi-1
+  site: skolan
+  mqtt_brokers: {{lan: {{host: 127.0.0.1, port: {mqtt}}}}}
+  uplink: {{host: 127.0.0.1, port: {mqtt}, status_every: 1}}  # readiness follows within 1 s
+  outbox: {{path: outbox.db}}
+sensors:
+  - {{id: t1, source: {{type: mqtt, topic: skolan/t1}}}}
+  - {{id: t2, source: {{type: mqtt, topic: skolan/t2}}}}
+"""
+
+
+async def until(check, what, timeout=30.0):
+    """Poll `check` (an async callable returning a value or None) until it returns a value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = await check()
+        if found:
+            return found
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def sample(text, name, **labels):
+    """The value of one sample in Prometheus' text format (None: not there)."""
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        head, _, value = line.rpartition(" ")
+        if all(f'{k}="{v}"' in head for k, v in labels.items()) and (
+            head == name or head.startswith(name + "{")
+        ):
+            return float(value)
+    return None
+
+
+async def test_a_gateway_serves_metrics_health_and_readiness_that_prometheus_scrapes(
+    tmp_path, mosquitto
+):
+    config = tmp_path / "pi.yaml"
+    config.write_text(PI.format(mqtt=mosquitto.port), encoding="utf-8")
+    listen = f"127.0.0.1:{free_port()}"
+    base = "http://{}:{}".format(*parse_listen(listen))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "husvakt.cli", "gateway", "--config", str(config),
+         "--metrics", listen],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    prometheus = Prometheus(require_binary("prometheus"), [listen])
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=5) as http:
+
+            async def get(path):
+                try:
+                    return await http.get(path)
+                except httpx.TransportError:
+                    return None
+
+            health = await until(lambda: get("/healthz"), "/healthz")
+            assert health.status_code == 200 and health.text == "ok\n"
+
+            async def ready():
+                answer = await get("/readyz")
+                return answer if answer is not None and answer.status_code == 200 else None
+
+            await until(ready, "/readyz to say ready (the uplink connected)")
+            async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+                await client.publish("skolan/t1", b"3.5", qos=1)
+                await client.publish("skolan/t2", b"not a number", qos=1)
+
+            async def scraped():
+                text = (await http.get("/metrics")).text
+                uplinked = sample(text, "husvakt_uplink_readings_total")
+                return text if uplinked and uplinked >= 2 else None
+
+            text = await until(scraped, "both readings uplinked")
+            assert sample(text, "husvakt_gateway_readings_total", quality="good") == 1
+            assert sample(text, "husvakt_gateway_readings_total", quality="fault") == 1
+            assert sample(text, "husvakt_source_up", source="mqtt:lan") == 0  # latest: a fault
+            assert sample(text, "husvakt_uplink_connected") == 1
+            assert sample(text, "husvakt_outbox_readings") is not None
+            assert sample(text, "husvakt_uplink_latency_seconds_count") >= 1
+            assert sample(text, "husvakt_uplink_last_ack_timestamp_seconds") > 1.7e9
+        prometheus.start()
+        async with httpx.AsyncClient(base_url=prometheus.url, timeout=5) as prom:
+
+            async def queried():
+                answer = await prom.get(
+                    "/api/v1/query", params={"query": "husvakt_uplink_connected"}
+                )
+                result = answer.json().get("data", {}).get("result", [])
+                return result if result else None
+
+            (series,) = await until(queried, "Prometheus to scrape the gateway", timeout=60)
+            assert series["value"][1] == "1"
+            assert series["metric"]["job"] == "husvakt"
+        mosquitto.stop()  # the broker goes away: the gateway is alive, and not ready
+
+        async def not_ready():
+            answer = await get_once(base, "/readyz")
+            return answer if answer is not None and answer.status_code == 503 else None
+
+        answer = await until(not_ready, "/readyz to say not ready")
+        assert "uplink not connected" in answer.text
+        assert (await get_once(base, "/healthz")).status_code == 200
+    finally:
+        prometheus.stop()
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.to_thread(proc.communicate, timeout=60)
+    assert proc.returncode == 0, err.decode()
+
+
+async def get_once(base, path):
+    async with httpx.AsyncClient(base_url=base, timeout=5) as http:
+        try:
+            return await http.get(path)
+        except httpx.TransportError:
+            return None
+
+
+def test_a_bad_metrics_address_is_refused_with_the_reason(tmp_path):
+    config = tmp_path / "pi.yaml"
+    config.write_text(PI.format(mqtt=1883), encoding="utf-8")
+    out = subprocess.run(
+        [sys.executable, "-m", "husvakt.cli", "gateway", "--config", str(config),
+         "--metrics", "localhost"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 1 and "give HOST:PORT" in out.stderr
