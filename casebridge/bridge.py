@@ -87,7 +87,15 @@ class CaseBridge:
                 self.on_recorded(alarm, self._clock.now())
             case = outcome.case
             if outcome.result in ("opened", "reopened") and case is not None:
-                log.info("%s %s: %s → %s", outcome.result, case.id, case.draft.title, case.team)
+                log.info(
+                    "%s %s: %s → %s",
+                    outcome.result,
+                    case.id,
+                    case.draft.title,
+                    case.team,
+                    extra={"site": case.site, "sensor": case.sensor, "case": case.id,
+                           "condition": case.condition},
+                )  # fmt: skip
         return outcomes
 
     async def _on_duty(self, now: datetime) -> dict[str, User | None]:

@@ -269,6 +269,7 @@ class EmbeddedEngine:
                 alarm.severity,
                 alarm.value,
                 " late" if alarm.late else "",
+                extra={"site": alarm.site, "sensor": alarm.sensor, "condition": alarm.condition},
             )
         await hand_off(alarms, self._sink, self.quarantine)
 

@@ -31,6 +31,12 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument(
         "-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)"
     )
+    root.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="log lines as text (default) or as one JSON object a line, for a log collector",
+    )
     sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in (runtime, safety, explain, cases, readings):
         group.add(sub)
@@ -39,7 +45,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.log_format)
     try:
         outcome = args.run(args)
         if inspect.iscoroutine(outcome):

@@ -89,11 +89,30 @@ def cli_store(args: argparse.Namespace, *, create: bool = False) -> SqlCaseStore
     return open_store(load_config(args.config).cases)
 
 
-def setup_logging(verbosity: int) -> None:
+#: What a JSON log line may carry besides its time, level, component and message.
+LOG_FIELDS = ("site", "gateway", "sensor", "case", "condition")
+
+
+def setup_logging(verbosity: int, log_format: str = "text") -> None:
+    """Log to stderr: plain lines, or with `log_format` json one JSON object a line (`ts`,
+    `level`, `component`, `message`, and `site`, `gateway`, `sensor`, `case`, `condition`
+    where the line knows them) for a log collector."""
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter  # noqa: PLC0415 - only when asked
+
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                rename_fields={"asctime": "ts", "levelname": "level", "name": "component"},
+                datefmt="%Y-%m-%dT%H:%M:%S%z",
+                json_ensure_ascii=False,
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL if verbosity < 2 else logging.DEBUG)
 
 
@@ -152,3 +171,22 @@ def metrics_listen(args: argparse.Namespace, config: HusvaktConfig) -> str | Non
             sys.stderr.write(f"husvakt: --metrics {exc}\n")
             raise SystemExit(EXIT_FAILED) from None
     return listen
+
+
+class _Context(logging.Filter):
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__()
+        self._fields = fields
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in self._fields.items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
+
+
+def log_context(**fields: str) -> None:
+    """Every log line from here on knows these (a gateway's site and id), unless it says
+    otherwise."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_Context(fields))

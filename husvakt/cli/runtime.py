@@ -15,6 +15,7 @@ from husvakt.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     address,
+    log_context,
     metrics_listen,
     metrics_option,
     no_gateway,
@@ -253,6 +254,7 @@ async def gateway_command(args: argparse.Namespace) -> int:
     if config.gateway is None:
         return no_gateway(args.config, "gateway")
     sensors = list(config.sensor_index().values())
+    log_context(site=config.gateway.site, gateway=config.gateway.id)
     stop = stop_on_signals()
     metrics = Metrics()
 

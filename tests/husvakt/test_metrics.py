@@ -151,3 +151,31 @@ def test_a_bad_metrics_address_is_refused_with_the_reason(tmp_path):
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert out.returncode == 1 and "give HOST:PORT" in out.stderr
+
+
+async def test_log_lines_as_json_carry_component_site_and_gateway(tmp_path):
+    import json
+
+    config = tmp_path / "pi.yaml"
+    config.write_text(PI.format(mqtt=free_port()), encoding="utf-8")  # no broker there
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "husvakt.cli", "--log-format", "json", "-v", "gateway",
+         "--config", str(config)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    lines = []
+    try:
+        while not any("unavailable" in line for line in lines):
+            line = await asyncio.wait_for(asyncio.to_thread(proc.stderr.readline), 30)
+            assert line, "the gateway ended"
+            lines.append(line.decode())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(proc.communicate, timeout=60)
+    records = [json.loads(line) for line in lines]  # every line one JSON object
+    started = next(r for r in records if "sources" in r["message"])
+    assert started["component"] == "husvakt.gateway" and started["level"] == "INFO"
+    assert (started["site"], started["gateway"]) == ("skolan", "pi-1")
+    assert started["ts"].startswith("20")
+    warned = next(r for r in records if "unavailable" in r["message"])
+    assert warned["level"] == "WARNING" and warned["gateway"] == "pi-1"
