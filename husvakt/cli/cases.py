@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -12,10 +13,21 @@ from typing import Any, get_args
 from casebridge.models import OPEN_STATUSES, CaseStatus, Language, Role, User
 from casebridge.store import CaseFilter
 from gateway.clock import SystemClock
-from husvakt.cli.common import EXIT_FAILED, EXIT_OK, cli_store, duration, say, store_options
+from husvakt.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    cli_store,
+    duration,
+    metrics_listen,
+    metrics_option,
+    say,
+    store_options,
+)
 from husvakt.cli.render import case_json, case_text, user_line
 from husvakt.config import load_config
+from husvakt.metrics import Metrics, metrics_served
 from husvakt.output import cases_json, cases_table
+from husvakt.systemd import supervised
 
 __all__ = ["add"]
 
@@ -47,6 +59,7 @@ def add(sub: Any) -> None:
     serve.add_argument("--config", type=Path, required=True, help="site config YAML")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
     serve.add_argument("--port", type=int, default=8080, help="port (default %(default)s)")
+    metrics_option(serve)
     serve.set_defaults(run=cases_serve)
     _add_users(sub)
 
@@ -144,9 +157,25 @@ async def cases_serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     store = await open_cases(config)
     app = case_web_app(config, store=store, clock=SystemClock())
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info"))
+    stop, started = asyncio.Event(), asyncio.Event()
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                started.set()  # listening: systemd hears READY
+
+    server = Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info"))
+    metrics = Metrics()
     try:
-        await server.serve()
+        async with (
+            metrics_served(metrics, metrics_listen(args, config), stop),
+            supervised(stop, started),
+        ):
+            try:
+                await server.serve()
+            finally:
+                stop.set()
     finally:
         await store.aclose()
     return EXIT_OK

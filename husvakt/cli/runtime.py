@@ -26,6 +26,7 @@ from husvakt.cli.common import (
 from husvakt.config import HusvaktConfig, load_config
 from husvakt.metrics import Metrics, metrics_served, watch_cases
 from husvakt.output import cases_json, cases_table
+from husvakt.systemd import supervised
 from stream.config import StreamConfig
 
 __all__ = ["add"]
@@ -211,14 +212,14 @@ def stream_command(args: argparse.Namespace) -> int:
             metrics.engine(server.engine)
             metrics.quarantine(server.quarantine, "stream")
             watch_cases(metrics, server.bridge, server.desk.notifier)
+            subscribed = server.subscriber.subscribed
             metrics.checks.append(
-                lambda: (
-                    None
-                    if server.subscriber.subscribed.is_set()
-                    else "uplink broker: not subscribed"
-                )
+                lambda: None if subscribed.is_set() else "uplink broker: not subscribed"
             )
-            async with metrics_served(metrics, metrics_listen(args, config), stop):
+            async with (
+                metrics_served(metrics, metrics_listen(args, config), stop),
+                supervised(stop, subscribed),
+            ):
                 await server.run(stop)
         finally:
             await store.aclose()
@@ -257,12 +258,17 @@ async def gateway_command(args: argparse.Namespace) -> int:
     log_context(site=config.gateway.site, gateway=config.gateway.id)
     stop = stop_on_signals()
     metrics = Metrics()
+    started = asyncio.Event()
 
     def watched(gateway: Any, outbox: Any, uplink: Any) -> None:
         metrics.gateway(gateway, outbox, uplink)
         uplink.on_ack = metrics.uplink_latency.observe
+        started.set()  # the outbox is open and the sources are built: systemd hears READY
 
-    async with metrics_served(metrics, metrics_listen(args, config), stop):
+    async with (
+        metrics_served(metrics, metrics_listen(args, config), stop),
+        supervised(stop, started),
+    ):
         await run_gateway(
             config=config.gateway, sensors=sensors, clock=SystemClock(), stop=stop,
             on_start=watched,
@@ -288,7 +294,12 @@ async def run_command(args: argparse.Namespace) -> int:
         metrics.gateway(runtime.gateway, outbox, None)
         metrics.engine(runtime.engine)
         watch_cases(metrics, runtime.bridge, runtime.desk.notifier)
-        async with metrics_served(metrics, metrics_listen(args, config), stop):
+        started = asyncio.Event()
+        started.set()  # its store and outbox are open
+        async with (
+            metrics_served(metrics, metrics_listen(args, config), stop),
+            supervised(stop, started),
+        ):
             await runtime.run(stop)
     finally:
         await store.aclose()
