@@ -33,13 +33,15 @@ class BrokerLogin:
     def of(cls, broker: MqttBrokerConfig) -> BrokerLogin:
         return cls(broker, read_secret(broker.password_file), tls_context(broker.tls))
 
-    def async_client(self, identifier: str, *, will: aiomqtt.Will | None = None) -> aiomqtt.Client:
-        """An aiomqtt client on a persistent session."""
+    def async_client(
+        self, identifier: str, *, will: aiomqtt.Will | None = None, persistent: bool = True
+    ) -> aiomqtt.Client:
+        """An aiomqtt client, on a persistent session unless told (a probe leaves none)."""
         return aiomqtt.Client(
             hostname=self.broker.host,
             port=self.broker.port,
             identifier=identifier,
-            clean_session=False,
+            clean_session=not persistent,
             username=self.broker.username,
             password=self.password,
             tls_context=self.tls,

@@ -1,4 +1,4 @@
-"""`husvakt backup` and `husvakt restore`."""
+"""`husvakt backup`, `husvakt restore` and `husvakt doctor`."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ def add(sub: Any) -> None:
     rs.add_argument("--from", dest="source", type=Path, required=True, help="a backup directory")
     rs.add_argument("--force", action="store_true", help="replace the existing files")
     rs.set_defaults(run=restore_command)
+    add_doctor(sub)
 
 
 def backup_command(args: argparse.Namespace) -> int:
@@ -65,3 +66,28 @@ def restore_command(args: argparse.Namespace) -> int:
     for path in restored:
         say(f"restored {path}")
     return EXIT_OK
+
+
+def add_doctor(sub: Any) -> None:
+    doc = sub.add_parser(
+        "doctor",
+        help="check that every broker, device, port, probe, store and server the config names "
+        "is there and usable",
+        description="Check every MQTT broker, Modbus device, serial port, 1-Wire probe, the "
+        "case store, the SMTP server and each webhook the config names; one line each, with "
+        "what to fix. Exit status 1 when anything failed.",
+    )
+    doc.add_argument("--config", type=Path, required=True, help="site config YAML")
+    doc.set_defaults(run=doctor_command)
+
+
+async def doctor_command(args: argparse.Namespace) -> int:
+    from husvakt.doctor import examine  # noqa: PLC0415
+
+    config = load_config(args.config, cases=False)
+    findings = await examine(config, cases=True)
+    for finding in findings:
+        say(finding.line())
+    failed = sum(not f.ok for f in findings)
+    say(f"{len(findings) - failed} ok, {failed} failed")
+    return EXIT_FAILED if failed else EXIT_OK
