@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,73 @@ def test_without_systemd_nothing_is_sent(monkeypatch):
     assert watchdog_every() is None
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
     assert watchdog_every() == 5.0
+
+
+PROMETHEUS = ROOT / "deploy" / "prometheus"
+DASHBOARD = ROOT / "deploy" / "grafana" / "husvakt.json"
+
+
+def test_the_alert_rules_check_and_fire_when_they_should():
+    promtool = require_binary("promtool")
+    checked = subprocess.run([promtool, "check", "rules", str(PROMETHEUS / "rules.yml")],
+                             capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert checked.returncode == 0 and "SUCCESS: 9 rules found" in checked.stdout, checked.stderr
+    tested = subprocess.run([promtool, "test", "rules", "rules.test.yml"], cwd=PROMETHEUS,
+                            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout + tested.stderr
+
+
+async def exported_names(tmp_path) -> set[str]:
+    """Every metric a real all-in-one process exports, with the gateway's uplink."""
+    import re
+
+    from prometheus_client import generate_latest
+
+    from casebridge.store.sql import MemoryCaseStore
+    from gateway.clock import SystemClock
+    from gateway.outbox import SqliteOutbox
+    from gateway.uplink import MqttUplink
+    from husvakt.allinone import AllInOne
+    from husvakt.config import load_config
+    from husvakt.metrics import Metrics, watch_cases
+    from tests.factories import make_alarm, make_reading
+
+    config = load_config(ROOT / "config" / "scenarios" / "school.yaml")
+    store, outbox = MemoryCaseStore(), SqliteOutbox.of(config.gateway.outbox.model_copy(
+        update={"path": tmp_path / "outbox.db"}))  # fmt: skip
+    await store.start()
+    await outbox.open()
+    try:
+        runtime = AllInOne(config=config, clock=SystemClock(), store=store, outbox=outbox)
+        uplink = MqttUplink(config=config.gateway.uplink or config.stream.broker.model_copy(),
+                            site="nordskolan", gateway="pi-basement", clock=SystemClock())  # fmt: skip
+        metrics = Metrics()
+        metrics.gateway(runtime.gateway, outbox, uplink)
+        uplink.last_ack = 1.0
+        metrics.engine(runtime.engine)
+        watch_cases(metrics, runtime.bridge, runtime.desk.notifier)
+        await runtime.bridge.handle_many([make_alarm(site="nordskolan", sensor="basement-t1")])
+        fire = make_reading(0, 80.0, site="nordskolan", gateway="pi-basement", sensor="boiler-t1",
+                            seq=1, start=datetime.now(UTC))  # fmt: skip
+        await runtime.engine.process_batch([fire], outbox="ob")
+        metrics.uplink_latency.observe(0.1)
+        runtime.desk.notifier.counts[("email", "failed")] += 1
+        runtime.gateway.quarantine.add("unknown-sensor", "x", source="t")
+        text = generate_latest(metrics.registry).decode()
+    finally:
+        await outbox.close()
+        await store.aclose()
+    return set(re.findall(r"^(husvakt_[a-z_]+)", text, re.M))
+
+
+async def test_the_dashboard_and_the_alerts_read_only_metrics_husvakt_exports(tmp_path):
+    import json
+    import re
+
+    names = await exported_names(tmp_path)
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exprs += re.findall(r"expr: (.+)", (PROMETHEUS / "rules.yml").read_text(encoding="utf-8"))
+    used = {m for e in exprs for m in re.findall(r"husvakt_[a-z_]+", e)}
+    assert used and used <= names, sorted(used - names)
+    assert len(dashboard["panels"]) >= 12 and dashboard["uid"] == "husvakt"
