@@ -2,7 +2,7 @@
 
 An embedded MQTT broker and three simulated thermometers — JSON over MQTT in the basement, a
 Modbus TCP register in the boiler room, a serial line in a classroom — feed the all-in-one
-runtime. The night is a scenario (`config/demo-night.yaml`), played by the same simulated
+runtime. The night is a scenario (`husvakt/data/demo-night.yaml`), played by the same simulated
 devices as `husvakt sim`: over the night the basement cools to 3 °C and the boiler room
 overheats past 57 °C; the classroom stays normal. The demo ends with the cases that opened.
 """
@@ -41,7 +41,8 @@ __all__ = ["DEFAULT_CONFIG", "DEFAULT_NIGHT", "DemoResult", "run_demo"]
 
 log = logging.getLogger("husvakt.demo")
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
+#: The demo's site and night travel in the package: `husvakt demo` works from an installed wheel.
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "data" / "demo.yaml"
 DEFAULT_NIGHT = DEFAULT_CONFIG.with_name("demo-night.yaml")
 #: simulated minutes the runtime goes on after the night's last reading (the last polls)
 AFTER_THE_NIGHT = timedelta(minutes=2)

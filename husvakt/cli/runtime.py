@@ -59,13 +59,16 @@ def add(sub: Any) -> None:
         help="simulated seconds per real second (default %(default)s: 8 h in 20 s)",
     )
     demo.add_argument(
-        "--config", type=Path, default=None, help="demo site config (default config/demo.yaml)"
+        "--config",
+        type=Path,
+        default=None,
+        help="demo site config (default: the package's husvakt/data/demo.yaml)",
     )
     demo.add_argument(
         "--night",
         type=Path,
         default=None,
-        help="the scenario its devices play (default config/demo-night.yaml)",
+        help="the scenario its devices play (default husvakt/data/demo-night.yaml)",
     )
     demo.add_argument("--json", action="store_true", help="print the cases as JSON")
     demo.set_defaults(run=demo_command)

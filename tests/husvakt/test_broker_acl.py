@@ -256,7 +256,7 @@ def test_with_certificates_gateway_ids_must_be_unique(tmp_path):
 
 
 def test_the_command_line(tmp_path, capsys):
-    demo = Path(__file__).resolve().parents[2] / "config" / "demo.yaml"
+    demo = Path(__file__).resolve().parents[2] / "husvakt" / "data" / "demo.yaml"
     assert main(["broker", "acl", "--config", str(demo), "--out", str(tmp_path / "b")]) == 0
     out = capsys.readouterr().out
     assert "husvakt-nordskolan-pi-basement: gateway nordskolan/pi-basement" in out

@@ -10,7 +10,7 @@ from casebridge.store.sql import SqliteCaseStore
 from husvakt.cli import main
 from tests.factories import T0, make_alarm, make_draft
 
-DEMO = Path(__file__).resolve().parents[2] / "config" / "demo.yaml"
+DEMO = Path(__file__).resolve().parents[2] / "husvakt" / "data" / "demo.yaml"
 
 
 def husvakt(*args):

@@ -5,7 +5,7 @@ import pytest
 from gateway.configfile import ConfigError
 from husvakt.config import load_config
 
-DEMO = Path(__file__).resolve().parents[2] / "config" / "demo.yaml"
+DEMO = Path(__file__).resolve().parents[2] / "husvakt" / "data" / "demo.yaml"
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "example-school.yaml"
 
 MINIMAL = """\

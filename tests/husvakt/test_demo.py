@@ -1,14 +1,18 @@
 """The demo night end to end, through real MQTT, Modbus TCP and a serial pty."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from casebridge.store.sql import SqliteCaseStore
 from husvakt.demo import run_demo
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.e2e
 
@@ -106,5 +110,41 @@ def test_a_night_that_plays_a_sensor_the_config_lacks_is_refused_with_the_file(t
         timeout=60,
     )
     assert run.returncode == 1
-    assert "config/demo.yaml: sensors: the night plays 'attic-t1'; add it" in run.stderr
+    assert "data/demo.yaml: sensors: the night plays 'attic-t1'; add it" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.timeout(300)
+def test_the_demo_runs_from_an_installed_wheel(tmp_path):
+    """The demo's site and night travel in the package: built as a wheel, installed apart
+    from this checkout, `husvakt demo` runs from anywhere and opens its two cases."""
+    source = tmp_path / "src"
+    archive = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True,
+                             check=True).stdout.decode().split("\0")  # fmt: skip
+    for name in filter(None, archive):
+        target = source / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (ROOT / name).is_file():
+            target.write_bytes((ROOT / name).read_bytes())
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                    "-w", str(wheels), str(source)],
+                   check=True, capture_output=True, timeout=240)  # fmt: skip
+    (wheel,) = wheels.glob("husvakt-*.whl")
+    installed = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                    "--target", str(installed), str(wheel)],
+                   check=True, capture_output=True, timeout=240)  # fmt: skip
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(installed)}
+    where = subprocess.run([sys.executable, "-c", "import husvakt; print(husvakt.__file__)"],
+                           cwd=elsewhere, env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    assert where.stdout.startswith(str(installed))  # the wheel's copy, not this checkout
+    run = subprocess.run([sys.executable, "-m", "husvakt.cli", "demo", "--json"],
+                         cwd=elsewhere, env=env, capture_output=True, text=True, timeout=240,
+                         check=False)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    cases = json.loads(run.stdout)
+    assert sorted(c["condition"] for c in cases) == ["fire", "freezing"]
+    assert (elsewhere / "husvakt-demo.db").exists()
