@@ -155,7 +155,12 @@ async def exported_names(tmp_path) -> set[str]:
     from husvakt.metrics import Metrics, watch_cases
     from tests.factories import make_alarm, make_reading
 
-    config = load_config(ROOT / "config" / "scenarios" / "school.yaml")
+    school = load_config(ROOT / "config" / "scenarios" / "school.yaml")
+    stream = school.stream.model_copy(  # its files in the test's own directory
+        update={"state": tmp_path / "rules.db", "quarantine": tmp_path / "q.db"}
+    )
+    gateway = school.gateway.model_copy(update={"quarantine": tmp_path / "gq.db"})
+    config = school.model_copy(update={"stream": stream, "gateway": gateway})
     store, outbox = MemoryCaseStore(), SqliteOutbox.of(config.gateway.outbox.model_copy(
         update={"path": tmp_path / "outbox.db"}))  # fmt: skip
     await store.start()
