@@ -330,6 +330,11 @@ class OutboxConfig(Frozen):
     path: Path = Path("husvakt-outbox.db")
     max_mb: float = Field(default=50.0, gt=0)
     thin_window: Duration = 600.0
+    sync_every: Duration = Field(
+        default=1.0,
+        description="sync the outbox to disk at most this often (group commit, kind to an SD "
+        "card); a power cut can lose what was read since the last sync. 0: sync every commit",
+    )
 
 
 class GatewayConfig(Frozen):

@@ -1,7 +1,13 @@
 """The durable outbox: every reading is on disk before anyone is told it was taken, and leaves
 only after the uplink confirmed it.
 
-SQLite in WAL mode with `synchronous=FULL`, one connection used from a worker thread. The
+SQLite in WAL mode, one connection used from a worker thread. Syncing is grouped (an SD card
+wears with every sync): commits are not synced one by one (`synchronous=NORMAL`); at most every
+`sync_every` seconds one call syncs the journal (the WAL) with what was committed since. A
+crash of the process loses nothing committed (it is in the operating system's hands); a power
+cut can lose what was
+committed since the last sync — at most `sync_every` seconds of readings (1 s by default;
+`sync_every: 0` syncs every commit). The
 outbox numbers readings as it commits them (`seq`, per gateway, gap-free across restarts), so a
 receiver that sees every `seq` from 1 to the last knows nothing committed was lost. Each
 outbox has a random `id`, sent with every batch: a receiver that sees a new id knows the
@@ -10,14 +16,24 @@ numbering starts again (the gateway got a new outbox), and no forged seq outlive
 When the payload held exceeds `max_bytes` the oldest quarter is thinned rather than dropped:
 per sensor and `thin_window`, the lowest and highest good reading and every fault reading stay,
 so a buffered freezing or fire episode survives any outage. What was thinned is counted.
+
+When the disk is full (or a quota is reached) a commit fails; the outbox then frees the space
+it kept in reserve (a file of `RESERVE` bytes beside it, so that thinning, which writes too,
+has room), gives back its journal's space, thins harder (its budget becomes three quarters of
+what it holds), says so (`no_room`) and tries again. Each commit that succeeds grows the budget by a
+hundredth again; once it is back at what the config says, the outbox says there is room.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import json
+import os
 import secrets
 import sqlite3
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +43,13 @@ from gateway.models import Reading
 from gateway.secrets import private_file
 from gateway.wire import encode_reading
 
-__all__ = ["OutboxStats", "SqliteOutbox"]
+__all__ = ["RESERVE", "NoRoomError", "OutboxStats", "SqliteOutbox"]
+
+#: Bytes kept in reserve beside the outbox, freed when the disk is full so that thinning and
+#: checkpointing have room to write.
+RESERVE = 2_000_000
+#: The journal (WAL) is checkpointed at this many pages (of 4 KiB) and kept no bigger.
+WAL_PAGES = 128
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -50,17 +72,45 @@ class OutboxStats:
     bytes: int
     thinned: int
     last_seq: int
+    #: the disk (or a quota) is full: the outbox thins harder until there is room again
+    no_room: bool = False
+    syncs: int = 0
+
+
+class NoRoomError(OSError):
+    """The disk, a quota or a file-size limit leaves the outbox no room for a commit."""
+
+
+def _no_room(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.Error):
+        name = getattr(exc, "sqlite_errorname", "")
+        return name in ("SQLITE_FULL", "SQLITE_IOERR_WRITE", "SQLITE_IOERR_FSYNC") or (
+            "disk is full" in str(exc) or "disk I/O error" in str(exc)
+        )
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 class SqliteOutbox:
     """A bounded, durable FIFO of readings."""
 
     def __init__(
-        self, path: Path, *, max_bytes: int = 50_000_000, thin_window: float = 600.0
+        self,
+        path: Path,
+        *,
+        max_bytes: int = 50_000_000,
+        thin_window: float = 600.0,
+        sync_every: float = 0.0,
     ) -> None:
         self.path = path
         self._max_bytes = max_bytes
+        self._budget = max_bytes  # lower while the disk is full
         self._thin_window = thin_window
+        self._sync_every = sync_every
+        self._last_sync = 0.0
+        self._unsynced = False
+        self._sync_task: asyncio.Task[None] | None = None
+        self.syncs = 0
+        self.no_room = False
         self._db: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
         self._buffered = 0
@@ -74,7 +124,12 @@ class SqliteOutbox:
     @classmethod
     def of(cls, config: OutboxConfig) -> SqliteOutbox:
         """The outbox a gateway's config describes (not opened yet)."""
-        return cls(config.path, max_bytes=int(config.max_mb * 1e6), thin_window=config.thin_window)
+        return cls(
+            config.path,
+            max_bytes=int(config.max_mb * 1e6),
+            thin_window=config.thin_window,
+            sync_every=config.sync_every,
+        )
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,7 +139,12 @@ class SqliteOutbox:
         private_file(self.path)  # readings: for the owner only
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
+        # a small journal: a full disk must never be a journal that cannot be checkpointed
+        db.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
+        db.execute(f"PRAGMA journal_size_limit={WAL_PAGES * 4096}")
+        db.execute(
+            "PRAGMA synchronous=NORMAL" if self._sync_every > 0 else "PRAGMA synchronous=FULL"
+        )
         db.executescript(_SCHEMA)
         self._buffered, self._bytes = db.execute(
             "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM outbox"
@@ -99,16 +159,76 @@ class SqliteOutbox:
         if self._buffered == 0:
             self.emptied.set()
         self._db = db
+        self._keep_reserve()
+
+    @property
+    def _reserve(self) -> Path:
+        return self.path.with_name(self.path.name + ".reserve")
+
+    def _keep_reserve(self) -> None:
+        """Hold `RESERVE` bytes of the disk beside the outbox (nothing when there is no room)."""
+        size = min(RESERVE, max(self._max_bytes // 10, 4096))
+        try:
+            if self._reserve.exists() and self._reserve.stat().st_size >= size:
+                return
+            fd = os.open(self._reserve, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, size)
+            finally:
+                os.close(fd)
+        except OSError:
+            self._reserve.unlink(missing_ok=True)  # no room for it now: it comes back later
 
     async def close(self) -> None:
+        if self._sync_task is not None:
+            self._sync_task.cancel()
         async with self._lock:
             if self._db is not None:
                 db, self._db = self._db, None
+                if self._unsynced:
+                    await asyncio.to_thread(self._sync_now, db)
                 await asyncio.to_thread(db.close)
 
     @property
     def stats(self) -> OutboxStats:
-        return OutboxStats(self._buffered, self._bytes, self._thinned, self._last_seq)
+        return OutboxStats(
+            self._buffered, self._bytes, self._thinned, self._last_seq, self.no_room, self.syncs
+        )
+
+    # --- grouped syncs ---------------------------------------------------------------------
+
+    def _sync_now(self, db: sqlite3.Connection) -> None:
+        """Sync what was committed: the journal (WAL) to the disk, in one call. SQLite replays
+        a journal's whole frames after a power cut; its own checkpoints sync themselves."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        self._unsynced = False
+        self._last_sync = time.monotonic()
+        try:
+            fd = os.open(wal, os.O_RDONLY)
+        except FileNotFoundError:
+            return  # checkpointed away: the database itself holds everything
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        self.syncs += 1
+
+    def _committed(self) -> None:
+        """A commit happened: sync now if the last sync is `sync_every` ago, else soon."""
+        if self._sync_every <= 0:
+            self.syncs += 1  # synchronous=FULL: the commit itself synced
+            return
+        self._unsynced = True
+        if self._sync_task is None or self._sync_task.done():
+            self._sync_task = asyncio.get_running_loop().create_task(self._sync_later())
+
+    async def _sync_later(self) -> None:
+        wait = self._sync_every - (time.monotonic() - self._last_sync)
+        if wait > 0:
+            await asyncio.sleep(wait)
+        async with self._lock:
+            if self._db is not None and self._unsynced:
+                await asyncio.to_thread(self._sync_now, self._db)
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -121,11 +241,44 @@ class SqliteOutbox:
         if not readings:
             return []
         async with self._lock:
-            stored = await asyncio.to_thread(self._append, readings)
-            if self._bytes > self._max_bytes:
+            try:
+                stored = await asyncio.to_thread(self._append, readings)
+            except (sqlite3.Error, OSError) as exc:
+                if not _no_room(exc):
+                    raise
+                try:  # make room, and once more in the room made
+                    await asyncio.to_thread(self._make_room)
+                    stored = await asyncio.to_thread(self._append, readings)
+                except (sqlite3.Error, OSError) as again:
+                    if _no_room(again):
+                        raise NoRoomError(
+                            errno.ENOSPC, f"no room for the outbox: {again}"
+                        ) from again
+                    raise
+            else:
+                if self.no_room:  # room again? grow back by a hundredth a commit
+                    self._budget = min(self._max_bytes, int(self._budget * 1.01) + 1)
+                    self.no_room = self._budget < self._max_bytes
+                    if not self.no_room:
+                        await asyncio.to_thread(self._keep_reserve)
+            if self._bytes > self._budget:
                 await asyncio.to_thread(self._thin)
+            self._committed()
         self.appended.set()
         return stored
+
+    def _make_room(self) -> None:
+        """The disk is full: give the journal's space back, and thin to three quarters of
+        what is held."""
+        self.no_room = True
+        self._reserve.unlink(missing_ok=True)  # the room thinning needs to write
+        db = self._conn()
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        with contextlib.suppress(sqlite3.Error):  # a reader holds it: thinning frees pages anyway
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._budget = max(1, min(self._budget, int(self._bytes * 0.75)))
+        self._thin()
 
     def _append(self, readings: Sequence[Reading]) -> list[Reading]:
         db = self._conn()
@@ -154,7 +307,8 @@ class SqliteOutbox:
             db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (seq,))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # a failed COMMIT has rolled back already
+                db.execute("ROLLBACK")
             raise
         self._last_seq = seq
         self.emptied.clear()
@@ -213,7 +367,8 @@ class SqliteOutbox:
             ).rowcount
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # a failed COMMIT has rolled back already
+                db.execute("ROLLBACK")
             raise
         self._buffered -= gone
         self._bytes -= size
@@ -221,10 +376,11 @@ class SqliteOutbox:
             self.emptied.set()
 
     def _thin(self) -> None:
-        """Thin the oldest quarter until under the bound, with ever coarser windows: a backlog
-        of weeks keeps each sensor's extremes per hour, then per few hours, and so on."""
+        """Thin the oldest quarter until under the budget, with ever coarser windows: a
+        backlog of weeks keeps each sensor's extremes per hour, then per few hours, and so
+        on."""
         window = self._thin_window
-        while self._bytes > self._max_bytes and window <= 86400.0 * 64:
+        while self._bytes > self._budget and window <= 86400.0 * 64:
             self._thin_pass(window)
             window *= 4
 
@@ -257,7 +413,8 @@ class SqliteOutbox:
             db.execute("UPDATE meta SET value = value + ? WHERE key = 'thinned'", (len(drop),))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # a failed COMMIT has rolled back already
+                db.execute("ROLLBACK")
             raise
         dropped = {r[0] for r in drop}
         self._bytes -= sum(r[5] for r in rows if r[0] in dropped)

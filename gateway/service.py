@@ -16,7 +16,7 @@ from gateway.config import GatewayConfig, ManualPoint, MqttPoint, SensorConfig
 from gateway.decode import value_path_for
 from gateway.models import Reading
 from gateway.normalize import Sample, normalize
-from gateway.outbox import SqliteOutbox
+from gateway.outbox import NoRoomError, SqliteOutbox
 from gateway.quarantine import Quarantine, SqliteQuarantine
 from gateway.secrets import read_secret
 from gateway.sources import Source
@@ -218,6 +218,12 @@ class Gateway:
         while True:
             try:
                 await self._outbox.append(readings)
+            except NoRoomError as exc:
+                # the disk, not a reading: the outbox thinned harder; try again, keep all read
+                delay = backoff.next_delay()
+                log.error("%s; %d readings wait, retrying in %.1fs", exc, len(readings), delay)  # noqa: TRY400 - a full disk, said in one line
+                await asyncio.sleep(delay)
+                continue
             except Exception:
                 log.exception("the outbox refused a batch of %d readings", len(readings))
             else:

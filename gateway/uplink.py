@@ -96,6 +96,7 @@ class MqttUplink:
                 thinned=stats.thinned if stats else None,
                 dropped=0,
                 lag=None if oldest is None else round(max(0.0, now.timestamp() - oldest), 3),
+                no_room=bool(stats and stats.no_room),
             )
         )
 

@@ -465,10 +465,12 @@ class Status:
     dropped: int | None = None
     #: seconds the oldest reading still in the outbox has waited since it was measured
     lag: float | None = None
+    #: the gateway's disk is full: its outbox thins harder until there is room again
+    no_room: bool = False
 
 
 def _status_dict(status: Status) -> dict[str, object]:
-    return {
+    body: dict[str, object] = {
         "state": "online" if status.online else "offline",
         "ts": format_ts(status.ts),
         "buffered": status.buffered,
@@ -476,6 +478,9 @@ def _status_dict(status: Status) -> dict[str, object]:
         "dropped": status.dropped,
         "lag": status.lag,
     }
+    if status.no_room:  # only then: a server of an older version takes the status as before
+        body["no_room"] = True
+    return body
 
 
 def encode_status(status: Status) -> bytes:
@@ -501,8 +506,13 @@ def _seconds(value: object) -> float:
 def _status(body: object) -> Status:
     if not isinstance(body, dict):
         raise WireError("shape", "a status is not a JSON object")
-    if body.keys() - {"state", "ts", "buffered", "thinned", "dropped", "lag"}:
-        raise WireError("shape", "a status has only state, ts, buffered, thinned, dropped and lag")
+    if body.keys() - {"state", "ts", "buffered", "thinned", "dropped", "lag", "no_room"}:
+        raise WireError(
+            "shape", "a status has only state, ts, buffered, thinned, dropped, lag and no_room"
+        )
+    no_room = body.get("no_room", False)
+    if not isinstance(no_room, bool):
+        raise WireError("shape", "no_room is not true or false")
     lag = body.get("lag")
     state = body.get("state")
     if state not in ("online", "offline"):
@@ -514,6 +524,7 @@ def _status(body: object) -> Status:
         thinned=_count(body, "thinned"),
         dropped=_count(body, "dropped"),
         lag=None if lag is None else _seconds(lag),
+        no_room=no_room,
     )
 
 

@@ -117,6 +117,14 @@ class Metrics:
             yield CounterMetricFamily(
                 "husvakt_outbox_thinned", "Readings thinned from a full outbox", value=stats.thinned
             )
+            yield GaugeMetricFamily(
+                "husvakt_outbox_no_room",
+                "1: the disk is full; the outbox thins harder until there is room",
+                value=1.0 if stats.no_room else 0.0,
+            )
+            yield CounterMetricFamily(
+                "husvakt_outbox_syncs", "Times the outbox synced to disk", value=stats.syncs
+            )
             if uplink is not None:
                 yield GaugeMetricFamily(
                     "husvakt_uplink_connected",
