@@ -337,6 +337,22 @@ class OutboxConfig(Frozen):
     )
 
 
+class ClockConfig(Frozen):
+    """A Pi without a real-time clock: readings taken before its clock syncs are held and
+    given their true time when it does (`gateway.timesync`)."""
+
+    sync: str = Field(
+        default="auto",
+        description="how to tell the clock is synchronised: auto (systemd-timesyncd, else the "
+        "kernel where an NTP client runs, else trust it), kernel, off, or a file's path that "
+        "exists once synchronised",
+    )
+    max_hold: Duration = Field(
+        default=900.0, description="trust an unsynchronised clock after this long"
+    )
+    hold: int = Field(default=100_000, ge=1, description="readings held at most")
+
+
 class GatewayConfig(Frozen):
     """The gateway process: its identity, the connections its sources use, its outbox and
     uplink."""
@@ -357,6 +373,7 @@ class GatewayConfig(Frozen):
     modbus_devices: dict[Slug, ModbusDeviceConfig] = Field(default_factory=dict)
     serial_ports: dict[Slug, SerialPortConfig] = Field(default_factory=dict)
     onewire: OneWireConfig = OneWireConfig()
+    clock: ClockConfig = ClockConfig()
     queue_size: int = Field(default=10_000, ge=1)
     quarantine: Path | None = Field(
         default=Path("quarantine.db"),

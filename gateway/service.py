@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from gateway.backoff import Backoff
 from gateway.clock import Clock
-from gateway.config import GatewayConfig, ManualPoint, MqttPoint, SensorConfig
+from gateway.config import GatewayConfig, ManualPoint, MqttPoint, SensorConfig, format_duration
 from gateway.decode import value_path_for
 from gateway.models import Reading
 from gateway.normalize import Sample, normalize
@@ -24,6 +27,7 @@ from gateway.sources.modbus import modbus_sources
 from gateway.sources.mqtt import mqtt_sources
 from gateway.sources.onewire import onewire_sources
 from gateway.sources.serial import serial_sources
+from gateway.timesync import clock_synced
 from gateway.uplink import KafkaUplink, MqttUplink
 
 __all__ = ["Gateway", "build_sources", "run_gateway"]
@@ -109,6 +113,11 @@ class Gateway:
         )
         self._sources = build_sources(config, sensors, clock=clock, quarantine=self.quarantine)
         self._pending = Pending(config.queue_size)
+        self._clock = clock
+        self._synced = clock_synced(config.clock.sync)
+        #: readings taken before the clock synced, with the monotonic time each was taken at
+        self._held: deque[tuple[float, Sample]] = deque()
+        self._holding = False
         self.counts: Counter[str] = Counter()
         #: per source (by name): what it handed on, for the metrics
         self.source_health: dict[str, SourceHealth] = {
@@ -130,7 +139,14 @@ class Gateway:
             len(self._sensors),
             self._outbox.path,
         )
+        self._holding = not self._synced()
+        if self._holding:
+            log.warning(
+                "the clock is not synchronised: readings are held until it is (at most %s)",
+                format_duration(self._config.clock.max_hold),
+            )
         async with asyncio.TaskGroup() as tg:
+            watch = tg.create_task(self._watch_clock(), name="clock")
             writer = tg.create_task(self._write(), name="outbox writer")
             flusher = tg.create_task(self.quarantine.run(), name="quarantine")
             sources = [
@@ -142,6 +158,8 @@ class Gateway:
             await (stop or asyncio.Event()).wait()
             for task in sources:
                 task.cancel()
+            watch.cancel()
+            await self._release("stopping")
             await self._pending.join()
             writer.cancel()
             flusher.cancel()
@@ -159,8 +177,45 @@ class Gateway:
 
         return accept
 
+    @property
+    def held(self) -> int:
+        """Readings held until the clock syncs."""
+        return len(self._held)
+
+    async def _watch_clock(self) -> None:
+        """Release the held readings once the clock syncs (or `max_hold` has passed)."""
+        started = time.monotonic()
+        while self._holding:
+            await asyncio.sleep(1.0)
+            if self._synced():
+                await self._release("the clock is synchronised")
+            elif time.monotonic() - started > self._config.clock.max_hold:
+                await self._release("the clock never synchronised; trusting it")
+
+    async def _release(self, why: str) -> None:
+        """Give each held reading its true time — the clock now, less how long ago (by the
+        monotonic clock) it was taken — and queue it for the outbox."""
+        if not self._holding:
+            return
+        self._holding = False
+        held, self._held = list(self._held), deque()
+        now, mono = self._clock.now(), time.monotonic()
+        fixed = [dataclasses.replace(s, ts=now - timedelta(seconds=mono - at)) for at, s in held]
+        log.warning("%s: %d held readings go on, with their true times", why, len(fixed))
+        await self.accept(fixed)
+
     async def accept(self, samples: Sequence[Sample]) -> None:
-        """Normalise a source's samples and queue their readings for the outbox."""
+        """Normalise a source's samples and queue their readings for the outbox (held, with
+        the monotonic time, while the clock is not synchronised)."""
+        if self._holding:
+            at = time.monotonic()
+            for sample in samples:
+                if len(self._held) >= self._config.clock.hold:
+                    _, dropped = self._held.popleft()
+                    _done(dropped.committed)
+                    self.counts["dropped_unsynced"] += 1
+                self._held.append((at, sample))
+            return
         queued: list[Waiting] = []
         for sample in samples:
             reading = self._reading(sample)
