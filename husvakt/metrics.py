@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from gateway.quarantine import Quarantine
     from gateway.service import Gateway
     from stream.engine import EmbeddedEngine
+    from stream.faust_engine import FaustEngine
 
 __all__ = ["Metrics", "metrics_served", "parse_listen", "serve_metrics", "watch_cases"]
 
@@ -162,7 +163,7 @@ class Metrics:
 
         self.parts.append(collect)
 
-    def engine(self, engine: EmbeddedEngine) -> None:
+    def engine(self, engine: EmbeddedEngine | FaustEngine) -> None:
         def collect() -> Iterator[Metric]:
             outcomes = CounterMetricFamily(
                 "husvakt_rule_readings",

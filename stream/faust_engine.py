@@ -92,6 +92,8 @@ class FaustEngine:
         self.config = config
         self.table = RuleTable(rules, sensors, timezones)
         self.counts: Counter[str] = Counter()
+        #: alarms by (condition, state), for the metrics
+        self.alarm_counts: Counter[tuple[str, str]] = Counter()
         self.quarantine = quarantine or Quarantine()
         self._intake = Intake(
             table=self.table,
@@ -198,6 +200,7 @@ class FaustEngine:
             return
         for alarm in alarms:
             self.counts[f"alarms_{alarm.state}"] += 1
+            self.alarm_counts[(alarm.condition, alarm.state)] += 1
             sent = await self.alarms.send(
                 key=alarm_message_key(alarm), value=alarm.model_dump_json().encode()
             )

@@ -24,7 +24,7 @@ from husvakt.cli.common import (
     stop_on_signals,
 )
 from husvakt.config import HusvaktConfig, load_config
-from husvakt.metrics import Metrics, metrics_served, watch_cases
+from husvakt.metrics import Metrics, metrics_served, serve_metrics, watch_cases
 from husvakt.output import cases_json, cases_table
 from husvakt.systemd import supervised
 from stream.config import StreamConfig
@@ -202,7 +202,7 @@ async def demo_command(args: argparse.Namespace) -> int:
 def stream_command(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if (args.engine or config.stream.engine) == "faust":
-        return _faust_worker(config)
+        return _faust_worker(config, metrics_listen(args, config))
     from husvakt.assemble import open_cases  # noqa: PLC0415 - keep `husvakt --help` fast
     from husvakt.server import EmbeddedServer  # noqa: PLC0415
 
@@ -231,9 +231,9 @@ def stream_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _faust_worker(config: HusvaktConfig) -> int:
+def _faust_worker(config: HusvaktConfig, listen: str | None = None) -> int:
     """A Faust worker with the MQTT ingest and the case bridge, until SIGINT/SIGTERM. Faust
-    owns its event loop and its signal handling."""
+    owns its event loop and its signal handling; the metrics (`listen`) run as its task."""
     import faust  # noqa: PLC0415 - an optional extra
 
     from casebridge.store.sql import open_store  # noqa: PLC0415
@@ -243,6 +243,20 @@ def _faust_worker(config: HusvaktConfig) -> int:
     asyncio.run(ensure_topics(config.stream.kafka))
     asyncio.set_event_loop(asyncio.new_event_loop())
     server = FaustServer(config=config, clock=SystemClock(), store=open_store(config.cases))
+    if listen is not None:
+        metrics = Metrics()
+        metrics.engine(server.engine)
+        metrics.quarantine(server.quarantine, "stream")
+        watch_cases(metrics, server.bridge, server.desk.notifier)
+        subscribed = server.subscriber.subscribed
+        metrics.checks.append(
+            lambda: None if subscribed.is_set() else "uplink broker: not subscribed"
+        )
+
+        async def serve() -> None:
+            await serve_metrics(metrics, listen, asyncio.Event())
+
+        server.engine.app.task(serve)
     worker = faust.Worker(server.engine.app, loglevel="INFO", quiet=True)
     try:
         worker.execute_from_commandline()

@@ -8,12 +8,14 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import aiomqtt
+import httpx
 import pytest
 
 from casebridge.store.sql import SqliteCaseStore
 from gateway.config import MqttBrokerConfig
 from gateway.models import Reading, format_ts
 from gateway.wire import encode_reading
+from husvakt.broker import free_port
 from husvakt.config import load_config
 from husvakt.server import EmbeddedServer
 from tests.stream.faust_helpers import SCHOOL, Worker, write_config
@@ -155,7 +157,8 @@ async def test_the_faust_deployment_takes_mqtt_uplinks_to_cases(kafka_broker, mo
         f"\nstream:\n  broker: {{host: {mosquitto.host}, port: {mosquitto.port}}}\n",
     )
     config_path.write_text(text, encoding="utf-8")
-    worker = Worker(config_path, full=True)
+    listen = f"127.0.0.1:{free_port()}"
+    worker = Worker(config_path, full=True, metrics=listen)
     try:
         # its MQTT session must exist before the gateway publishes (as after a first start)
         assert await worker.wait_for_output("uplink subscription active", timeout=60), (
@@ -181,6 +184,12 @@ async def test_the_faust_deployment_takes_mqtt_uplinks_to_cases(kafka_broker, mo
         assert [(c.sensor, c.condition, c.team) for c in cases] == [
             ("basement-t1", "freezing", "facilities")
         ], worker.output()[-4000:]
+        async with httpx.AsyncClient(base_url=f"http://{listen}", timeout=10) as http:
+            scraped = (await http.get("/metrics")).text
+            ready = await http.get("/readyz")
+        assert 'husvakt_case_outcomes_total{condition="freezing",result="opened"} 1.0' in scraped
+        assert 'husvakt_alarms_total{condition="freezing",state="raised"} 1.0' in scraped
+        assert ready.status_code == 200, ready.text
     finally:
         worker.stop()
     assert "uplink-not-json" in worker.output()

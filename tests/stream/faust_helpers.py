@@ -80,11 +80,12 @@ class Worker:
     """A worker process: `faust -A husvakt.faust_app worker` (rules only), or `husvakt stream
     --engine faust` (rules + MQTT ingest + case bridge) with `full=True`."""
 
-    def __init__(self, config: Path, *, full: bool = False) -> None:
+    def __init__(self, config: Path, *, full: bool = False, metrics: str | None = None) -> None:
         self.log = config.parent / f"worker-{uuid.uuid4().hex[:6]}.log"
         if full:
             cmd = [sys.executable, "-m", "husvakt.cli", "-v", "stream", "--engine", "faust"]
             cmd += ["--config", str(config)]
+            cmd += ["--metrics", metrics] if metrics else []
         else:
             faust = str(Path(sys.executable).parent / "faust")
             cmd = [faust, "-A", "husvakt.faust_app", "worker", "--without-web", "-l", "info"]
