@@ -180,6 +180,10 @@ class CaseStoreConfig(Frozen):
     url: str | None = None
     reopen_window: Duration = 86400.0
     sla: dict[Priority, Duration] = Field(default_factory=lambda: dict(DEFAULT_SLA))
+    keep_readings: Duration = Field(
+        default=400 * 86400.0,
+        description="how long kept readings stay (a device's per minute, and those by hand)",
+    )
 
     @model_validator(mode="after")
     def _url_scheme(self) -> Self:

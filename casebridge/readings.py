@@ -39,10 +39,19 @@ class ReadingArchive:
     """A device's last good reading per sensor and minute, kept in the case store. At most
     `limit` minutes wait for the store; beyond that the oldest are dropped (and counted)."""
 
-    def __init__(self, store: CaseStore, *, every: float = 10.0, limit: int = 200_000) -> None:
+    def __init__(
+        self,
+        store: CaseStore,
+        *,
+        every: float = 10.0,
+        limit: int = 200_000,
+        keep: float | None = None,
+    ) -> None:
         self._store = store
         self._every = every
         self._limit = limit
+        self._keep = keep  # seconds a kept reading stays (None: for ever)
+        self._pruned_at: datetime | None = None
         self._waiting: dict[tuple[str, str, int], Reading] = {}
         self.kept = 0
         self.dropped = 0
@@ -77,12 +86,23 @@ class ReadingArchive:
         self.kept += len(rows)
         return len(rows)
 
+    async def prune(self, now: datetime) -> int:
+        """Forget readings older than `keep` (at most once an hour)."""
+        if self._keep is None or (
+            self._pruned_at is not None and now - self._pruned_at < timedelta(hours=1)
+        ):
+            return 0
+        self._pruned_at = now
+        return await self._store.forget_readings(now - timedelta(seconds=self._keep))
+
     async def run(self, clock: Clock, stop: asyncio.Event | None = None) -> None:
-        """Flush every `every` seconds until `stop` (then once more)."""
+        """Flush every `every` seconds until `stop` (then once more); forget what is older
+        than `keep` once an hour."""
         while stop is None or not stop.is_set():
             await clock.sleep(self._every)
             try:
                 await self.flush()
+                await self.prune(clock.now())
             except Exception:
                 log.warning("keeping readings failed; they wait for the next try", exc_info=True)
         await self.flush()

@@ -53,7 +53,7 @@ class AllInOne:
                 continue  # read by another gateway, or by hand
             self.engine.watch(site, config.gateway.id, [(sensor, entry.kind)])
         self.uplink = LocalUplink(consume=self._evaluate)
-        self.archive = ReadingArchive(store)
+        self.archive = ReadingArchive(store, keep=config.cases.keep_readings)
         self.manual = ManualReadings(store, self._by_hand)
 
     async def _evaluate(self, readings: list[Reading], outbox: str) -> None:

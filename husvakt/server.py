@@ -69,7 +69,7 @@ class _Server:
         self._config = config
         self._clock = clock
         self.history = ReadingHistory()
-        self.archive = ReadingArchive(store)
+        self.archive = ReadingArchive(store, keep=config.cases.keep_readings)
         self.influx: InfluxHistory | None = None
         if stream.influx is not None:
             # an optional extra: imported only when configured, so a base install runs

@@ -195,6 +195,10 @@ class CaseStore(Protocol):
 
     async def readings_evaluated(self, ids: Sequence[int]) -> None: ...
 
+    async def forget_readings(self, before: datetime) -> int:
+        """Delete kept readings taken before `before`; the number deleted."""
+        ...
+
     async def latest_readings(self, site: str) -> dict[str, KeptReading]:
         """Each sensor's newest kept reading at `site`."""
         ...

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -121,6 +121,14 @@ class ReadingQueries:
         )
         async with self._engine.connect() as conn:
             return {r.sensor: _kept(r) for r in await conn.execute(query)}
+
+    async def forget_readings(self, before: datetime) -> int:
+        """Delete kept readings taken before `before` (not those the rules still wait for)."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                delete(readings).where(readings.c.ts < before, readings.c.pending.is_(False))
+            )
+        return int(result.rowcount or 0)
 
     async def readings_between(
         self,

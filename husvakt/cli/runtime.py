@@ -211,17 +211,9 @@ def stream_command(args: argparse.Namespace) -> int:
         stop = stop_on_signals()
         try:
             server = EmbeddedServer(config=config, clock=SystemClock(), store=store)
-            metrics = Metrics()
-            metrics.engine(server.engine)
-            metrics.quarantine(server.quarantine, "stream")
-            watch_cases(metrics, server.bridge, server.desk.notifier)
-            subscribed = server.subscriber.subscribed
-            metrics.checks.append(
-                lambda: None if subscribed.is_set() else "uplink broker: not subscribed"
-            )
             async with (
-                metrics_served(metrics, metrics_listen(args, config), stop),
-                supervised(stop, subscribed),
+                metrics_served(server_metrics(server), metrics_listen(args, config), stop),
+                supervised(stop, server.subscriber.subscribed),
             ):
                 await server.run(stop)
         finally:
@@ -229,6 +221,18 @@ def stream_command(args: argparse.Namespace) -> int:
 
     asyncio.run(serve())
     return EXIT_OK
+
+
+def server_metrics(server: Any) -> Metrics:
+    """The metrics of `husvakt stream` (embedded or Faust): rules, quarantine, cases, and
+    ready once subscribed to the uplink broker."""
+    metrics = Metrics()
+    metrics.engine(server.engine)
+    metrics.quarantine(server.quarantine, "stream")
+    watch_cases(metrics, server.bridge, server.desk.notifier)
+    subscribed = server.subscriber.subscribed
+    metrics.checks.append(lambda: None if subscribed.is_set() else "uplink broker: not subscribed")
+    return metrics
 
 
 def _faust_worker(config: HusvaktConfig, listen: str | None = None) -> int:
@@ -244,14 +248,7 @@ def _faust_worker(config: HusvaktConfig, listen: str | None = None) -> int:
     asyncio.set_event_loop(asyncio.new_event_loop())
     server = FaustServer(config=config, clock=SystemClock(), store=open_store(config.cases))
     if listen is not None:
-        metrics = Metrics()
-        metrics.engine(server.engine)
-        metrics.quarantine(server.quarantine, "stream")
-        watch_cases(metrics, server.bridge, server.desk.notifier)
-        subscribed = server.subscriber.subscribed
-        metrics.checks.append(
-            lambda: None if subscribed.is_set() else "uplink broker: not subscribed"
-        )
+        metrics = server_metrics(server)
 
         async def serve() -> None:
             await serve_metrics(metrics, listen, asyncio.Event())

@@ -525,3 +525,11 @@ async def test_a_reading_by_hand_waits_for_the_rules_once_and_is_kept_with_who_e
     assert await store.pending_readings() == []
     (latest,) = (await store.latest_readings("s")).values()
     assert (latest.value, latest.source, latest.actor) == (1234.5, "manual", "eva")
+
+
+async def test_old_kept_readings_are_forgotten_but_not_those_the_rules_wait_for(store):
+    await store.keep_readings([kept("w1", 0, 1.0), kept("w1", 10, 2.0)])
+    await store.add_manual_reading(kept("heat-m1", 0, 5.0, actor="eva"))  # still pending
+    assert await store.forget_readings(T0 + timedelta(minutes=5)) == 1
+    left = await store.readings_between("s", T0 - timedelta(days=1), T0 + timedelta(days=1))
+    assert [(r.sensor, r.value) for r in left] == [("heat-m1", 5.0), ("w1", 2.0)]
