@@ -533,6 +533,7 @@ async def test_a_dead_modbus_device_does_not_slow_the_others():
         {
             "id": "gw",
             "site": "s",
+            "quarantine": None,
             "modbus_devices": {
                 f"d{i}": {"host": "127.0.0.1", "port": p, "poll_interval": 10, "timeout": 0.5}
                 for i, p in enumerate(ports)

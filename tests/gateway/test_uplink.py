@@ -86,6 +86,7 @@ def gateway_config(tmp_path, mqtt_port, modbus_ports, **uplink):
                 for i, p in enumerate(modbus_ports)
             },
             "outbox": {"path": str(tmp_path / "outbox.db")},
+            "quarantine": str(tmp_path / "quarantine.db"),  # not the working directory's
             "uplink": {
                 "host": "127.0.0.1",
                 "port": mqtt_port,
@@ -408,6 +409,7 @@ async def test_an_mqtt_source_reads_a_broker_over_tls_with_a_password(tmp_path, 
         {
             "id": "pi-1",
             "site": "skolan",
+            "quarantine": None,
             "mqtt_brokers": {
                 "lan": {
                     "host": broker.host,
