@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from gateway.config import MANUAL_GATEWAY, ModbusPoint, OneWirePoint
+from gateway.config import MANUAL_GATEWAY, ModbusDeviceConfig, ModbusPoint, OneWirePoint
 from gateway.secrets import read_secret
 from husvakt.config import HusvaktConfig
 
@@ -64,30 +64,20 @@ def _mqtt(broker: object, label: str) -> Check:
     return check
 
 
-def _modbus(device: object, point: ModbusPoint | None) -> Check:
-    from gateway.decode import register_count  # noqa: PLC0415
-    from gateway.sources.modbus import _client  # noqa: PLC0415
+def _modbus(device: ModbusDeviceConfig, point: ModbusPoint | None) -> Check:
+    from gateway.sources.modbus import modbus_client, read_point  # noqa: PLC0415
 
     async def check() -> str:
-        client = _client(device)  # type: ignore[arg-type]
+        client = modbus_client(device)
         try:
             if not await client.connect():
                 raise ConnectionError("cannot connect")
             if point is None:
                 return "connected"
-            read = (
-                client.read_holding_registers
-                if point.registers == "holding"
-                else client.read_input_registers
-            )
-            answer = await read(
-                point.address,
-                count=register_count(point.data_type),
-                device_id=device.device_id,  # type: ignore[attr-defined]
-            )
-            if answer.isError():
-                raise RuntimeError(f"the device answered exception {answer.exception_code}")
-            return f"read {point.registers} register {point.address}: {answer.registers}"
+            decoded = await read_point(client, device, "doctor", point)
+            if decoded.fault is not None:
+                raise RuntimeError(f"the device answered {decoded.fault}")
+            return f"read {point.registers} register {point.address}: {decoded.value:g}"
         finally:
             client.close()
 

@@ -31,7 +31,9 @@ ModbusDevice = tuple[ModbusDeviceConfig, Sequence[tuple[str, ModbusPoint]]]
 MAX_SKIP_EXPONENT = 4
 
 
-def _client(device: ModbusDeviceConfig) -> Client:
+def modbus_client(device: ModbusDeviceConfig) -> Client:
+    """A client for a device, over TCP or RTU, that neither retries nor reconnects by itself
+    (the source decides when)."""
     if device.serial is not None:
         return AsyncModbusSerialClient(
             device.serial,
@@ -48,6 +50,23 @@ def _client(device: ModbusDeviceConfig) -> Client:
     return AsyncModbusTcpClient(
         device.host, port=device.port, timeout=device.timeout, retries=0, reconnect_delay=0
     )
+
+
+async def read_point(
+    client: Client, device: ModbusDeviceConfig, sensor: str, point: ModbusPoint
+) -> Decoded:
+    """One point's registers, decoded (a device's exception: the fault it names). Raises
+    pymodbus's connection errors."""
+    count = register_count(point.data_type)
+    read = (
+        client.read_holding_registers
+        if point.registers == "holding"
+        else client.read_input_registers
+    )
+    response = await read(point.address, count=count, device_id=device.device_id)
+    if isinstance(response, ExceptionResponse) or response.isError():
+        return decode_answer(sensor, point, None, getattr(response, "exception_code", 0))
+    return decode_answer(sensor, point, response.registers)
 
 
 class ModbusSource:
@@ -74,7 +93,7 @@ class ModbusSource:
         return self._name
 
     async def run(self, emit: Emit) -> None:
-        client = _client(self._devices[0][0])
+        client = modbus_client(self._devices[0][0])
         try:
             async for cycle in every(self._clock, self._interval):
                 await self._poll(client, emit, cycle)
@@ -107,7 +126,7 @@ class ModbusSource:
         for sensor, point in points:
             ts = self._clock.now()
             try:
-                decoded = await self._read(client, device, sensor, point)
+                decoded = await read_point(client, device, sensor, point)
             except (ConnectionException, ModbusIOException) as exc:
                 # the device (or the line to it) is gone: every sensor behind it shows it
                 log.info("%s: device %d: %s", self._name, device.device_id, exc)
@@ -120,21 +139,6 @@ class ModbusSource:
             else:
                 await emit([Sample.of(decoded, ts)])
         return True
-
-    @staticmethod
-    async def _read(
-        client: Client, device: ModbusDeviceConfig, sensor: str, point: ModbusPoint
-    ) -> Decoded:
-        count = register_count(point.data_type)
-        read = (
-            client.read_holding_registers
-            if point.registers == "holding"
-            else client.read_input_registers
-        )
-        response = await read(point.address, count=count, device_id=device.device_id)
-        if isinstance(response, ExceptionResponse) or response.isError():
-            return decode_answer(sensor, point, None, getattr(response, "exception_code", 0))
-        return decode_answer(sensor, point, response.registers)
 
     async def _emit_all(
         self, emit: Emit, points: Sequence[tuple[str, ModbusPoint]], fault: str

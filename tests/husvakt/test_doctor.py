@@ -97,7 +97,7 @@ async def test_doctor_says_what_is_there_and_what_to_fix(tmp_path, mosquitto):
         line = next(v for k, v in lines.items() if k.startswith(name))
         assert line.startswith("ok"), line
     assert (
-        "read holding register 0: [215]"
+        "read holding register 0: 215"
         in lines[next(k for k in lines if k.startswith("modbus device plc"))]
     )
     failed = {
