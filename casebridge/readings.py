@@ -16,14 +16,15 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from casebridge.store import CaseStore, KeptReading
 from gateway.clock import Clock
 from gateway.config import MANUAL_GATEWAY, ManualPoint, SensorConfig
 from gateway.models import Reading
 
-__all__ = ["ManualReadings", "ReadingArchive", "manual_reading"]
+__all__ = ["ManualReadings", "ReadingArchive", "local_time", "manual_reading"]
 
 log = logging.getLogger("husvakt.readings")
 
@@ -106,6 +107,21 @@ class ReadingArchive:
             except Exception:
                 log.warning("keeping readings failed; they wait for the next try", exc_info=True)
         await self.flush()
+
+
+def local_time(text: str, timezone: str) -> datetime:
+    """A time as a person gives it: ISO 8601, a date or a date and time; without a zone, the
+    site's `timezone`. Raises ValueError (also for a time no clock can hold in UTC)."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{text[:40]!r} is not an ISO 8601 date or time") from None
+    value = value if value.tzinfo is not None else value.replace(tzinfo=ZoneInfo(timezone))
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{text[:40]!r} is out of range") from None
+    return value
 
 
 def manual_reading(

@@ -33,7 +33,7 @@ from casebridge.auth import (
 from casebridge.config import TeamConfig, WebConfig
 from casebridge.errors import LifecycleError
 from casebridge.models import MAX_TEXT, OPEN_STATUSES, Case, CaseStatus, User, check_text
-from casebridge.readings import manual_reading
+from casebridge.readings import local_time, manual_reading
 from casebridge.store import CaseFilter, CaseStore
 from casebridge.store.readings import DuplicateReadingError
 from casebridge.web.chart import daily_bars_svg, readings_svg
@@ -559,7 +559,7 @@ async def enter_reading(
     now = deps.clock.now()
     try:
         number = _number(value)
-        when = now if not at.strip() else _local_time(at, ZoneInfo(site.timezone))
+        when = now if not at.strip() else local_time(at, site.timezone)
         reading = manual_reading(
             deps.sensors, site=site.id, sensor=sensor, value=number, at=when,
             actor=who.user.id, now=now,
@@ -576,15 +576,6 @@ def _number(text: str) -> float:
         return float(text.strip().replace(",", "."))
     except ValueError:
         raise ValueError(f"{text[:40]!r} is not a number") from None
-
-
-def _local_time(text: str, zone: ZoneInfo) -> datetime:
-    """A form's `datetime-local` (no zone: the site's) or an ISO time with its zone."""
-    try:
-        value = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(f"{text[:40]!r} is not a date and time") from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=zone)
 
 
 @router.get("/live")

@@ -7,16 +7,16 @@ import csv
 import getpass
 import io
 import sys
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from casebridge.readings import manual_reading
+from casebridge.readings import local_time, manual_reading
 from casebridge.store.readings import DuplicateReadingError
 from gateway.clock import SystemClock
 from husvakt.cli.common import EXIT_FAILED, EXIT_OK, say
-from husvakt.config import load_config
+from husvakt.config import HusvaktConfig, load_config
 
 __all__ = ["add"]
 
@@ -63,25 +63,11 @@ def add(sub: Any) -> None:
     export.set_defaults(run=readings_export)
 
 
-def _store(config: Any) -> Any:
-    from casebridge.store.sql import open_store  # noqa: PLC0415 - SQLAlchemy only when used
-
-    return open_store(config.cases)
-
-
-def _when(text: str, zone: ZoneInfo) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not an ISO 8601 date or time") from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=zone)
-
-
-def _site_zone(config: Any, site: str) -> ZoneInfo:
-    for entry in config.sites:
-        if entry.id == site:
-            return ZoneInfo(entry.timezone)
-    raise ValueError(f"no site {site!r} in the config")
+def _site_zone(config: HusvaktConfig, site: str) -> str:
+    zone = config.timezones().get(site)
+    if zone is None:
+        raise ValueError(f"no site {site!r} in the config")
+    return zone
 
 
 async def readings_add(args: argparse.Namespace) -> int:
@@ -89,7 +75,7 @@ async def readings_add(args: argparse.Namespace) -> int:
     now = SystemClock().now()
     try:
         zone = _site_zone(config, args.site)
-        at = now if args.at is None else _when(args.at, zone)
+        at = now if args.at is None else local_time(args.at, zone)
         reading = manual_reading(
             config.sensor_index(),
             site=args.site,
@@ -102,8 +88,9 @@ async def readings_add(args: argparse.Namespace) -> int:
     except ValueError as exc:
         sys.stderr.write(f"husvakt: {exc}\n")
         return EXIT_FAILED
-    store = _store(config)
-    await store.start()
+    from husvakt.assemble import open_cases  # noqa: PLC0415 - SQLAlchemy only when used
+
+    store = await open_cases(config)
     try:
         kept = await store.add_manual_reading(reading)
     except DuplicateReadingError as exc:
@@ -111,10 +98,10 @@ async def readings_add(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     finally:
         await store.aclose()
+    local = kept.ts.astimezone(ZoneInfo(zone)).isoformat(timespec="minutes")
     say(
         f"kept reading {kept.id}: {kept.site}/{kept.sensor} {kept.value:g} {kept.unit} at "
-        f"{kept.ts.astimezone(zone).isoformat(timespec='minutes')} by {kept.actor}; the rules "
-        "evaluate it where husvakt runs"
+        f"{local} by {kept.actor}; the rules evaluate it where husvakt runs"
     )
     return EXIT_OK
 
@@ -123,15 +110,16 @@ async def readings_export(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     try:
         zone = _site_zone(config, args.site)
-        start, end = _when(args.start, zone), _when(args.end, zone)
+        start, end = local_time(args.start, zone), local_time(args.end, zone)
     except ValueError as exc:
         sys.stderr.write(f"husvakt: {exc}\n")
         return EXIT_FAILED
     if end <= start:
         sys.stderr.write("husvakt: --to must be after --from\n")
         return EXIT_FAILED
-    store = _store(config)
-    await store.start()
+    from husvakt.assemble import open_cases  # noqa: PLC0415 - SQLAlchemy only when used
+
+    store = await open_cases(config)
     try:
         rows = await store.readings_between(
             args.site, start, end, sensors=args.sensor, limit=MAX_EXPORT + 1
@@ -152,7 +140,7 @@ async def readings_export(args: argparse.Namespace) -> int:
                 r.kind,
                 r.unit,
                 r.ts.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-                r.ts.astimezone(zone).isoformat(timespec="seconds"),
+                r.ts.astimezone(ZoneInfo(zone)).isoformat(timespec="seconds"),
                 repr(r.value) if r.value != int(r.value) else f"{r.value:.1f}",
                 r.source,
                 _cell(r.actor or ""),
