@@ -9,7 +9,6 @@ sent.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import itertools
 from collections import Counter
@@ -330,7 +329,7 @@ async def replay(
     alarms: list[Alarm] = []
     history = ReadingHistory()
     # a store the caller keeps keeps the readings too (its site pages show them)
-    archive = ReadingArchive(store, limit=50_000_000) if keep else None
+    archive = ReadingArchive(store, limit=50_000_000)
     channels = {"email": channel, "webhook": channel}
     desk = case_desk(
         config, store=store, clock=clock, history=history, channels=channels, notify=notify
@@ -359,10 +358,12 @@ async def replay(
 
     try:
         arrivals = itertools.chain([first] if first else [], stream)
-        await _feed(arrivals, engine, clock, _remember(history, archive), step_until)
+        await _feed(
+            arrivals, engine, clock, _remember(history, archive if keep else None), step_until
+        )
         end = max(until or start, clock.value)
         await step_until(end)
-        await (archive.flush() if archive is not None else asyncio.sleep(0))
+        await archive.flush()  # nothing to write unless a kept store keeps readings
         cases = await store.list_cases()
         timelines = {c.id: await store.timeline(c.id) for c in cases}
     finally:
