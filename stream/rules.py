@@ -10,6 +10,7 @@ one sensor to one reading, the screening kinds (fault) first, so that a reading 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -47,6 +48,8 @@ __all__ = [
 ]
 
 State = ThresholdState | RiseState | OfflineState | FaultState | MeterState
+
+log = logging.getLogger("husvakt.stream.rules")
 
 
 def initial_state(rule: RuleBase) -> State:
@@ -132,7 +135,8 @@ def evaluate_sensor(
     late_after: float = 300.0,
 ) -> tuple[dict[str, Any], list[Alarm]]:
     """Every rule of one sensor on one reading; `states` by rule id (missing = initial),
-    updated in place and returned.
+    updated in place and returned. A rule that fails on the reading starts from its initial
+    state again; the sensor's other rules still see the reading.
 
     The screening rules go first: a reading one rejects (stuck, impossible jump) reaches the
     other rules as a fault reading. Each kind's step inlines its quiet case (nothing crosses,
@@ -141,7 +145,15 @@ def evaluate_sensor(
     alarms: list[Alarm] = []
     good = reading.quality == "good"
     for run, rule_id, screens in _plan(rules):
-        produced = run(states, reading, good, now, late_after)
+        try:
+            produced = run(states, reading, good, now, late_after)
+        except Exception:
+            # One rule that cannot take this reading must not mute the sensor for good: its
+            # state starts again, and the sensor's other rules still see the reading.
+            log.exception("rule %s failed on %s/%s; its state starts again",
+                          rule_id, reading.site, reading.sensor)  # fmt: skip
+            states.pop(rule_id, None)
+            continue
         if produced:
             alarms.extend(produced)
         if screens and good and states[rule_id].rejected:

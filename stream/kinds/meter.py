@@ -27,7 +27,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from itertools import pairwise
 from typing import Any, Literal, Self
@@ -60,6 +60,9 @@ from stream.models import Alarm, AlarmState
 __all__ = ["KIND", "Counter", "MeterRule", "MeterState", "daily_consumption", "evaluate"]
 
 Check = Literal["consumption", "night_flow", "spike", "stopped"]
+
+#: The times a meter reading may have (µs since the epoch): 1970 … 9000.
+_EARLIEST, _LATEST = 0, micros(datetime(9000, 1, 1, tzinfo=UTC))
 
 #: A step between two readings is shared among at most this many periods; a longer gap's
 #: middle periods are skipped (closed empty), so a meter silent for a year costs no more.
@@ -263,6 +266,8 @@ def evaluate(
     if reading.quality != "good":
         return state, []
     us, value = micros(reading.ts), reading.value
+    if not _EARLIEST <= us <= _LATEST:
+        return state, []  # no meter counts then: local days there do not even exist
     alarms: list[Alarm] = []
 
     def alarm(episode: Episode, what: AlarmState, amount: float, threshold: float) -> None:

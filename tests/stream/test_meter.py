@@ -281,3 +281,36 @@ def test_a_meter_row_takes_its_sites_time_zone_unless_it_names_one():
     assert row.timezone == "Europe/Stockholm"
     own = NIGHT.model_copy(update={"timezone": "UTC"}).bound("Europe/Stockholm", None)
     assert own.timezone == "UTC"
+
+
+def test_readings_no_meter_counts_at_change_nothing_and_a_night_flow_still_raises():
+    """Year-1 times, a 30-year silence, a counter near 10^15: the meter neither crashes nor
+    invents consumption, and a genuine night flow afterwards raises as always."""
+    hostile = [
+        (datetime(1, 1, 1, tzinfo=UTC), 5.0),
+        (datetime(1, 1, 1, 0, 1, tzinfo=UTC), 1e15),
+        (T0 - timedelta(days=365 * 30), 999_999_999_999_999.0),
+        (T0 - timedelta(days=2), 1000.0),  # after 30 silent years; then a drop: a reset
+    ]
+    quarter = timedelta(minutes=15)
+    running = every(T0, quarter, [1000 + 20 * i for i in range(17)])
+    alarms = run([NIGHT], hostile + running)
+    assert [(c, s) for _, c, s, _ in alarms] == [("night_flow", "raised")]
+    assert alarms[0][0] == T0 + 3 * quarter and alarms[0][3] == 60
+
+
+def test_a_rule_that_fails_on_a_reading_starts_again_and_mutes_nothing():
+    """A meter state that no clock can hold (a corrupt saved state) makes its rule fail on the
+    next reading: that rule starts again, the sensor's other rules see the reading, and the
+    night flow is raised from the following readings."""
+    table = RuleTable([NIGHT, *DEFAULT_RULES], {}, {"s": "Europe/Stockholm"})
+    rules = table.rules_for("s", "w1", "water")
+    broken = MeterState(at=10**20, period=10**20)
+    states, alarms = {"night": broken}, []
+    quarter = timedelta(minutes=15)
+    for i, (at, value) in enumerate(every(T0, quarter, [1000 + 20 * i for i in range(17)]), 1):
+        r = meter_reading(at, value, seq=i)
+        states, produced = evaluate_sensor(states, r, rules, r.ts)
+        alarms += [(a.ts, a.condition, a.state) for a in produced]
+    assert states["night"] is not broken and states["sensor-offline"].last_good is not None
+    assert alarms == [(T0 + 4 * quarter, "night_flow", "raised")]  # one reading later
