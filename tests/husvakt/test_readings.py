@@ -9,6 +9,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -255,5 +256,58 @@ async def test_the_site_page_shows_latest_values_a_meters_days_and_takes_a_readi
             refused = await client.post("/sites/nordskolan/readings",
                                         data={"csrf": token, "sensor": "heat-m1", "value": "2"})  # fmt: skip
             assert refused.status_code == 403 and "enters no readings" in refused.text
+    finally:
+        await store.aclose()
+
+
+async def test_a_hostile_reading_form_gets_a_clear_refusal_and_a_genuine_one_still_goes_in(site):
+    config = load_config(site)
+    store = SqliteCaseStore(config.cases.sqlite)
+    await store.start()
+    from casebridge.models import User
+
+    await store.add_user(User(id="eva", name="Eva", role="technician"), now=NOW)
+    await store.set_password("eva", hash_password(PASSWORD))
+    app = case_web_app(config, store=store, clock=Clock(NOW))
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://husvakt") as client:
+            await client.post("/login", data={"user": "eva", "password": PASSWORD,
+                                              "next": "/cases"},
+                              headers={"Origin": "http://husvakt"})  # fmt: skip
+            page = await client.get("/sites/nordskolan")
+            token = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text).group(1)
+            form = "application/x-www-form-urlencoded"
+            hostile = [
+                ("heat-m1\x00", "1", ""),  # NUL in the sensor
+                ("heat-m1%ED%A0%80", "1", ""),  # a lone surrogate, as raw UTF-8 bytes
+                ("../../etc/passwd", "1", ""),
+                ("heat-m1", "nan", ""),
+                ("heat-m1", "1e400", ""),
+                ("heat-m1", "x" * 40, ""),
+                ("heat-m1", "1", "0001-01-01T00:00"),
+                ("heat-m1", "1", "9999-12-31T23:59"),
+                ("heat-m1", "1", "2026-13-45T99:99"),
+                ("heat-m1", "1", "0001-01-01T00:00+14:00"),
+            ]
+            for sensor, value, at in hostile:
+                body = (f"csrf={token}&sensor={sensor if '%' in sensor else quote(sensor)}"
+                        f"&value={quote(value)}&at={quote(at)}")  # fmt: skip
+                answer = await client.post("/sites/nordskolan/readings", content=body,
+                                           headers={"Content-Type": form})  # fmt: skip
+                assert answer.status_code in (400, 422), (sensor, value, at, answer.status_code)
+            too_long = await client.post(
+                "/sites/nordskolan/readings",
+                data={"csrf": token, "sensor": "heat-m1", "value": "1" * 5000},
+            )
+            assert too_long.status_code == 422
+            assert await store.pending_readings() == []  # nothing hostile was kept
+            genuine = await client.post(
+                "/sites/nordskolan/readings",
+                data={"csrf": token, "sensor": "heat-m1", "value": "48210,5"},
+            )
+            assert genuine.status_code == 303
+            (kept,) = await store.pending_readings()
+            assert (kept.sensor, kept.value) == ("heat-m1", 48210.5)
     finally:
         await store.aclose()
