@@ -179,3 +179,45 @@ async def test_log_lines_as_json_carry_component_site_and_gateway(tmp_path):
     assert started["ts"].startswith("20")
     warned = next(r for r in records if "unavailable" in r["message"])
     assert warned["level"] == "WARNING" and warned["gateway"] == "pi-1"
+
+
+async def test_hostile_requests_to_the_metrics_port_stop_nothing(tmp_path, mosquitto):
+    """Unknown paths, a header of 100 KB, a NUL in the path, a flood of scrapes: the gateway
+    answers or refuses each, and a reading still goes up afterwards."""
+    config = tmp_path / "pi.yaml"
+    config.write_text(PI.format(mqtt=mosquitto.port), encoding="utf-8")
+    listen = f"127.0.0.1:{free_port()}"
+    base = "http://{}:{}".format(*parse_listen(listen))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "husvakt.cli", "gateway", "--config", str(config),
+         "--metrics", listen],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await until(lambda: get_once(base, "/readyz"), "the metrics port")
+        host, port = parse_listen(listen)
+        for raw in (b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n",
+                    b"GET /metrics\x00 HTTP/1.1\r\nHost: x\r\n\r\n",
+                    b"GET /metrics HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 100_000 + b"\r\n\r\n",
+                    b"\xff\xfe garbage \r\n\r\n"):  # fmt: skip
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(raw)
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(200), 10)
+            assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer
+            writer.close()
+        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+            scrapes = await asyncio.gather(*(http.get("/metrics") for _ in range(200)))
+            assert {s.status_code for s in scrapes} == {200}
+            async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+                await client.publish("skolan/t1", b"2.5", qos=1)
+
+            async def uplinked():
+                text = (await http.get("/metrics")).text
+                return sample(text, "husvakt_uplink_readings_total") == 1 or None
+
+            await until(uplinked, "the reading uplinked after the hostile requests")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.to_thread(proc.communicate, timeout=60)
+    assert proc.returncode == 0, err.decode()
