@@ -16,6 +16,7 @@ __all__ = [
     "ACTIONS",
     "MAX_NUMBER",
     "MAX_TEXT",
+    "MirrorTask",
     "OPEN_STATUSES",
     "Action",
     "Case",
@@ -28,6 +29,7 @@ __all__ = [
     "OpenPlan",
     "ReadingPoint",
     "Role",
+    "SinkStatus",
     "User",
     "check_text",
     "format_case_id",
@@ -228,3 +230,27 @@ class Delivery(Frozen):
     status: Literal["pending", "sent", "failed"]
     attempts: int = Field(ge=0)
     next_attempt_at: datetime
+
+
+@dataclass(frozen=True)
+class MirrorTask:
+    """A case a sink has to bring the external system up to: the case as it is now
+    (`version`), and what the sink holds of it (its events up to `synced_event`, the external
+    record's id)."""
+
+    case: Case
+    version: int
+    synced_event: int
+    remote_id: str | None
+    attempts: int
+
+
+@dataclass(frozen=True)
+class SinkStatus:
+    """How far behind a sink is."""
+
+    sink: str
+    waiting: int
+    failing: int
+    oldest_change_age: float | None
+    last_error: str | None

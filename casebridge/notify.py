@@ -32,6 +32,7 @@ __all__ = [
     "Notifier",
     "SmtpChannel",
     "WebhookChannel",
+    "post_signed",
     "retry_delay",
     "sign",
 ]
@@ -99,23 +100,42 @@ class WebhookChannel:
         self._timeout = timeout
 
     async def send(self, delivery: Delivery) -> None:
-        body = delivery.body.encode()
-        timestamp = format_ts(self._clock.now())
-        headers = {
-            "Content-Type": "application/json",
-            "X-Husvakt-Delivery": str(delivery.id),
-            "X-Husvakt-Timestamp": timestamp,
-        }
-        secret = self._secrets.get(delivery.recipient)
-        if secret is not None:
-            headers["X-Husvakt-Signature"] = sign(secret, timestamp, body)
         try:
             async with httpx.AsyncClient(timeout=self._timeout) as client:
-                response = await client.post(delivery.recipient, content=body, headers=headers)
+                await post_signed(
+                    client,
+                    delivery.recipient,
+                    delivery.body.encode(),
+                    delivery_id=str(delivery.id),
+                    secret=self._secrets.get(delivery.recipient),
+                    now=self._clock.now(),
+                )
         except httpx.HTTPError as exc:
             raise DeliveryError(f"webhook {delivery.recipient}: {exc!r}") from exc
-        if response.status_code >= 300:
-            raise DeliveryError(f"webhook {delivery.recipient}: HTTP {response.status_code}")
+
+
+async def post_signed(
+    client: httpx.AsyncClient,
+    url: str,
+    body: bytes,
+    *,
+    delivery_id: str,
+    secret: bytes | None,
+    now: datetime,
+) -> None:
+    """POST `body` (JSON) with husvakt's delivery id, timestamp and signature headers; raise
+    `DeliveryError` when the receiver does not take it (anything but 2xx)."""
+    timestamp = format_ts(now)
+    headers = {
+        "Content-Type": "application/json",
+        "X-Husvakt-Delivery": delivery_id,
+        "X-Husvakt-Timestamp": timestamp,
+    }
+    if secret is not None:
+        headers["X-Husvakt-Signature"] = sign(secret, timestamp, body)
+    response = await client.post(url, content=body, headers=headers)
+    if response.status_code >= 300:
+        raise DeliveryError(f"webhook {url}: HTTP {response.status_code}")
 
 
 class Notifier:

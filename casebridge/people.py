@@ -9,7 +9,7 @@ from casebridge.config import NotifyConfig, TeamConfig
 from casebridge.models import Case, DeliveryDraft, User
 from gateway.models import format_ts
 
-__all__ = ["deliveries_for", "escalation_target", "on_call"]
+__all__ = ["case_summary", "deliveries_for", "escalation_target", "on_call"]
 
 
 def on_call(team: TeamConfig, now: datetime) -> str | None:
@@ -27,7 +27,8 @@ def escalation_target(team: TeamConfig, level: int) -> str | None:
     return chain[level - 1] if 1 <= level <= len(chain) else None
 
 
-def _summary(case: Case) -> str:
+def case_summary(case: Case) -> str:
+    """The case in a few lines of plain text: what, how bad, where, how to get in."""
     d = case.draft
     where = ", ".join(p for p in (d.site_name, d.building_name, d.room_name or d.room) if p)
     lines = [
@@ -50,7 +51,7 @@ def deliveries_for(
     """An e-mail to `user` (when e-mail is configured and they have an address) and the team's
     webhook, describing `case`. Nothing here sends: the outbox does, with retries."""
     link = f"{notify.base_url.rstrip('/')}/cases/{case.id}"
-    text = _summary(case)
+    text = case_summary(case)
     out: list[DeliveryDraft] = []
     if user is not None and user.email and notify.smtp is not None:
         prefix = "ESCALATED: " if reason.startswith("escalat") else ""

@@ -27,6 +27,9 @@ from casebridge.notify import (
     WebhookChannel,
     run_notifications,
 )
+from casebridge.sinks import Sink, SinkRunner
+from casebridge.sinks.config import DynamicsSinkConfig, WebhookSinkConfig
+from casebridge.sinks.webhook import WebhookSink
 from casebridge.store import CaseStore
 from gateway.clock import Clock
 from gateway.quarantine import Quarantine
@@ -53,6 +56,7 @@ __all__ = [
     "case_web_app",
     "channels_for",
     "open_cases",
+    "sinks_for",
     "rule_engine",
 ]
 
@@ -112,28 +116,79 @@ def bridge_for(
     )
 
 
+def sink_for(
+    config: DynamicsSinkConfig | WebhookSinkConfig, *, store: CaseStore, clock: Clock
+) -> Sink:
+    """The sink one `sinks:` entry describes (its secrets read here)."""
+    if isinstance(config, WebhookSinkConfig):
+        secret = read_secret(config.secret_file)
+        if config.secret_file is not None and not secret:
+            raise WebhookSecretError(
+                f"sink {config.id}'s secret_file {config.secret_file} is empty: put a long "
+                "random secret in it"
+            )
+        return WebhookSink(
+            id=config.id,
+            url=config.url,
+            secret=secret.encode() if secret else None,
+            clock=clock,
+            timeout=config.timeout,
+        )
+    from casebridge.sinks.dynamics.client import DataverseClient  # noqa: PLC0415 - msal extra
+    from casebridge.sinks.dynamics.sink import DynamicsSink  # noqa: PLC0415
+
+    return DynamicsSink(config, store=store, client=DataverseClient(config))
+
+
+def sinks_for(config: HusvaktConfig, *, store: CaseStore, clock: Clock) -> tuple[SinkRunner, ...]:
+    """A runner for each sink the config names."""
+    runners = []
+    for entry in config.sinks:
+        sink = sink_for(entry, store=store, clock=clock)
+        pull = getattr(sink, "pull", None)
+        runners.append(
+            SinkRunner(
+                store=store,
+                sink=sink,
+                clock=clock,
+                every=entry.every,
+                batch=entry.batch,
+                max_retry=entry.max_retry,
+                pull=pull,
+                pull_every=getattr(entry, "poll", 0.0),
+            )
+        )
+    return tuple(runners)
+
+
 @dataclass(frozen=True)
 class CaseDesk:
     """What works the cases once they are open: the bridge that opens them, the notifier
-    that delivers the outbox and the escalator that moves unacknowledged cases up."""
+    that delivers the outbox, the escalator that moves unacknowledged cases up, and the
+    sinks that mirror every change to external systems."""
 
     bridge: CaseBridge
     notifier: Notifier
     escalator: Escalator
     every: float
+    sinks: tuple[SinkRunner, ...] = ()
 
     async def hand_off(self, alarms: Sequence[Alarm]) -> None:
         await self.bridge.handle_many(alarms)
 
     async def run(self, clock: Clock, stop: asyncio.Event) -> None:
-        """Deliver and escalate every `every` seconds until `stop`."""
-        await run_notifications(
-            notifier=self.notifier,
-            escalator=self.escalator,
-            clock=clock,
-            every=self.every,
-            stop=stop,
-        )
+        """Deliver and escalate every `every` seconds, and mirror to each sink on its own
+        schedule (a sink that is down never holds up a notification), until `stop`."""
+        async with asyncio.TaskGroup() as tg:
+            for runner in self.sinks:
+                tg.create_task(runner.run(stop), name=f"sink {runner.id}")
+            await run_notifications(
+                notifier=self.notifier,
+                escalator=self.escalator,
+                clock=clock,
+                every=self.every,
+                stop=stop,
+            )
 
 
 def case_desk(
@@ -144,9 +199,11 @@ def case_desk(
     history: ReadingHistory | None = None,
     channels: Mapping[str, Channel] | None = None,
     notify: NotifyConfig | None = None,
+    mirror: bool = True,
 ) -> CaseDesk:
     """The case desk a config describes; `channels` and `notify` replace the config's (a
-    replay records what would have been sent instead of sending it)."""
+    replay records what would have been sent instead of sending it, and mirrors nothing:
+    `mirror=False`)."""
     notify = notify or config.notify
     return CaseDesk(
         bridge=bridge_for(config, store=store, clock=clock, notify=notify, history=history),
@@ -156,6 +213,7 @@ def case_desk(
         ),
         escalator=Escalator(store=store, teams=config.teams, notify=notify),
         every=notify.check_every,
+        sinks=sinks_for(config, store=store, clock=clock) if mirror else (),
     )
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from casebridge.sinks.config import SinkConfig, sink_problems
 from casebridge.config import (
     CaseStoreConfig,
     NotifyConfig,
@@ -63,6 +64,8 @@ class HusvaktConfig(BaseModel):
     notify: NotifyConfig = NotifyConfig()
     web: WebConfig = WebConfig()
     metrics: MetricsConfig = MetricsConfig()
+    #: external systems every case change is mirrored to (webhook, Dynamics 365)
+    sinks: tuple[SinkConfig, ...] = ()
 
     @field_validator("rules", mode="before")
     @classmethod
@@ -108,6 +111,11 @@ def _problems(config: HusvaktConfig, *, cases: bool) -> Iterator[tuple[Loc, str]
     if any(loc[-1] == "site" for loc, _ in placement):
         return  # the rule checks need every sensor's site
     yield from rule_problems(config.rules, [(config.site_of(s), s) for s in config.sensors])
+    yield from sink_problems(
+        config.sinks,
+        sites=[s.id for s in config.sites],
+        conditions=[r.condition for r in config.rules],
+    )
     if cases or config.routing or config.teams:
         problems = list(routing_problems(config.routing, config.teams))
         if not cases:

@@ -332,7 +332,13 @@ async def replay(
     archive = ReadingArchive(store, limit=50_000_000)
     channels = {"email": channel, "webhook": channel}
     desk = case_desk(
-        config, store=store, clock=clock, history=history, channels=channels, notify=notify
+        config,
+        store=store,
+        clock=clock,
+        history=history,
+        channels=channels,
+        notify=notify,
+        mirror=False,
     )
 
     async def hand_off(batch: Sequence[Alarm]) -> None:

@@ -50,3 +50,19 @@ def make_reading(minute, value, *, fault=None, sensor="t1", seq=0, start=T0, sit
         quality="fault" if fault else "good",
         fault=fault,
     )
+
+
+class ManualClock:
+    """Virtual time: moves only when the test says so."""
+
+    def __init__(self, start):
+        self.value = start
+
+    def now(self):
+        return self.value
+
+    def advance(self, **delta):
+        self.value += timedelta(**delta)
+
+    async def sleep(self, seconds):
+        self.value += timedelta(seconds=seconds)

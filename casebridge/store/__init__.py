@@ -20,7 +20,9 @@ from casebridge.models import (
     CaseStatus,
     Delivery,
     DeliveryDraft,
+    MirrorTask,
     OpenPlan,
+    SinkStatus,
     User,
 )
 from casebridge.store.readings import KeptReading
@@ -214,3 +216,41 @@ class CaseStore(Protocol):
     ) -> list[KeptReading]:
         """Kept readings at `site` from `start` up to `end`, by sensor and time."""
         ...
+
+    # --- sinks (mirroring cases to external systems) -------------------------------------
+
+    async def adopt_sink(self, sink: str, *, now: datetime) -> bool:
+        """Register a sink on its first start (cases no longer open count as mirrored)."""
+        ...
+
+    async def mirror_due(self, sink: str, now: datetime, *, limit: int = 100) -> list[MirrorTask]:
+        """Cases changed since the sink last mirrored them, not waiting out a retry."""
+        ...
+
+    async def events_since(self, case_id: str, after: int) -> list[CaseEvent]:
+        """The case's timeline after event `after`."""
+        ...
+
+    async def mirrored(
+        self, sink: str, task: MirrorTask, *, event: int, remote_id: str | None, now: datetime
+    ) -> None: ...
+
+    async def mirror_failed(
+        self,
+        sink: str,
+        task: MirrorTask,
+        *,
+        error: str,
+        retry_at: datetime,
+        now: datetime,
+        event: int | None = None,
+        remote_id: str | None = None,
+    ) -> None: ...
+
+    async def sink_status(self, sink: str, now: datetime) -> SinkStatus: ...
+
+    async def sink_cursor(self, sink: str) -> str | None: ...
+
+    async def set_sink_cursor(self, sink: str, cursor: str | None, *, now: datetime) -> None: ...
+
+    async def case_for_remote(self, sink: str, remote_id: str) -> str | None: ...

@@ -141,7 +141,12 @@ class DeliveryQueries:
                     cases.c.status.in_(UNACKNOWLEDGED),
                     cases.c.escalation_level == level - 1,
                 )
-                .values(escalation_level=level, next_escalation_at=next_at, updated_at=now)
+                .values(
+                    escalation_level=level,
+                    next_escalation_at=next_at,
+                    updated_at=now,
+                    version=cases.c.version + 1,
+                )
             )
             if changed.rowcount != 1:
                 return False

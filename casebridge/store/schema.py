@@ -34,6 +34,8 @@ __all__ = [
     "readings",
     "sessions",
     "sign_in_failures",
+    "sink_cases",
+    "sinks",
     "tokens",
     "users",
 ]
@@ -83,6 +85,9 @@ cases = Table(
     Column("closed_at", UtcText, nullable=True),
     Column("escalation_level", Integer, nullable=False, server_default="0"),
     Column("next_escalation_at", UtcText, nullable=True),
+    # +1 with every change (and every event) in the same transaction: what the sinks compare
+    # with what they mirrored, so a change can never be committed without being mirrored.
+    Column("version", Integer, nullable=False, server_default="0"),
 )
 open_case = cases.c.status.in_(OPEN_STATUSES)
 Index(
@@ -189,4 +194,31 @@ readings = Table(
     Column("pending", Boolean, nullable=False, server_default=false()),
     Index("readings_by_sensor", "site", "sensor", "ts", "source", unique=True),
     Index("readings_pending", "pending"),
+)
+
+#: Each sink's progress per case: which version of the case (and which of its events) the
+#: external system holds, and when a failed mirror is tried again.
+sink_cases = Table(
+    "sink_cases",
+    metadata,
+    Column("sink", String(64), primary_key=True),
+    Column("case_number", Integer, ForeignKey("cases.number"), primary_key=True),
+    Column("synced_version", Integer, nullable=False),
+    Column("synced_event", Integer, nullable=False),
+    Column("remote_id", String(200), nullable=True),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UtcText, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("updated_at", UtcText, nullable=False),
+)
+
+#: One row per sink: when it was first started (cases closed before then are not mirrored)
+#: and its change-tracking cursor back from the external system (a delta link).
+sinks = Table(
+    "sinks",
+    metadata,
+    Column("sink", String(64), primary_key=True),
+    Column("adopted_at", UtcText, nullable=False),
+    Column("cursor", Text, nullable=True),
+    Column("updated_at", UtcText, nullable=False),
 )

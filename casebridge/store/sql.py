@@ -65,6 +65,7 @@ from casebridge.store import AlarmEntry, CaseFilter, Outcome
 from casebridge.store.deliveries import DeliveryQueries
 from casebridge.store.people import PeopleQueries
 from casebridge.store.readings import ReadingQueries
+from casebridge.store.sinks import SinkQueries
 from casebridge.store.rows import (
     RACE_RETRIES,
     among,
@@ -101,7 +102,7 @@ def _migrate(connection: Connection) -> None:
     command.upgrade(config, "head")
 
 
-class SqlCaseStore(PeopleQueries, DeliveryQueries, ReadingQueries):
+class SqlCaseStore(PeopleQueries, DeliveryQueries, ReadingQueries, SinkQueries):
     """A case store on any SQLAlchemy async engine (SQLite or PostgreSQL)."""
 
     def __init__(self, engine: AsyncEngine, *, description: str) -> None:
@@ -284,6 +285,13 @@ class SqlCaseStore(PeopleQueries, DeliveryQueries, ReadingQueries):
             await conn.execute(
                 insert(deliveries), [delivery_values(n, d, now) for n, d in ledger.deliveries]
             )
+        touched = sorted(opened | set(changed) | {n for n, _, _ in ledger.events})
+        if touched:
+            await conn.execute(
+                update(cases)
+                .where(among(conn, cases.c.number, touched))
+                .values(version=cases.c.version + 1)
+            )
 
     async def _save(
         self,
@@ -293,7 +301,9 @@ class SqlCaseStore(PeopleQueries, DeliveryQueries, ReadingQueries):
         events: Sequence[CaseEvent],
     ) -> None:
         await conn.execute(
-            update(cases).where(cases.c.number == number).values(**case_values(case))
+            update(cases)
+            .where(cases.c.number == number)
+            .values(**case_values(case), version=cases.c.version + 1)
         )
         if events:
             await conn.execute(

@@ -23,23 +23,7 @@ from casebridge.models import User
 from casebridge.notify import Escalator, Notifier, SmtpChannel, WebhookChannel, retry_delay, sign
 from casebridge.store.sql import SqliteCaseStore
 from husvakt.broker import free_port
-from tests.factories import T0, make_alarm
-
-
-class ManualClock:
-    """Virtual time: moves only when the test says so."""
-
-    def __init__(self, start):
-        self.value = start
-
-    def now(self):
-        return self.value
-
-    def advance(self, **delta):
-        self.value += timedelta(**delta)
-
-    async def sleep(self, seconds):
-        self.value += timedelta(seconds=seconds)
+from tests.factories import T0, ManualClock, make_alarm
 
 
 class Inbox:
