@@ -99,6 +99,10 @@ class Sink(Protocol):
         again later)."""
         ...
 
+    async def aclose(self) -> None:
+        """Let go of connections."""
+        ...
+
 
 def sink_delay(attempts: int, cap: float) -> float:
     """1 s, 2 s, 4 s … up to `cap`: an outage of hours is noticed within `cap` of its end."""
@@ -148,7 +152,8 @@ class SinkRunner:
         done = 0
         if self._paused_until is not None and now < self._paused_until:
             return 0
-        await self._pull_due(now)
+        if not await self._pull_due(now):
+            return 0
         while True:
             tasks = await self._store.mirror_due(self._sink.id, now, limit=self._batch)
             if not tasks:
@@ -176,17 +181,20 @@ class SinkRunner:
                 break
         return done
 
-    async def _pull_due(self, now: datetime) -> None:
+    async def _pull_due(self, now: datetime) -> bool:
+        """Fetch the changes made over there when due (before mirroring ours: a case resolved
+        there is then not written over); False when the system is unavailable."""
         if self._pull is None or self._pull_every <= 0:
-            return
+            return True
         if self._next_pull is not None and now < self._next_pull:
-            return
+            return True
         try:
             await self._pull(now)
         except SinkUnavailable as exc:
             self._unavailable(exc, now)
-            return
+            return False
         self._next_pull = now + timedelta(seconds=self._pull_every)
+        return True
 
     def _unavailable(self, exc: SinkUnavailable, now: datetime) -> None:
         self._outages += 1
@@ -219,13 +227,22 @@ class SinkRunner:
             remote_id=result.remote_id,
         )
 
+    async def aclose(self) -> None:
+        await self._sink.aclose()
+
     async def run(self, stop: asyncio.Event) -> None:
         """Mirror every `every` seconds until `stop`; a failure of the store is logged and
         tried again, never the end of the loop."""
-        await self.start()
-        while not stop.is_set():
-            try:
-                await self.run_due(self._clock.now())
-            except Exception:
-                log.exception("sink %s: mirroring failed; trying again", self._sink.id)
-            await self._clock.sleep(self._every)
+        started = False
+        try:
+            while not stop.is_set():
+                try:
+                    if not started:
+                        await self.start()
+                        started = True
+                    await self.run_due(self._clock.now())
+                except Exception:
+                    log.exception("sink %s: mirroring failed; trying again", self._sink.id)
+                await self._clock.sleep(self._every)
+        finally:
+            await self.aclose()

@@ -45,6 +45,9 @@ class WebhookSink:
         }
         return json.dumps(payload, ensure_ascii=False, sort_keys=True).encode()
 
+    async def aclose(self) -> None:
+        """Nothing is held between rounds."""
+
     async def mirror(self, jobs: Sequence[MirrorJob], report: Report) -> None:
         async with httpx.AsyncClient(timeout=self._timeout) as client:
             for job in jobs:

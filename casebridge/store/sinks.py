@@ -245,6 +245,16 @@ class SinkQueries:
                 update(sinks).where(sinks.c.sink == sink).values(cursor=cursor, updated_at=now)
             )
 
+    async def sink_progress(self, sink: str, case_id: str) -> tuple[int, str | None]:
+        """(the last event `sink` has of the case, its external id): (0, None) for none yet."""
+        number = parse_case_id(case_id)
+        query = select(sink_cases.c.synced_event, sink_cases.c.remote_id).where(
+            sink_cases.c.sink == sink, sink_cases.c.case_number == number
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return (row.synced_event, row.remote_id) if row is not None else (0, None)
+
     async def case_for_remote(self, sink: str, remote_id: str) -> str | None:
         """The husvakt case the external record `remote_id` mirrors, if any."""
         query = (

@@ -65,9 +65,10 @@ class World:
             pull_every=config.poll,
         )
 
-    async def open(self, n: int, *, minute: int = 0) -> list[str]:
+    async def open(self, n: int, *, minute: int = 0, first: int = 0) -> list[str]:
+        """Alarms at n sensors (t<first>…): a case each (or an alarm on the open one)."""
         outcomes = []
-        for i in range(n):
+        for i in range(first, first + n):
             alarm = make_alarm(sensor=f"t{i}", minute=minute)
             outcomes.append(
                 await self.store.record_alarm(
@@ -116,3 +117,104 @@ async def test_an_alarm_storm_is_one_incident_per_case_in_batches(world):
     batches = [p for m, p in world.service.log if p == "$batch"]
     assert 1 <= len(batches) <= 3 or True
     assert await world.waiting() == 0
+
+
+async def test_dynamics_down_for_hours_then_back_gets_everything_in_order_once(world):
+    first = await world.open(3)
+    assert await world.mirror() == 3
+    await world.standin.stop()  # unreachable: connections refused
+    later = await world.open(4, minute=5, first=3)
+    await world.store.act(first[0], "comment", actor="eva", now=world.clock.now(), text="Frost in the pipes")
+    await world.store.act(first[0], "resolve", actor="eva", now=world.clock.now(), text="Heater fixed")
+    for _ in range(20):  # hours of rounds: each one finds Dynamics unreachable
+        world.clock.advance(seconds=600)
+        assert await world.mirror() == 0
+    assert not world.runner.available
+    assert await world.waiting() == 5  # a changed case and four new ones
+    await world.standin.start()
+    world.clock.advance(seconds=600)
+    assert await world.mirror() == 5
+    incidents = world.service.incidents()
+    assert sorted(incidents) == sorted(first + later)
+    resolved = incidents[first[0]]
+    assert (resolved["statecode"], resolved["statuscode"]) == (1, 5)
+    notes = [n["notetext"] for n in world.service.notes(resolved["incidentid"])]
+    assert len(notes) == 2 and "Frost in the pipes" in notes[0] and "Heater fixed" in notes[1]
+    assert await world.waiting() == 0
+    assert await world.mirror() == 0
+
+
+async def test_a_token_that_expired_is_renewed_and_the_case_still_goes_out(world):
+    (case_id,) = await world.open(1)
+    assert await world.mirror() == 1
+    world.service.expire_tokens()  # msal still holds it: the Web API answers 401
+    await world.store.act(case_id, "comment", actor="eva", now=world.clock.now(), text="on my way")
+    assert await world.mirror() == 1
+    assert world.service.tokens_issued == 2
+    assert len(world.service.notes(world.service.incidents()[case_id]["incidentid"])) == 1
+
+
+async def test_throttling_pauses_the_sink_for_retry_after_and_then_goes_on(world):
+    await world.open(2)
+    world.service.throttle(1, retry_after=120)
+    assert await world.mirror() == 0
+    world.clock.advance(seconds=60)
+    assert await world.mirror() == 0  # still inside Retry-After: nothing sent
+    sent = len(world.service.log)
+    world.clock.advance(seconds=61)
+    assert await world.mirror() == 2
+    assert len(world.service.log) > sent
+    assert len(world.service.incidents()) == 2
+
+
+async def test_an_incident_made_before_a_crash_is_updated_not_doubled(world):
+    (case_id,) = await world.open(1)
+    # a previous run created it and died before writing down that it had
+    world.service.add("incidents", **{KEY: case_id, "title": "half done"})
+    assert await world.mirror() == 1
+    incidents = [i for i in world.service.tables["incidents"].rows.values() if i.get(KEY) == case_id]
+    assert len(incidents) == 1 and case_id in incidents[0]["title"]
+
+
+async def test_an_incident_deleted_in_dynamics_is_made_again_on_the_next_change(world):
+    (case_id,) = await world.open(1)
+    await world.mirror()
+    world.service.delete("incidents", world.service.incidents()[case_id]["incidentid"])
+    await world.store.act(case_id, "comment", actor="eva", now=world.clock.now(), text="still cold")
+    assert await world.mirror() == 1
+    assert list(world.service.incidents()) == [case_id]
+
+
+async def test_a_case_resolved_in_dynamics_is_resolved_in_husvakt_by_that_person(world):
+    ids = await world.open(2)
+    await world.mirror()
+    dispatcher = world.service.add_user("Disa Patcher")
+    incident = world.service.incidents()[ids[0]]
+    world.service.act_as(dispatcher, "incidents", incident["incidentid"], statecode=1, statuscode=5)
+    world.clock.advance(seconds=31)
+    await world.mirror()
+    case = await world.store.get_case(ids[0])
+    assert case.status == "resolved"
+    last = (await world.store.timeline(ids[0]))[-1]
+    assert last.actor == "dynamics:Disa Patcher" and "Dynamics 365" in last.text
+    assert (await world.store.get_case(ids[1])).status == "new"  # the other untouched
+    # the resolution is not sent back (it came from there), and nothing loops
+    world.clock.advance(seconds=31)
+    await world.mirror()
+    assert await world.waiting() == 0
+    assert world.service.notes(incident["incidentid"]) == []
+
+
+async def test_a_comment_in_husvakt_while_dynamics_resolves_keeps_both(world):
+    (case_id,) = await world.open(1)
+    await world.mirror()
+    dispatcher = world.service.add_user("Disa Patcher")
+    incident = world.service.incidents()[case_id]
+    world.service.act_as(dispatcher, "incidents", incident["incidentid"], statecode=1, statuscode=5)
+    await world.store.act(case_id, "comment", actor="eva", now=world.clock.now(), text="the valve was frozen")
+    world.clock.advance(seconds=31)
+    await world.mirror()
+    assert (await world.store.get_case(case_id)).status == "resolved"
+    notes = world.service.notes(incident["incidentid"])
+    assert [n["notetext"].split(": ", 1)[1] for n in notes] == ["the valve was frozen"]
+    assert world.service.incidents()[case_id]["modifiedby"] == dispatcher  # its resolution stands
