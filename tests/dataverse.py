@@ -556,6 +556,7 @@ class Dataverse:
             headers["x-user"] = self.app_user
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             if request.url.path == f"{API}$batch":
+                self.log.append(("POST", "$batch"))
                 return self._batch(headers, body)
             status, extra, out = self.handle(request.method, target, headers, body)
             return _respond(status, extra, out)

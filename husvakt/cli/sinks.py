@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,9 @@ async def sinks_sync(args: argparse.Namespace) -> int:
     try:
         if args.follow:
             stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, stop.set)
             async with asyncio.TaskGroup() as tg:
                 for runner in runners:
                     tg.create_task(runner.run(stop), name=f"sink {runner.id}")
