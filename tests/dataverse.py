@@ -135,6 +135,9 @@ class Dataverse:
         self.users = {self.app_user: "husvakt (application user)"}
         self._throttle = 0
         self._retry_after = 1
+        #: answers given (in turn) to the next API requests instead of the real ones:
+        #: (status, headers, raw body) — what a broken or hostile service might send
+        self.hostile: list[tuple[int, dict[str, str], bytes]] = []
         #: (method, path) of every API request, in order (batched ones too)
         self.log: list[tuple[str, str]] = []
         self.base = ""
@@ -551,6 +554,9 @@ class Dataverse:
                         "WWW-Authenticate": f"Bearer authorization_uri={self.base}/{TENANT}/oauth2/authorize"
                     },
                 )
+            if self.hostile:
+                status, extra, raw = self.hostile.pop(0)
+                return Response(raw, status_code=status, headers=extra)
             body = await request.body()
             headers = {k.lower(): v for k, v in request.headers.items()}
             headers["x-user"] = self.app_user

@@ -148,7 +148,8 @@ class SinkRunner:
             log.info("sink %s: first start; open cases are mirrored from now on", self._sink.id)
 
     async def run_due(self, now: datetime) -> int:
-        """Mirror what is due (in rounds of `batch` until nothing is); the cases mirrored."""
+        """Mirror what is due (in rounds of `batch` until nothing is); how many cases were
+        mirrored (those that failed are tried again later)."""
         done = 0
         if self._paused_until is not None and now < self._paused_until:
             return 0
@@ -162,21 +163,22 @@ class SinkRunner:
                 MirrorJob(t, tuple(await self._store.events_since(t.case.id, t.synced_event)))
                 for t in tasks
             ]
-            reported = 0
+            reported = mirrored = 0
 
             async def report(job: MirrorJob, result: Mirrored | Failed) -> None:
-                nonlocal reported
+                nonlocal reported, mirrored
                 reported += 1
+                mirrored += isinstance(result, Mirrored)
                 await self._record(job, result, self._clock.now())
 
             try:
                 await self._sink.mirror(jobs, report)
             except SinkUnavailable as exc:
                 self._unavailable(exc, now)
-                return done + reported
+                return done + mirrored
             self._outages = 0
             self.available = True
-            done += reported
+            done += mirrored
             if len(tasks) < self._batch or reported < len(tasks):
                 break
         return done
@@ -188,12 +190,15 @@ class SinkRunner:
             return True
         if self._next_pull is not None and now < self._next_pull:
             return True
+        self._next_pull = now + timedelta(seconds=self._pull_every)
         try:
             await self._pull(now)
         except SinkUnavailable as exc:
             self._unavailable(exc, now)
             return False
-        self._next_pull = now + timedelta(seconds=self._pull_every)
+        except Exception:  # what came back was unusable: ours still go out
+            self.counts["pull_failed"] += 1
+            log.exception("sink %s: fetching the changes made there failed", self._sink.id)
         return True
 
     def _unavailable(self, exc: SinkUnavailable, now: datetime) -> None:

@@ -4,9 +4,11 @@ over TLS, msal signing in at its token endpoint): one incident per case whatever
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -361,3 +363,87 @@ async def test_explain_shows_the_requests_a_case_would_send_and_sends_nothing(
     assert f'"customerid_account@odata.bind": "/accounts({account})"' in out
     assert "CloseIncident" in out and "thermostat replaced" in out
     assert len(standin.service.log) == before
+
+
+JSON = {"Content-Type": "application/json"}
+HOSTILE_ANSWERS = {
+    "not JSON": (200, JSON, b"<html>proxy error</html>"),
+    "204 naming no record": (204, {}, b""),
+    "a record id that is no GUID": (204, {"OData-EntityId": "https://x/incidents(1 or 1=1)"}, b""),
+    "9 MB": (200, JSON, b'{"value": "' + b"x" * (9 * 1024 * 1024) + b'"}'),
+    "deep JSON": (200, JSON, b"[" * 100_000 + b"]" * 100_000),
+    "a batch without boundary": (200, {"Content-Type": "multipart/mixed"}, b"--x--"),
+    "a batch of lies": (
+        200,
+        {"Content-Type": "multipart/mixed; boundary=b"},
+        b"--b\r\nContent-Type: application/http\r\n\r\nHTTP/1.1 204 OK\r\n" * 2000 + b"--b--",
+    ),
+    "Retry-After NaN": (429, {"Retry-After": "NaN"}, b""),
+    "Retry-After a year": (429, {"Retry-After": "31536000"}, b""),
+    "Retry-After negative": (429, {"Retry-After": "-5"}, b""),
+    "Retry-After garbage date": (503, {"Retry-After": "Mon, 99 Foo 2026 25:61:61 GMT"}, b""),
+    "a 400 with an error object of the wrong shape": (400, JSON, b'{"error": [1, 2, {"x": null}]}'),
+    "a 500": (500, JSON, b'{"error": {"code": "0x0", "message": "boom"}}'),
+}
+
+
+@pytest.mark.parametrize("answer", HOSTILE_ANSWERS.values(), ids=HOSTILE_ANSWERS.keys())
+async def test_a_broken_or_hostile_answer_stops_nothing_and_the_next_case_still_goes_out(
+    world, answer
+):
+    await world.open(2)
+    world.service.hostile[:] = [answer] * 3
+    for _ in range(3):  # whatever it makes of those answers: no exception, no crash
+        await world.mirror()
+        world.clock.advance(seconds=3600)
+    (fresh,) = await world.open(1, minute=70, first=5)
+    for _ in range(3):  # the service is sane again: everything goes out
+        await world.mirror()
+        world.clock.advance(seconds=3600)
+    assert sorted(world.service.incidents()) == sorted(
+        [c.id for c in await world.store.list_cases()]
+    )
+    assert fresh in world.service.incidents()
+    assert await world.waiting() == 0
+    keys = [r[KEY] for r in world.service.tables["incidents"].rows.values()]
+    assert len(keys) == len(set(keys)) == 3
+
+
+HOSTILE_ROWS = [
+    "not an object",
+    None,
+    [1, 2],
+    {"incidentid": {"$ne": 1}, "statecode": 1},
+    {"incidentid": "../../accounts", "statecode": 1, "_modifiedby_value": "x"},
+    {"@odata.context": "x/$deletedEntity", "id": "zz"},
+]
+
+
+async def test_hostile_rows_in_the_changes_from_dynamics_change_no_case(world):
+    ids = await world.open(2)
+    await world.mirror()
+    guid = world.service.incidents()[ids[0]]["incidentid"]
+    forger = world.service.add_user("Mallory")
+    page = {
+        "value": [
+            *HOSTILE_ROWS,
+            # a real-looking row for an incident husvakt does not mirror
+            {"incidentid": str(uuid.uuid4()), "statecode": 1, "_modifiedby_value": forger},
+            # a statecode of the wrong type for one it does
+            {"incidentid": guid, "statecode": "1", "_modifiedby_value": forger},
+        ],
+        "@odata.nextLink": "https://evil.example/api/data/v9.2/incidents?$skiptoken=1",
+    }
+    world.service.hostile[:] = [(200, JSON, json.dumps(page).encode())]
+    await world.store.set_sink_cursor("dynamics", f"{world.standin.url}/api/data/v9.2/incidents?$deltatoken=1", now=T0)
+    world.clock.advance(seconds=31)
+    await world.mirror()
+    assert [c.status for c in await world.store.list_cases()] == ["new", "new"]
+    assert not any(p.startswith("http") for _, p in world.service.log)
+    # and a genuine resolution still comes through afterwards
+    dispatcher = world.service.add_user("Disa Patcher")
+    world.service.act_as(dispatcher, "incidents", guid, statecode=1, statuscode=5)
+    await world.store.set_sink_cursor("dynamics", None, now=T0)
+    world.clock.advance(seconds=31)
+    await world.mirror()
+    assert (await world.store.get_case(ids[0])).status == "resolved"

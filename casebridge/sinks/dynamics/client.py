@@ -308,8 +308,8 @@ class DataverseClient:
             try:
                 parsed = orjson.loads(content)
             except orjson.JSONDecodeError as exc:
-                if status < 300:
-                    raise DataverseError(status, "the response is not JSON") from exc
+                if status < 300:  # a proxy's page, a broken service: not this record's fault
+                    raise SinkUnavailable(f"HTTP {status} with a body that is not JSON") from exc
         if status >= 400 and status not in (404, 412):
             raise DataverseError(status, _error_text(parsed) or "refused")
         return Response(status, answer, parsed)

@@ -110,7 +110,12 @@ class DynamicsSink:
         new = [j for j in jobs if j.task.remote_id is None]
         created: dict[str, str] = {}
         if len(new) > 1:
-            created = await self._create_many(new)
+            try:
+                created = await self._create_many(new)
+            except SinkUnavailable:
+                raise
+            except Exception:  # an unusable batch answer: each goes one by one instead
+                log.exception("dynamics: a $batch answer could not be used")
         for job in jobs:
             try:
                 result = await self._one(job, created.get(job.task.case.id))
@@ -262,8 +267,10 @@ class DynamicsSink:
             for row in rows if isinstance(rows, list) else []:
                 try:
                     await self._apply(row, me, now)
-                except CaseBridgeError as exc:
+                except CaseBridgeError as exc:  # e.g. a transition husvakt does not allow
                     log.warning("dynamics: a change could not be applied: %s", exc)
+                except Exception:  # one unusable row must not hold up the others
+                    log.exception("dynamics: a changed record could not be read")
             nxt = answer.body.get("@odata.nextLink")
             delta = answer.body.get("@odata.deltaLink")
             if isinstance(delta, str):
