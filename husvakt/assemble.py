@@ -56,8 +56,8 @@ __all__ = [
     "case_web_app",
     "channels_for",
     "open_cases",
-    "sinks_for",
     "rule_engine",
+    "sinks_for",
 ]
 
 log = logging.getLogger("husvakt.assemble")

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from casebridge.sinks.config import SinkConfig, sink_problems
 from casebridge.config import (
     CaseStoreConfig,
     NotifyConfig,
@@ -16,6 +15,7 @@ from casebridge.config import (
     WebConfig,
     routing_problems,
 )
+from casebridge.sinks.config import SinkConfig, sink_problems
 from gateway.config import (
     MANUAL_GATEWAY,
     GatewayConfig,
@@ -26,6 +26,7 @@ from gateway.config import (
 )
 from gateway.configfile import ConfigError, Loc, load_model, read_yaml
 from husvakt.metrics import parse_listen
+from stream.conditions import Vocabulary
 from stream.config import DEFAULT_RULES, RuleRow, StreamConfig, rule_problems, with_defaults
 from stream.registry import Registry
 
@@ -112,9 +113,7 @@ def _problems(config: HusvaktConfig, *, cases: bool) -> Iterator[tuple[Loc, str]
         return  # the rule checks need every sensor's site
     yield from rule_problems(config.rules, [(config.site_of(s), s) for s in config.sensors])
     yield from sink_problems(
-        config.sinks,
-        sites=[s.id for s in config.sites],
-        conditions=[r.condition for r in config.rules],
+        config.sinks, sites=[s.id for s in config.sites], conditions=Vocabulary(config.rules)
     )
     if cases or config.routing or config.teams:
         problems = list(routing_problems(config.routing, config.teams))

@@ -311,11 +311,16 @@ class Dataverse:
             return 200, {}, {"@odata.etag": f'W/"{row["versionnumber"]}"', **shown}
         if method == "PATCH":
             return self._upsert(
-                table, found.group(2), guid, headers, json.loads(body), headers["x-user"]
+                table,
+                address=found.group(2),
+                guid=guid,
+                headers=headers,
+                body=json.loads(body),
+                user=headers["x-user"],
             )
         return _error(405, "method not allowed")
 
-    def _address(self, table: Table, inside: str) -> str | None | bool:
+    def _address(self, table: Table, inside: str) -> str | bool | None:
         """The guid the address names (None: a key that names no record yet; False: bad)."""
         if _GUID.match(inside.lower()):
             return inside.lower()
@@ -333,9 +338,10 @@ class Dataverse:
                 return guid
         return None
 
-    def _upsert(
+    def _upsert(  # noqa: PLR0912 - a branch per documented rule of an upsert
         self,
         table: Table,
+        *,
         address: str,
         guid: str | None,
         headers: dict[str, str],
@@ -391,11 +397,11 @@ class Dataverse:
             assert guid is not None
             current = table.rows[guid]
             if "statecode" in row:
-                if row["statecode"] != 0 or row.get("statuscode") != 1:
-                    if table.set_name == "incidents":
-                        return _error(
-                            400, "Use the CloseIncident action to resolve a case.", "0x80040203"
-                        )
+                reactivate = row["statecode"] == 0 and row.get("statuscode") == 1
+                if not reactivate and table.set_name == "incidents":
+                    return _error(
+                        400, "Use the CloseIncident action to resolve a case.", "0x80040203"
+                    )
             elif current.get("statecode", 0) != 0 and table.set_name == "incidents":
                 return _error(
                     400,

@@ -8,7 +8,7 @@ to lose (the change is still newer than what was mirrored) and, since every sink
 idempotently (keys and ids derived from the case and event), nothing that gets doubled.
 
     SinkError                  a sink could not mirror
-    ├── SinkUnavailable        the whole external system: unreachable, throttling, refusing
+    ├── SinkDownError        the whole external system: unreachable, throttling, refusing
     │                          our credentials — the runner pauses the sink, no case is blamed
     └── (per-case failures are reported as `Failed`, not raised)
 
@@ -36,9 +36,9 @@ __all__ = [
     "Mirrored",
     "Report",
     "Sink",
+    "SinkDownError",
     "SinkError",
     "SinkRunner",
-    "SinkUnavailable",
     "sink_delay",
 ]
 
@@ -49,7 +49,7 @@ class SinkError(Exception):
     """A sink could not mirror."""
 
 
-class SinkUnavailable(SinkError):
+class SinkDownError(SinkError):
     """The external system as a whole cannot take changes now; try again after `retry_after`
     seconds (a 429's Retry-After), or after the runner's own backoff when None."""
 
@@ -95,7 +95,7 @@ class Sink(Protocol):
 
     async def mirror(self, jobs: Sequence[MirrorJob], report: Report) -> None:
         """Mirror each job, in order per case, calling `report` as each one is done; raise
-        `SinkUnavailable` when the system cannot take changes (jobs not reported are tried
+        `SinkDownError` when the system cannot take changes (jobs not reported are tried
         again later)."""
         ...
 
@@ -173,7 +173,7 @@ class SinkRunner:
 
             try:
                 await self._sink.mirror(jobs, report)
-            except SinkUnavailable as exc:
+            except SinkDownError as exc:
                 self._unavailable(exc, now)
                 return done + mirrored
             self._outages = 0
@@ -193,7 +193,7 @@ class SinkRunner:
         self._next_pull = now + timedelta(seconds=self._pull_every)
         try:
             await self._pull(now)
-        except SinkUnavailable as exc:
+        except SinkDownError as exc:
             self._unavailable(exc, now)
             return False
         except Exception:  # what came back was unusable: ours still go out
@@ -201,7 +201,7 @@ class SinkRunner:
             log.exception("sink %s: fetching the changes made there failed", self._sink.id)
         return True
 
-    def _unavailable(self, exc: SinkUnavailable, now: datetime) -> None:
+    def _unavailable(self, exc: SinkDownError, now: datetime) -> None:
         self._outages += 1
         self.available = False
         self.counts["unavailable"] += 1

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Container, Iterator, Sequence
 from pathlib import Path
-from collections.abc import Iterator, Sequence
 from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
@@ -155,7 +155,7 @@ def sink_problems(
     sinks: Sequence[WebhookSinkConfig | DynamicsSinkConfig],
     *,
     sites: Sequence[str],
-    conditions: Sequence[str],
+    conditions: Container[str],
 ) -> Iterator[tuple[tuple[str | int, ...], str]]:
     """Sink ids used twice, and Dynamics mappings naming sites or conditions the config does
     not have, or leaving a site without a customer."""

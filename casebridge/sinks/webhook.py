@@ -14,7 +14,7 @@ import httpx
 
 from casebridge.models import CaseEvent
 from casebridge.notify import DeliveryError, post_signed
-from casebridge.sinks import Failed, MirrorJob, Mirrored, Report, SinkUnavailable
+from casebridge.sinks import Failed, Mirrored, MirrorJob, Report, SinkDownError
 from gateway.clock import Clock
 
 __all__ = ["WebhookSink"]
@@ -24,7 +24,7 @@ class WebhookSink:
     def __init__(
         self,
         *,
-        id: str,  # noqa: A002 - the sink's id, as configured
+        id: str,
         url: str,
         secret: bytes | None,
         clock: Clock,
@@ -72,7 +72,7 @@ class WebhookSink:
             except httpx.HTTPError as exc:
                 if sent is not None:
                     await report(job, Failed(f"{exc!r}", event=sent))
-                raise SinkUnavailable(f"webhook {self._url}: {exc!r}") from exc
+                raise SinkDownError(f"webhook {self._url}: {exc!r}") from exc
             except DeliveryError as exc:
                 await report(job, Failed(str(exc), event=sent))
                 return

@@ -65,7 +65,6 @@ from casebridge.store import AlarmEntry, CaseFilter, Outcome
 from casebridge.store.deliveries import DeliveryQueries
 from casebridge.store.people import PeopleQueries
 from casebridge.store.readings import ReadingQueries
-from casebridge.store.sinks import SinkQueries
 from casebridge.store.rows import (
     RACE_RETRIES,
     among,
@@ -83,6 +82,7 @@ from casebridge.store.schema import (
     metadata,
     open_case,
 )
+from casebridge.store.sinks import SinkQueries
 from gateway.secrets import private_file
 from stream.models import Alarm
 

@@ -27,10 +27,12 @@ class Receiver:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if outer.status < 300:
-                    outer.received.append((dict(self.headers), json.loads(body) | {"_raw": body.decode()}))
+                    outer.received.append(
+                        (dict(self.headers), json.loads(body) | {"_raw": body.decode()})
+                    )
                 self.send_response(outer.status)
                 self.end_headers()
 
@@ -64,7 +66,9 @@ async def test_every_event_goes_out_in_order_signed_and_a_down_receiver_loses_no
     sink = WebhookSink(id="feed", url=receiver.url, secret=SECRET, clock=clock)
     runner = SinkRunner(store=store, sink=sink, clock=clock)
     await runner.start()
-    outcome = await store.record_alarm(make_alarm(), make_draft(), OpenPlan(), now=T0, reopen_window=0)
+    outcome = await store.record_alarm(
+        make_alarm(), make_draft(), OpenPlan(), now=T0, reopen_window=0
+    )
     case_id = outcome.case.id
     assert await runner.run_due(clock.now()) == 1
     receiver.status = 503  # the receiver is down while the case is worked
@@ -88,10 +92,18 @@ async def test_every_event_goes_out_in_order_signed_and_a_down_receiver_loses_no
 
 async def test_a_sink_added_later_mirrors_the_open_cases_not_the_history(store, receiver):
     clock = ManualClock(T0)
-    old = await store.record_alarm(make_alarm(sensor="t1"), make_draft(), OpenPlan(), now=T0, reopen_window=0)
+    old = await store.record_alarm(
+        make_alarm(sensor="t1"), make_draft(), OpenPlan(), now=T0, reopen_window=0
+    )
     await store.act(old.case.id, "resolve", actor="eva", now=T0, text="long ago")
-    live = await store.record_alarm(make_alarm(sensor="t2"), make_draft(), OpenPlan(), now=T0, reopen_window=0)
-    runner = SinkRunner(store=store, sink=WebhookSink(id="late", url=receiver.url, secret=None, clock=clock), clock=clock)
+    live = await store.record_alarm(
+        make_alarm(sensor="t2"), make_draft(), OpenPlan(), now=T0, reopen_window=0
+    )
+    runner = SinkRunner(
+        store=store,
+        sink=WebhookSink(id="late", url=receiver.url, secret=None, clock=clock),
+        clock=clock,
+    )
     await runner.start()
     assert await runner.run_due(clock.now()) == 1
     assert {body["case"]["id"] for _, body in receiver.received} == {live.case.id}

@@ -112,7 +112,7 @@ def decode(content_type: str, body: bytes, *, expected: int) -> list[Part]:
     chunks = text.split(delimiter)
     if len(chunks) < 2 or not chunks[-1].startswith("--"):
         raise BatchError("the batch response does not end with its closing boundary")
-    parts = [c for c in chunks[1:-1]]
+    parts = chunks[1:-1]
     if len(parts) > min(expected, MAX_PARTS):
         raise BatchError(f"{len(parts)} responses to a batch of {expected} requests")
     out: list[Part] = []

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from casebridge.sinks import SinkUnavailable
+from casebridge.sinks import SinkDownError
 from casebridge.sinks.dynamics.client import DataverseClient, DataverseError
 from casebridge.sinks.dynamics.mapping import Request, entity_for, record
 
@@ -45,7 +45,7 @@ async def check(client: DataverseClient) -> list[Finding]:
                 "&$expand=Attributes($select=LogicalName),Keys($select=KeyAttributes,EntityKeyIndexStatus)",
             )
         )
-    except (SinkUnavailable, DataverseError) as exc:
+    except (SinkDownError, DataverseError) as exc:
         return [*out, Finding(False, f"cannot reach or sign in to {config.url}: {exc}")]
     if meta.status == 404 or not isinstance(meta.body, dict):
         return [*out, Finding(False, f"the environment has no table {entity.logical}")]
@@ -62,12 +62,20 @@ async def check(client: DataverseClient) -> list[Finding]:
             Finding(known, f"column {entity.logical}.{column}" + ("" if known else " is missing"))
         )
     keys = [
-        k for k in meta.body.get("Keys", []) if isinstance(k, dict) and k.get("KeyAttributes") == [config.key]
+        k
+        for k in meta.body.get("Keys", [])
+        if isinstance(k, dict) and k.get("KeyAttributes") == [config.key]
     ]
     if not keys:
         out.append(Finding(False, f"no alternate key on {config.key}: add one (see the README)"))
     elif keys[0].get("EntityKeyIndexStatus") != "Active":
-        out.append(Finding(False, f"the alternate key on {config.key} is {keys[0].get('EntityKeyIndexStatus')}, not Active yet"))
+        out.append(
+            Finding(
+                False,
+                f"the alternate key on {config.key} is "
+                f"{keys[0].get('EntityKeyIndexStatus')}, not Active yet",
+            )
+        )
     else:
         out.append(Finding(True, f"alternate key on {config.key} is active"))
     if config.poll > 0:
@@ -76,14 +84,20 @@ async def check(client: DataverseClient) -> list[Finding]:
             Finding(
                 tracked,
                 f"change tracking on {entity.logical}"
-                + ("" if tracked else " is off: turn on 'Track changes' for the table (or set poll: 0)"),
+                + (
+                    ""
+                    if tracked
+                    else " is off: turn on 'Track changes' for the table (or set poll: 0)"
+                ),
             )
         )
     out += await _options(client, entity.logical)
     for site, account in sorted(config.mapping.accounts.items()):
         out.append(await _exists(client, "accounts", account, f"account of site {site}"))
     if config.mapping.default_account:
-        out.append(await _exists(client, "accounts", config.mapping.default_account, "default account"))
+        out.append(
+            await _exists(client, "accounts", config.mapping.default_account, "default account")
+        )
     for condition, subject in sorted(config.mapping.subjects.items()):
         out.append(await _exists(client, "subjects", subject, f"subject of {condition}"))
     return out
@@ -91,12 +105,16 @@ async def check(client: DataverseClient) -> list[Finding]:
 
 async def _options(client: DataverseClient, logical: str) -> list[Finding]:
     mapping = client.config.mapping
-    wanted = {
+    wanted: dict[str, set[int]] = {
         "prioritycode": set(mapping.priorities.values()),
-        "casetypecode": set(mapping.case_types.values()) | ({mapping.default_case_type} - {None}),
-        "caseorigincode": {mapping.origin} - {None},
+        "casetypecode": set(mapping.case_types.values()),
+        "caseorigincode": set(),
     }
-    out = []
+    if mapping.default_case_type is not None:
+        wanted["casetypecode"].add(mapping.default_case_type)
+    if mapping.origin is not None:
+        wanted["caseorigincode"].add(mapping.origin)
+    out: list[Finding] = []
     if client.config.create != "incident":
         return out
     for name in _PICKLISTS:
@@ -111,7 +129,11 @@ async def _options(client: DataverseClient, logical: str) -> list[Finding]:
             )
         )
         body = answer.body if isinstance(answer.body, dict) else {}
-        options = body.get("OptionSet", {}).get("Options", []) if isinstance(body.get("OptionSet"), dict) else []
+        options = (
+            body.get("OptionSet", {}).get("Options", [])
+            if isinstance(body.get("OptionSet"), dict)
+            else []
+        )
         values = {o.get("Value") for o in options if isinstance(o, dict)}
         missing = sorted(v for v in wanted[name] if v not in values)
         out.append(
@@ -139,9 +161,20 @@ def _sample() -> Any:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     draft = CaseDraft(title="check", team="check", priority="P1", route="check", site_name="check")
     return Case(
-        id="HV-2026-000001", site="check", sensor="check", condition="freezing", status="new",
-        severity="warning", rule="check", threshold=0.0, value=0.0, episode="check",
-        condition_active=True, opened_at=now, updated_at=now, draft=draft,
+        id="HV-2026-000001",
+        site="check",
+        sensor="check",
+        condition="freezing",
+        status="new",
+        severity="warning",
+        rule="check",
+        threshold=0.0,
+        value=0.0,
+        episode="check",
+        condition_active=True,
+        opened_at=now,
+        updated_at=now,
+        draft=draft,
     )
 
 

@@ -14,6 +14,7 @@ import email.utils
 import functools
 import hashlib
 import logging
+import math
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from typing import Any
 import httpx
 import orjson
 
-from casebridge.sinks import SinkUnavailable
+from casebridge.sinks import SinkDownError
 from casebridge.sinks.config import DynamicsSinkConfig
 from casebridge.sinks.dynamics import batch
 from casebridge.sinks.dynamics.mapping import Request
@@ -61,7 +62,7 @@ class Response:
 
 
 def entity_id(url: str) -> str | None:
-    head, sep, tail = url.rpartition("(")
+    _, sep, tail = url.rpartition("(")
     if not sep or not tail.endswith(")"):
         return None
     value = tail[:-1].lower()
@@ -87,7 +88,7 @@ def retry_after(value: str | None, *, now: datetime | None = None) -> float | No
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
         seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    if seconds != seconds:  # NaN
+    if math.isnan(seconds):
         return None
     return min(MAX_RETRY_AFTER, max(0.0, seconds))
 
@@ -117,7 +118,7 @@ class Credentials:
         if config.client_secret_file is not None:
             secret = read_secret(config.client_secret_file)
             if not secret:
-                raise SinkUnavailable(f"{config.client_secret_file} is empty")
+                raise SinkDownError(f"{config.client_secret_file} is empty")
             return secret
         assert config.certificate_file is not None
         return certificate_credential(config.certificate_file)
@@ -153,17 +154,17 @@ class Credentials:
                 result = await asyncio.to_thread(
                     self._app.acquire_token_for_client, scopes=[f"{self._config.url}/.default"]
                 )
-            except SinkUnavailable:
+            except SinkDownError:
                 raise
             except Exception as exc:  # msal raises what requests and its parsers raise
-                raise SinkUnavailable(f"sign-in to {self._config.authority_url}: {exc}") from exc
+                raise SinkDownError(f"sign-in to {self._config.authority_url}: {exc}") from exc
         if not isinstance(result, dict) or "access_token" not in result:
             detail = (
                 result.get("error_description") or result.get("error")
                 if isinstance(result, dict)
                 else result
             )
-            raise SinkUnavailable(f"sign-in refused: {str(detail)[:300]}")
+            raise SinkDownError(f"sign-in refused: {str(detail)[:300]}")
         return str(result["access_token"])
 
     def close(self) -> None:
@@ -187,7 +188,7 @@ def certificate_credential(path: Path) -> dict[str, str]:
         certificate = x509.load_pem_x509_certificate(pem)
         key = serialization.load_pem_private_key(pem, password=None)
     except ValueError as exc:
-        raise SinkUnavailable(f"{path}: not a PEM certificate with its private key") from exc
+        raise SinkDownError(f"{path}: not a PEM certificate with its private key") from exc
     der = certificate.public_bytes(serialization.Encoding.DER)
     return {
         "private_key": key.private_bytes(
@@ -228,7 +229,7 @@ class DataverseClient:
 
     async def send(self, request: Request, *, prefer: Sequence[str] = ()) -> Response:
         """The response to `request` (any 2xx, 404 or 412: the caller decides), or
-        `DataverseError` for another refusal of this record, or `SinkUnavailable`."""
+        `DataverseError` for another refusal of this record, or `SinkDownError`."""
         body = orjson.dumps(request.body) if request.body is not None else None
         headers = dict(request.headers)
         if body is not None:
@@ -260,7 +261,7 @@ class DataverseClient:
                 response.headers.get("content-type", ""), response.body, expected=len(requests)
             )
         except batch.BatchError as exc:
-            raise SinkUnavailable(f"$batch: {exc}") from exc
+            raise SinkDownError(f"$batch: {exc}") from exc
 
     async def _call(
         self,
@@ -291,17 +292,17 @@ class DataverseClient:
                 continue
             break
         if status == 401:
-            raise SinkUnavailable(
+            raise SinkDownError(
                 "the Web API refuses a fresh token: is the application user set up?"
             )
-        if status == 429 or status == 503:
+        if status in {429, 503}:
             wait = retry_after(answer.get("retry-after"))
-            raise SinkUnavailable(f"HTTP {status} (service protection limits)", retry_after=wait)
+            raise SinkDownError(f"HTTP {status} (service protection limits)", retry_after=wait)
         if status >= 500:
-            raise SinkUnavailable(f"HTTP {status} from the Web API")
+            raise SinkDownError(f"HTTP {status} from the Web API")
         if raw:
             if status >= 300:
-                raise SinkUnavailable(f"$batch: HTTP {status}")
+                raise SinkDownError(f"$batch: HTTP {status}")
             return Response(status, answer, content)
         parsed: Any = None
         if content.strip():
@@ -309,7 +310,7 @@ class DataverseClient:
                 parsed = orjson.loads(content)
             except orjson.JSONDecodeError as exc:
                 if status < 300:  # a proxy's page, a broken service: not this record's fault
-                    raise SinkUnavailable(f"HTTP {status} with a body that is not JSON") from exc
+                    raise SinkDownError(f"HTTP {status} with a body that is not JSON") from exc
         if status >= 400 and status not in (404, 412):
             raise DataverseError(status, _error_text(parsed) or "refused")
         return Response(status, answer, parsed)
@@ -324,9 +325,9 @@ class DataverseClient:
                 async for chunk in response.aiter_bytes():
                     size += len(chunk)
                     if size > MAX_BODY:
-                        raise SinkUnavailable(f"a response over {MAX_BODY} bytes from {url[:200]}")
+                        raise SinkDownError(f"a response over {MAX_BODY} bytes from {url[:200]}")
                     chunks.append(chunk)
                 answer = {k.lower(): v for k, v in response.headers.items()}
                 return response.status_code, answer, b"".join(chunks)
         except httpx.HTTPError as exc:
-            raise SinkUnavailable(f"{self.config.url}: {exc!r}") from exc
+            raise SinkDownError(f"{self.config.url}: {exc!r}") from exc

@@ -3,7 +3,7 @@ bodies and addresses the Web API takes. No I/O; `husvakt dynamics explain` print
 
 | husvakt | incident column | how |
 |---|---|---|
-| case id (HV-2026-000123) | the alternate key column (`key`, e.g. hv_husvaktcaseid) | upsert address |
+| case id (HV-2026-000123) | the alternate key column (`key`) | upsert address |
 | title | `title` | as is |
 | site | `customerid_account` | `mapping.accounts[site]`, else `default_account` |
 | condition | `subjectid`, `casetypecode` | `mapping.subjects`, `mapping.case_types` |

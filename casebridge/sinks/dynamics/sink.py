@@ -23,8 +23,8 @@ from datetime import datetime
 from typing import Any
 
 from casebridge.errors import CaseBridgeError
-from casebridge.models import OPEN_STATUSES, Case, CaseEvent
-from casebridge.sinks import Failed, MirrorJob, Mirrored, Report, SinkUnavailable
+from casebridge.models import Case, CaseEvent
+from casebridge.sinks import Failed, Mirrored, MirrorJob, Report, SinkDownError
 from casebridge.sinks.config import DynamicsSinkConfig
 from casebridge.sinks.dynamics.client import DataverseClient, DataverseError, Response, entity_id
 from casebridge.sinks.dynamics.mapping import (
@@ -48,6 +48,8 @@ log = logging.getLogger("husvakt.casebridge.dynamics")
 PAGE = 500
 #: Pages read in one poll (the rest next time: the delta link resumes).
 MAX_PAGES = 50
+#: The columns change tracking reads besides the ids.
+_TRACKED = ("statecode", "statuscode", "_ownerid_value", "_modifiedby_value")
 _FORMATTED = 'odata.include-annotations="OData.Community.Display.V1.FormattedValue"'
 #: statecode of an incident: active, resolved, cancelled
 ACTIVE, RESOLVED, CANCELLED = 0, 1, 2
@@ -112,14 +114,14 @@ class DynamicsSink:
         if len(new) > 1:
             try:
                 created = await self._create_many(new)
-            except SinkUnavailable:
+            except SinkDownError:
                 raise
             except Exception:  # an unusable batch answer: each goes one by one instead
                 log.exception("dynamics: a $batch answer could not be used")
         for job in jobs:
             try:
                 result = await self._one(job, created.get(job.task.case.id))
-            except SinkUnavailable:
+            except SinkDownError:
                 raise
             except DataverseError as exc:
                 result = Failed(str(exc))
@@ -251,7 +253,7 @@ class DynamicsSink:
         cursor = await self._store.sink_cursor(self.id)
         prefer = ("odata.track-changes", f"odata.maxpagesize={PAGE}", _FORMATTED)
         if cursor is None:
-            columns = f"{self._entity.id_column},{self.config.key},statecode,statuscode,_ownerid_value,_modifiedby_value"
+            columns = ",".join((self._entity.id_column, self.config.key, *_TRACKED))
             answer = await self._client.send(
                 Request("GET", f"{self._entity.set_name}?$select={columns}"), prefer=prefer
             )
