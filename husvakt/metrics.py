@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -184,7 +184,9 @@ class Metrics:
 
         self.parts.append(collect)
 
-    def cases(self, bridge: CaseBridge, notifier: Any | None = None) -> None:
+    def cases(
+        self, bridge: CaseBridge, notifier: Any | None = None, sinks: Sequence[Any] = ()
+    ) -> None:
         def collect() -> Iterator[Metric]:
             family = CounterMetricFamily(
                 "husvakt_case_outcomes",
@@ -201,6 +203,24 @@ class Metrics:
                 for (channel, result), n in sorted(notifier.counts.items()):
                     sent.add_metric([channel, result], n)
                 yield sent
+            if sinks:
+                mirrors = CounterMetricFamily(
+                    "husvakt_sink_mirrors",
+                    "Cases mirrored to external systems, and failures (per case, and the whole "
+                    "system unavailable)",
+                    labels=["sink", "result"],
+                )
+                up = GaugeMetricFamily(
+                    "husvakt_sink_up",
+                    "1 while the sink's system took our last round",
+                    labels=["sink"],
+                )
+                for runner in sinks:
+                    for result, n in sorted(runner.counts.items()):
+                        mirrors.add_metric([runner.id, result], n)
+                    up.add_metric([runner.id], 1.0 if runner.available else 0.0)
+                yield mirrors
+                yield up
 
         self.parts.append(collect)
 
@@ -275,9 +295,11 @@ async def serve_metrics(metrics: Metrics, listen: str, stop: asyncio.Event) -> N
             await task
 
 
-def watch_cases(metrics: Metrics, bridge: CaseBridge, notifier: Any | None) -> None:
-    """A case desk's cases and notifications, and reading → case latency."""
-    metrics.cases(bridge, notifier)
+def watch_cases(
+    metrics: Metrics, bridge: CaseBridge, notifier: Any | None, sinks: Sequence[Any] = ()
+) -> None:
+    """A case desk's cases, notifications and sinks, and reading → case latency."""
+    metrics.cases(bridge, notifier, sinks)
 
     def recorded(alarm: Any, at: Any) -> None:
         seconds = max(0.0, (at - alarm.ts).total_seconds())

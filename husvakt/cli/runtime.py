@@ -229,7 +229,7 @@ def server_metrics(server: Any) -> Metrics:
     metrics = Metrics()
     metrics.engine(server.engine)
     metrics.quarantine(server.quarantine, "stream")
-    watch_cases(metrics, server.bridge, server.desk.notifier)
+    watch_cases(metrics, server.bridge, server.desk.notifier, server.desk.sinks)
     subscribed = server.subscriber.subscribed
     metrics.checks.append(lambda: None if subscribed.is_set() else "uplink broker: not subscribed")
     return metrics
@@ -307,7 +307,7 @@ async def run_command(args: argparse.Namespace) -> int:
         metrics = Metrics()
         metrics.gateway(runtime.gateway, outbox, None)
         metrics.engine(runtime.engine)
-        watch_cases(metrics, runtime.bridge, runtime.desk.notifier)
+        watch_cases(metrics, runtime.bridge, runtime.desk.notifier, runtime.desk.sinks)
         started = asyncio.Event()
         started.set()  # its store and outbox are open
         async with (

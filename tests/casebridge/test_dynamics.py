@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import trustme
 
 from casebridge.models import OpenPlan
 from casebridge.sinks import SinkRunner
@@ -475,3 +476,40 @@ async def test_hostile_rows_in_the_changes_from_dynamics_change_no_case(world):
     world.clock.advance(seconds=31)
     await world.mirror()
     assert (await world.store.get_case(ids[0])).status == "resolved"
+
+
+async def test_as_iot_alerts_a_case_is_one_alert_made_inactive_when_resolved(tmp_path, standin):
+    store = SqliteCaseStore(tmp_path / "cases.db")
+    await store.start()
+    world = World(store, standin, sink_config(standin, tmp_path, create="iotalert"))
+    await world.runner.start()
+    (case_id,) = await world.open(1)
+    await world.mirror()
+    alerts = {r[KEY]: r for r in world.service.tables["msdyn_iotalerts"].rows.values()}
+    assert list(alerts) == [case_id] and world.service.incidents() == {}
+    assert alerts[case_id]["msdyn_deviceid"] == "s/t0"
+    await store.act(case_id, "resolve", actor="eva", now=T0, text="dried out")
+    await world.mirror()
+    alert = world.service.tables["msdyn_iotalerts"].rows[alerts[case_id]["msdyn_iotalertid"]]
+    assert alert["statecode"] == 1
+    notes = world.service.notes(alert["msdyn_iotalertid"])
+    assert len(notes) == 1 and "dried out" in notes[0]["notetext"]
+    await world.sink.aclose()
+    await store.aclose()
+
+
+async def test_signing_in_with_a_certificate_instead_of_a_secret(tmp_path, standin):
+    client_cert = standin.service.ca.issue_cert("husvakt-app", key_type=trustme.KeyType.RSA)
+    pem = tmp_path / "husvakt-app.pem"
+    client_cert.private_key_and_cert_chain_pem.write_to_path(str(pem))
+    standin.service.certificate = client_cert.cert_chain_pems[0].bytes()
+    config = sink_config(standin, tmp_path, client_secret_file=None, certificate_file=pem)
+    store = SqliteCaseStore(tmp_path / "cases.db")
+    await store.start()
+    world = World(store, standin, config)
+    await world.runner.start()
+    (case_id,) = await world.open(1)
+    assert await world.mirror() == 1
+    assert list(world.service.incidents()) == [case_id]
+    await world.sink.aclose()
+    await store.aclose()

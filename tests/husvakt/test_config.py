@@ -300,3 +300,39 @@ def test_husvakt_config_check_accepts_a_gateway_alone(tmp_path):
                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "cases: none here — a file for `husvakt gateway` alone" in out.stdout
+
+
+DYNAMICS = """\
+sinks:
+  - id: dynamics
+    type: dynamics
+    url: https://contoso.crm4.dynamics.com
+    tenant: contoso.onmicrosoft.com
+    client_id: 0b7c56a4-5d2e-4f1b-9a61-2f7f3c1d9e01
+    client_secret_file: dynamics.secret
+    mapping:
+      accounts: {nowhere: 5e1f3c0a-0000-4000-8000-000000000001}
+      subjects: {no-such-condition: 5e1f3c0a-0000-4000-8000-000000000002}
+  - id: dynamics
+    type: webhook
+    url: ftp://x
+"""
+
+
+def test_a_sink_mapping_naming_what_the_config_lacks_is_pointed_at(tmp_path):
+    found = problems(write(tmp_path, MINIMAL + DYNAMICS))
+    text = "\n".join(found)
+    assert "site.yaml:31:5: sinks[1].url: a webhook url starts with http" in text, text
+
+
+def test_a_dynamics_mapping_is_checked_against_sites_and_conditions(tmp_path):
+    found = problems(
+        write(
+            tmp_path, MINIMAL + DYNAMICS.split("  - id: dynamics\n    type: webhook", maxsplit=1)[0]
+        )
+    )
+    text = "\n".join(found)
+    assert "no site 'nowhere' in 'sites'" in text, text
+    assert "no rule raises the condition 'no-such-condition'" in text, text
+    assert "site 'skolan' has no account" in text, text
+    assert all(p.startswith(str(tmp_path / "site.yaml")) for p in found), found

@@ -182,6 +182,7 @@ def certificate_credential(path: Path) -> dict[str, str]:
     """msal's certificate credential from a PEM file holding the certificate and its key."""
     from cryptography import x509  # noqa: PLC0415 - comes with msal
     from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: PLC0415
 
     pem = path.read_bytes()
     try:
@@ -189,6 +190,10 @@ def certificate_credential(path: Path) -> dict[str, str]:
         key = serialization.load_pem_private_key(pem, password=None)
     except ValueError as exc:
         raise SinkDownError(f"{path}: not a PEM certificate with its private key") from exc
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise SinkDownError(
+            f"{path}: Microsoft Entra takes RSA keys only, not {type(key).__name__}"
+        )
     der = certificate.public_bytes(serialization.Encoding.DER)
     return {
         "private_key": key.private_bytes(
