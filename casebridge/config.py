@@ -6,9 +6,9 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, time
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from gateway.config import Duration
 from gateway.models import Frozen, Slug, UtcTime
@@ -23,7 +23,9 @@ __all__ = [
     "SmtpConfig",
     "TeamConfig",
     "WebhookConfig",
+    "WebhookUrl",
     "routing_problems",
+    "webhook_url",
 ]
 
 #: Routing match fields from most to least specific. `window` is a row's time window.
@@ -47,18 +49,22 @@ class EscalationConfig(Frozen):
     chain: tuple[Slug, ...] = ()
 
 
+def webhook_url(value: str) -> str:
+    """A webhook's URL: http or https (a team's, or a sink's)."""
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("a webhook url starts with http:// or https://")
+    return value
+
+
+#: A webhook's URL: http or https (a team's, or a sink's).
+WebhookUrl = Annotated[str, AfterValidator(webhook_url)]
+
+
 class WebhookConfig(Frozen):
     """A signed JSON POST per case event; the HMAC-SHA256 secret is read from `secret_file`."""
 
-    url: str
+    url: WebhookUrl
     secret_file: Path | None = None
-
-    @field_validator("url")
-    @classmethod
-    def _http(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("a webhook url starts with http:// or https://")
-        return value
 
 
 class TeamConfig(Frozen):

@@ -9,6 +9,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
+from casebridge.config import WebhookUrl
 from gateway.config import Duration
 from gateway.models import Frozen, Slug
 
@@ -55,16 +56,9 @@ class WebhookSinkConfig(_SinkBase):
     team webhooks: `X-Husvakt-Delivery` is the same on every retry of one event)."""
 
     type: Literal["webhook"]
-    url: str
+    url: WebhookUrl
     secret_file: Path | None = None
     timeout: Duration = 10.0
-
-    @field_validator("url")
-    @classmethod
-    def _http(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("a webhook url starts with http:// or https://")
-        return value
 
 
 class DynamicsMapping(Frozen):
