@@ -140,10 +140,14 @@ def sink_for(
     return DynamicsSink(config, store=store, client=DataverseClient(config))
 
 
-def sinks_for(config: HusvaktConfig, *, store: CaseStore, clock: Clock) -> tuple[SinkRunner, ...]:
-    """A runner for each sink the config names."""
+def sinks_for(
+    config: HusvaktConfig, *, store: CaseStore, clock: Clock, only: str | None = None
+) -> tuple[SinkRunner, ...]:
+    """A runner for each sink the config names (`only`: for that one alone)."""
     runners = []
     for entry in config.sinks:
+        if only not in (None, entry.id):
+            continue
         sink = sink_for(entry, store=store, clock=clock)
         pull = getattr(sink, "pull", None)
         runners.append(

@@ -18,17 +18,27 @@ __all__ = [
     "DynamicsSinkConfig",
     "SinkConfig",
     "WebhookSinkConfig",
+    "as_guid",
     "sink_problems",
 ]
 
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-_NAME = re.compile(r"^[a-z][a-z0-9_]{0,99}$")
+_GUID = re.compile(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,99}")
+
+
+def as_guid(value: object) -> str | None:
+    """`value` as a lower-case GUID, or None when it is not one (anything from outside:
+    a config, a header, a change row)."""
+    if not isinstance(value, str) or not _GUID.fullmatch(value):
+        return None
+    return value.lower()
 
 
 def _guid(value: str) -> str:
-    if not _GUID.match(value):
+    guid = as_guid(value)
+    if guid is None:
         raise ValueError(f"{value!r} is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")
-    return value.lower()
+    return guid
 
 
 #: A GUID, in lower case (Dataverse's ids; compared as text).
@@ -122,7 +132,7 @@ class DynamicsSinkConfig(_SinkBase):
     @field_validator("key")
     @classmethod
     def _column(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):
             raise ValueError("key is a column's logical name (lower case, letters, _ and digits)")
         return value
 

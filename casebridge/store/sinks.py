@@ -69,9 +69,6 @@ class SinkQueries:
     async def mirror_due(self, sink: str, now: datetime, *, limit: int = 100) -> list[MirrorTask]:
         """Cases changed since `sink` last mirrored them and not waiting out a retry, oldest
         case first."""
-        joined = cases.outerjoin(
-            sink_cases, and_(sink_cases.c.sink == sink, sink_cases.c.case_number == cases.c.number)
-        )
         query = (
             select(
                 cases,
@@ -80,9 +77,9 @@ class SinkQueries:
                 sink_cases.c.remote_id,
                 sink_cases.c.attempts,
             )
-            .select_from(joined)
+            .select_from(_with_progress(sink))
             .where(
-                cases.c.version > func.coalesce(sink_cases.c.synced_version, 0),
+                _behind,
                 or_(sink_cases.c.next_attempt_at.is_(None), sink_cases.c.next_attempt_at <= now),
             )
             .order_by(cases.c.number)
@@ -201,10 +198,6 @@ class SinkQueries:
     async def sink_status(self, sink: str, now: datetime) -> SinkStatus:
         """How far behind `sink` is: cases waiting, of them failing, the oldest change waiting,
         and the last error."""
-        joined = cases.outerjoin(
-            sink_cases, and_(sink_cases.c.sink == sink, sink_cases.c.case_number == cases.c.number)
-        )
-        behind = cases.c.version > func.coalesce(sink_cases.c.synced_version, 0)
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -213,8 +206,8 @@ class SinkQueries:
                         func.count(sink_cases.c.last_error),
                         func.min(cases.c.updated_at),
                     )
-                    .select_from(joined)
-                    .where(behind)
+                    .select_from(_with_progress(sink))
+                    .where(_behind)
                 )
             ).one()
             error = (
@@ -265,3 +258,14 @@ class SinkQueries:
         async with self._engine.connect() as conn:
             row = (await conn.execute(query)).first()
         return case_from_row(row).id if row is not None else None
+
+
+def _with_progress(sink: str) -> Any:
+    """Every case beside `sink`'s progress on it (none yet: NULLs)."""
+    return cases.outerjoin(
+        sink_cases, and_(sink_cases.c.sink == sink, sink_cases.c.case_number == cases.c.number)
+    )
+
+
+#: A case changed since the sink last mirrored it.
+_behind = cases.c.version > func.coalesce(sink_cases.c.synced_version, 0)

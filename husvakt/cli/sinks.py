@@ -145,13 +145,12 @@ async def sinks_sync(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     clock = SystemClock()
     store = await open_cases(config)
-    runners = [r for r in sinks_for(config, store=store, clock=clock) if args.sink in (None, r.id)]
-    if not runners:
-        say("husvakt: no such sink in the config")
-        await store.aclose()
-        return EXIT_FAILED
     try:
-        if args.follow:
+        runners = sinks_for(config, store=store, clock=clock, only=args.sink)
+        if not runners:
+            say("husvakt: no such sink in the config")
+            return EXIT_FAILED
+        if args.follow:  # each runner lets go of its connections when it stops
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
@@ -162,13 +161,14 @@ async def sinks_sync(args: argparse.Namespace) -> int:
             return EXIT_OK
         behind = 0
         for runner in runners:
-            await runner.start()
-            done = await runner.run_due(clock.now())
+            try:
+                await runner.start()
+                done = await runner.run_due(clock.now())
+            finally:
+                await runner.aclose()
             status = await store.sink_status(runner.id, clock.now())
             say(f"{runner.id}: {done} case(s) mirrored, {status.waiting} waiting")
             behind += status.waiting
         return EXIT_FAILED if behind else EXIT_OK
     finally:
-        for runner in runners:
-            await runner.aclose()
         await store.aclose()

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.wire import loads_bounded
+
 __all__ = ["MAX_PARTS", "BatchError", "Part", "decode", "encode"]
 
 #: Dataverse takes up to 1000 requests in one batch.
@@ -39,7 +41,10 @@ class Part:
     body: bytes
 
     def json(self) -> Any:
-        return json.loads(self.body) if self.body.strip() else None
+        """The body as JSON, bounded like every answer (`WireError` when it is not)."""
+        if not self.body.strip():
+            return None
+        return loads_bounded(self.body, max_bytes=len(self.body), max_containers=10_000)
 
 
 def encode(

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+from casebridge.models import Case, CaseDraft
 from casebridge.sinks import SinkDownError
 from casebridge.sinks.dynamics.client import DataverseClient, DataverseError
 from casebridge.sinks.dynamics.mapping import Request, entity_for, record
@@ -153,11 +155,7 @@ async def _exists(client: DataverseClient, set_name: str, guid: str, what: str) 
     return Finding(True, f"{what}: {set_name[:-1]} {guid} exists")
 
 
-def _sample() -> Any:
-    from datetime import UTC, datetime  # noqa: PLC0415
-
-    from casebridge.models import Case, CaseDraft  # noqa: PLC0415
-
+def _sample() -> Case:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     draft = CaseDraft(title="check", team="check", priority="P1", route="check", site_name="check")
     return Case(

@@ -26,10 +26,11 @@ import httpx
 import orjson
 
 from casebridge.sinks import SinkDownError
-from casebridge.sinks.config import DynamicsSinkConfig
+from casebridge.sinks.config import DynamicsSinkConfig, as_guid
 from casebridge.sinks.dynamics import batch
 from casebridge.sinks.dynamics.mapping import Request
 from gateway.secrets import read_secret
+from gateway.wire import WireError, loads_bounded
 
 __all__ = ["MAX_BODY", "Credentials", "DataverseClient", "DataverseError", "Response"]
 
@@ -37,6 +38,9 @@ log = logging.getLogger("husvakt.casebridge.dynamics")
 
 #: The largest response read (a page of change tracking with 500 records is ~0.5 MB).
 MAX_BODY = 8 * 1024 * 1024
+#: Arrays and objects in one response (a page of 500 records with their annotations is
+#: under 2,000).
+MAX_CONTAINERS = 50_000
 #: A Retry-After longer than this is taken as this (a broken header must not stop us a week).
 MAX_RETRY_AFTER = 3600.0
 
@@ -65,12 +69,7 @@ def entity_id(url: str) -> str | None:
     _, sep, tail = url.rpartition("(")
     if not sep or not tail.endswith(")"):
         return None
-    value = tail[:-1].lower()
-    if len(value) != 36 or value.count("-") != 4:
-        return None
-    if any(c not in "0123456789abcdef-" for c in value):
-        return None
-    return value
+    return as_guid(tail[:-1])
 
 
 def retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -312,10 +311,10 @@ class DataverseClient:
         parsed: Any = None
         if content.strip():
             try:
-                parsed = orjson.loads(content)
-            except orjson.JSONDecodeError as exc:
+                parsed = loads_bounded(content, max_bytes=MAX_BODY, max_containers=MAX_CONTAINERS)
+            except WireError as exc:
                 if status < 300:  # a proxy's page, a broken service: not this record's fault
-                    raise SinkDownError(f"HTTP {status} with a body that is not JSON") from exc
+                    raise SinkDownError(f"HTTP {status} with an unusable body: {exc}") from exc
         if status >= 400 and status not in (404, 412):
             raise DataverseError(status, _error_text(parsed) or "refused")
         return Response(status, answer, parsed)

@@ -37,6 +37,7 @@ __all__ = [
     "record",
     "reopen",
     "resolution",
+    "upsert",
 ]
 
 #: Timeline events that become notes on the Dynamics record (the opening alarm is the record
@@ -146,6 +147,14 @@ def record(config: DynamicsSinkConfig, case: Case) -> dict[str, Any]:
     if mapping.origin is not None:
         body["caseorigincode"] = mapping.origin
     return body
+
+
+def upsert(config: DynamicsSinkConfig, case: Case, when: str | None = None) -> Request:
+    """Write the case's record by its alternate key: `when="new"` creates only
+    (`If-None-Match: *`, a 412 if it exists), `"existing"` updates only (`If-Match: *`, a 404
+    if it does not), None either (a plain upsert)."""
+    headers = {"new": (("If-None-Match", "*"),), "existing": (("If-Match", "*"),), None: ()}
+    return Request("PATCH", key_path(config, case.id), record(config, case), headers[when])
 
 
 def annotation_id(case_id: str, event: CaseEvent) -> str:

@@ -25,7 +25,7 @@ from typing import Any
 from casebridge.errors import CaseBridgeError
 from casebridge.models import Case, CaseEvent
 from casebridge.sinks import Failed, Mirrored, MirrorJob, Report, SinkDownError
-from casebridge.sinks.config import DynamicsSinkConfig
+from casebridge.sinks.config import DynamicsSinkConfig, as_guid
 from casebridge.sinks.dynamics.client import DataverseClient, DataverseError, Response, entity_id
 from casebridge.sinks.dynamics.mapping import (
     DYNAMICS_ACTOR,
@@ -33,10 +33,9 @@ from casebridge.sinks.dynamics.mapping import (
     Request,
     annotation,
     entity_for,
-    key_path,
-    record,
     reopen,
     resolution,
+    upsert,
 )
 from casebridge.store import CaseStore
 
@@ -56,7 +55,11 @@ ACTIVE, RESOLVED, CANCELLED = 0, 1, 2
 
 
 def _text(value: object, limit: int = 200) -> str:
-    return str(value)[:limit] if isinstance(value, str | int | float) else ""
+    """Text from a change row, fit for a timeline: printable characters only (no NUL, no
+    lone surrogate, no control character), at most `limit`."""
+    if not isinstance(value, str):
+        return ""
+    return "".join(ch for ch in value[: limit * 2] if ch.isprintable())[:limit]
 
 
 def plan(
@@ -64,14 +67,7 @@ def plan(
 ) -> list[Request]:
     """The requests a case's mirror makes when the record is in the state husvakt last
     left it (what `husvakt dynamics explain` shows)."""
-    out = [
-        Request(
-            "PATCH",
-            key_path(config, case.id),
-            record(config, case),
-            (("If-Match", "*"),) if remote_id else (("If-None-Match", "*"),),
-        )
-    ]
+    out = [upsert(config, case, "existing" if remote_id else "new")]
     rid = remote_id or "<the new record's id>"
     out += [annotation(config, rid, e) for e in events if _noted(e)]
     if not case.is_open:
@@ -79,8 +75,13 @@ def plan(
     return out
 
 
+def _ours(event: CaseEvent) -> bool:
+    """Made in husvakt, not brought from Dynamics (which has it already)."""
+    return not event.actor.startswith(DYNAMICS_ACTOR)
+
+
 def _noted(event: CaseEvent) -> bool:
-    return event.kind in NOTE_KINDS and not event.actor.startswith(DYNAMICS_ACTOR)
+    return event.kind in NOTE_KINDS and _ours(event)
 
 
 def _why(case: Case, events: Sequence[CaseEvent]) -> str:
@@ -100,8 +101,6 @@ class DynamicsSink:
         self._client = client
         self._entity = entity_for(config)
         self._me: str | None = None
-        #: changes from Dynamics applied to husvakt cases, for the metrics and tests
-        self.pulled = 0
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -133,16 +132,7 @@ class DynamicsSink:
     async def _create_many(self, jobs: Sequence[MirrorJob]) -> dict[str, str]:
         """New cases in one `$batch` of create-only writes: case id → record id for those
         created now (the others — already there, refused — go the one-by-one way)."""
-        requests = [
-            Request(
-                "PATCH",
-                key_path(self.config, j.task.case.id),
-                record(self.config, j.task.case),
-                (("If-None-Match", "*"),),
-            )
-            for j in jobs
-        ]
-        parts = await self._client.batch(requests)
+        parts = await self._client.batch([upsert(self.config, j.task.case, "new") for j in jobs])
         created: dict[str, str] = {}
         for job, part in zip(jobs, parts, strict=False):
             if part.status == 429:
@@ -162,13 +152,9 @@ class DynamicsSink:
                 remote = None
             else:
                 state = known
-        reopened = any(
-            e.kind == "reopened" and not e.actor.startswith(DYNAMICS_ACTOR) for e in job.events
-        )
-        if case.is_open and state != ACTIVE and reopened:
-            await self._expect(
-                await self._client.send(reopen(self.config, remote or "")), "reactivate"
-            )
+        reopened = any(e.kind == "reopened" and _ours(e) for e in job.events)
+        if remote is not None and case.is_open and state != ACTIVE and reopened:
+            await self._expect(await self._client.send(reopen(self.config, remote)), "reactivate")
             state = ACTIVE
         if remote is None:
             remote = await self._write(case, None)
@@ -194,18 +180,14 @@ class DynamicsSink:
 
     async def _write(self, case: Case, remote: str | None) -> str:
         """Create or update the record by its key; its id."""
-        body = record(self.config, case)
-        path = key_path(self.config, case.id)
         if remote is None:
-            answer = await self._client.send(
-                Request("PATCH", path, body, (("If-None-Match", "*"),))
-            )
+            answer = await self._client.send(upsert(self.config, case, "new"))
             if answer.status != 412:
                 return self._created(answer)
             # an earlier try (or another husvakt) made it: update it
-        answer = await self._client.send(Request("PATCH", path, body, (("If-Match", "*"),)))
+        answer = await self._client.send(upsert(self.config, case, "existing"))
         if answer.status == 404:  # gone since: make it again
-            answer = await self._client.send(Request("PATCH", path, body))
+            answer = await self._client.send(upsert(self.config, case))
         return self._created(answer)
 
     def _created(self, answer: Response) -> str:
@@ -213,7 +195,7 @@ class DynamicsSink:
             raise DataverseError(answer.status, "the record was not written")
         rid = answer.entity_id()
         if rid is None and isinstance(answer.body, dict):
-            rid = entity_id(f"({_text(answer.body.get(self._entity.id_column), 40)})")
+            rid = as_guid(answer.body.get(self._entity.id_column))
         if rid is None:
             raise DataverseError(answer.status, "the response names no record id (OData-EntityId)")
         return rid
@@ -241,7 +223,7 @@ class DynamicsSink:
         if self._me is None:
             answer = await self._client.send(Request("GET", "WhoAmI"))
             user = answer.body.get("UserId") if isinstance(answer.body, dict) else None
-            me = entity_id(f"({_text(user, 40)})")
+            me = as_guid(user)
             if me is None:
                 raise DataverseError(answer.status, "WhoAmI named no user")
             self._me = me
@@ -285,13 +267,13 @@ class DynamicsSink:
     async def _apply(self, row: Any, me: str, now: datetime) -> None:
         if not isinstance(row, dict) or "$deletedEntity" in _text(row.get("@odata.context"), 500):
             return
-        rid = entity_id(f"({_text(row.get(self._entity.id_column), 40)})")
+        rid = as_guid(row.get(self._entity.id_column))
         if rid is None:
             return
         case_id = await self._store.case_for_remote(self.id, rid)
         if case_id is None:
             return  # not one of ours (or not mirrored yet)
-        author = entity_id(f"({_text(row.get('_modifiedby_value'), 40)})")
+        author = as_guid(row.get("_modifiedby_value"))
         if author is None or author == me:
             return
         name = _text(row.get("_modifiedby_value@OData.Community.Display.V1.FormattedValue"), 100)
@@ -300,32 +282,23 @@ class DynamicsSink:
         if case is None:
             return
         state = row.get("statecode")
-        changed = False
+        if type(state) is not int:  # JSON true == 1 in Python: a bool is no state
+            state = None
         if state in (RESOLVED, CANCELLED) and case.is_open:
             verb = "resolved" if state == RESOLVED else "cancelled"
-            await self._store.act(
+            case = await self._store.act(
                 case.id, "resolve", actor=actor, now=now, text=f"{verb} in Dynamics 365"
             )
-            changed = True
         elif state == ACTIVE and case.status in ("resolved", "closed"):
-            await self._store.act(
+            case = await self._store.act(
                 case.id, "reopen", actor=actor, now=now, text="reactivated in Dynamics 365"
             )
-            changed = True
-        owner = entity_id(f"({_text(row.get('_ownerid_value'), 40)})")
+        owner = as_guid(row.get("_ownerid_value"))
         user = self.config.mapping.users.get(owner) if owner else None
-        fresh = await self._store.get_case(case.id) or case
-        if user is not None and user != fresh.assignee:
-            if fresh.is_open:
-                await self._store.act(case.id, "assign", actor=actor, now=now, assignee=user)
-            else:
-                await self._store.act(
-                    case.id,
-                    "comment",
-                    actor=actor,
-                    now=now,
-                    text=f"assigned to {user} in Dynamics 365 (the case is {fresh.status} here)",
-                )
-            changed = True
-        if changed:
-            self.pulled += 1
+        if user is None or user == case.assignee:
+            return
+        if case.is_open:
+            await self._store.act(case.id, "assign", actor=actor, now=now, assignee=user)
+        else:
+            text = f"assigned to {user} in Dynamics 365 (the case is {case.status} here)"
+            await self._store.act(case.id, "comment", actor=actor, now=now, text=text)
