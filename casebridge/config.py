@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, time
 from pathlib import Path
 from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
@@ -24,6 +25,7 @@ __all__ = [
     "TeamConfig",
     "WebhookConfig",
     "WebhookUrl",
+    "checked_url",
     "routing_problems",
     "webhook_url",
 ]
@@ -49,11 +51,22 @@ class EscalationConfig(Frozen):
     chain: tuple[Slug, ...] = ()
 
 
+def checked_url(value: str, schemes: tuple[str, ...], what: str) -> str:
+    """`value` if it is a URL of one of `schemes` with a host and nothing a request could be
+    split or fooled by (spaces, control characters, a user name); else ValueError."""
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ValueError(f"{what} starts with {' or '.join(s + '://' for s in schemes)} and a host")
+    if any(not ch.isprintable() or ch.isspace() for ch in value):
+        raise ValueError(f"{what} may not contain spaces or control characters")
+    if parts.username or parts.password:
+        raise ValueError(f"{what} may not hold a user name or password")
+    return value
+
+
 def webhook_url(value: str) -> str:
     """A webhook's URL: http or https (a team's, or a sink's)."""
-    if not value.startswith(("http://", "https://")):
-        raise ValueError("a webhook url starts with http:// or https://")
-    return value
+    return checked_url(value, ("http", "https"), "a webhook url")
 
 
 #: A webhook's URL: http or https (a team's, or a sink's).

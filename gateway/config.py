@@ -70,7 +70,14 @@ def format_duration(seconds: float) -> str:
 
 
 #: A duration in seconds; YAML may write `30s`, `10m`, `1h30m` or a number of seconds.
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+#: The longest duration a config may give: a hundred years. `inf` (and `1e400`, which YAML
+#: reads as it) is refused: it would overflow every date it is added to.
+MAX_DURATION = 100 * 365 * 86400.0
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    Field(ge=0, le=MAX_DURATION, allow_inf_nan=False),
+]
 
 
 class Room(Frozen):

@@ -636,7 +636,10 @@ class Dataverse:
 def _respond(status: int, headers: dict[str, str], body: Any) -> Response:
     if body is None:
         return Response(status_code=status, headers=headers)
-    return JSONResponse(body, status_code=status, headers=headers)
+    # ASCII with escapes, as JSON allows: a lone surrogate in a name travels as \ud800
+    return Response(
+        json.dumps(body), status_code=status, headers=headers, media_type="application/json"
+    )
 
 
 class Running:

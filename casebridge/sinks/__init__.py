@@ -176,6 +176,10 @@ class SinkRunner:
             except SinkDownError as exc:
                 self._unavailable(exc, now)
                 return done + mirrored
+            except Exception as exc:  # a sink's bug: backed off like an outage, never a loop
+                log.exception("sink %s: mirroring failed", self._sink.id)
+                self._unavailable(SinkDownError(f"{type(exc).__name__}: {exc}"), now)
+                return done + mirrored
             self._outages = 0
             self.available = True
             done += mirrored

@@ -6,10 +6,11 @@ import re
 from collections.abc import Container, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from casebridge.config import WebhookUrl
+from casebridge.config import WebhookUrl, checked_url
 from gateway.config import Duration
 from gateway.models import Frozen, Slug
 
@@ -46,8 +47,11 @@ Guid = Annotated[str, AfterValidator(_guid)]
 
 
 def _https(value: str, what: str) -> str:
-    if not value.startswith("https://"):
-        raise ValueError(f"{what} starts with https://")
+    """An https root URL (the API paths are added to it: no query or fragment)."""
+    checked_url(value, ("https",), what)
+    parts = urlsplit(value)
+    if parts.query or parts.fragment:
+        raise ValueError(f"{what} may not hold a query or a fragment")
     return value.rstrip("/")
 
 

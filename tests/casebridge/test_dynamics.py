@@ -456,8 +456,12 @@ async def test_hostile_rows_in_the_changes_from_dynamics_change_no_case(world):
             *HOSTILE_ROWS,
             # a real-looking row for an incident husvakt does not mirror
             {"incidentid": str(uuid.uuid4()), "statecode": 1, "_modifiedby_value": forger},
-            # a statecode of the wrong type for one it does
+            # a statecode of the wrong type for one it does (JSON true == 1 in Python)
             {"incidentid": guid, "statecode": "1", "_modifiedby_value": forger},
+            {"incidentid": guid, "statecode": True, "_modifiedby_value": forger},
+            {"incidentid": guid, "statecode": 1.0, "_modifiedby_value": forger},
+            # a GUID with a line break after it
+            {"incidentid": guid + "\n", "statecode": 1, "_modifiedby_value": forger},
         ],
         "@odata.nextLink": "https://evil.example/api/data/v9.2/incidents?$skiptoken=1",
     }
@@ -469,13 +473,14 @@ async def test_hostile_rows_in_the_changes_from_dynamics_change_no_case(world):
     await world.mirror()
     assert [c.status for c in await world.store.list_cases()] == ["new", "new"]
     assert not any(p.startswith("http") for _, p in world.service.log)
-    # and a genuine resolution still comes through afterwards
-    dispatcher = world.service.add_user("Disa Patcher")
+    # and a genuine resolution still comes through afterwards, its author's name made safe
+    dispatcher = world.service.add_user("Disa\x00 Pat\ud800cher\u202e")
     world.service.act_as(dispatcher, "incidents", guid, statecode=1, statuscode=5)
     await world.store.set_sink_cursor("dynamics", None, now=T0)
     world.clock.advance(seconds=31)
     await world.mirror()
     assert (await world.store.get_case(ids[0])).status == "resolved"
+    assert (await world.store.timeline(ids[0]))[-1].actor == "dynamics:Disa Patcher"
 
 
 async def test_as_iot_alerts_a_case_is_one_alert_made_inactive_when_resolved(tmp_path, standin):

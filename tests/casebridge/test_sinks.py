@@ -24,6 +24,8 @@ class Receiver:
     def __init__(self) -> None:
         self.received: list[tuple[dict[str, str], dict]] = []
         self.status = 204
+        #: answer with a body that never ends (a hostile or broken receiver)
+        self.endless = False
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -34,6 +36,15 @@ class Receiver:
                         (dict(self.headers), json.loads(body) | {"_raw": body.decode()})
                     )
                 self.send_response(outer.status)
+                if outer.endless:
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    chunk = b"x" * 65536
+                    try:
+                        while True:
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    except OSError:
+                        return
                 self.end_headers()
 
             def log_message(self, *args: object) -> None:
@@ -107,3 +118,53 @@ async def test_a_sink_added_later_mirrors_the_open_cases_not_the_history(store, 
     await runner.start()
     assert await runner.run_due(clock.now()) == 1
     assert {body["case"]["id"] for _, body in receiver.received} == {live.case.id}
+
+
+async def test_a_receiver_answering_with_an_endless_body_costs_nothing(store, receiver):
+    clock = ManualClock(T0)
+    runner = SinkRunner(
+        store=store,
+        sink=WebhookSink(id="feed", url=receiver.url, secret=None, clock=clock),
+        clock=clock,
+    )
+    await runner.start()
+    receiver.endless = True
+    first = await store.record_alarm(
+        make_alarm(sensor="t1"), make_draft(), OpenPlan(), now=T0, reopen_window=0
+    )
+    assert await runner.run_due(clock.now()) == 1  # taken on its status; the body never read
+    receiver.endless = False
+    second = await store.record_alarm(
+        make_alarm(sensor="t2"), make_draft(), OpenPlan(), now=T0, reopen_window=0
+    )
+    assert await runner.run_due(clock.now()) == 1
+    assert {body["case"]["id"] for _, body in receiver.received} == {first.case.id, second.case.id}
+
+
+class Broken:
+    """A sink whose code fails on every case (a bug, an unforeseen answer)."""
+
+    id = "broken"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def mirror(self, jobs, report):
+        self.calls += 1
+        raise RuntimeError("surprise")
+
+    async def aclose(self):
+        pass
+
+
+async def test_a_sink_that_fails_unexpectedly_backs_off_and_mirrors_nothing_wrongly(store):
+    clock = ManualClock(T0)
+    sink = Broken()
+    runner = SinkRunner(store=store, sink=sink, clock=clock, max_retry=60)
+    await runner.start()
+    await store.record_alarm(make_alarm(), make_draft(), OpenPlan(), now=T0, reopen_window=0)
+    assert await runner.run_due(clock.now()) == 0  # no exception out of the runner
+    assert await runner.run_due(clock.now()) == 0
+    assert sink.calls == 1  # paused, not retried in a tight loop
+    assert not runner.available
+    assert (await store.sink_status("broken", clock.now())).waiting == 1  # still owed

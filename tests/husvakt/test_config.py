@@ -336,3 +336,54 @@ def test_a_dynamics_mapping_is_checked_against_sites_and_conditions(tmp_path):
     assert "no rule raises the condition 'no-such-condition'" in text, text
     assert "site 'skolan' has no account" in text, text
     assert all(p.startswith(str(tmp_path / "site.yaml")) for p in found), found
+
+
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [
+        ('    client_id: "0b7c56a4-5d2e-4f1b-9a61-2f7f3c1d9e01\\n"', "client_id"),
+        ('    client_id: "0b7c56a4-5d2e-4f1b-9a61-2f7f3c1d9e01\\u0000"', "client_id"),
+        ('    key: "hv_husvaktcaseid\\n"', "key"),
+        ('    key: "hv_x\') or 1=1 --"', "key"),
+        ('    tenant: "../../common"', "tenant"),
+        ('    tenant: "\\ud800"', "tenant"),
+        ("    url: http://contoso.crm4.dynamics.com", "url"),
+        ('    url: "https://\\u0000"', "url"),
+        ("    batch: 1000000000", "batch"),
+        ("    every: -1", "every"),
+        ("    poll: 1e400", "poll"),
+        ("    mapping: {users: {not-a-guid: eva}}", "mapping"),
+        ("    authority: https://login.example/t?x=1", "authority"),
+    ],
+)
+def test_a_hostile_dynamics_setting_is_a_config_error_at_its_line(tmp_path, line, field):
+    sink = DYNAMICS.split("  - id: dynamics\n    type: webhook", maxsplit=1)[0]
+    good = "\n".join(
+        ln
+        for ln in sink.splitlines()
+        if not ln.startswith(("    mapping:", "      accounts", "      subjects"))
+    )
+    good += "\n    mapping: {default_account: 5e1f3c0a-0000-4000-8000-000000000001}\n"
+    name = line.strip().split(":", 1)[0]
+    lines = [ln for ln in good.splitlines() if not ln.strip().startswith(f"{name}:")]
+    if name == "mapping":
+        lines = [ln for ln in lines if not ln.startswith("    mapping:")]
+    found = problems(write(tmp_path, MINIMAL + "\n".join([*lines, line]) + "\n"))
+    assert any(f"sinks[0].{field}" in p for p in found), found
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://x",
+        "http://",
+        "http://hook.example/a b",
+        "http://hook.example/\\u0000",
+        "http://u:p@hook.example/",
+        "https://\\ud800",
+    ],
+)
+def test_a_webhook_sink_url_that_could_not_be_sent_to_is_a_config_error(tmp_path, url):
+    text = MINIMAL + f'sinks:\n  - {{id: feed, type: webhook, url: "{url}"}}\n'
+    found = problems(write(tmp_path, text))
+    assert any("sinks[0].url: " in p and "webhook url" in p for p in found), found
