@@ -7,7 +7,8 @@ CaseBridgeError
 │                          the engine retries the alarm instead of dropping it)
 ├── CaseNotFoundError      no case (or user) with that id
 ├── LifecycleError    an action the case's status does not allow (e.g. close a new case)
-└── WebhookSecretError   a team webhook's secret file is empty (the service refuses to start)
+├── WebhookSecretError   a team webhook's secret file is empty (the service refuses to start)
+└── SinkSetupError    a sink cannot be set up (its optional libraries are not installed)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ __all__ = [
     "CaseStoreError",
     "LifecycleError",
     "RoutingError",
+    "SinkSetupError",
     "StoreUnavailableError",
     "WebhookSecretError",
 ]
@@ -52,3 +54,8 @@ class StoreUnavailableError(CaseStoreError, SinkUnavailableError):
 class WebhookSecretError(CaseBridgeError, ValueError):
     """A team webhook's secret file is empty: a signature with an empty key proves nothing, so
     the service refuses to start."""
+
+
+class SinkSetupError(CaseBridgeError, ValueError):
+    """A configured sink cannot be set up here (e.g. the Dynamics sink without msal): the
+    service refuses to start rather than run without mirroring."""

@@ -254,3 +254,5 @@ class SinkStatus:
     failing: int
     oldest_change_age: float | None
     last_error: str | None
+    #: since when the whole system has been unreachable or refusing (None: it is not)
+    down_since: datetime | None = None

@@ -10,6 +10,7 @@ the packages below it take their parts as arguments.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from casebridge.bridge import CaseBridge
 from casebridge.config import NotifyConfig
-from casebridge.errors import WebhookSecretError
+from casebridge.errors import SinkSetupError, WebhookSecretError
 from casebridge.history import ReadingHistory
 from casebridge.notify import (
     Channel,
@@ -46,6 +47,7 @@ from stream.table import RuleTable
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from casebridge.sinks.dynamics.client import DataverseClient
     from casebridge.store.sql import SqlCaseStore
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "case_desk",
     "case_web_app",
     "channels_for",
+    "dynamics_client",
     "open_cases",
     "rule_engine",
     "sinks_for",
@@ -134,10 +137,21 @@ def sink_for(
             clock=clock,
             timeout=config.timeout,
         )
-    from casebridge.sinks.dynamics.client import DataverseClient  # noqa: PLC0415 - msal extra
-    from casebridge.sinks.dynamics.sink import DynamicsSink  # noqa: PLC0415
+    from casebridge.sinks.dynamics.sink import DynamicsSink  # noqa: PLC0415 - msal extra
 
-    return DynamicsSink(config, store=store, client=DataverseClient(config))
+    return DynamicsSink(config, store=store, client=dynamics_client(config))
+
+
+def dynamics_client(config: DynamicsSinkConfig) -> DataverseClient:
+    """The Web API client of a Dynamics sink; `SinkSetupError` without the `dynamics` extra."""
+    if importlib.util.find_spec("msal") is None:
+        raise SinkSetupError(
+            f"sink {config.id} (Dynamics 365) needs Microsoft's msal: "
+            "pip install 'husvakt[dynamics]'"
+        )
+    from casebridge.sinks.dynamics.client import DataverseClient  # noqa: PLC0415
+
+    return DataverseClient(config)
 
 
 def sinks_for(

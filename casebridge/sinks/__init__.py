@@ -135,6 +135,8 @@ class SinkRunner:
         self._next_pull: datetime | None = None
         self._paused_until: datetime | None = None
         self._outages = 0
+        #: what the store says of the system (None: not known yet, after a start)
+        self._stored_down: bool | None = None
         #: mirrored / failed / unavailable counts, for the metrics
         self.counts: Counter[str] = Counter()
         self.available = True
@@ -174,14 +176,13 @@ class SinkRunner:
             try:
                 await self._sink.mirror(jobs, report)
             except SinkDownError as exc:
-                self._unavailable(exc, now)
+                await self._unavailable(exc, now)
                 return done + mirrored
             except Exception as exc:  # a sink's bug: backed off like an outage, never a loop
                 log.exception("sink %s: mirroring failed", self._sink.id)
-                self._unavailable(SinkDownError(f"{type(exc).__name__}: {exc}"), now)
+                await self._unavailable(SinkDownError(f"{type(exc).__name__}: {exc}"), now)
                 return done + mirrored
-            self._outages = 0
-            self.available = True
+            await self._up(now)
             done += mirrored
             if len(tasks) < self._batch or reported < len(tasks):
                 break
@@ -198,14 +199,16 @@ class SinkRunner:
         try:
             await self._pull(now)
         except SinkDownError as exc:
-            self._unavailable(exc, now)
+            await self._unavailable(exc, now)
             return False
         except Exception:  # what came back was unusable: ours still go out
             self.counts["pull_failed"] += 1
             log.exception("sink %s: fetching the changes made there failed", self._sink.id)
+        else:
+            await self._up(now)
         return True
 
-    def _unavailable(self, exc: SinkDownError, now: datetime) -> None:
+    async def _unavailable(self, exc: SinkDownError, now: datetime) -> None:
         self._outages += 1
         self.available = False
         self.counts["unavailable"] += 1
@@ -214,6 +217,16 @@ class SinkRunner:
             wait = sink_delay(self._outages, self._max_retry)
         self._paused_until = now + timedelta(seconds=max(0.0, wait))
         log.warning("sink %s: %s; trying again in %.0f s", self._sink.id, exc, wait)
+        await self._store.sink_down(self._sink.id, str(exc), now=now)
+        self._stored_down = True
+
+    async def _up(self, now: datetime) -> None:
+        """The system took a round: no longer down (said to the store once)."""
+        self._outages = 0
+        self.available = True
+        if self._stored_down is not False:
+            await self._store.sink_down(self._sink.id, None, now=now)
+            self._stored_down = False
 
     async def _record(self, job: MirrorJob, result: Mirrored | Failed, now: datetime) -> None:
         task = job.task

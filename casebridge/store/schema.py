@@ -212,13 +212,17 @@ sink_cases = Table(
     Column("updated_at", UtcText, nullable=False),
 )
 
-#: One row per sink: when it was first started (cases closed before then are not mirrored)
-#: and its change-tracking cursor back from the external system (a delta link).
+#: One row per sink: when it was first started (cases closed before then are not mirrored),
+#: its change-tracking cursor back from the external system (a delta link), and whether that
+#: system is down (seen by `husvakt sinks status` from another process).
 sinks = Table(
     "sinks",
     metadata,
     Column("sink", String(64), primary_key=True),
     Column("adopted_at", UtcText, nullable=False),
     Column("cursor", Text, nullable=True),
+    #: while the external system is unreachable or refusing: since when, and why
+    Column("down_since", UtcText, nullable=True),
+    Column("down_error", Text, nullable=True),
     Column("updated_at", UtcText, nullable=False),
 )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -197,7 +197,7 @@ class SinkQueries:
 
     async def sink_status(self, sink: str, now: datetime) -> SinkStatus:
         """How far behind `sink` is: cases waiting, of them failing, the oldest change waiting,
-        and the last error."""
+        the last error (the system's while it is down, else the last case's)."""
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -218,14 +218,34 @@ class SinkQueries:
                     .limit(1)
                 )
             ).scalar()
+            down = (
+                await conn.execute(
+                    select(sinks.c.down_since, sinks.c.down_error).where(sinks.c.sink == sink)
+                )
+            ).first()
         oldest = row[2]
+        since = down.down_since if down is not None else None
         return SinkStatus(
             sink=sink,
             waiting=int(row[0]),
             failing=int(row[1]),
             oldest_change_age=(now - oldest).total_seconds() if oldest is not None else None,
-            last_error=error,
+            last_error=down.down_error if since is not None and down is not None else error,
+            down_since=since,
         )
+
+    async def sink_down(self, sink: str, error: str | None, *, now: datetime) -> None:
+        """The external system is down (`error`), or up again (None). The first time of an
+        outage is kept."""
+        values: dict[str, Any] = {"down_error": error[:2000] if error else None, "updated_at": now}
+        query = update(sinks).where(sinks.c.sink == sink)
+        if error is None:
+            values["down_since"] = None
+        else:
+            first = bindparam("now_", now, type_=sinks.c.down_since.type)
+            values["down_since"] = func.coalesce(sinks.c.down_since, first)
+        async with self._engine.begin() as conn:
+            await conn.execute(query.values(**values))
 
     async def sink_cursor(self, sink: str) -> str | None:
         """The sink's change-tracking cursor back from the external system (None: none yet)."""

@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from casebridge.errors import CaseStoreError, WebhookSecretError
+from casebridge.errors import CaseStoreError, SinkSetupError, WebhookSecretError
 from gateway.configfile import ConfigError
 from husvakt import __version__
 from husvakt.cli import cases, explain, maintain, readings, runtime, safety, sinks
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"{problem}\n")
         sys.stderr.write(f"husvakt: {len(exc.problems)} problem(s) in the configuration\n")
         return EXIT_FAILED
-    except (CaseStoreError, WebhookSecretError) as exc:
+    except (CaseStoreError, SinkSetupError, WebhookSecretError) as exc:
         sys.stderr.write(f"husvakt: {exc}\n")
         return EXIT_FAILED
     except KeyboardInterrupt:

@@ -12,7 +12,8 @@ from typing import Any
 
 from casebridge.sinks.config import DynamicsSinkConfig
 from gateway.clock import SystemClock
-from husvakt.assemble import open_cases, sinks_for
+from gateway.models import format_ts
+from husvakt.assemble import dynamics_client, open_cases, sinks_for
 from husvakt.cli.common import EXIT_FAILED, EXIT_OK, say
 from husvakt.config import HusvaktConfig, load_config
 
@@ -27,7 +28,9 @@ def add(sub: Any) -> None:
         "Dynamics 365) by the process that works the cases (husvakt run or stream).",
     )
     ssub = sinks.add_subparsers(dest="sinks_command", required=True, metavar="ACTION")
-    status = ssub.add_parser("status", help="cases waiting per sink, failing, last error")
+    status = ssub.add_parser(
+        "status", help="cases waiting per sink, failing, since when it is unavailable, last error"
+    )
     status.add_argument("--config", type=Path, required=True, help="site config YAML")
     status.set_defaults(run=sinks_status)
     sync = ssub.add_parser(
@@ -83,10 +86,9 @@ def _dynamics(config: HusvaktConfig, wanted: str | None) -> DynamicsSinkConfig:
 
 async def dynamics_check(args: argparse.Namespace) -> int:
     from casebridge.sinks.dynamics.check import check  # noqa: PLC0415 - msal extra
-    from casebridge.sinks.dynamics.client import DataverseClient  # noqa: PLC0415
 
     sink = _dynamics(load_config(args.config), args.sink)
-    client = DataverseClient(sink)
+    client = dynamics_client(sink)
     try:
         findings = await check(client)
     finally:
@@ -131,9 +133,14 @@ async def sinks_status(args: argparse.Namespace) -> int:
         for sink in config.sinks:
             status = await store.sink_status(sink.id, now)
             age = "-" if status.oldest_change_age is None else f"{status.oldest_change_age:.0f} s"
+            down = (
+                f"; UNAVAILABLE since {format_ts(status.down_since)}"
+                if status.down_since is not None
+                else ""
+            )
             say(
                 f"{sink.id} ({sink.type}): {status.waiting} case(s) waiting, "
-                f"{status.failing} failing, oldest change {age}"
+                f"{status.failing} failing, oldest change {age}{down}"
                 + (f"; last error: {status.last_error}" if status.last_error else "")
             )
     finally:

@@ -518,3 +518,52 @@ async def test_signing_in_with_a_certificate_instead_of_a_secret(tmp_path, stand
     assert list(world.service.incidents()) == [case_id]
     await world.sink.aclose()
     await store.aclose()
+
+
+def test_without_the_dynamics_extra_it_says_what_to_install(monkeypatch, tmp_path):
+    import importlib.util
+
+    from casebridge.errors import SinkSetupError
+    from husvakt.assemble import dynamics_client
+
+    found = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "msal" else found(name, *a)
+    )
+    secret = tmp_path / "s"
+    secret.write_text("x")
+    config = DynamicsSinkConfig(
+        id="d",
+        type="dynamics",
+        url="https://org.example",
+        tenant="t",
+        client_id=CLIENT,
+        client_secret_file=secret,
+    )
+    with pytest.raises(SinkSetupError, match=r"pip install 'husvakt\[dynamics\]'"):
+        dynamics_client(config)
+
+
+async def test_sinks_status_and_a_one_shot_sync_say_how_far_behind_it_is(tmp_path, standin):
+    account = standin.service.add("accounts", name="Skolan")
+    config = config_file(tmp_path, standin, account)
+    store = SqliteCaseStore(tmp_path / "cases.db")
+    await store.start()
+    world = World(store, standin, sink_config(standin, tmp_path))
+    await world.open(2)
+    await world.sink.aclose()
+    await store.aclose()
+    await standin.stop()
+    code, out = await husvakt("sinks", "sync", "--config", str(config))
+    assert code == 1 and "dynamics: 0 case(s) mirrored, 2 waiting" in out, out
+    code, out = await husvakt("sinks", "status", "--config", str(config))
+    assert code == 0 and "dynamics (dynamics): 2 case(s) waiting" in out, out
+    assert "UNAVAILABLE since" in out and "Connection refused" in out, out
+    await standin.start()
+    code, out = await husvakt("sinks", "sync", "--config", str(config))
+    assert code == 0 and "dynamics: 2 case(s) mirrored, 0 waiting" in out, out
+    code, out = await husvakt("sinks", "status", "--config", str(config))
+    assert "UNAVAILABLE" not in out and "0 case(s) waiting" in out, out
+    assert len(standin.service.incidents()) == 2
+    code, out = await husvakt("sinks", "sync", "--config", str(config), "--sink", "nope")
+    assert code == 1 and "no such sink" in out

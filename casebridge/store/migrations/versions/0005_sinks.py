@@ -35,6 +35,8 @@ def upgrade() -> None:
         sa.Column("sink", sa.String(64), primary_key=True),
         sa.Column("adopted_at", sa.String(32), nullable=False),
         sa.Column("cursor", sa.Text, nullable=True),
+        sa.Column("down_since", sa.String(32), nullable=True),
+        sa.Column("down_error", sa.Text, nullable=True),
         sa.Column("updated_at", sa.String(32), nullable=False),
     )
 
