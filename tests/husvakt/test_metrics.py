@@ -196,15 +196,21 @@ async def test_hostile_requests_to_the_metrics_port_stop_nothing(tmp_path, mosqu
     try:
         await until(lambda: get_once(base, "/readyz"), "the metrics port")
         host, port = parse_listen(listen)
-        for raw in (b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n",
-                    b"GET /metrics\x00 HTTP/1.1\r\nHost: x\r\n\r\n",
-                    b"GET /metrics HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 100_000 + b"\r\n\r\n",
-                    b"\xff\xfe garbage \r\n\r\n"):  # fmt: skip
+        # h11 refuses a header block over 16 KB only while it is incomplete: whether 100 KB
+        # arrive in one read or several is the kernel's choice, so that one may be answered
+        # (200) or refused (431) — either way the process goes on
+        for raw, answers in (
+            (b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n", (b"HTTP/1.1 4",)),
+            (b"GET /metrics\x00 HTTP/1.1\r\nHost: x\r\n\r\n", (b"HTTP/1.1 4",)),
+            (b"GET /metrics HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 100_000 + b"\r\n\r\n",
+             (b"HTTP/1.1 4", b"HTTP/1.1 200")),
+            (b"\xff\xfe garbage \r\n\r\n", (b"HTTP/1.1 4",)),
+        ):  # fmt: skip
             reader, writer = await asyncio.open_connection(host, port)
             writer.write(raw)
             await writer.drain()
             answer = await asyncio.wait_for(reader.read(200), 10)
-            assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer
+            assert answer == b"" or answer.startswith(answers), answer
             writer.close()
         async with httpx.AsyncClient(base_url=base, timeout=10) as http:
             scrapes = await asyncio.gather(*(http.get("/metrics") for _ in range(200)))
