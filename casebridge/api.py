@@ -21,17 +21,25 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from casebridge.access import Access, WorkList, member_of
 from casebridge.auth import hash_token
 from casebridge.config import TeamConfig
-from casebridge.errors import CaseNotFoundError, LifecycleError
+from casebridge.errors import CaseNotFoundError, LifecycleError, PhotoError
 from casebridge.models import (
     MAX_NUMBER,
     MAX_TEXT,
     Case,
     CaseEvent,
     CaseStatus,
+    PhotoInfo,
     User,
     check_text,
 )
 from casebridge.store import CaseFilter, CaseStore
+from casebridge.uploads import (
+    MAX_CAPTION,
+    PhotoService,
+    photo_response,
+    photo_service,
+    refused,
+)
 from gateway.clock import Clock
 from gateway.models import SLUG_PATTERN
 
@@ -118,6 +126,7 @@ async def _access(
 
 
 Who = Annotated[Access, Depends(_access)]
+Photos = Annotated[PhotoService, Depends(photo_service)]
 router = APIRouter(prefix="/api/v1")
 
 
@@ -201,6 +210,76 @@ async def comment(deps: Deps, case_id: str, body: CommentBody, who: Who) -> Case
         case.id, "comment", actor=who.user.id, now=deps.clock.now(), text=body.text
     )
     return await _with_timeline(deps, changed)
+
+
+class AttachedPhoto(BaseModel):
+    photo: PhotoInfo
+    event: CaseEvent
+    url: str
+    thumbnail_url: str
+
+
+@router.post(
+    "/cases/{case_id}/photos",
+    response_model=AttachedPhoto,
+    status_code=201,
+    tags=["photos"],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["photo"],
+                        "properties": {
+                            "photo": {"type": "string", "format": "binary"},
+                            "caption": {"type": "string", "maxLength": MAX_CAPTION},
+                        },
+                    }
+                }
+            },
+        }
+    },
+)
+async def attach_photo(
+    request: Request, deps: Deps, case_id: str, who: Who, photos: Photos
+) -> AttachedPhoto:
+    """Attach a photo (multipart field `photo`: JPEG, PNG or WebP, and an optional `caption`).
+    It is stored re-encoded without its metadata (EXIF position, camera) and with a
+    thumbnail, and appears in the timeline as a `photo` event."""
+    case = await _actionable(deps, case_id, who)
+    raw, caption, _ = await photos.read_form(request)
+    try:
+        event = await photos.attach(
+            deps.store, case, raw, caption, actor=who.user.id, now=deps.clock.now()
+        )
+    except PhotoError as exc:
+        raise refused(exc) from exc
+    stored = next(p for p in await deps.store.photos(case.id) if p.id == event.photo)
+    url = f"/api/v1/cases/{case.id}/photos/{event.photo}"
+    return AttachedPhoto(photo=stored, event=event, url=url, thumbnail_url=f"{url}?thumbnail=1")
+
+
+@router.get("/cases/{case_id}/photos", response_model=list[PhotoInfo], tags=["photos"])
+async def list_photos(deps: Deps, case_id: str, who: Who) -> list[PhotoInfo]:
+    """The case's photos, oldest first."""
+    case = await _readable(deps, case_id, who)
+    return await deps.store.photos(case.id)
+
+
+@router.get(
+    "/cases/{case_id}/photos/{photo_id}",
+    tags=["photos"],
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}},
+)
+async def get_photo(
+    deps: Deps, case_id: str, photo_id: str, who: Who, thumbnail: bool = False
+) -> Response:
+    """A photo's bytes (`?thumbnail=1`: the JPEG thumbnail)."""
+    case = await _readable(deps, case_id, who)
+    return await photo_response(deps.store, case, photo_id, thumb=thumbnail)
 
 
 @router.post("/cases/{case_id}/{action}", response_model=CaseWithTimeline, tags=["actions"])

@@ -9,9 +9,10 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from casebridge import api
-from casebridge.config import TeamConfig, WebConfig
+from casebridge.config import PhotoConfig, TeamConfig, WebConfig
 from casebridge.hardening import MAX_BODY, BodyLimit, SecurityHeaders
 from casebridge.store import CaseStore
+from casebridge.uploads import UPLOAD_PATH, PhotoService
 from casebridge.web.pages import WebDeps, mount_web
 from gateway.clock import Clock
 from gateway.config import SensorConfig, SiteConfig
@@ -31,18 +32,22 @@ def create_app(
     conditions: Vocabulary | None = None,
     sensors: Mapping[tuple[str, str], SensorConfig] | None = None,
     meters: Mapping[tuple[str, str], float | None] | None = None,
+    photos: PhotoConfig | None = None,
 ) -> FastAPI:
     """The API on `store` and the web pages; team membership comes from the site config.
     OpenAPI at /docs. `rule_state`: the rule engine's state file, for gateways' last contact;
     `conditions`: what the config's conditions are called; `sensors`: the config's sensors by
-    (site, id), `meters`: those a meter rule watches, with their counters' rollover."""
+    (site, id), `meters`: those a meter rule watches, with their counters' rollover; `photos`:
+    the limits on photos attached to cases."""
     app = FastAPI(
         title="husvakt case API",
         version="1",
         description="Cases opened from building sensor alarms: work lists, timelines, actions.",
     )
+    service = PhotoService.of(photos or PhotoConfig())
+    app.state.husvakt_photos = service
     api.install(app, store=store, teams=teams, clock=clock)
-    app.add_middleware(BodyLimit, limit=MAX_BODY)
+    app.add_middleware(BodyLimit, limit=MAX_BODY, uploads=(UPLOAD_PATH, service.body_limit))
     app.add_middleware(SecurityHeaders)  # outermost: a refused body carries the headers too
     mount_web(
         app,

@@ -20,6 +20,7 @@ __all__ = [
     "EscalationConfig",
     "NotifyConfig",
     "OnCallConfig",
+    "PhotoConfig",
     "RouteRow",
     "SmtpConfig",
     "TeamConfig",
@@ -191,6 +192,15 @@ class WebConfig(Frozen):
     secure_cookie: bool = False
 
 
+class PhotoConfig(Frozen):
+    """Photos on cases: the largest upload taken (bytes), how many one case may hold, and the
+    most pixels an image may have (a small file can unpack to gigabytes)."""
+
+    max_bytes: int = Field(default=15 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
+    per_case: int = Field(default=30, ge=1, le=1000)
+    max_pixels: int = Field(default=50_000_000, ge=10_000, le=200_000_000)
+
+
 class CaseStoreConfig(Frozen):
     """Where cases live: a SQLite file (default) or a database `url` (PostgreSQL in production,
     `postgresql+asyncpg://user@host/db`). A relative sqlite path is relative to the config file."""
@@ -203,6 +213,7 @@ class CaseStoreConfig(Frozen):
         default=400 * 86400.0,
         description="how long kept readings stay (a device's per minute, and those by hand)",
     )
+    photos: PhotoConfig = Field(default_factory=PhotoConfig)
 
     @model_validator(mode="after")
     def _url_scheme(self) -> Self:

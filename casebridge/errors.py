@@ -20,6 +20,7 @@ __all__ = [
     "CaseNotFoundError",
     "CaseStoreError",
     "LifecycleError",
+    "PhotoError",
     "RoutingError",
     "SinkSetupError",
     "StoreUnavailableError",
@@ -45,6 +46,15 @@ class CaseNotFoundError(CaseBridgeError):
 
 class LifecycleError(CaseBridgeError):
     """The action is not allowed in the case's current status."""
+
+
+class PhotoError(CaseBridgeError, ValueError):
+    """A photo is refused: not an image we take, too large, or the case has its fill of them.
+    `status`: the HTTP answer that says so."""
+
+    def __init__(self, message: str, *, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class StoreUnavailableError(CaseStoreError, SinkUnavailableError):

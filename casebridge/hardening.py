@@ -3,7 +3,8 @@
 Two ASGI middlewares around the whole app (API and pages):
 - `BodyLimit`: a request body larger than the limit is refused with 413 before it is read —
   by its `Content-Length`, or, when it is sent in chunks, as soon as the bytes received pass
-  the limit (nothing is buffered beyond it).
+  the limit (nothing is buffered beyond it). Uploads (POSTs to the paths `uploads` matches)
+  have their own, larger limit.
 - `SecurityHeaders`: a Content-Security-Policy without inline script, no framing, no MIME
   sniffing, no referrer to other sites, and `Cache-Control: no-store` on everything but the
   static files (pages and API answers carry access notes and addresses).
@@ -12,6 +13,7 @@ Two ASGI middlewares around the whole app (API and pages):
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -36,19 +38,34 @@ _DOCS = ("/docs", "/redoc", "/openapi.json")
 
 
 class BodyLimit:
-    def __init__(self, app: App, *, limit: int = MAX_BODY) -> None:
+    def __init__(
+        self,
+        app: App,
+        *,
+        limit: int = MAX_BODY,
+        uploads: tuple[re.Pattern[str], int] | None = None,
+    ) -> None:
         self.app = app
-        self.limit = limit
+        self.default = limit
+        self.uploads = uploads
+
+    def _limit(self, scope: Scope) -> int:
+        if self.uploads is not None and scope.get("method") == "POST":
+            pattern, limit = self.uploads
+            if pattern.fullmatch(scope.get("path", "")):
+                return limit
+        return self.default
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self._limit(scope)
         declared = dict(scope.get("headers") or ()).get(b"content-length")
         if declared is not None and (
-            not declared.isdigit() or len(declared) > 12 or int(declared) > self.limit
+            not declared.isdigit() or len(declared) > 12 or int(declared) > limit
         ):
-            await self._refuse(send)
+            await self._refuse(send, limit)
             return
         received, too_large, refused = 0, False, False
 
@@ -59,7 +76,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
+                if received > limit:
                     # the app sees the client go away; what it answers is replaced by a 413
                     too_large = True
                     return {"type": "http.disconnect"}
@@ -71,7 +88,7 @@ class BodyLimit:
                 await send(message)
             elif not refused and message["type"] == "http.response.start":
                 refused = True
-                await self._refuse(send)
+                await self._refuse(send, limit)
 
         try:
             await self.app(scope, limited, answering)
@@ -79,10 +96,11 @@ class BodyLimit:
             if not too_large:
                 raise
         if too_large and not refused:
-            await self._refuse(send)
+            await self._refuse(send, limit)
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"detail": f"request body larger than {self.limit} bytes"}).encode()
+    @staticmethod
+    async def _refuse(send: Send, limit: int) -> None:
+        body = json.dumps({"detail": f"request body larger than {limit} bytes"}).encode()
         await send(
             {
                 "type": "http.response.start",

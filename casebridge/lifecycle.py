@@ -68,7 +68,9 @@ _ALARM_EVENT: dict[str, EventKind] = {
 
 
 def _event(case: Case, kind: EventKind, actor: str, text: str, at: datetime) -> CaseEvent:
-    return CaseEvent(case_id=case.id, at=at, kind=kind, actor=actor, text=text)
+    """An event on `case` as it is after the event (status changes carry the new status)."""
+    status = case.status if kind in ("opened", "reopened", "status_changed") else None
+    return CaseEvent(case_id=case.id, at=at, kind=kind, actor=actor, text=text, status=status)
 
 
 def alarm_event_text(alarm: Alarm, unit: str | None = None) -> str:

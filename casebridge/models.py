@@ -27,6 +27,7 @@ __all__ = [
     "EventKind",
     "MirrorTask",
     "OpenPlan",
+    "PhotoInfo",
     "ReadingPoint",
     "Role",
     "SinkStatus",
@@ -48,6 +49,7 @@ EventKind = Literal[
     "notification_sent",
     "notification_failed",
     "escalated",
+    "photo",
 ]
 CaseStatus = Literal["new", "acknowledged", "in_progress", "resolved", "closed", "reopened"]
 #: Statuses in which a case counts as open: one such case per (site, sensor, condition) at most.
@@ -207,6 +209,23 @@ class CaseEvent(Frozen):
     actor: str
     text: str
     cursor: int = 0
+    #: the status the case went to with this event (opening, reopening, status changes)
+    status: CaseStatus | None = None
+    #: the id of the photo a `photo` event attached
+    photo: str | None = None
+
+
+class PhotoInfo(Frozen):
+    """A photo on a case, without its bytes (`/cases/{case}/photos/{id}` serves them)."""
+
+    id: str
+    caption: str
+    content_type: str
+    width: int
+    height: int
+    size: int
+    uploaded_by: str
+    uploaded_at: UtcTime
 
 
 class User(Frozen):

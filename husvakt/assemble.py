@@ -287,6 +287,7 @@ def case_web_app(config: HusvaktConfig, *, store: CaseStore, clock: Clock) -> Fa
         conditions=Vocabulary(config.rules),
         sensors=config.sensor_index(),
         meters=meters_of(config),
+        photos=config.cases.photos,
     )
 
 

@@ -22,9 +22,11 @@ from casebridge.models import (
     DeliveryDraft,
     MirrorTask,
     OpenPlan,
+    PhotoInfo,
     SinkStatus,
     User,
 )
+from casebridge.photos import Photo
 from casebridge.store.readings import KeptReading
 from stream.models import Alarm
 
@@ -216,6 +218,28 @@ class CaseStore(Protocol):
     ) -> list[KeptReading]:
         """Kept readings at `site` from `start` up to `end`, by sensor and time."""
         ...
+
+    # --- photos --------------------------------------------------------------------------
+
+    async def attach_photo(
+        self,
+        case_id: str,
+        photo: Photo,
+        *,
+        caption: str,
+        actor: str,
+        now: datetime,
+        per_case: int,
+    ) -> CaseEvent:
+        """Attach a prepared photo with its `photo` event, in one transaction; raises
+        `CaseNotFoundError`, or `PhotoError` when the case holds `per_case` photos."""
+        ...
+
+    async def photos(self, case_id: str) -> list[PhotoInfo]: ...
+
+    async def photo_bytes(
+        self, case_id: str, photo_id: str, *, thumb: bool = False
+    ) -> tuple[PhotoInfo, bytes] | None: ...
 
     # --- sinks (mirroring cases to external systems) -------------------------------------
 

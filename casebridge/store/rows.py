@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from casebridge.models import (
     Case,
     CaseDraft,
+    CaseEvent,
     DeliveryDraft,
     User,
     format_case_id,
@@ -38,6 +39,8 @@ __all__ = [
     "case_values",
     "changed_columns",
     "delivery_values",
+    "event_from_row",
+    "event_values",
     "for_update",
     "raced",
     "user_from_row",
@@ -66,6 +69,33 @@ def case_from_row(row: Any) -> Case:
         closed_at=row.closed_at,
         escalation_level=row.escalation_level,
         next_escalation_at=row.next_escalation_at,
+    )
+
+
+def event_values(number: int, event: CaseEvent, alarm_key: str | None = None) -> dict[str, Any]:
+    """A timeline event as the values of its `case_events` row."""
+    return {
+        "case_number": number,
+        "at": event.at,
+        "kind": event.kind,
+        "actor": event.actor,
+        "text": event.text,
+        "alarm_key": alarm_key,
+        "status": event.status,
+        "photo": event.photo,
+    }
+
+
+def event_from_row(case_id: str, row: Any) -> CaseEvent:
+    return CaseEvent(
+        case_id=case_id,
+        at=row.at,
+        kind=row.kind,
+        actor=row.actor,
+        text=row.text,
+        cursor=row.id,
+        status=row.status,
+        photo=row.photo,
     )
 
 

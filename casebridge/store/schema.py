@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -27,6 +28,7 @@ from casebridge.models import OPEN_STATUSES
 __all__ = [
     "UtcText",
     "case_events",
+    "case_photos",
     "cases",
     "deliveries",
     "metadata",
@@ -112,6 +114,29 @@ case_events = Table(
     Column("actor", String(128), nullable=False),
     Column("text", Text, nullable=False),
     Column("alarm_key", String(300), nullable=True, unique=True),
+    #: the status the case went to (status changes, opening, reopening): what reports count
+    Column("status", String(16), nullable=True),
+    #: the photo a `photo` event attached
+    Column("photo", String(32), nullable=True),
+)
+
+#: Photos attached to cases: re-encoded without metadata, with a server-made thumbnail, under a
+#: random id (never a name from outside). In the database, so an attachment and its timeline
+#: event are one transaction and a backup of the store holds the photos too.
+case_photos = Table(
+    "case_photos",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("case_number", Integer, ForeignKey("cases.number"), nullable=False, index=True),
+    Column("caption", Text, nullable=False),
+    Column("content_type", String(32), nullable=False),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("thumb", LargeBinary, nullable=False),
+    Column("uploaded_by", String(64), nullable=False),
+    Column("uploaded_at", UtcText, nullable=False),
 )
 
 users = Table(

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from casebridge.errors import CaseNotFoundError
 from casebridge.models import OPEN_STATUSES, CaseEvent, MirrorTask, SinkStatus, parse_case_id
-from casebridge.store.rows import case_from_row
+from casebridge.store.rows import case_from_row, event_from_row
 from casebridge.store.schema import case_events, cases, sink_cases, sinks
 
 __all__ = ["SinkQueries"]
@@ -108,12 +108,7 @@ class SinkQueries:
             .order_by(case_events.c.id)
         )
         async with self._engine.connect() as conn:
-            return [
-                CaseEvent(
-                    case_id=case_id, at=r.at, kind=r.kind, actor=r.actor, text=r.text, cursor=r.id
-                )
-                for r in await conn.execute(query)
-            ]
+            return [event_from_row(case_id, r) for r in await conn.execute(query)]
 
     async def mirrored(
         self,

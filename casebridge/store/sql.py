@@ -64,6 +64,7 @@ from casebridge.models import (
 from casebridge.store import AlarmEntry, CaseFilter, Outcome
 from casebridge.store.deliveries import DeliveryQueries
 from casebridge.store.people import PeopleQueries
+from casebridge.store.photos import PhotoQueries
 from casebridge.store.readings import ReadingQueries
 from casebridge.store.rows import (
     RACE_RETRIES,
@@ -72,6 +73,8 @@ from casebridge.store.rows import (
     case_values,
     changed_columns,
     delivery_values,
+    event_from_row,
+    event_values,
     for_update,
     raced,
 )
@@ -102,7 +105,7 @@ def _migrate(connection: Connection) -> None:
     command.upgrade(config, "head")
 
 
-class SqlCaseStore(PeopleQueries, DeliveryQueries, ReadingQueries, SinkQueries):
+class SqlCaseStore(PeopleQueries, DeliveryQueries, ReadingQueries, SinkQueries, PhotoQueries):
     """A case store on any SQLAlchemy async engine (SQLite or PostgreSQL)."""
 
     def __init__(self, engine: AsyncEngine, *, description: str) -> None:
@@ -268,18 +271,7 @@ class SqlCaseStore(PeopleQueries, DeliveryQueries, ReadingQueries, SinkQueries):
             await conn.execute(update(cases).where(cases.c.number == bindparam("n_")), updates)
         if ledger.events:
             await conn.execute(
-                insert(case_events),
-                [
-                    {
-                        "case_number": n,
-                        "at": e.at,
-                        "kind": e.kind,
-                        "actor": e.actor,
-                        "text": e.text,
-                        "alarm_key": key,
-                    }
-                    for n, e, key in ledger.events
-                ],
+                insert(case_events), [event_values(n, e, key) for n, e, key in ledger.events]
             )
         if ledger.deliveries:
             await conn.execute(
@@ -306,20 +298,7 @@ class SqlCaseStore(PeopleQueries, DeliveryQueries, ReadingQueries, SinkQueries):
             .values(**case_values(case), version=cases.c.version + 1)
         )
         if events:
-            await conn.execute(
-                insert(case_events),
-                [
-                    {
-                        "case_number": number,
-                        "at": e.at,
-                        "kind": e.kind,
-                        "actor": e.actor,
-                        "text": e.text,
-                        "alarm_key": None,
-                    }
-                    for e in events
-                ],
-            )
+            await conn.execute(insert(case_events), [event_values(number, e) for e in events])
 
     async def _get(self, conn: AsyncConnection, number: int) -> Case | None:
         row = (await conn.execute(select(cases).where(cases.c.number == number))).first()
@@ -395,13 +374,7 @@ class SqlCaseStore(PeopleQueries, DeliveryQueries, ReadingQueries, SinkQueries):
             .order_by(case_events.c.id)
         )
         async with self._engine.connect() as conn:
-            return [self._event(case.id, r) for r in await conn.execute(query)]
-
-    @staticmethod
-    def _event(case_id: str, r: Any) -> CaseEvent:
-        return CaseEvent(
-            case_id=case_id, at=r.at, kind=r.kind, actor=r.actor, text=r.text, cursor=r.id
-        )
+            return [event_from_row(case.id, r) for r in await conn.execute(query)]
 
     async def events_after(self, cursor: int, *, limit: int = 100) -> list[CaseEvent]:
         query = (
@@ -413,7 +386,7 @@ class SqlCaseStore(PeopleQueries, DeliveryQueries, ReadingQueries, SinkQueries):
         )
         async with self._engine.connect() as conn:
             return [
-                self._event(format_case_id(r.opened_at.year, r.case_number), r)
+                event_from_row(format_case_id(r.opened_at.year, r.case_number), r)
                 for r in await conn.execute(query)
             ]
 

@@ -31,11 +31,12 @@ from casebridge.auth import (
     verify_sign_in,
 )
 from casebridge.config import TeamConfig, WebConfig
-from casebridge.errors import LifecycleError
+from casebridge.errors import LifecycleError, PhotoError
 from casebridge.models import MAX_TEXT, OPEN_STATUSES, Case, CaseStatus, User, check_text
 from casebridge.readings import local_time, manual_reading
 from casebridge.store import CaseFilter, CaseStore
 from casebridge.store.readings import DuplicateReadingError
+from casebridge.uploads import MAX_CAPTION, PhotoService, photo_response, photo_service
 from casebridge.web.chart import daily_bars_svg, readings_svg
 from casebridge.web.i18n import words
 from gateway.clock import Clock
@@ -114,6 +115,7 @@ async def _session(request: Request, deps: Deps) -> Session:
 
 
 Signed = Annotated[Session, Depends(_session)]
+Photos = Annotated[PhotoService, Depends(photo_service)]
 
 
 def _render(
@@ -353,9 +355,18 @@ def _site(deps: WebDeps, site_id: str) -> SiteConfig | None:
 async def case_page(deps: Deps, session: Signed, case_id: str) -> HTMLResponse:
     who = session.who
     case = await deps.store.get_case(case_id)
-    language = who.user.language
     if case is None or not who.can_read(case):  # one answer: whether it exists is not theirs
-        return _render("error.html", language=language, status_code=404, message="not_found")
+        return _render(
+            "error.html", language=who.user.language, status_code=404, message="not_found"
+        )
+    return await _case_view(deps, session, case)
+
+
+async def _case_view(
+    deps: WebDeps, session: Session, case: Case, *, error: str = "", status_code: int = 200
+) -> HTMLResponse:
+    who = session.who
+    language = who.user.language
     timeline = await deps.store.timeline(case.id)
     site = _site(deps, case.site)
     tz = site.timezone if site else "UTC"
@@ -371,6 +382,7 @@ async def case_page(deps: Deps, session: Signed, case_id: str) -> HTMLResponse:
     return _render(
         "case.html",
         language=language,
+        status_code=status_code,
         vocabulary=deps.conditions,
         session=session,
         case=case,
@@ -387,7 +399,56 @@ async def case_page(deps: Deps, session: Signed, case_id: str) -> HTMLResponse:
         age=_age(case.opened_at, deps.clock.now()),
         tz=tz,
         local=lambda at: at.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M"),
+        error=error,
+        max_caption=MAX_CAPTION,
     )
+
+
+async def _case_to_act_on(deps: WebDeps, session: Session, case_id: str) -> Case:
+    who = session.who
+    case = await deps.store.get_case(case_id)
+    if case is None or not who.can_read(case):
+        raise HTTPException(status_code=404, detail=f"no case {case_id[:40]}")
+    if not who.can_act(case):
+        raise HTTPException(status_code=403, detail=f"role {who.user.role} cannot change cases")
+    return case
+
+
+@router.post("/cases/{case_id}/photos")
+async def attach_photo(
+    request: Request, deps: Deps, session: Signed, case_id: str, photos: Photos
+) -> Response:
+    """A photo from the phone's camera (a plain multipart form: no script needed)."""
+    raw, caption, fields = await photos.read_form(request)
+    _check_csrf(session, fields.get("csrf", ""))
+    case = await _case_to_act_on(deps, session, case_id)
+    try:
+        await photos.attach(
+            deps.store, case, raw, caption, actor=session.who.user.id, now=deps.clock.now()
+        )
+    except PhotoError as exc:
+        return await _case_view(deps, session, case, error=str(exc), status_code=exc.status)
+    return RedirectResponse(f"/cases/{case.id}#timeline-h", status_code=303)
+
+
+@router.get("/cases/{case_id}/photos/{photo_id}")
+async def photo(deps: Deps, session: Signed, case_id: str, photo_id: str) -> Response:
+    return await _photo(deps, session, case_id, photo_id, thumb=False)
+
+
+@router.get("/cases/{case_id}/photos/{photo_id}/thumb")
+async def photo_thumb(deps: Deps, session: Signed, case_id: str, photo_id: str) -> Response:
+    return await _photo(deps, session, case_id, photo_id, thumb=True)
+
+
+async def _photo(
+    deps: WebDeps, session: Session, case_id: str, photo_id: str, *, thumb: bool
+) -> Response:
+    """Only to those who may read the case; to anyone else as if there were no such file."""
+    case = await deps.store.get_case(case_id)
+    if case is None or not session.who.can_read(case):
+        raise HTTPException(status_code=404, detail="no such photo")
+    return await photo_response(deps.store, case, photo_id, thumb=thumb)
 
 
 @router.post("/cases/{case_id}/act")
@@ -405,11 +466,7 @@ async def act(
     _clean(comment, "comment")
     _clean(assignee, "assignee", limit=64)
     who = session.who
-    case = await deps.store.get_case(case_id)
-    if case is None or not who.can_read(case):
-        raise HTTPException(status_code=404, detail=f"no case {case_id[:40]}")
-    if not who.can_act(case):
-        raise HTTPException(status_code=403, detail=f"role {who.user.role} cannot change cases")
+    case = await _case_to_act_on(deps, session, case_id)
     if action not in (*STATUS_ACTIONS, "assign", "comment"):
         raise HTTPException(status_code=400, detail=f"no action {action!r}")
     if action == "assign" and not member_of(deps.teams, case.team, assignee):

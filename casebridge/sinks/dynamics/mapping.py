@@ -43,7 +43,7 @@ __all__ = [
 #: Timeline events that become notes on the Dynamics record (the opening alarm is the record
 #: itself; alarm updates would bury the notes people write).
 NOTE_KINDS = frozenset(
-    {"comment", "status_changed", "assigned", "escalated", "reopened", "alarm_cleared"}
+    {"comment", "status_changed", "assigned", "escalated", "reopened", "alarm_cleared", "photo"}
 )
 #: Events made by changes that came from Dynamics carry this actor prefix; they are not sent
 #: back as notes (Dynamics has them already).

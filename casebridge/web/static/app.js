@@ -25,8 +25,12 @@
         var doc = new DOMParser().parseFromString(html, "text/html");
         var fresh = doc.querySelector("main");
         var active = document.activeElement;
-        // keep what the user is typing: only refresh when no form field has focus
-        if (fresh && !(active && /INPUT|TEXTAREA|SELECT/.test(active.tagName))) {
+        // keep what the user is typing or has chosen (a photo): only refresh when no form
+        // field has focus and none holds anything yet
+        var filled = Array.prototype.some.call(
+          document.querySelectorAll("main input[type=file], main input[type=text], main textarea"),
+          function (f) { return f.files ? f.files.length > 0 : f.value !== ""; });
+        if (fresh && !filled && !(active && /INPUT|TEXTAREA|SELECT/.test(active.tagName))) {
           document.querySelector("main").innerHTML = fresh.innerHTML;
         }
       });
