@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from casebridge.lifecycle import Outcome, alarm_key
 from casebridge.models import (
@@ -240,6 +240,22 @@ class CaseStore(Protocol):
     async def photo_bytes(
         self, case_id: str, photo_id: str, *, thumb: bool = False
     ) -> tuple[PhotoInfo, bytes] | None: ...
+
+    # --- reports ---------------------------------------------------------------------------
+
+    async def report_rows(
+        self,
+        *,
+        start: datetime,
+        end: datetime,
+        now: datetime,
+        by: Sequence[str],
+        sites: Sequence[str] | None = None,
+        teams: Sequence[str] | None = None,
+        months: Sequence[tuple[str, datetime, datetime]] = (),
+    ) -> list[dict[str, Any]]:
+        """Report figures per group of `by` over the cases opened from `start` to `end`."""
+        ...
 
     # --- sinks (mirroring cases to external systems) -------------------------------------
 

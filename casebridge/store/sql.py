@@ -66,6 +66,7 @@ from casebridge.store.deliveries import DeliveryQueries
 from casebridge.store.people import PeopleQueries
 from casebridge.store.photos import PhotoQueries
 from casebridge.store.readings import ReadingQueries
+from casebridge.store.reports import ReportQueries
 from casebridge.store.rows import (
     RACE_RETRIES,
     among,
@@ -105,7 +106,9 @@ def _migrate(connection: Connection) -> None:
     command.upgrade(config, "head")
 
 
-class SqlCaseStore(PeopleQueries, DeliveryQueries, ReadingQueries, SinkQueries, PhotoQueries):
+class SqlCaseStore(
+    PeopleQueries, DeliveryQueries, ReadingQueries, SinkQueries, PhotoQueries, ReportQueries
+):
     """A case store on any SQLAlchemy async engine (SQLite or PostgreSQL)."""
 
     def __init__(self, engine: AsyncEngine, *, description: str) -> None:
