@@ -71,6 +71,11 @@ class Access:
         return self.user.role in ("dispatcher", "admin")
 
     @property
+    def may_see_reports(self) -> bool:
+        """Reports over every team's cases are for dispatchers and admins."""
+        return self.user.role in ("dispatcher", "admin")
+
+    @property
     def may_enter_readings(self) -> bool:
         """A meter read by hand: technicians (who read it on site), dispatchers and admins."""
         return self.user.role in ("technician", "dispatcher", "admin")

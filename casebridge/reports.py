@@ -31,6 +31,8 @@ __all__ = [
     "report_csv",
     "report_json",
     "report_table",
+    "report_timezone",
+    "row_cells",
     "trend_svg",
 ]
 
@@ -94,6 +96,13 @@ def parse_period(first: str, last: str, tz: str) -> Period:
     if len(period.months()) > MAX_MONTHS:
         raise ValueError(f"a report covers at most {MAX_MONTHS} months")
     return period
+
+
+def report_timezone(zones: Sequence[str]) -> str:
+    """The time zone a report's days and months are counted in: the sites' own when they
+    share one (a municipality's), else UTC."""
+    distinct = set(zones)
+    return distinct.pop() if len(distinct) == 1 else "UTC"
 
 
 @dataclass(frozen=True)
@@ -280,7 +289,10 @@ def report_table(report: Report) -> str:
     lines = [head] + [row_cells(r) for r in (*report.rows, report.total)]
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     text = [
-        "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+        "  ".join(
+            c.ljust(w) if i < 3 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        )
         for line in lines
     ]
     span = f"{report.period.first} to {report.period.last} ({report.period.tz}); times in minutes"

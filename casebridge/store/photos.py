@@ -105,10 +105,11 @@ class PhotoQueries:
         number = parse_case_id(case_id)
         if number is None:
             return []
-        query = (
+        query = (  # in the order of their timeline events (ids are random)
             select(*_INFO)
+            .join(case_events, case_events.c.photo == case_photos.c.id)
             .where(case_photos.c.case_number == number)
-            .order_by(case_photos.c.uploaded_at, case_photos.c.id)
+            .order_by(case_events.c.id)
         )
         async with self._engine.connect() as conn:
             return [PhotoInfo.model_validate(r._mapping) for r in await conn.execute(query)]

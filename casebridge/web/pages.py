@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote_plus, urlencode
@@ -34,6 +34,17 @@ from casebridge.config import TeamConfig, WebConfig
 from casebridge.errors import LifecycleError, PhotoError
 from casebridge.models import MAX_TEXT, OPEN_STATUSES, Case, CaseStatus, User, check_text
 from casebridge.readings import local_time, manual_reading
+from casebridge.reports import (
+    COLUMNS,
+    Period,
+    Report,
+    build_report,
+    parse_period,
+    report_csv,
+    report_timezone,
+    row_cells,
+    trend_svg,
+)
 from casebridge.store import CaseFilter, CaseStore
 from casebridge.store.readings import DuplicateReadingError
 from casebridge.uploads import MAX_CAPTION, PhotoService, photo_response, photo_service
@@ -633,6 +644,98 @@ def _number(text: str) -> float:
         return float(text.strip().replace(",", "."))
     except ValueError:
         raise ValueError(f"{text[:40]!r} is not a number") from None
+
+
+def _report_period(deps: WebDeps, first: str, last: str) -> tuple[Period, str]:
+    """The period the form asks for: by default from the first day of the month two months
+    back to today, in the sites' time zone."""
+    zone = report_timezone([s.timezone for s in deps.sites])
+    today = deps.clock.now().astimezone(ZoneInfo(zone)).date()
+    back = (today.year * 12 + today.month - 1) - 2
+    default_first = date(back // 12, back % 12 + 1, 1)
+    return parse_period(
+        first.strip() or default_first.isoformat(), last.strip() or today.isoformat(), zone
+    ), zone
+
+
+async def _report(deps: WebDeps, first: str, last: str, site: str, team: str) -> Report:
+    period, _ = _report_period(deps, first[:40], last[:40])
+    return await build_report(
+        deps.store,
+        period,
+        now=deps.clock.now(),
+        sites=[site] if site else None,
+        teams=[team] if team else None,
+    )
+
+
+@router.get("/reports", response_class=HTMLResponse)
+async def reports_page(
+    *,
+    deps: Deps,
+    session: Signed,
+    first: Annotated[str, Query(alias="from", max_length=40)] = "",
+    last: Annotated[str, Query(alias="to", max_length=40)] = "",
+    site: Annotated[str, Query(max_length=64)] = "",
+    team: Annotated[str, Query(max_length=64)] = "",
+) -> HTMLResponse:
+    """Cases of a period per team, site and condition, and the month trend (dispatchers and
+    admins); the same figures as `husvakt report` and the CSV download."""
+    who = session.who
+    language = who.user.language
+    if not who.may_see_reports:
+        return _render("error.html", language=language, status_code=404, message="no_page")
+    t = words(language)
+    try:
+        report = await _report(deps, first, last, site, team)
+    except ValueError as exc:
+        return _render(
+            "error.html", language=language, status_code=400, message="bad_period", detail=str(exc)
+        )
+    query = {"from": report.period.first.isoformat(), "to": report.period.last.isoformat()}
+    query |= {k: v for k, v in (("site", site), ("team", team)) if v}
+    return _render(
+        "reports.html",
+        language=language,
+        vocabulary=deps.conditions,
+        session=session,
+        report=report,
+        cells=row_cells,
+        columns=COLUMNS,
+        trend=trend_svg(
+            report,
+            label=f"{t['trend']} {report.period.first} – {report.period.last}",
+            names=(t["r_opened"], t["r_sla_breached"], t["r_false_alarms"]),
+        ),
+        sites=[s.id for s in deps.sites],
+        teams=[tm.id for tm in deps.teams],
+        chosen={"site": site, "team": team},
+        csv_url=f"/reports.csv?{urlencode(query)}",
+    )
+
+
+@router.get("/reports.csv")
+async def reports_csv(
+    *,
+    deps: Deps,
+    session: Signed,
+    first: Annotated[str, Query(alias="from", max_length=40)] = "",
+    last: Annotated[str, Query(alias="to", max_length=40)] = "",
+    site: Annotated[str, Query(max_length=64)] = "",
+    team: Annotated[str, Query(max_length=64)] = "",
+) -> Response:
+    if not session.who.may_see_reports:
+        raise HTTPException(status_code=404, detail="no such page")
+    try:
+        report = await _report(deps, first, last, site, team)
+    except ValueError as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from exc
+    name = f"husvakt-report-{report.period.first}-{report.period.last}.csv"
+    return Response(
+        report_csv(report),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
 
 
 @router.get("/live")

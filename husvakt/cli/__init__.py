@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from casebridge.errors import CaseStoreError, SinkSetupError, WebhookSecretError
 from gateway.configfile import ConfigError
 from husvakt import __version__
-from husvakt.cli import cases, explain, maintain, readings, runtime, safety, sinks
+from husvakt.cli import cases, explain, maintain, readings, report, runtime, safety, sinks
 from husvakt.cli.common import EXIT_FAILED, setup_logging
 
 __all__ = ["main"]
@@ -38,7 +38,7 @@ def parser() -> argparse.ArgumentParser:
         help="log lines as text (default) or as one JSON object a line, for a log collector",
     )
     sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (runtime, safety, explain, cases, readings, sinks, maintain):
+    for group in (runtime, safety, explain, cases, readings, report, sinks, maintain):
         group.add(sub)
     return root
 

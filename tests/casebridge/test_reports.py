@@ -3,9 +3,14 @@
 percentiles against Python's own for random timelines."""
 
 import asyncio
+import re
 import statistics
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -13,9 +18,12 @@ from alembic.config import Config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from casebridge.models import OpenPlan
+from casebridge.auth import hash_password
+from casebridge.models import OpenPlan, User
 from casebridge.reports import build_report, parse_period, report_csv, report_json, report_table
 from casebridge.store.sql import MIGRATIONS, MemoryCaseStore, SqlCaseStore, SqliteCaseStore
+from husvakt.assemble import case_web_app
+from husvakt.config import load_config
 from tests.casebridge.timeline import KNOWN_CSV, NOW, TZ, seed_known_timeline
 from tests.factories import make_alarm, make_draft
 
@@ -134,7 +142,9 @@ def test_percentiles_in_sql_are_the_interpolated_ones(delays):
                     alarm, make_draft(), OpenPlan(), now=opened, reopen_window=0
                 )
                 case = outcome.case.id
-                await store.act(case, "acknowledge", actor="eva", now=opened + timedelta(seconds=ack))
+                await store.act(
+                    case, "acknowledge", actor="eva", now=opened + timedelta(seconds=ack)
+                )
                 if resolve is not None:
                     done = opened + timedelta(seconds=ack + resolve)
                     await store.act(case, "resolve", actor="eva", now=done)
@@ -216,3 +226,152 @@ async def test_events_written_before_the_upgrade_get_the_status_they_led_to(tmp_
         assert (report.total.ack_median, report.total.resolve_median) == (600.0, 7200.0)
     finally:
         await store.aclose()
+
+
+# --- the page, its CSV download and `husvakt report` ---------------------------------------
+
+SCHOOL = Path(__file__).resolve().parents[2] / "config" / "scenarios" / "school.yaml"
+PASSWORD = "correct horse battery"
+
+
+class _At:
+    def __init__(self, now):
+        self._now = now
+
+    def now(self):
+        return self._now
+
+    async def sleep(self, seconds):
+        raise AssertionError("nothing waits here")
+
+
+@pytest.fixture
+async def school(tmp_path):
+    """The school config, its case store holding the known timeline, a dispatcher (disa,
+    Swedish), an admin and a technician."""
+    text = SCHOOL.read_text(encoding="utf-8")
+    text += f"\ncases:\n  sqlite: {tmp_path / 'cases.db'}\nstream:\n  state: null\n"
+    path = tmp_path / "school.yaml"
+    path.write_text(text, encoding="utf-8")
+    store = SqliteCaseStore(tmp_path / "cases.db")
+    await store.start()
+    await seed_known_timeline(store)
+    for uid, role, language in (("disa", "dispatcher", "sv"), ("ada", "admin", "en"),
+                                ("eva", "technician", "en")):  # fmt: skip
+        await store.add_user(User(id=uid, name=uid, role=role, language=language), now=NOW)
+        await store.set_password(uid, hash_password(PASSWORD))
+    app = case_web_app(load_config(path), store=store, clock=_At(NOW))
+
+    async def signed_in(user):
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://h")
+        r = await client.post(
+            "/login",
+            data={"user": user, "password": PASSWORD, "next": "/cases"},
+            headers={"Origin": "http://h"},
+        )
+        assert r.status_code == 303
+        return client
+
+    yield path, signed_in
+    await store.aclose()
+
+
+def page_rows(html):
+    """The report table's rows as the CSV has them (the condition by its id)."""
+    rows = []
+    for tr in re.findall(
+        r"<tr[^>]*>(.*?)</tr>", html.split('id="report"', 1)[1].split("</table>")[0], re.S
+    ):
+        cells = re.findall(r"<(td|th)([^>]*)>(.*?)</\1>", tr, re.S)
+        if not cells or 'scope="col"' in cells[0][1]:
+            continue
+        row = []
+        for _, attrs, inner in cells:
+            found = re.search(r'data-id="([^"]*)"', attrs)
+            row.append(found.group(1) if found else inner.strip())
+        rows.append(row)
+    return rows
+
+
+async def test_the_reports_page_shows_the_known_answers_and_its_csv_is_the_clis(school, tmp_path):
+    path, signed_in = school
+    out = tmp_path / "report.csv"
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "husvakt.cli", "report", "--config", str(path), "--from",
+         "2026-01", "--to", "2026-02", "--format", "csv", "--output", str(out)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    cli_csv = out.read_text(encoding="utf-8")
+    assert cli_csv == KNOWN_CSV
+
+    client = await signed_in("ada")
+    page = await client.get("/reports", params={"from": "2026-01-01", "to": "2026-02-28"})
+    assert page.status_code == 200
+    expected = [line.split(",") for line in KNOWN_CSV.splitlines()[1:]]
+    shown = page_rows(page.text)
+    assert shown[:-1] == expected[:-1]
+    assert shown[-1][3:] == expected[-1][3:]  # the total row, headed "all"
+    assert '<svg class="chart bars trend"' in page.text
+    assert 'data-month="2026-01"><title>2026-01: opened 4, SLA breached 1, false alarms 1' in (
+        page.text
+    )
+    download = await client.get(
+        page.text.split('id="csv"')[0].rsplit('href="', 1)[1].split('"')[0].replace("&amp;", "&")
+    )
+    assert download.status_code == 200
+    assert download.headers["content-type"].startswith("text/csv")
+    assert download.headers["content-disposition"] == (
+        'attachment; filename="husvakt-report-2026-01-01-2026-02-28.csv"'
+    )
+    assert download.text == cli_csv
+    await client.aclose()
+
+
+async def test_the_reports_page_in_swedish_narrowed_and_refused(school):
+    _, signed_in = school
+    client = await signed_in("disa")
+    page = await client.get(
+        "/reports", params={"from": "2026-01", "to": "2026-02", "team": "plumbing"}
+    )
+    assert "<h1>Rapporter</h1>" in page.text and "falsklarm" in page.text
+    assert page_rows(page.text) == [
+        ["plumbing", "sodra", "fire", "1", "", "", "", "", "0", "1", "0", "0", "0", "0"],
+        ["alla", "alla", "alla", "1", "", "", "", "", "0", "1", "0", "0", "0", "0"],
+    ]
+    bad = await client.get("/reports", params={"from": "2026-03", "to": "2026-01"})
+    assert bad.status_code == 400 and "ends before it begins" in bad.text
+    assert (await client.get("/reports.csv", params={"from": "x"})).status_code == 400
+    # the default: the last three months up to today
+    default = await client.get("/reports")
+    assert 'name="from" value="2026-01-01"' in default.text
+    assert 'name="to" value="2026-03-01"' in default.text
+    await client.aclose()
+    technician = await signed_in("eva")
+    assert (await technician.get("/reports")).status_code == 404
+    assert (await technician.get("/reports.csv")).status_code == 404
+    assert "/reports" not in (await technician.get("/cases")).text
+    await technician.aclose()
+
+
+def test_the_cli_says_what_is_wrong(school):
+    path, _ = school
+    for args, message in (
+        (["--from", "2026-02", "--to", "2026-01"], "ends before it begins"),
+        (["--from", "2026-01", "--to", "2026-02", "--site", "nowhere"], "no site 'nowhere'"),
+        (["--from", "2026-01", "--to", "2026-02", "--team", "ghosts"], "no team 'ghosts'"),
+        (["--from", "2026-01", "--to", "2026-02", "--tz", "Mars/Base"], "no time zone"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "husvakt.cli", "report", "--config", str(path), *args],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert result.returncode == 1 and message in result.stderr, (args, result.stderr)
+    table = subprocess.run(
+        [sys.executable, "-m", "husvakt.cli", "report", "--config", str(path), "--from",
+         "2026-01", "--to", "2026-02", "--team", "plumbing"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert table.returncode == 0
+    assert table.stdout.splitlines()[1].split()[:4] == ["team", "site", "condition", "opened"]
