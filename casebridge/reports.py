@@ -329,15 +329,16 @@ def trend_svg(report: Report, *, label: str, names: tuple[str, str, str]) -> str
             f"{false} {r.false_alarms}</title>"
         )
         parts.append(f'<g class="month" data-month="{r.month}">{title}')
-        for value, css, inset in (
-            (r.opened, "bar", 1.0),
-            (r.sla_breached, "bar breached", width * 0.2),
-            (r.false_alarms, "bar false", width * 0.4),
+        # the month's bar, and inside it, side by side, its breaches and its false alarms
+        for value, css, left, span in (
+            (r.opened, "bar", 1.0, width - 2.0),
+            (r.sla_breached, "bar breached", width * 0.15, width * 0.3),
+            (r.false_alarms, "bar false", width * 0.55, width * 0.3),
         ):
             h = value / top * plot_h
             parts.append(
-                f'<rect x="{x + inset:.1f}" y="{PAD_T + plot_h - h:.1f}" '
-                f'width="{max(width - 2 * inset, 1):.1f}" height="{h:.1f}" class="{css}"/>'
+                f'<rect x="{x + left:.1f}" y="{PAD_T + plot_h - h:.1f}" '
+                f'width="{max(span, 1):.1f}" height="{h:.1f}" class="{css}"/>'
             )
         parts.append("</g>")
     parts.append(
