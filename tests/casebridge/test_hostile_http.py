@@ -246,3 +246,50 @@ def test_an_unknown_user_costs_a_sign_in_the_same_work_as_a_known_one(monkeypatc
     assert not verify_sign_in("guess", None)
     assert not verify_sign_in("guess", hash_password("something-else"))
     assert calls[0] == calls[-1] == 2**14 and len(calls) == 3  # unknown, known (+ its hashing)
+
+
+async def test_photo_uploads_over_http_have_their_own_limit_and_nothing_else_does(served):
+    """The larger body an upload may have is for POSTs to a case's photos only; a body past it
+    is refused while it streams; a form with more files or fields than a photo has is refused;
+    a real photo is taken, on both stores."""
+    from casebridge.config import PhotoConfig
+    from tests.casebridge.test_photos import jpeg
+
+    client, port = served
+    limit = PhotoConfig().max_bytes
+    photos = f"/api/v1/cases/{CASE}/photos"
+    head = (
+        f"POST {photos} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer token-eva\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\n"
+    )
+    declared = (head + f"Content-Length: {limit * 7}\r\n\r\n").encode()
+    assert (await _raw(port, declared, then=b"--b\r\n")).startswith(b"HTTP/1.1 413")
+    chunk = b"x" * 65536
+    chunked = (head + "Transfer-Encoding: chunked\r\n\r\n").encode()
+    part = (
+        b'--b\r\nContent-Disposition: form-data; name="photo"; filename="a.jpg"\r\n'
+        b"Content-Type: image/jpeg\r\n\r\n"
+    )
+    body = f"{len(part):x}\r\n".encode() + part + b"\r\n"
+    body += (f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n") * (limit // len(chunk) + 3)
+    assert (await _raw(port, chunked, then=body)).startswith(b"HTTP/1.1 413")
+    # the same 1 MB is too much anywhere else, also under a path that only starts alike
+    for path in (f"/api/v1/cases/{CASE}/comments", f"{photos}/x", f"/cases/{CASE}/act"):
+        megabyte = head.replace(photos, path) + "Content-Length: 1000000\r\n\r\n"
+        answer = await _raw(port, megabyte.encode(), then=b"x" * 65536)
+        assert answer.startswith(b"HTTP/1.1 413"), path
+    # more than one file, or more fields than caption and csrf: refused before any decoding
+    two = [("photo", ("a.jpg", jpeg(), "image/jpeg")), ("photo", ("b.jpg", jpeg(), "image/jpeg"))]
+    assert (await client.post(photos, files=two)).status_code == 400
+    fields = {f"f{i}": "x" for i in range(10)}
+    one = {"photo": ("a.jpg", jpeg(), "image/jpeg")}
+    assert (await client.post(photos, files=one, data=fields)).status_code == 400
+    no_file = await client.post(photos, data={"caption": "x"}, files={"other": ("a", b"a")})
+    assert no_file.status_code == 400
+    await still_serves(client)
+    r = await client.post(photos, files=one, data={"caption": "Valve"})
+    assert r.status_code == 201, r.text
+    got = await client.get(r.json()["url"])
+    assert got.status_code == 200 and got.headers["content-type"] == "image/jpeg"
+    timeline = (await client.get(f"/api/v1/cases/{CASE}")).json()["timeline"]
+    assert [e["kind"] for e in timeline] == ["opened", "alarm_raised", "photo"]
