@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from casebridge.lifecycle import Outcome, alarm_key
 from casebridge.models import (
@@ -26,9 +26,11 @@ from casebridge.models import (
     SinkStatus,
     User,
 )
-from casebridge.photos import Photo
 from casebridge.store.readings import KeptReading
 from stream.models import Alarm
+
+if TYPE_CHECKING:
+    from casebridge.photos import Photo
 
 __all__ = ["AlarmEntry", "CaseFilter", "CaseStore", "KeptReading", "Outcome", "alarm_key"]
 

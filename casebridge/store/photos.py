@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from casebridge.errors import CaseNotFoundError, PhotoError
 from casebridge.models import CaseEvent, PhotoInfo, parse_case_id
-from casebridge.photos import Photo
 from casebridge.store.rows import case_from_row, event_values, for_update
 from casebridge.store.schema import case_events, case_photos, cases
+
+if TYPE_CHECKING:
+    from casebridge.photos import Photo
 
 __all__ = ["PhotoQueries"]
 
