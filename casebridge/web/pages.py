@@ -646,7 +646,7 @@ def _number(text: str) -> float:
         raise ValueError(f"{text[:40]!r} is not a number") from None
 
 
-def _report_period(deps: WebDeps, first: str, last: str) -> tuple[Period, str]:
+def _report_period(deps: WebDeps, first: str, last: str) -> Period:
     """The period the form asks for: by default from the first day of the month two months
     back to today, in the sites' time zone."""
     zone = report_timezone([s.timezone for s in deps.sites])
@@ -655,30 +655,48 @@ def _report_period(deps: WebDeps, first: str, last: str) -> tuple[Period, str]:
     default_first = date(back // 12, back % 12 + 1, 1)
     return parse_period(
         first.strip() or default_first.isoformat(), last.strip() or today.isoformat(), zone
-    ), zone
-
-
-async def _report(deps: WebDeps, first: str, last: str, site: str, team: str) -> Report:
-    period, _ = _report_period(deps, first[:40], last[:40])
-    return await build_report(
-        deps.store,
-        period,
-        now=deps.clock.now(),
-        sites=[site] if site else None,
-        teams=[team] if team else None,
     )
 
 
-@router.get("/reports", response_class=HTMLResponse)
-async def reports_page(
-    *,
-    deps: Deps,
-    session: Signed,
+@dataclass(frozen=True)
+class _ReportQuery:
+    """What the reports form asks for (empty: the default period, every site and team)."""
+
+    first: str
+    last: str
+    site: str
+    team: str
+
+    def query(self, period: Period) -> dict[str, str]:
+        chosen = {"from": period.first.isoformat(), "to": period.last.isoformat()}
+        return chosen | {k: v for k, v in (("site", self.site), ("team", self.team)) if v}
+
+
+def _report_query(
     first: Annotated[str, Query(alias="from", max_length=40)] = "",
     last: Annotated[str, Query(alias="to", max_length=40)] = "",
     site: Annotated[str, Query(max_length=64)] = "",
     team: Annotated[str, Query(max_length=64)] = "",
-) -> HTMLResponse:
+) -> _ReportQuery:
+    return _ReportQuery(first, last, site, team)
+
+
+ReportAsk = Annotated[_ReportQuery, Depends(_report_query)]
+
+
+async def _report(deps: WebDeps, ask: _ReportQuery) -> Report:
+    period = _report_period(deps, ask.first, ask.last)
+    return await build_report(
+        deps.store,
+        period,
+        now=deps.clock.now(),
+        sites=[ask.site] if ask.site else None,
+        teams=[ask.team] if ask.team else None,
+    )
+
+
+@router.get("/reports", response_class=HTMLResponse)
+async def reports_page(deps: Deps, session: Signed, ask: ReportAsk) -> HTMLResponse:
     """Cases of a period per team, site and condition, and the month trend (dispatchers and
     admins); the same figures as `husvakt report` and the CSV download."""
     who = session.who
@@ -687,13 +705,11 @@ async def reports_page(
         return _render("error.html", language=language, status_code=404, message="no_page")
     t = words(language)
     try:
-        report = await _report(deps, first, last, site, team)
+        report = await _report(deps, ask)
     except ValueError as exc:
         return _render(
             "error.html", language=language, status_code=400, message="bad_period", detail=str(exc)
         )
-    query = {"from": report.period.first.isoformat(), "to": report.period.last.isoformat()}
-    query |= {k: v for k, v in (("site", site), ("team", team)) if v}
     return _render(
         "reports.html",
         language=language,
@@ -709,25 +725,17 @@ async def reports_page(
         ),
         sites=[s.id for s in deps.sites],
         teams=[tm.id for tm in deps.teams],
-        chosen={"site": site, "team": team},
-        csv_url=f"/reports.csv?{urlencode(query)}",
+        chosen={"site": ask.site, "team": ask.team},
+        csv_url=f"/reports.csv?{urlencode(ask.query(report.period))}",
     )
 
 
 @router.get("/reports.csv")
-async def reports_csv(
-    *,
-    deps: Deps,
-    session: Signed,
-    first: Annotated[str, Query(alias="from", max_length=40)] = "",
-    last: Annotated[str, Query(alias="to", max_length=40)] = "",
-    site: Annotated[str, Query(max_length=64)] = "",
-    team: Annotated[str, Query(max_length=64)] = "",
-) -> Response:
+async def reports_csv(deps: Deps, session: Signed, ask: ReportAsk) -> Response:
     if not session.who.may_see_reports:
         raise HTTPException(status_code=404, detail="no such page")
     try:
-        report = await _report(deps, first, last, site, team)
+        report = await _report(deps, ask)
     except ValueError as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from exc
     name = f"husvakt-report-{report.period.first}-{report.period.last}.csv"

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from casebridge.app import create_app
-from casebridge.auth import hash_token
+from casebridge.auth import hash_password, hash_token
 from casebridge.config import TeamConfig
 from casebridge.models import OpenPlan, User
 from casebridge.store.sql import SqliteCaseStore
@@ -41,13 +41,16 @@ class FixedClock:
         await asyncio.sleep(0)
 
 
-@pytest.fixture
-async def api(tmp_path):
-    store = SqliteCaseStore(tmp_path / "cases.db")
+async def two_team_store(path, *, password=None):
+    """A SQLite store at `path` with USERS (each with the token `token-ID`, and `password` when
+    given), a facilities case (HV-2026-000001) and a plumbing case (HV-2026-000002)."""
+    store = SqliteCaseStore(path)
     await store.start()
     for uid, role in USERS.items():
         await store.add_user(User(id=uid, name=uid.title(), role=role), now=T0)
         await store.add_token(uid, hash_token(f"token-{uid}"), label="test", now=T0)
+        if password is not None:
+            await store.set_password(uid, hash_password(password))
     await store.record_alarm(
         make_alarm(), make_draft(team="facilities"), OpenPlan(), now=T0, reopen_window=0
     )
@@ -58,6 +61,12 @@ async def api(tmp_path):
         now=T0,
         reopen_window=0,
     )
+    return store
+
+
+@pytest.fixture
+async def api(tmp_path):
+    store = await two_team_store(tmp_path / "cases.db")
     app = create_app(store=store, teams=TEAMS, clock=FixedClock())
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://husvakt"

@@ -14,12 +14,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from casebridge.app import create_app
-from casebridge.auth import hash_password, hash_token
 from casebridge.config import PhotoConfig
-from casebridge.models import OpenPlan, User
+from casebridge.models import OpenPlan
 from casebridge.photos import prepare_photo
-from casebridge.store.sql import SqliteCaseStore
-from tests.casebridge.test_api import TEAMS, USERS, FixedClock, auth
+from tests.casebridge.test_api import TEAMS, FixedClock, auth, two_team_store
 from tests.factories import T0, make_alarm, make_draft
 
 FACILITIES, PLUMBING = "HV-2026-000001", "HV-2026-000002"
@@ -54,22 +52,7 @@ def png(width=64, height=64, *, alpha=False) -> bytes:
 
 @pytest.fixture
 async def served(tmp_path):
-    store = SqliteCaseStore(tmp_path / "cases.db")
-    await store.start()
-    for uid, role in USERS.items():
-        await store.add_user(User(id=uid, name=uid.title(), role=role), now=T0)
-        await store.add_token(uid, hash_token(f"token-{uid}"), label="test", now=T0)
-        await store.set_password(uid, hash_password(PASSWORD))
-    await store.record_alarm(
-        make_alarm(), make_draft(team="facilities"), OpenPlan(), now=T0, reopen_window=0
-    )
-    await store.record_alarm(
-        make_alarm(sensor="t2", condition="fire", severity="critical"),
-        make_draft(team="plumbing"),
-        OpenPlan(),
-        now=T0,
-        reopen_window=0,
-    )
+    store = await two_team_store(tmp_path / "cases.db", password=PASSWORD)
     app = create_app(store=store, teams=TEAMS, clock=FixedClock(), photos=LIMITS)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://husvakt"

@@ -8,7 +8,6 @@ import statistics
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -26,6 +25,7 @@ from husvakt.assemble import case_web_app
 from husvakt.config import load_config
 from tests.casebridge.timeline import KNOWN_CSV, NOW, TZ, seed_known_timeline
 from tests.factories import make_alarm, make_draft
+from tests.web.site import school_config
 
 PERIOD = parse_period("2026-01", "2026-02", TZ)
 
@@ -230,7 +230,6 @@ async def test_events_written_before_the_upgrade_get_the_status_they_led_to(tmp_
 
 # --- the page, its CSV download and `husvakt report` ---------------------------------------
 
-SCHOOL = Path(__file__).resolve().parents[2] / "config" / "scenarios" / "school.yaml"
 PASSWORD = "correct horse battery"
 
 
@@ -249,10 +248,7 @@ class _At:
 async def school(tmp_path):
     """The school config, its case store holding the known timeline, a dispatcher (disa,
     Swedish), an admin and a technician."""
-    text = SCHOOL.read_text(encoding="utf-8")
-    text += f"\ncases:\n  sqlite: {tmp_path / 'cases.db'}\nstream:\n  state: null\n"
-    path = tmp_path / "school.yaml"
-    path.write_text(text, encoding="utf-8")
+    path = school_config(tmp_path, tmp_path / "cases.db")
     store = SqliteCaseStore(tmp_path / "cases.db")
     await store.start()
     await seed_known_timeline(store)

@@ -40,15 +40,22 @@ def chromium() -> str:
     return path
 
 
+def school_config(directory: Path, db: Path) -> Path:
+    """The school site's config (`config/scenarios/school.yaml`) with its case store at `db`
+    and no rule state file, written to `directory/site.yaml`."""
+    text = (SCENARIOS / "school.yaml").read_text(encoding="utf-8")
+    text += f"\ncases:\n  sqlite: {db}\nstream:\n  state: null\n"
+    path = directory / "site.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 async def prepare_site(directory: Path, scenario: str = "boiler-fire") -> Path:
     """The school site with its cases in `directory/cases.db`, opened by replaying `scenario`;
     users eva (facilities, English), jonas (facilities, Swedish), per (plumbing) and larm
     (emergency) sign in with PASSWORD. Returns the config file."""
     db = directory / "cases.db"
-    text = (SCENARIOS / "school.yaml").read_text(encoding="utf-8")
-    text += f"\ncases:\n  sqlite: {db}\nstream:\n  state: null\n"
-    config_path = directory / "site.yaml"
-    config_path.write_text(text, encoding="utf-8")
+    config_path = school_config(directory, db)
     config = load_config(config_path)
     store = SqliteCaseStore(db)
     try:

@@ -18,7 +18,7 @@ from casebridge.auth import hash_password
 from casebridge.models import User
 from casebridge.store.sql import SqliteCaseStore
 from tests.casebridge.timeline import KNOWN_CSV, NOW, seed_known_timeline
-from tests.web.site import PASSWORD, SCENARIOS, Server, prepare_site, sign_in
+from tests.web.site import PASSWORD, Server, prepare_site, school_config, sign_in
 from tests.web.test_browser import PHONE, browser  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -94,14 +94,34 @@ async def test_a_technician_attaches_a_photo_from_the_phone(night, browser, tmp_
         await c.close()
 
 
+async def test_a_photo_is_attached_with_javascript_off(night, browser, tmp_path):  # noqa: F811
+    shot = tmp_path / "valve.jpg"
+    shot.write_bytes(phone_photo())
+    context = await browser.new_context(java_script_enabled=False, viewport=PHONE)
+    page = await context.new_page()
+    await sign_in(page, night, "jonas")  # in Swedish
+    await page.goto(f"{night}/cases?view=team")
+    await page.locator(".case a").first.click()
+    await page.locator("#photo").set_input_files(str(shot))
+    await page.get_by_label("Bildtext").fill("Ventilen stängd")
+    await page.get_by_role("button", name="Bifoga foto").click()
+    await expect(page.locator("#timeline li.ev-photo")).to_contain_text("Ventilen stängd")
+    assert await page.locator("#timeline li.ev-photo img").evaluate("i => i.naturalWidth") == 320
+    # not an image: the page says why, in the case's own page, and nothing is attached
+    fake = tmp_path / "fake.jpg"
+    fake.write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
+    await page.locator("#photo").set_input_files(str(fake))
+    await page.get_by_role("button", name="Bifoga foto").click()
+    await expect(page.locator("p.error")).to_contain_text("not a JPEG, PNG or WebP image")
+    await expect(page.locator("#timeline li.ev-photo")).to_have_count(1)
+    await context.close()
+
+
 @pytest.fixture
 async def seeded(tmp_path):
     """The school config on a store holding only the hand-made timeline, and a dispatcher."""
     db = tmp_path / "cases.db"
-    text = (SCENARIOS / "school.yaml").read_text(encoding="utf-8")
-    text += f"\ncases:\n  sqlite: {db}\nstream:\n  state: null\n"
-    config = tmp_path / "site.yaml"
-    config.write_text(text, encoding="utf-8")
+    config = school_config(tmp_path, db)
     store = SqliteCaseStore(db)
     await store.start()
     try:
