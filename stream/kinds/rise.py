@@ -15,6 +15,7 @@ from gateway.config import Duration
 from gateway.config import format_duration as _duration
 from gateway.models import Reading, Slug
 from stream.kinds.base import (
+    _EPOCH,
     DECIDED_BY,
     Episode,
     RuleKind,
@@ -328,7 +329,11 @@ def _rise_decide(  # noqa: PLR0917 - the rise step with the rate it computed
 
 
 def step(rule: RiseRule, counter: bool) -> StepFn:
-    """`evaluate` with the common case inlined: not rising, nothing raised."""
+    """`evaluate` with the common case inlined: not rising, nothing raised. `RiseState.rate` is
+    written out here, operation for operation (the very same float), and a rate further than
+    a hair below the rule's ends the step before any other level is looked at: a method call
+    and its loop over the levels cost more than the arithmetic on the path every reading
+    takes."""
     rule_id, window, min_samples, min_span, rate_level = (
         rule.id,
         rule.window,
@@ -338,23 +343,37 @@ def step(rule: RiseRule, counter: bool) -> StepFn:
     )
     levels = _levels(rule)
     near = tuple(_hair(level) for level in levels)
+    (l0, l1, l2), (h0, h1, h2) = levels, near
+    #: below this, a running-sum rate decides without an exact recomputation: it is further
+    #: than a hair below the rate, and without an episode no other level matters
+    low = l0 - h0
 
     def run(
         states: dict[str, Any], reading: Reading, good: bool, now: datetime, late_after: float
     ) -> list[Alarm] | None:
-        state = states.get(rule_id)
-        if state.__class__ is not RiseState:
-            state = states[rule_id] = RiseState()
+        rise = states.get(rule_id)
+        if rise.__class__ is not RiseState:
+            rise = states[rule_id] = RiseState()
         if not good:
             return None
-        rise: RiseState = state
-        rise.push(micros(reading.ts), reading.value, window)
+        d = reading.ts - _EPOCH  # `micros`, inline
+        us = (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
+        rise.push(us, reading.value, window)
         times = rise.times
-        if len(times) < min_samples or (times[-1] - times[0]) / 1e6 < min_span:
+        if len(times) < min_samples or (us - times[0]) / 1e6 < min_span:
             return None
-        rate = rise.rate(levels, near)
+        n, sx, sxx = rise._n, rise._sx, rise._sxx
+        denominator = n * sxx - sx * sx
+        if n < 2 or denominator <= 1e-9 * max(1.0, n * sxx):
+            rate = rise.exact_rate()
+        else:
+            rate = 60.0 * (n * rise._sxy - sx * rise._sy) / denominator
+            if rate < low and rise.episode is None:
+                return None  # the common case: well below the rate, nothing raised
+            if abs(rate - l0) <= h0 or abs(rate - l1) <= h1 or abs(rate - l2) <= h2:
+                rate = rise.exact_rate()  # a decision at stake: exactly
         if rate is None or (rise.episode is None and rate < rate_level):
-            return None  # the common case: not rising, nothing raised
+            return None  # not rising, nothing raised
         return _rise_decide(rise, reading, rule, now, late_after, rate)[1]
 
     return run
