@@ -227,6 +227,11 @@ class PhotoInfo(Frozen):
     uploaded_by: str
     uploaded_at: UtcTime
 
+    def filename(self, case_id: str, *, thumb: bool = False) -> str:
+        """The name it is served and sent under: ours, never one from outside."""
+        extension = ".png" if self.content_type == "image/png" and not thumb else ".jpg"
+        return f"{case_id}-{self.id[:8]}{'-thumb' if thumb else ''}{extension}"
+
 
 class User(Frozen):
     id: Slug

@@ -107,8 +107,7 @@ async def photo_response(store: CaseStore, case: Case, photo_id: str, *, thumb: 
     if found is None:
         raise HTTPException(status_code=404, detail="no such photo")
     info, body = found
-    extension = ".png" if info.content_type == "image/png" else ".jpg"
-    name = f"{case.id}-{info.id[:8]}{'-thumb' if thumb else ''}{extension}"
+    name = info.filename(case.id, thumb=thumb)
     return Response(
         body,
         media_type=info.content_type,

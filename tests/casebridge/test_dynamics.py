@@ -240,6 +240,56 @@ async def test_a_comment_in_husvakt_while_dynamics_resolves_keeps_both(world):
     assert world.service.incidents()[case_id]["modifiedby"] == dispatcher  # its resolution stands
 
 
+async def test_a_photo_on_the_case_is_a_note_with_the_photo_attached(world):
+    """The technician's photo reaches the incident as a note carrying the file (the photo as
+    husvakt stores it: without its position), once, whatever the retries."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from casebridge.photos import prepare_photo
+    from tests.casebridge.test_photos import jpeg
+
+    (case_id,) = await world.open(1)
+    await world.mirror()
+    photo = prepare_photo(jpeg(800, 600), max_pixels=10_000_000)
+    event = await world.store.attach_photo(
+        case_id, photo, caption="Valve closed", actor="eva", now=world.clock.now(), per_case=5
+    )
+    world.clock.advance(seconds=1)
+    assert await world.mirror() == 1
+    incident = world.service.incidents()[case_id]
+    (note,) = [n for n in world.service.notes(incident["incidentid"]) if n.get("documentbody")]
+    assert note["filename"] == f"{case_id}-{event.photo[:8]}.jpg"
+    assert note["mimetype"] == "image/jpeg"
+    assert note["notetext"].endswith("eva: Valve closed")
+    sent = base64.b64decode(note["documentbody"])
+    assert sent == photo.data
+    assert Image.open(io.BytesIO(sent)).size == (800, 600) and b"SECRETCAM" not in sent
+    world.clock.advance(seconds=1)
+    assert await world.mirror() == 0  # sent once
+
+
+def test_a_photo_larger_than_dynamics_takes_is_a_note_that_says_so(standin, tmp_path):
+    from casebridge.models import CaseEvent
+    from casebridge.sinks.dynamics.mapping import ATTACHMENT_LIMIT, Attachment, annotation
+
+    config = sink_config(standin, tmp_path)
+    event = CaseEvent(case_id="HV-2026-000001", at=T0, kind="photo", actor="eva",
+                      text="Valve", photo="abc", cursor=7)  # fmt: skip
+    big = Attachment("HV-2026-000001-abc.png", "image/png", b"x" * (ATTACHMENT_LIMIT + 1))
+    body = annotation(config, "00000000-0000-0000-0000-000000000001", event, big).body
+    assert "documentbody" not in body and "filename" not in body
+    assert body["notetext"].endswith("eva: Valve (the photo, 5,242,881 bytes, is larger than "
+                                     "Dynamics takes)")  # fmt: skip
+    small = Attachment("HV-2026-000001-abc.jpg", "image/jpeg", b"\xff\xd8\xff")
+    body = annotation(config, "00000000-0000-0000-0000-000000000001", event, small).body
+    assert (body["filename"], body["mimetype"], body["documentbody"]) == (
+        "HV-2026-000001-abc.jpg", "image/jpeg", "/9j/",
+    )  # fmt: skip
+
+
 def config_file(tmp_path: Path, standin: Running, account: str, *, batch: int = 10) -> Path:
     (tmp_path / "dynamics.secret").write_text(SECRET + "\n")
     path = tmp_path / "husvakt.yaml"

@@ -11,12 +11,14 @@ bodies and addresses the Web API takes. No I/O; `husvakt dynamics explain` print
 | — | `caseorigincode` | `mapping.origin` (700610000: IoT) |
 | enrichment, readings, link | `description` | plain text |
 | comments, status changes, assignments | notes (`annotations`) on the incident | one per event |
+| photos | notes with the photo attached (`documentbody`) | up to `ATTACHMENT_LIMIT` bytes |
 | resolved / closed | `CloseIncident` with an `incidentresolution` | status 5 (problem solved) |
 | reopened | `statecode` 0, `statuscode` 1 | PATCH |
 """
 
 from __future__ import annotations
 
+import base64
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +29,9 @@ from casebridge.sinks.config import DynamicsSinkConfig
 from gateway.models import format_ts
 
 __all__ = [
+    "ATTACHMENT_LIMIT",
     "NOTE_KINDS",
+    "Attachment",
     "Entity",
     "Request",
     "annotation",
@@ -161,15 +165,44 @@ def annotation_id(case_id: str, event: CaseEvent) -> str:
     return str(uuid.uuid5(_NOTES, f"{case_id}/{event.cursor}"))
 
 
-def annotation(config: DynamicsSinkConfig, remote_id: str, event: CaseEvent) -> Request:
+#: Dataverse's default largest attachment (the `maxuploadfilesize` setting: 5 MB); a photo
+#: above it becomes a note saying so, without the file.
+ATTACHMENT_LIMIT = 5 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file a note carries (a photo attached to the case)."""
+
+    filename: str
+    mimetype: str
+    body: bytes
+
+
+def annotation(
+    config: DynamicsSinkConfig,
+    remote_id: str,
+    event: CaseEvent,
+    attachment: Attachment | None = None,
+) -> Request:
     """A note on the record for a timeline event, created only if it is not there yet (its
-    id comes from the event: a repeat answers 412, which means done)."""
+    id comes from the event: a repeat answers 412, which means done); a photo's note carries
+    the photo."""
     entity = entity_for(config)
-    body = {
+    text = f"{format_ts(event.at)} {event.actor}: {event.text}"
+    body: dict[str, Any] = {
         "subject": _clip(f"husvakt: {event.kind.replace('_', ' ')} by {event.actor}", 500),
-        "notetext": _clip(f"{format_ts(event.at)} {event.actor}: {event.text}", _NOTE),
         f"{entity.note_binding}@odata.bind": f"/{entity.set_name}({remote_id})",
     }
+    if attachment is not None and len(attachment.body) <= ATTACHMENT_LIMIT:
+        body |= {
+            "filename": attachment.filename,
+            "mimetype": attachment.mimetype,
+            "documentbody": base64.b64encode(attachment.body).decode("ascii"),
+        }
+    elif attachment is not None:
+        text += f" (the photo, {len(attachment.body):,} bytes, is larger than Dynamics takes)"
+    body["notetext"] = _clip(text, _NOTE)
     return Request(
         "PATCH",
         f"annotations({annotation_id(event.case_id, event)})",

@@ -30,6 +30,7 @@ from casebridge.sinks.dynamics.client import DataverseClient, DataverseError, Re
 from casebridge.sinks.dynamics.mapping import (
     DYNAMICS_ACTOR,
     NOTE_KINDS,
+    Attachment,
     Request,
     annotation,
     entity_for,
@@ -164,7 +165,8 @@ class DynamicsSink:
         # has it (the poll brings the change to husvakt), only our notes are added
         for event in job.events:
             if _noted(event):
-                note = await self._client.send(annotation(self.config, remote, event))
+                attached = await self._attachment(event)
+                note = await self._client.send(annotation(self.config, remote, event, attached))
                 if note.status not in (200, 201, 204, 412):
                     return Failed(
                         f"note for event {event.cursor}: HTTP {note.status}", remote_id=remote
@@ -177,6 +179,16 @@ class DynamicsSink:
                 "resolve",
             )
         return Mirrored(remote_id=remote)
+
+    async def _attachment(self, event: CaseEvent) -> Attachment | None:
+        """The photo a `photo` event attached, as its note's file."""
+        if event.kind != "photo" or event.photo is None:
+            return None
+        found = await self._store.photo_bytes(event.case_id, event.photo)
+        if found is None:
+            return None
+        info, body = found
+        return Attachment(info.filename(event.case_id), info.content_type, body)
 
     async def _write(self, case: Case, remote: str | None) -> str:
         """Create or update the record by its key; its id."""
