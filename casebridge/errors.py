@@ -50,11 +50,14 @@ class LifecycleError(CaseBridgeError):
 
 class PhotoError(CaseBridgeError, ValueError):
     """A photo is refused: not an image we take, too large, or the case has its fill of them.
-    `status`: the HTTP answer that says so."""
+    `status`: the HTTP answer that says so; `code`: which refusal it is."""
 
-    def __init__(self, message: str, *, status: int = 422) -> None:
+    def __init__(self, message: str, *, status: int = 422, code: str = "refused") -> None:
         super().__init__(message)
         self.status = status
+        #: what went wrong, for a page to say in its language: `empty`, `not_image`,
+        #: `too_many_pixels`, `too_many`
+        self.code = code
 
 
 class StoreUnavailableError(CaseStoreError, SinkUnavailableError):

@@ -69,14 +69,16 @@ def _encode(image: Image.Image, *, png: bool, quality: int = _JPEG_QUALITY) -> b
 def _check_size(width: int, height: int, max_pixels: int) -> None:
     if width < 1 or height < 1 or width * height > max_pixels:
         raise PhotoError(
-            f"the image is {width}×{height} pixels; at most {max_pixels:,} are taken", status=413
+            f"the image is {width}×{height} pixels; at most {max_pixels:,} are taken",
+            status=413,
+            code="too_many_pixels",
         )
 
 
 def prepare_photo(raw: bytes, *, max_pixels: int) -> Photo:
     """The photo to store from an upload's bytes; raises `PhotoError` with the reason."""
     if not raw:
-        raise PhotoError("the file is empty", status=400)
+        raise PhotoError("the file is empty", status=400, code="empty")
     try:
         with Image.open(io.BytesIO(raw), formats=tuple(ACCEPTED)) as opened:
             _check_size(*opened.size, max_pixels)  # from the header: nothing decoded yet
@@ -100,7 +102,9 @@ def prepare_photo(raw: bytes, *, max_pixels: int) -> Photo:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure to decode hostile bytes is a refusal
         raise PhotoError(
-            f"not a JPEG, PNG or WebP image that can be read ({type(exc).__name__})", status=415
+            f"not a JPEG, PNG or WebP image that can be read ({type(exc).__name__})",
+            status=415,
+            code="not_image",
         ) from None
 
 

@@ -66,7 +66,9 @@ class PhotoQueries:
             ).scalar_one()
             if held >= per_case:
                 raise PhotoError(
-                    f"{case_id} already has {held} photos (at most {per_case})", status=409
+                    f"{case_id} already has {held} photos (at most {per_case})",
+                    status=409,
+                    code="too_many",
                 )
             photo_id = secrets.token_urlsafe(18)  # 24 characters, never guessed
             await conn.execute(

@@ -438,7 +438,9 @@ async def attach_photo(
             deps.store, case, raw, caption, actor=session.who.user.id, now=deps.clock.now()
         )
     except PhotoError as exc:
-        return await _case_view(deps, session, case, error=str(exc), status_code=exc.status)
+        said = words(session.who.user.language).get(f"photo_{exc.code}")
+        error = f"{said} ({exc})" if said else str(exc)
+        return await _case_view(deps, session, case, error=error, status_code=exc.status)
     return RedirectResponse(f"/cases/{case.id}#timeline-h", status_code=303)
 
 

@@ -250,7 +250,8 @@ async def test_the_case_page_takes_a_photo_from_a_plain_form_and_shows_its_thumb
         data={"csrf": csrf},
         files={"photo": ("x.jpg", b"<svg/>", "image/jpeg")},
     )
-    assert r.status_code == 415 and "not a JPEG, PNG or WebP image" in r.text
+    assert r.status_code == 415
+    assert "That is not a photo husvakt takes (JPEG, PNG or WebP)." in r.text
     assert len(await store.photos(FACILITIES)) == 1
 
 
