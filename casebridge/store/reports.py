@@ -99,7 +99,10 @@ def _statement(
     # built from this module's constants and the checked breakdown names only; every value
     # from outside (period, sites, teams, months) is a bound parameter
     return f"""
-WITH ev AS (
+WITH chosen AS (
+  SELECT c.number FROM cases c WHERE {" AND ".join(where)}
+),
+ev AS (
   SELECT case_number,
     MIN(CASE WHEN status IN {_ACKNOWLEDGED} THEN id END) AS ack_id,
     MIN(CASE WHEN status IN {_ACKNOWLEDGED} THEN at END) AS ack_at,
@@ -108,7 +111,8 @@ WITH ev AS (
     SUM(CASE WHEN kind = 'escalated' THEN 1 ELSE 0 END) AS escalations,
     SUM(CASE WHEN kind = 'notification_failed' THEN 1 ELSE 0 END) AS failures,
     SUM(CASE WHEN kind = 'reopened' THEN 1 ELSE 0 END) AS reopens
-  FROM case_events GROUP BY case_number
+  FROM case_events WHERE case_number IN (SELECT number FROM chosen)
+  GROUP BY case_number
 ),
 per_case AS (
   SELECT c.team AS team, c.site AS site, c.condition AS condition, {month} AS month,

@@ -103,6 +103,8 @@ Index(
 )
 Index("cases_by_key", cases.c.site, cases.c.sensor, cases.c.condition, cases.c.number)
 Index("cases_by_escalation", cases.c.next_escalation_at)
+#: reports choose the cases opened in a period
+Index("cases_by_opening", cases.c.opened_at)
 
 case_events = Table(
     "case_events",

@@ -1,4 +1,5 @@
-"""Photos on cases, and the status each timeline event led to (what reports count).
+"""Photos on cases, and the status each timeline event led to (what reports count), and an
+index on when cases were opened (what reports choose by).
 
 Revision ID: 0006
 Revises: 0005
@@ -36,6 +37,7 @@ def upgrade() -> None:
         sa.Column("uploaded_at", sa.String(32), nullable=False),
     )
     op.create_index("ix_case_photos_case_number", "case_photos", ["case_number"])
+    op.create_index("cases_by_opening", "cases", ["opened_at"])
     # the events written before: opening is "new", reopening "reopened", and a status change's
     # text says "<from> → <to>…" (no status name is the start of another)
     events = sa.table(
@@ -56,6 +58,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("cases_by_opening", "cases")
     op.drop_index("ix_case_photos_case_number", "case_photos")
     op.drop_table("case_photos")
     with op.batch_alter_table("case_events") as batch:
