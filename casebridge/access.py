@@ -70,6 +70,13 @@ class Access:
         """The site overview (every site's open cases and gateways) is for dispatchers."""
         return self.user.role in ("dispatcher", "admin")
 
+    def may_remove_photo(self, case: Case, uploaded_by: str) -> bool:
+        """Who took a photo may take it back; dispatchers and admins may remove any (a face or
+        a name that should not be kept)."""
+        if not self.can_act(case):
+            return False
+        return self.user.role in ("dispatcher", "admin") or uploaded_by == self.user.id
+
     @property
     def may_see_reports(self) -> bool:
         """Reports over every team's cases are for dispatchers and admins."""

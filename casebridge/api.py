@@ -39,6 +39,7 @@ from casebridge.uploads import (
     photo_response,
     photo_service,
     refused,
+    removable,
 )
 from gateway.clock import Clock
 from gateway.models import SLUG_PATTERN
@@ -280,6 +281,23 @@ async def get_photo(
     """A photo's bytes (`?thumbnail=1`: the JPEG thumbnail)."""
     case = await _readable(deps, case_id, who)
     return await photo_response(deps.store, case, photo_id, thumb=thumbnail)
+
+
+@router.delete("/cases/{case_id}/photos/{photo_id}", response_model=CaseEvent, tags=["photos"])
+async def remove_photo(
+    deps: Deps,
+    case_id: str,
+    photo_id: str,
+    who: Who,
+    reason: Annotated[str, Query(max_length=MAX_CAPTION)] = "",
+) -> CaseEvent:
+    """Remove a photo for good (its bytes and thumbnail are deleted; the timeline keeps a
+    `photo_removed` event with who and why). Who attached it, a dispatcher or an admin."""
+    case = await _readable(deps, case_id, who)
+    info = await removable(deps.store, who, case, photo_id, reason.strip())
+    return await deps.store.remove_photo(
+        case.id, info.id, actor=who.user.id, now=deps.clock.now(), reason=reason.strip()
+    )
 
 
 @router.post("/cases/{case_id}/{action}", response_model=CaseWithTimeline, tags=["actions"])

@@ -50,6 +50,7 @@ EventKind = Literal[
     "notification_failed",
     "escalated",
     "photo",
+    "photo_removed",
 ]
 CaseStatus = Literal["new", "acknowledged", "in_progress", "resolved", "closed", "reopened"]
 #: Statuses in which a case counts as open: one such case per (site, sensor, condition) at most.
@@ -211,7 +212,7 @@ class CaseEvent(Frozen):
     cursor: int = 0
     #: the status the case went to with this event (opening, reopening, status changes)
     status: CaseStatus | None = None
-    #: the id of the photo a `photo` event attached
+    #: the id of the photo a `photo` event attached (or a `photo_removed` event removed)
     photo: str | None = None
 
 

@@ -12,9 +12,10 @@ from fastapi import HTTPException, Request
 from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
+from casebridge.access import Access
 from casebridge.config import PhotoConfig
 from casebridge.errors import PhotoError
-from casebridge.models import Case, CaseEvent, check_text
+from casebridge.models import Case, CaseEvent, PhotoInfo, check_text
 from casebridge.photos import PhotoDesk
 from casebridge.store import CaseStore
 
@@ -25,6 +26,7 @@ __all__ = [
     "photo_response",
     "photo_service",
     "refused",
+    "removable",
 ]
 
 #: The routes that take a photo: the only ones whose body may be larger than a form's.
@@ -90,6 +92,30 @@ class PhotoService:
         return await store.attach_photo(
             case.id, photo, caption=caption, actor=actor, now=now, per_case=self.config.per_case
         )
+
+
+async def removable(
+    store: CaseStore, who: Access, case: Case, photo_id: str, reason: str
+) -> PhotoInfo:
+    """The photo `who` may remove from `case` (404: no such photo; 403: not theirs to remove),
+    after checking the reason given is clean text."""
+    info = next((p for p in await store.photos(case.id) if p.id == photo_id), None)
+    if info is None:
+        raise HTTPException(status_code=404, detail="no such photo")
+    if not who.may_remove_photo(case, info.uploaded_by):
+        raise HTTPException(
+            status_code=403,
+            detail="only who attached a photo, a dispatcher or an admin may remove it",
+        )
+    if len(reason) > MAX_CAPTION:
+        raise HTTPException(
+            status_code=400, detail=f"the reason is longer than {MAX_CAPTION} characters"
+        )
+    try:
+        check_text(reason)
+    except ValueError as exc:
+        raise HTTPException(status_code=400, detail=f"reason: {exc}") from exc
+    return info
 
 
 def photo_service(request: Request) -> PhotoService:

@@ -298,24 +298,44 @@ class Dataverse:
             return _error(
                 404, f"Resource not found for the segment '{resource[:60]}'.", "0x8006088a"
             )
-        table = self.tables[found.group(1)]
-        guid = self._address(table, found.group(2))
+        return self._on_record(
+            method, self.tables[found.group(1)], found.group(2), query, headers, body
+        )
+
+    def _on_record(  # noqa: PLR0917 - one record's request, as `handle` parsed it
+        self,
+        method: str,
+        table: Table,
+        address: str,
+        query: dict[str, str],
+        headers: dict[str, str],
+        body: bytes,
+    ) -> tuple[int, dict[str, str], Any]:
+        """GET, DELETE or PATCH (upsert) one record, by its id or its alternate key."""
+        guid = self._address(table, address)
         if guid is False:
             return _error(400, "Invalid key", "0x80060888")
         if method == "GET":
             if guid is None or guid not in table.rows:
                 return _error(
-                    404, f"{table.set_name} With Id = {found.group(2)} Does Not Exist", "0x80040217"
+                    404, f"{table.set_name} With Id = {address} Does Not Exist", "0x80040217"
                 )
             row = table.rows[guid]
             select = query.get("$select")
             shown = {k: row.get(k) for k in select.split(",")} if select else dict(row)
             shown[table.id_column] = guid
             return 200, {}, {"@odata.etag": f'W/"{row["versionnumber"]}"', **shown}
+        if method == "DELETE":
+            if guid is None or guid not in table.rows:
+                return _error(
+                    404, f"{table.set_name} With Id = {address} Does Not Exist", "0x80040217"
+                )
+            self.delete(table.set_name, guid)
+            return 204, {}, None
         if method == "PATCH":
             return self._upsert(
                 table,
-                address=found.group(2),
+                address=address,
                 guid=guid,
                 headers=headers,
                 body=json.loads(body),

@@ -237,6 +237,13 @@ class CaseStore(Protocol):
         `CaseNotFoundError`, or `PhotoError` when the case holds `per_case` photos."""
         ...
 
+    async def remove_photo(
+        self, case_id: str, photo_id: str, *, actor: str, now: datetime, reason: str = ""
+    ) -> CaseEvent:
+        """Delete a photo for good with a `photo_removed` event; `CaseNotFoundError` when the
+        case has no such photo."""
+        ...
+
     async def photos(self, case_id: str) -> list[PhotoInfo]: ...
 
     async def photo_bytes(

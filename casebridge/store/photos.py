@@ -7,7 +7,7 @@ import secrets
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from casebridge.errors import CaseNotFoundError, PhotoError
@@ -92,6 +92,46 @@ class PhotoQueries:
                 kind="photo",
                 actor=actor,
                 text=caption or "photo attached",
+                photo=photo_id,
+            )
+            inserted = await conn.execute(
+                insert(case_events).values(**event_values(row.number, event))
+            )
+            await conn.execute(
+                update(cases)
+                .where(cases.c.number == row.number)
+                .values(updated_at=now, version=cases.c.version + 1)
+            )
+            key = inserted.inserted_primary_key
+            return event.model_copy(update={"cursor": int(key[0]) if key else 0})
+
+    async def remove_photo(
+        self, case_id: str, photo_id: str, *, actor: str, now: datetime, reason: str = ""
+    ) -> CaseEvent:
+        """Delete a photo's bytes and thumbnail for good, with a `photo_removed` event (the
+        `photo` event stays, saying a photo was there); raises `CaseNotFoundError` when the
+        case has no such photo."""
+        number = parse_case_id(case_id)
+        async with self._engine.begin() as conn:
+            row = None
+            if number is not None and len(photo_id) <= 32:
+                query = for_update(conn, select(cases).where(cases.c.number == number))
+                row = (await conn.execute(query)).first()
+            if row is None or case_from_row(row).id != case_id.strip().upper():
+                raise CaseNotFoundError(f"no case {case_id}")
+            gone = await conn.execute(
+                delete(case_photos).where(
+                    case_photos.c.case_number == row.number, case_photos.c.id == photo_id
+                )
+            )
+            if gone.rowcount != 1:
+                raise CaseNotFoundError(f"no photo {photo_id[:32]} on {case_id}")
+            event = CaseEvent(
+                case_id=case_from_row(row).id,
+                at=now,
+                kind="photo_removed",
+                actor=actor,
+                text=f"photo removed: {reason}" if reason else "photo removed",
                 photo=photo_id,
             )
             inserted = await conn.execute(

@@ -47,7 +47,13 @@ from casebridge.reports import (
 )
 from casebridge.store import CaseFilter, CaseStore
 from casebridge.store.readings import DuplicateReadingError
-from casebridge.uploads import MAX_CAPTION, PhotoService, photo_response, photo_service
+from casebridge.uploads import (
+    MAX_CAPTION,
+    PhotoService,
+    photo_response,
+    photo_service,
+    removable,
+)
 from casebridge.web.chart import daily_bars_svg, readings_svg
 from casebridge.web.i18n import words
 from gateway.clock import Clock
@@ -390,6 +396,7 @@ async def _case_view(
     )
     address = case.draft.address
     team = next((tm for tm in deps.teams if tm.id == case.team), None)
+    photos = {p.id: p for p in await deps.store.photos(case.id)}
     return _render(
         "case.html",
         language=language,
@@ -412,6 +419,8 @@ async def _case_view(
         local=lambda at: at.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M"),
         error=error,
         max_caption=MAX_CAPTION,
+        photos=photos,
+        may_remove=lambda info: who.may_remove_photo(case, info.uploaded_by),
     )
 
 
@@ -441,6 +450,26 @@ async def attach_photo(
         said = words(session.who.user.language).get(f"photo_{exc.code}")
         error = f"{said} ({exc})" if said else str(exc)
         return await _case_view(deps, session, case, error=error, status_code=exc.status)
+    return RedirectResponse(f"/cases/{case.id}#timeline-h", status_code=303)
+
+
+@router.post("/cases/{case_id}/photos/{photo_id}/remove")
+async def remove_photo(
+    *,
+    deps: Deps,
+    session: Signed,
+    case_id: str,
+    photo_id: str,
+    csrf: Annotated[str, Form()],
+    reason: Annotated[str, Form()] = "",
+) -> Response:
+    """Remove a photo for good (who attached it, a dispatcher or an admin)."""
+    _check_csrf(session, csrf)
+    case = await _case_to_act_on(deps, session, case_id)
+    info = await removable(deps.store, session.who, case, photo_id, reason.strip())
+    await deps.store.remove_photo(
+        case.id, info.id, actor=session.who.user.id, now=deps.clock.now(), reason=reason.strip()
+    )
     return RedirectResponse(f"/cases/{case.id}#timeline-h", status_code=303)
 
 

@@ -269,6 +269,15 @@ async def test_a_photo_on_the_case_is_a_note_with_the_photo_attached(world):
     assert Image.open(io.BytesIO(sent)).size == (800, 600) and b"SECRETCAM" not in sent
     world.clock.advance(seconds=1)
     assert await world.mirror() == 0  # sent once
+    # removed in husvakt (a pupil in the picture): the file does not stay in Dynamics either
+    await world.store.remove_photo(
+        case_id, event.photo, actor="disa", now=world.clock.now(), reason="a pupil in it"
+    )
+    world.clock.advance(seconds=1)
+    assert await world.mirror() == 1
+    notes = world.service.notes(incident["incidentid"])
+    assert not [n for n in notes if n.get("documentbody")]
+    assert any(n["notetext"].endswith("disa: photo removed: a pupil in it") for n in notes)
 
 
 def test_a_photo_larger_than_dynamics_takes_is_a_note_that_says_so(standin, tmp_path):

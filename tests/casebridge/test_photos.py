@@ -292,3 +292,52 @@ def test_fuzzed_bytes_are_a_photo_or_a_clear_refusal_never_a_crash(data):
         assert Image.open(io.BytesIO(photo.data)).format in ("JPEG", "PNG")
         assert not Image.open(io.BytesIO(photo.data)).getexif()
     assert status in (201, 400, 413, 415)
+
+
+async def test_a_photo_is_removed_for_good_by_who_took_it_or_a_dispatcher(served):
+    client, store = served
+    url = (await upload(client, FACILITIES, jpeg(), caption="the pupil's face")).json()["url"]
+    photo_id = url.rsplit("/", 1)[1]
+    # a teammate who did not take it, an integrator and another team may not
+    for user, status in (("jonas", 403), ("ian", 403), ("per", 404)):
+        r = await client.delete(url, headers=auth(user))
+        assert r.status_code == status, (user, r.text)
+    assert (await client.get(url, headers=auth("eva"))).status_code == 200
+    r = await client.delete(url, params={"reason": "a pupil in the picture"}, headers=auth("eva"))
+    assert r.status_code == 200, r.text
+    assert r.json()["kind"] == "photo_removed" and r.json()["photo"] == photo_id
+    assert r.json()["text"] == "photo removed: a pupil in the picture"
+    # gone for good: the bytes, the thumbnail, the listing; the timeline says who and why
+    assert (await client.get(url, headers=auth("eva"))).status_code == 404
+    assert (await client.get(url, params={"thumbnail": 1}, headers=auth("eva"))).status_code == 404
+    assert await store.photos(FACILITIES) == []
+    assert await store.photo_bytes(FACILITIES, photo_id) is None
+    kinds = [e.kind for e in await store.timeline(FACILITIES)]
+    assert kinds[-2:] == ["photo", "photo_removed"]
+    assert (await client.delete(url, headers=auth("eva"))).status_code == 404  # once
+    # a dispatcher may remove anyone's
+    other = (await upload(client, FACILITIES, jpeg(), user="jonas")).json()["url"]
+    assert (await client.delete(other, headers=auth("disa"))).status_code == 200
+
+
+async def test_the_case_page_removes_a_photo_and_says_it_was_there(served):
+    client, store = served
+    r = await client.post(
+        "/login",
+        data={"user": "eva", "password": PASSWORD, "next": "/cases"},
+        headers={"Origin": "http://husvakt"},
+    )
+    await upload(client, FACILITIES, jpeg(), caption="Meter cupboard")
+    (photo,) = await store.photos(FACILITIES)
+    page = (await client.get(f"/cases/{FACILITIES}")).text
+    form = f'action="/cases/{FACILITIES}/photos/{photo.id}/remove"'
+    assert form in page
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    r = await client.post(
+        f"/cases/{FACILITIES}/photos/{photo.id}/remove", data={"csrf": csrf, "reason": "wrong"}
+    )
+    assert r.status_code == 303
+    page = (await client.get(f"/cases/{FACILITIES}")).text
+    assert "(photo removed)" in page and f"/photos/{photo.id}/thumb" not in page
+    assert "photo removed: wrong" in page
+    assert await store.photos(FACILITIES) == []

@@ -12,6 +12,7 @@ bodies and addresses the Web API takes. No I/O; `husvakt dynamics explain` print
 | enrichment, readings, link | `description` | plain text |
 | comments, status changes, assignments | notes (`annotations`) on the incident | one per event |
 | photos | notes with the photo attached (`documentbody`) | up to `ATTACHMENT_LIMIT` bytes |
+| a photo removed | that note deleted, and a note saying who removed it | DELETE |
 | resolved / closed | `CloseIncident` with an `incidentresolution` | status 5 (problem solved) |
 | reopened | `statecode` 0, `statuscode` 1 | PATCH |
 """
@@ -38,6 +39,7 @@ __all__ = [
     "annotation_id",
     "entity_for",
     "key_path",
+    "note_removal",
     "record",
     "reopen",
     "resolution",
@@ -47,7 +49,16 @@ __all__ = [
 #: Timeline events that become notes on the Dynamics record (the opening alarm is the record
 #: itself; alarm updates would bury the notes people write).
 NOTE_KINDS = frozenset(
-    {"comment", "status_changed", "assigned", "escalated", "reopened", "alarm_cleared", "photo"}
+    {
+        "comment",
+        "status_changed",
+        "assigned",
+        "escalated",
+        "reopened",
+        "alarm_cleared",
+        "photo",
+        "photo_removed",
+    }
 )
 #: Events made by changes that came from Dynamics carry this actor prefix; they are not sent
 #: back as notes (Dynamics has them already).
@@ -209,6 +220,12 @@ def annotation(
         body,
         (("If-None-Match", "*"),),
     )
+
+
+def note_removal(event: CaseEvent) -> Request:
+    """Delete the note an event made (a removed photo's: its file must not stay in Dynamics);
+    404 means it is gone already."""
+    return Request("DELETE", f"annotations({annotation_id(event.case_id, event)})")
 
 
 def resolution(config: DynamicsSinkConfig, case: Case, remote_id: str, why: str) -> Request:

@@ -34,6 +34,7 @@ from casebridge.sinks.dynamics.mapping import (
     Request,
     annotation,
     entity_for,
+    note_removal,
     reopen,
     resolution,
     upsert,
@@ -164,6 +165,10 @@ class DynamicsSink:
         # else: closed in Dynamics and not yet fetched back: its record is left as Dynamics
         # has it (the poll brings the change to husvakt), only our notes are added
         for event in job.events:
+            if event.kind == "photo_removed":
+                failed = await self._unattach(case, event)
+                if failed is not None:
+                    return Failed(failed, remote_id=remote)
             if _noted(event):
                 attached = await self._attachment(event)
                 note = await self._client.send(annotation(self.config, remote, event, attached))
@@ -179,6 +184,23 @@ class DynamicsSink:
                 "resolve",
             )
         return Mirrored(remote_id=remote)
+
+    async def _unattach(self, case: Case, removal: CaseEvent) -> str | None:
+        """Delete the note that carried a removed photo (None: done, or there was none)."""
+        carried = next(
+            (
+                e
+                for e in await self._store.timeline(case.id)
+                if e.kind == "photo" and e.photo == removal.photo and _ours(e)
+            ),
+            None,
+        )
+        if carried is None:
+            return None
+        answer = await self._client.send(note_removal(carried))
+        if answer.status in (200, 204, 404):
+            return None
+        return f"deleting the note of the removed photo: HTTP {answer.status}"
 
     async def _attachment(self, event: CaseEvent) -> Attachment | None:
         """The photo a `photo` event attached, as its note's file."""
