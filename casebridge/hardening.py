@@ -61,11 +61,14 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         limit = self._limit(scope)
-        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        headers = dict(scope.get("headers") or ())
+        # a browser's form, not the API: a page, with the way back to the case it came from
+        page = _back(scope) if b"text/html" in headers.get(b"accept", b"") else None
+        declared = headers.get(b"content-length")
         if declared is not None and (
             not declared.isdigit() or len(declared) > 12 or int(declared) > limit
         ):
-            await self._refuse(send, limit)
+            await self._refuse(send, limit, page=page)
             return
         received, too_large, refused = 0, False, False
 
@@ -88,7 +91,7 @@ class BodyLimit:
                 await send(message)
             elif not refused and message["type"] == "http.response.start":
                 refused = True
-                await self._refuse(send, limit)
+                await self._refuse(send, limit, page=page)
 
         try:
             await self.app(scope, limited, answering)
@@ -96,23 +99,55 @@ class BodyLimit:
             if not too_large:
                 raise
         if too_large and not refused:
-            await self._refuse(send, limit)
+            await self._refuse(send, limit, page=page)
 
     @staticmethod
-    async def _refuse(send: Send, limit: int) -> None:
-        body = json.dumps({"detail": f"request body larger than {limit} bytes"}).encode()
+    async def _refuse(send: Send, limit: int, *, page: str | None = None) -> None:
+        """413: JSON for the API; for a browser's form (a phone's photo too large), a page a
+        person can read, in both of the pages' languages, with the way back."""
+        megabytes = f"{limit / 1_048_576:.0f} MB"
+        if page is not None:
+            body = _TOO_LARGE.format(size=megabytes, back=page).encode()
+            kind = b"text/html; charset=utf-8"
+        else:
+            body = json.dumps({"detail": f"request body larger than {limit} bytes"}).encode()
+            kind = b"application/json"
         await send(
             {
                 "type": "http.response.start",
                 "status": 413,
                 "headers": [
-                    (b"content-type", b"application/json"),
+                    (b"content-type", kind),
                     (b"content-length", str(len(body)).encode()),
                     (b"connection", b"close"),
                 ],
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+_CASE_PAGE = re.compile(r"/cases/([A-Za-z0-9-]{1,40})(?:/.*)?")
+
+
+def _back(scope: Scope) -> str:
+    """Where a refused form's page leads back to: its case, else the work list."""
+    found = _CASE_PAGE.fullmatch(scope.get("path", ""))
+    return f"/cases/{found.group(1)}" if found else "/cases"
+
+
+_TOO_LARGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Too large · husvakt</title><link rel="stylesheet" href="/static/app.css"></head>
+<body><main id="main">
+<h1 role="alert">Too large</h1>
+<p>What you sent is larger than husvakt takes ({size}). A photo: take it again at a lower
+resolution, or send a smaller copy.</p>
+<p lang="sv">Det du skickade är större än husvakt tar emot ({size}). Ett foto: ta det igen med
+lägre upplösning, eller skicka en mindre kopia.</p>
+<p><a href="{back}">Back</a></p>
+</main></body></html>
+"""
 
 
 class SecurityHeaders:

@@ -293,3 +293,30 @@ async def test_photo_uploads_over_http_have_their_own_limit_and_nothing_else_doe
     assert got.status_code == 200 and got.headers["content-type"] == "image/jpeg"
     timeline = (await client.get(f"/api/v1/cases/{CASE}")).json()["timeline"]
     assert [e["kind"] for e in timeline] == ["opened", "alarm_raised", "photo"]
+
+
+async def test_a_photo_too_large_from_a_browser_is_a_page_that_leads_back(served):
+    """A phone's form post over the limit gets a page a person can read (both languages) and
+    the way back to the case; the API still gets JSON."""
+    from casebridge.config import PhotoConfig
+
+    client, port = served
+    limit = PhotoConfig().max_bytes
+    head = (
+        f"POST /cases/{CASE}/photos HTTP/1.1\r\nHost: x\r\n"
+        "Accept: text/html,application/xhtml+xml,*/*;q=0.8\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\n"
+        f"Content-Length: {limit * 2}\r\n\r\n"
+    )
+    answer = await _raw(port, head.encode(), then=b"--b\r\n")
+    assert answer.startswith(b"HTTP/1.1 413")
+    assert b"content-type: text/html; charset=utf-8" in answer.lower()
+    page = answer.decode("utf-8", "replace")
+    assert "larger than husvakt takes (15 MB)" in page and "större än husvakt tar emot" in page
+    assert f'<a href="/cases/{CASE}">Back</a>' in page
+    api = head.replace(f"/cases/{CASE}/photos", f"/api/v1/cases/{CASE}/photos").replace(
+        "Accept: text/html,application/xhtml+xml,*/*;q=0.8", "Accept: application/json"
+    )
+    answer = await _raw(port, api.encode(), then=b"--b\r\n")
+    assert answer.startswith(b"HTTP/1.1 413") and b'"detail"' in answer
+    await still_serves(client)
