@@ -36,6 +36,18 @@ MAX_CAPTION = 500
 _FORM_ROOM = 64 * 1024
 
 
+def _short_text(value: str, name: str) -> str:
+    """A caption or a reason: at most MAX_CAPTION characters of clean text, else 400."""
+    if len(value) > MAX_CAPTION:
+        raise HTTPException(
+            status_code=400, detail=f"the {name} is longer than {MAX_CAPTION} characters"
+        )
+    try:
+        return check_text(value)
+    except ValueError as exc:
+        raise HTTPException(status_code=400, detail=f"{name}: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class PhotoService:
     config: PhotoConfig
@@ -66,15 +78,7 @@ class PhotoService:
             fields = {k: v for k, v in form.items() if isinstance(v, str)}
         finally:
             await form.close()
-        caption = fields.get("caption", "").strip()
-        if len(caption) > MAX_CAPTION:
-            raise HTTPException(
-                status_code=400, detail=f"the caption is longer than {MAX_CAPTION} characters"
-            )
-        try:
-            check_text(caption)
-        except ValueError as exc:
-            raise HTTPException(status_code=400, detail=f"caption: {exc}") from exc
+        caption = _short_text(fields.get("caption", "").strip(), "caption")
         return raw, caption, fields
 
     async def attach(
@@ -107,14 +111,7 @@ async def removable(
             status_code=403,
             detail="only who attached a photo, a dispatcher or an admin may remove it",
         )
-    if len(reason) > MAX_CAPTION:
-        raise HTTPException(
-            status_code=400, detail=f"the reason is longer than {MAX_CAPTION} characters"
-        )
-    try:
-        check_text(reason)
-    except ValueError as exc:
-        raise HTTPException(status_code=400, detail=f"reason: {exc}") from exc
+    _short_text(reason, "reason")
     return info
 
 

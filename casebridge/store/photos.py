@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from casebridge.errors import CaseNotFoundError, PhotoError
 from casebridge.models import CaseEvent, PhotoInfo, parse_case_id
@@ -32,6 +32,30 @@ _INFO = (
 )
 
 
+async def _locked_case(conn: AsyncConnection, case_id: str) -> Any:
+    """The case's row, locked until the transaction ends; `CaseNotFoundError` if none."""
+    number = parse_case_id(case_id)
+    row = None
+    if number is not None:
+        query = for_update(conn, select(cases).where(cases.c.number == number))
+        row = (await conn.execute(query)).first()
+    if row is None or case_from_row(row).id != case_id.strip().upper():
+        raise CaseNotFoundError(f"no case {case_id}")
+    return row
+
+
+async def _recorded(conn: AsyncConnection, number: int, event: CaseEvent) -> CaseEvent:
+    """`event` added to the case's timeline, the case's version bumped (its sinks mirror it)."""
+    inserted = await conn.execute(insert(case_events).values(**event_values(number, event)))
+    await conn.execute(
+        update(cases)
+        .where(cases.c.number == number)
+        .values(updated_at=event.at, version=cases.c.version + 1)
+    )
+    key = inserted.inserted_primary_key
+    return event.model_copy(update={"cursor": int(key[0]) if key else 0})
+
+
 class PhotoQueries:
     """Photos on cases (a part of `SqlCaseStore`)."""
 
@@ -49,14 +73,8 @@ class PhotoQueries:
     ) -> CaseEvent:
         """Attach `photo` to the case with a `photo` event; raises `CaseNotFoundError`, or
         `PhotoError` when the case holds `per_case` photos already."""
-        number = parse_case_id(case_id)
         async with self._engine.begin() as conn:
-            row = None
-            if number is not None:
-                query = for_update(conn, select(cases).where(cases.c.number == number))
-                row = (await conn.execute(query)).first()
-            if row is None or case_from_row(row).id != case_id.strip().upper():
-                raise CaseNotFoundError(f"no case {case_id}")
+            row = await _locked_case(conn, case_id)
             held = (
                 await conn.execute(
                     select(func.count())
@@ -94,16 +112,7 @@ class PhotoQueries:
                 text=caption or "photo attached",
                 photo=photo_id,
             )
-            inserted = await conn.execute(
-                insert(case_events).values(**event_values(row.number, event))
-            )
-            await conn.execute(
-                update(cases)
-                .where(cases.c.number == row.number)
-                .values(updated_at=now, version=cases.c.version + 1)
-            )
-            key = inserted.inserted_primary_key
-            return event.model_copy(update={"cursor": int(key[0]) if key else 0})
+            return await _recorded(conn, row.number, event)
 
     async def remove_photo(
         self, case_id: str, photo_id: str, *, actor: str, now: datetime, reason: str = ""
@@ -111,14 +120,8 @@ class PhotoQueries:
         """Delete a photo's bytes and thumbnail for good, with a `photo_removed` event (the
         `photo` event stays, saying a photo was there); raises `CaseNotFoundError` when the
         case has no such photo."""
-        number = parse_case_id(case_id)
         async with self._engine.begin() as conn:
-            row = None
-            if number is not None and len(photo_id) <= 32:
-                query = for_update(conn, select(cases).where(cases.c.number == number))
-                row = (await conn.execute(query)).first()
-            if row is None or case_from_row(row).id != case_id.strip().upper():
-                raise CaseNotFoundError(f"no case {case_id}")
+            row = await _locked_case(conn, case_id)
             gone = await conn.execute(
                 delete(case_photos).where(
                     case_photos.c.case_number == row.number, case_photos.c.id == photo_id
@@ -134,16 +137,7 @@ class PhotoQueries:
                 text=f"photo removed: {reason}" if reason else "photo removed",
                 photo=photo_id,
             )
-            inserted = await conn.execute(
-                insert(case_events).values(**event_values(row.number, event))
-            )
-            await conn.execute(
-                update(cases)
-                .where(cases.c.number == row.number)
-                .values(updated_at=now, version=cases.c.version + 1)
-            )
-            key = inserted.inserted_primary_key
-            return event.model_copy(update={"cursor": int(key[0]) if key else 0})
+            return await _recorded(conn, row.number, event)
 
     async def photos(self, case_id: str) -> list[PhotoInfo]:
         """The case's photos, oldest first (without their bytes)."""
