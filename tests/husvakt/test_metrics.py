@@ -58,9 +58,9 @@ def sample(text, name, **labels):
     return None
 
 
-async def test_a_gateway_serves_metrics_health_and_readiness_that_prometheus_scrapes(
-    tmp_path, mosquitto
-):
+def start_gateway(tmp_path, mosquitto):
+    """`husvakt gateway` of the Pi config with `--metrics` on a free port: (process, listen
+    address, the metrics port's base URL)."""
     config = tmp_path / "pi.yaml"
     config.write_text(PI.format(mqtt=mosquitto.port), encoding="utf-8")
     listen = f"127.0.0.1:{free_port()}"
@@ -70,6 +70,13 @@ async def test_a_gateway_serves_metrics_health_and_readiness_that_prometheus_scr
          "--metrics", listen],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
+    return proc, listen, base
+
+
+async def test_a_gateway_serves_metrics_health_and_readiness_that_prometheus_scrapes(
+    tmp_path, mosquitto
+):
+    proc, listen, base = start_gateway(tmp_path, mosquitto)
     prometheus = Prometheus(require_binary("prometheus"), [listen])
     try:
         async with httpx.AsyncClient(base_url=base, timeout=5) as http:
@@ -184,15 +191,7 @@ async def test_log_lines_as_json_carry_component_site_and_gateway(tmp_path):
 async def test_hostile_requests_to_the_metrics_port_stop_nothing(tmp_path, mosquitto):
     """Unknown paths, a header of 100 KB, a NUL in the path, a flood of scrapes: the gateway
     answers or refuses each, and a reading still goes up afterwards."""
-    config = tmp_path / "pi.yaml"
-    config.write_text(PI.format(mqtt=mosquitto.port), encoding="utf-8")
-    listen = f"127.0.0.1:{free_port()}"
-    base = "http://{}:{}".format(*parse_listen(listen))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "husvakt.cli", "gateway", "--config", str(config),
-         "--metrics", listen],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    proc, listen, base = start_gateway(tmp_path, mosquitto)
     try:
         await until(lambda: get_once(base, "/readyz"), "the metrics port")
         host, port = parse_listen(listen)
