@@ -252,12 +252,11 @@ async def attach_photo(
     case = await _actionable(deps, case_id, who)
     raw, caption, _ = await photos.read_form(request)
     try:
-        event = await photos.attach(
+        event, stored = await photos.attach(
             deps.store, case, raw, caption, actor=who.user.id, now=deps.clock.now()
         )
     except PhotoError as exc:
         raise refused(exc) from exc
-    stored = next(p for p in await deps.store.photos(case.id) if p.id == event.photo)
     url = f"/api/v1/cases/{case.id}/photos/{event.photo}"
     return AttachedPhoto(photo=stored, event=event, url=url, thumbnail_url=f"{url}?thumbnail=1")
 
