@@ -38,6 +38,8 @@ __all__ = [
 
 #: The longest period a report covers (its month breakdown stays a short statement).
 MAX_MONTHS = 120
+#: The years a report's days may lie in: every such day is a time in UTC and back.
+FIRST_YEAR, LAST_YEAR = 1970, 9998
 _MONTH = re.compile(r"^\d{4}-\d{2}$")
 
 
@@ -91,6 +93,8 @@ def parse_period(first: str, last: str, tz: str) -> Period:
     except (ValueError, KeyError) as exc:
         raise ValueError(f"no time zone {tz[:60]!r}") from exc
     period = Period(_day(first, last=False), _day(last, last=True), tz)
+    if period.first.year < FIRST_YEAR or period.last.year > LAST_YEAR:
+        raise ValueError(f"a report covers days from {FIRST_YEAR} to {LAST_YEAR}")
     if period.last < period.first:
         raise ValueError("the period ends before it begins (--to is before --from)")
     if len(period.months()) > MAX_MONTHS:

@@ -58,6 +58,7 @@ from casebridge.web.chart import daily_bars_svg, readings_svg
 from casebridge.web.i18n import words
 from gateway.clock import Clock
 from gateway.config import ManualPoint, SensorConfig, SiteConfig, format_duration
+from gateway.models import SLUG_PATTERN
 from stream.conditions import Vocabulary
 from stream.kinds.meter import daily_consumption
 
@@ -703,11 +704,15 @@ class _ReportQuery:
         return chosen | {k: v for k, v in (("site", self.site), ("team", self.team)) if v}
 
 
+#: a site's or team's id, or nothing (every one)
+_SLUG_OR_NONE = f"^$|{SLUG_PATTERN}"
+
+
 def _report_query(
     first: Annotated[str, Query(alias="from", max_length=40)] = "",
     last: Annotated[str, Query(alias="to", max_length=40)] = "",
-    site: Annotated[str, Query(max_length=64)] = "",
-    team: Annotated[str, Query(max_length=64)] = "",
+    site: Annotated[str, Query(max_length=64, pattern=_SLUG_OR_NONE)] = "",
+    team: Annotated[str, Query(max_length=64, pattern=_SLUG_OR_NONE)] = "",
 ) -> _ReportQuery:
     return _ReportQuery(first, last, site, team)
 

@@ -341,3 +341,50 @@ async def test_the_case_page_removes_a_photo_and_says_it_was_there(served):
     assert "(photo removed)" in page and f"/photos/{photo.id}/thumb" not in page
     assert "photo removed: wrong" in page
     assert await store.photos(FACILITIES) == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("caption", "a\x00b"),
+        ("caption", "\x1b[31mred"),
+        ("caption", "x" * 501),
+        ("reason", "a\x00b"),
+        ("reason", "y" * 501),
+    ],
+    ids=["caption-nul", "caption-escape", "caption-long", "reason-nul", "reason-long"],
+)  # fmt: skip
+async def test_hostile_captions_and_reasons_are_refused_and_photos_go_on(served, field, value):
+    client, store = served
+    if field == "caption":
+        raw = value.encode("utf-8", "surrogatepass")
+        r = await client.post(
+            f"/api/v1/cases/{FACILITIES}/photos",
+            files={"photo": ("a.jpg", jpeg(), "image/jpeg"), "caption": (None, raw)},
+            headers=auth("eva"),
+        )
+        assert r.status_code == 400, r.text
+        await nothing_attached(store)
+    else:
+        url = (await upload(client, FACILITIES, jpeg())).json()["url"]
+        r = await client.delete(url, params={"reason": value}, headers=auth("eva"))
+        assert r.status_code in (400, 422), r.text
+        assert len(await store.photos(FACILITIES)) == 1  # still there
+    # a genuine photo is still taken, and a genuine alarm still opens a case
+    assert (await upload(client, FACILITIES, jpeg(), caption="Valve")).status_code == 201
+    await a_genuine_alarm_still_opens_a_case(store, "t8")
+
+
+async def test_a_caption_of_broken_utf8_is_stored_as_text_or_refused_never_a_crash(served):
+    """A lone surrogate's bytes (not UTF-8): the form parser reads them as Latin-1; whatever
+    is kept is text every store and every answer can encode."""
+    client, store = served
+    r = await client.post(
+        f"/api/v1/cases/{FACILITIES}/photos",
+        files={"photo": ("a.jpg", jpeg(), "image/jpeg"), "caption": (None, b"\xed\xa0\x80")},
+        headers=auth("eva"),
+    )
+    assert r.status_code in (201, 400), r.text
+    for photo in await store.photos(FACILITIES):
+        photo.caption.encode("utf-8")  # encodable: no lone surrogate got in
+    await a_genuine_alarm_still_opens_a_case(store, "t7")

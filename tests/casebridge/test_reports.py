@@ -268,7 +268,7 @@ async def school(tmp_path):
         assert r.status_code == 303
         return client
 
-    yield path, signed_in
+    yield path, signed_in, store
     await store.aclose()
 
 
@@ -290,7 +290,7 @@ def page_rows(html):
 
 
 async def test_the_reports_page_shows_the_known_answers_and_its_csv_is_the_clis(school, tmp_path):
-    path, signed_in = school
+    path, signed_in, _ = school
     out = tmp_path / "report.csv"
     result = await asyncio.to_thread(
         subprocess.run,
@@ -326,7 +326,7 @@ async def test_the_reports_page_shows_the_known_answers_and_its_csv_is_the_clis(
 
 
 async def test_the_reports_page_in_swedish_narrowed_and_refused(school):
-    _, signed_in = school
+    _, signed_in, _ = school
     client = await signed_in("disa")
     page = await client.get(
         "/reports", params={"from": "2026-01", "to": "2026-02", "team": "plumbing"}
@@ -352,12 +352,14 @@ async def test_the_reports_page_in_swedish_narrowed_and_refused(school):
 
 
 def test_the_cli_says_what_is_wrong(school):
-    path, _ = school
+    path, _, _ = school
     for args, message in (
         (["--from", "2026-02", "--to", "2026-01"], "ends before it begins"),
         (["--from", "2026-01", "--to", "2026-02", "--site", "nowhere"], "no site 'nowhere'"),
         (["--from", "2026-01", "--to", "2026-02", "--team", "ghosts"], "no team 'ghosts'"),
         (["--from", "2026-01", "--to", "2026-02", "--tz", "Mars/Base"], "no time zone"),
+        (["--from", "0001-01", "--to", "0001-02"], "from 1970 to 9998"),
+        (["--from", "2026-01\x1b[2J", "--to", "2026-02"], "is not a date"),
     ):
         result = subprocess.run(
             [sys.executable, "-m", "husvakt.cli", "report", "--config", str(path), *args],
@@ -371,3 +373,41 @@ def test_the_cli_says_what_is_wrong(school):
     )  # fmt: skip
     assert table.returncode == 0
     assert table.stdout.splitlines()[1].split()[:4] == ["team", "site", "condition", "opened"]
+
+
+#: query strings as sent on the wire (percent-encoded: a lone surrogate has no other form)
+HOSTILE_QUERIES = [
+    "from=0001-01-01&to=0001-01-31",  # year 1: no UTC time before it
+    "from=9999-12-01&to=9999-12-31",  # the last day: no day after it
+    "from=2026-01-01%00&to=2026-02-01",
+    "from=2026-01&to=2026-02&site=nord%00skolan",
+    "from=2026-01&to=2026-02&team=%ED%A0%80",  # a lone surrogate, UTF-8 encoded
+    "from=2026-01&to=2026-02&site=%27%3B%20DROP%20TABLE%20cases%3B%20--",
+    "from=2026-01&to=2026-02&team=" + "x" * 5000,
+    "from=" + "2" * 5000 + "&to=2026-02",
+    "from=2026-01&to=2026-02&site=nowhere",  # a well-formed unknown: an empty report
+]
+
+
+@pytest.mark.parametrize("query", HOSTILE_QUERIES, ids=range(len(HOSTILE_QUERIES)))
+async def test_hostile_report_queries_are_refused_and_the_reports_go_on(school, query):
+    _, signed_in, store = school
+    client = await signed_in("ada")
+    for path in ("/reports", "/reports.csv"):
+        r = await client.get(f"{path}?{query}")
+        assert r.status_code in (200, 400, 422), (path, r.status_code, r.text[:200])
+        if r.status_code == 200:
+            assert path == "/reports" or r.text.splitlines()[-1].startswith("all,all,all,0,")
+    # a genuine alarm still opens a case, and the report counts it
+    opened = datetime(2026, 2, 20, 3, tzinfo=UTC)
+    outcome = await store.record_alarm(
+        make_alarm(site="nordskolan", sensor="late", ts=opened, started_at=opened),
+        make_draft(team="facilities"),
+        OpenPlan(),
+        now=opened,
+        reopen_window=0,
+    )
+    assert outcome.result == "opened"
+    csv = await client.get("/reports.csv", params={"from": "2026-01", "to": "2026-02"})
+    assert csv.text.splitlines()[-1].startswith("all,all,all,7,")
+    await client.aclose()

@@ -387,3 +387,22 @@ def test_a_webhook_sink_url_that_could_not_be_sent_to_is_a_config_error(tmp_path
     text = MINIMAL + f'sinks:\n  - {{id: feed, type: webhook, url: "{url}"}}\n'
     found = problems(write(tmp_path, text))
     assert any("sinks[0].url: " in p and "webhook url" in p for p in found), found
+
+
+@pytest.mark.parametrize(
+    ("value", "field"),
+    [
+        ("{max_bytes: -1}", "max_bytes"),
+        ("{max_bytes: 1e400}", "max_bytes"),
+        ("{max_bytes: 10000000000000}", "max_bytes"),
+        ("{per_case: 0}", "per_case"),
+        ('{per_case: "\\u0000"}', "per_case"),
+        ("{max_pixels: 1000000000000}", "max_pixels"),
+        ("{thumbnail: 1}", "thumbnail"),
+        ("[1, 2]", "photos"),
+    ],
+)
+def test_a_hostile_photo_limit_is_a_config_error_at_its_line(tmp_path, value, field):
+    found = problems(write(tmp_path, MINIMAL + f"cases:\n  photos: {value}\n"))
+    assert any("cases.photos" in p and field in p for p in found), found
+    assert all(p.startswith(str(tmp_path)) for p in found), found
