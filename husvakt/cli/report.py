@@ -52,7 +52,13 @@ def add(sub: Any) -> None:
     report.add_argument("--site", action="append", help="only this site (repeatable)")
     report.add_argument("--team", action="append", help="only this team (repeatable)")
     report.add_argument("--tz", help="the time zone of the days and months (e.g. Europe/Stockholm)")
-    report.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    report.add_argument(
+        "--format",
+        choices=("table", "csv", "json"),
+        default="table",
+        help="table for a terminal (default), csv for a spreadsheet (the same as the reports "
+        "page's download; times in minutes), json (times in seconds, with the month trend)",
+    )
     report.add_argument("--output", type=Path, help="file to write (default: standard output)")
     report.set_defaults(run=run_report)
 
