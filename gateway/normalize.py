@@ -30,11 +30,12 @@ MAX_VALUE = LIMITS.value
 DISCONNECTED_C = -127.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Sample:
     """What a source saw: a value (in the sensor's own unit, unscaled) or the fault it hit.
     `committed`, if given, is called once the reading is safe in the outbox (or quarantined):
-    an MQTT source acknowledges the message then."""
+    an MQTT source acknowledges the message then. A value: never changed once made (not
+    `frozen`, which costs a microsecond per reading to make)."""
 
     sensor: str
     ts: datetime

@@ -13,10 +13,9 @@ import functools
 import itertools
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -75,13 +74,13 @@ class VirtualClock:
         self.value += timedelta(seconds=seconds)
 
 
-@dataclass(frozen=True, order=True)
-class Arrival:
-    """A reading as the rules receive it: `at` is when it arrives, `reading.ts` when measured."""
+class Arrival(NamedTuple):
+    """A reading as the rules receive it: `at` is when it arrives, `reading.ts` when measured.
+    Ordered by `at`, then `order` (unique within a replay, so readings are never compared)."""
 
     at: datetime
     order: int
-    reading: Reading = field(compare=False)
+    reading: Reading
 
 
 class RecordingChannel:

@@ -21,18 +21,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import orjson
 
 from gateway.models import Reading
 from stream.kinds import kind_of_state, state_kind
+from stream.kinds.base import RuleBase
 from stream.kinds.base import dec_episode as _dec_episode
 from stream.kinds.base import enc_episode as _enc_episode
 from stream.kinds.base import opt_micros as _t
 from stream.kinds.base import opt_time as _d
 from stream.kinds.offline import OfflineRule
+from stream.kinds.rise import within_micros
 from stream.models import Alarm, AlarmState
 from stream.rules import (
     Episode,
@@ -268,15 +270,29 @@ def on_tick(
         )
         alarms.extend(raised)
     gateway_down = gw.episode is not None
+    #: per `after`: a sensor with a good reading since then has not been silent for longer,
+    #: whatever its grace (`within_micros`: the same decision as `tick`'s seconds)
+    horizons: dict[float, datetime] = {}
     for sensor_id, sensor in gw.sensors.items():
-        rules = table.rules_for(gw.site, sensor_id, sensor.kind)
-        fault = any(
-            isinstance(s, FaultState) and s.episode is not None for s in sensor.states.values()
-        )
-        for rule_row in rules:
-            if not isinstance(rule_row, OfflineRule):
-                continue
-            state = sensor.states.get(rule_row.id, OfflineState())
+        rows = _offline_rows(table.rules_for(gw.site, sensor_id, sensor.kind))
+        fault: bool | None = None
+        for rule_row in rows:
+            state = sensor.states.get(rule_row.id)
+            if state.__class__ is OfflineState and state.episode is None:
+                last = state.last_good
+                horizon = horizons.get(rule_row.after)
+                if horizon is None:
+                    horizon = now - timedelta(microseconds=within_micros(rule_row.after))
+                    horizons[rule_row.after] = horizon
+                if last is not None and last >= horizon:
+                    continue  # heard from within `after`: nothing to raise (the common case)
+            if fault is None:
+                fault = any(
+                    isinstance(s, FaultState) and s.episode is not None
+                    for s in sensor.states.values()
+                )
+            if state is None:
+                state = OfflineState()
             new, produced = tick(
                 state,
                 rule_row,
@@ -291,6 +307,22 @@ def on_tick(
                 gw.changed.add(sensor_id)
             alarms.extend(produced)
     return alarms
+
+
+#: Per rules tuple (by identity, as the rule table hands them out): its enabled offline rows.
+_OFFLINE: dict[int, tuple[Sequence[RuleBase], tuple[OfflineRule, ...]]] = {}
+
+
+def _offline_rows(rules: Sequence[RuleBase]) -> tuple[OfflineRule, ...]:
+    cached = _OFFLINE.get(id(rules))
+    if cached is not None and cached[0] is rules:
+        return cached[1]
+    rows = tuple(r for r in rules if isinstance(r, OfflineRule))
+    if isinstance(rules, tuple):  # immutable: safe to remember
+        if len(_OFFLINE) >= 4096:
+            _OFFLINE.clear()
+        _OFFLINE[id(rules)] = (rules, rows)
+    return rows
 
 
 def watch(gw: GatewayTrack, sensor: str, kind: str, table: RuleTable, now: datetime) -> None:

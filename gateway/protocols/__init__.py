@@ -14,9 +14,10 @@ from dataclasses import dataclass
 __all__ = ["Decoded", "Refused"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decoded:
-    """A sensor's value, or the fault its device showed."""
+    """A sensor's value, or the fault its device showed. A value: never changed once made
+    (not `frozen`, which costs a microsecond per reading to make)."""
 
     sensor: str
     value: float | None = None

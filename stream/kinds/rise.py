@@ -32,7 +32,15 @@ from stream.kinds.base import (
 )
 from stream.models import SEVERITY_RANK, Alarm, AlarmState, Severity
 
-__all__ = ["KIND", "RiseRule", "RiseState", "evaluate", "rise_rate"]
+__all__ = [
+    "KIND",
+    "RiseRule",
+    "RiseState",
+    "below_micros",
+    "evaluate",
+    "rise_rate",
+    "within_micros",
+]
 
 
 def _hair(level: float) -> float:
@@ -328,46 +336,92 @@ def _rise_decide(  # noqa: PLR0917 - the rise step with the rate it computed
     return state, []
 
 
-def step(rule: RiseRule, counter: bool) -> StepFn:
-    """`evaluate` with the common case inlined: not rising, nothing raised. `RiseState.rate` is
-    written out here, operation for operation (the very same float), and a rate further than
-    a hair below the rule's ends the step before any other level is looked at: a method call
-    and its loop over the levels cost more than the arithmetic on the path every reading
-    takes."""
-    rule_id, window, min_samples, min_span, rate_level = (
-        rule.id,
-        rule.window,
-        rule.min_samples,
-        rule.min_span,
-        rule.rate,
-    )
+def within_micros(seconds: float) -> int:
+    """The largest whole µs `d` with `d / 1e6 <= seconds`: a sample `d` µs older than the
+    newest has left a window of `seconds` exactly when `d` is above it (as `push` decides)."""
+    d = int(seconds * 1e6)
+    while d / 1e6 > seconds:
+        d -= 1
+    while (d + 1) / 1e6 <= seconds:
+        d += 1
+    return d
+
+
+def below_micros(seconds: float) -> int:
+    """The largest whole µs `d` with `d / 1e6 < seconds`: a span of `d` µs is short of
+    `seconds` exactly when `d` is at most this."""
+    d = within_micros(seconds)
+    return d - 1 if d / 1e6 == seconds else d
+
+
+def step(rule: RiseRule, counter: bool) -> StepFn:  # noqa: PLR0915 - the hot path, inline
+    """`evaluate` with the common case inlined: not rising, nothing raised. `RiseState.push`
+    and `RiseState.rate` are written out here, operation for operation (the very same
+    floats), and a rate further than a hair below the rule's ends the step before any other
+    level is looked at: method calls and their attribute traffic cost more than the
+    arithmetic on the path every reading takes."""
+    rule_id, window, min_samples, rate_level = rule.id, rule.window, rule.min_samples, rule.rate
     levels = _levels(rule)
     near = tuple(_hair(level) for level in levels)
     (l0, l1, l2), (h0, h1, h2) = levels, near
     #: below this, a running-sum rate decides without an exact recomputation: it is further
     #: than a hair below the rate, and without an episode no other level matters
     low = l0 - h0
+    beyond, short = within_micros(window), below_micros(rule.min_span)
+    fresh = RiseState
 
-    def run(
+    def run(  # noqa: PLR0912 - `push` and `rate` inline: a call each costs more than their work
         states: dict[str, Any], reading: Reading, good: bool, now: datetime, late_after: float
     ) -> list[Alarm] | None:
         rise = states.get(rule_id)
-        if rise.__class__ is not RiseState:
-            rise = states[rule_id] = RiseState()
+        if rise.__class__ is not fresh:
+            rise = states[rule_id] = fresh()
         if not good:
             return None
         d = reading.ts - _EPOCH  # `micros`, inline
         us = (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
-        rise.push(us, reading.value, window)
-        times = rise.times
-        if len(times) < min_samples or (us - times[0]) / 1e6 < min_span:
+        value = reading.value
+        # `rise.push(us, value, window)`, inline
+        rise.pushed += 1
+        times, values = rise.times, rise.values
+        times.append(us)
+        values.append(value)
+        if len(times) == 1:
+            rise._resum()
+            return None  # one sample: no rate (`min_samples` is at least 2)
+        base = rise.base
+        x = (us - base) / 1e6
+        n = rise._n + 1
+        sx = rise._sx + x
+        sy = rise._sy + value
+        sxx = rise._sxx + x * x
+        sxy = rise._sxy + x * value
+        if us - times[0] > beyond:
+            evicted = rise._evicted
+            while us - times[0] > beyond:
+                x = (times.popleft() - base) / 1e6
+                old_value = values.popleft()
+                n -= 1
+                sx -= x
+                sy -= old_value
+                sxx -= x * x
+                sxy -= x * old_value
+                evicted += 1
+            if evicted >= len(times):
+                rise._resum()
+                n, sx, sy, sxx, sxy = rise._n, rise._sx, rise._sy, rise._sxx, rise._sxy
+            else:
+                rise._n, rise._sx, rise._sy, rise._sxx, rise._sxy = n, sx, sy, sxx, sxy
+                rise._evicted = evicted
+        else:
+            rise._n, rise._sx, rise._sy, rise._sxx, rise._sxy = n, sx, sy, sxx, sxy
+        if len(times) < min_samples or us - times[0] <= short:
             return None
-        n, sx, sxx = rise._n, rise._sx, rise._sxx
         denominator = n * sxx - sx * sx
         if n < 2 or denominator <= 1e-9 * max(1.0, n * sxx):
             rate = rise.exact_rate()
         else:
-            rate = 60.0 * (n * rise._sxy - sx * rise._sy) / denominator
+            rate = 60.0 * (n * sxy - sx * sy) / denominator
             if rate < low and rise.episode is None:
                 return None  # the common case: well below the rate, nothing raised
             if abs(rate - l0) <= h0 or abs(rate - l1) <= h1 or abs(rate - l2) <= h2:

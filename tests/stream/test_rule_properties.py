@@ -222,3 +222,17 @@ def test_an_on_off_sensor_never_flaps_cases(steps):
         if a.state == "raised":
             assert (a.ts - a.started_at).total_seconds() >= 300  # held for 5 minutes
     assert not [a for a in alarms_of(readings, rules) if a.condition == "sensor_fault"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.floats(0, 86_400 * 365, allow_nan=False) | st.integers(0, 86_400).map(float))
+def test_whole_micros_decide_a_window_as_seconds_do(seconds):
+    """The rate-of-rise step compares whole µs where `push` divides by 1e6: the same
+    decision at every µs around the edge of a window or a minimum span."""
+    from stream.kinds.rise import below_micros, within_micros
+
+    within, below = within_micros(seconds), below_micros(seconds)
+    for d in range(max(0, within - 2), within + 3):
+        assert (d > within) == (d / 1e6 > seconds)
+    for d in range(max(0, below - 2), below + 3):
+        assert (d <= below) == (d / 1e6 < seconds)
