@@ -63,7 +63,7 @@ class _Server:
         store: CaseStore,
         on_batch: Callable[[str, str, Batch], Awaitable[None]],
         on_status: Callable[[GatewayStatus], Awaitable[None]],
-        on_settle: Callable[[], Awaitable[Awaitable[None]]] | None = None,
+        on_settle: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         stream = config.stream
         self._config = config
@@ -132,8 +132,8 @@ class EmbeddedServer(_Server):
             batch.readings, outbox=batch.outbox, source=f"{site}/{gateway}", save=False
         )
 
-    async def _settle(self) -> Awaitable[None]:
-        return await self.engine.stage()
+    async def _settle(self) -> None:
+        await self.engine.settle()
 
     async def _status(self, status: GatewayStatus) -> None:
         await self.engine.status(status.site, status.gateway, online=status.online, ts=status.ts)

@@ -51,8 +51,6 @@ AlarmSink = Callable[[Sequence[Alarm]], Awaitable[object]]
 #: Readings evaluated between two yields to the event loop (keepalives, other gateways); the
 #: alarms they raised are handed off together.
 YIELD_EVERY = 256
-
-
 #: Attempts for an alarm whose recording fails for another reason than an unavailable sink.
 SINK_ATTEMPTS = 3
 
@@ -199,14 +197,8 @@ class EmbeddedEngine:
 
     async def settle(self) -> None:
         """Save what the batches since the last save changed."""
-        await (await self.stage())
-
-    async def stage(self) -> Awaitable[None]:
-        """Take what the batches since the last save changed, and start saving it; the
-        awaitable returned ends when it is saved. Batches may be processed meanwhile (what
-        they change is the next save's): a busy server evaluates while it writes."""
         async with self._turn:
-            return await self._stage()
+            await self.save()
 
     async def _process_batch(
         self, readings: Sequence[Reading], outbox: str | None, source: str, *, save: bool
@@ -282,27 +274,12 @@ class EmbeddedEngine:
         await hand_off(alarms, self._sink, self.quarantine)
 
     async def save(self) -> None:
-        await (await self._stage())
-
-    async def _stage(self) -> Awaitable[None]:
-        keys = set(self._dirty)
-        self._dirty.clear()
         if self._state is None:
-            return asyncio.sleep(0)  # nothing to wait for
-        try:
-            written = await self._state.stage([self._tracks[key] for key in keys])
-        except BaseException:
-            self._dirty.update(keys)
-            raise
-
-        async def saved() -> None:
-            try:
-                await written
-            except BaseException:
-                self._dirty.update(keys)  # not saved: the next save tries them again
-                raise
-
-        return saved()
+            self._dirty.clear()
+            return
+        changed = [self._tracks[key] for key in self._dirty]
+        await self._state.save(changed)
+        self._dirty.clear()
 
     def close(self) -> None:
         if self._state is not None:

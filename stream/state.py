@@ -180,37 +180,13 @@ class SqliteRuleState:
 
     async def save(self, tracks: Iterable[GatewayTrack]) -> None:
         """Write what changed in these tracks since they were last saved (one transaction)."""
-        await (await self.stage(tracks))
-
-    async def stage(self, tracks: Iterable[GatewayTrack]) -> asyncio.Task[None]:
-        """Encode what changed in these tracks now, and start writing it (one transaction, in
-        a thread); the task returned ends when it is written. The tracks may change again
-        meanwhile: what changes after staging is the next save's. One write at a time: staging
-        waits for the write before it. A write that fails leaves its changes to the next."""
         tracks = list(tracks)
-        await self._lock.acquire()
-        try:
+        async with self._lock:
             changes = self._changes(tracks)
-            staged = [(track, set(track.changed)) for track in tracks]
-            for track in tracks:
-                track.changed.clear()
-        except BaseException:
-            self._lock.release()
-            raise
-        return asyncio.create_task(self._written(changes, staged), name="rule state write")
-
-    async def _written(
-        self, changes: _Changes, staged: list[tuple[GatewayTrack, set[str]]]
-    ) -> None:
-        try:
             if changes.gateways:
                 await asyncio.to_thread(self._write, changes)
-        except BaseException:
-            for track, changed in staged:  # not written: the next save writes them
-                track.changed.update(changed)
-            raise
-        finally:
-            self._lock.release()
+            for track in tracks:  # only once written: a failed write is tried again next time
+                track.changed.clear()
 
     def close(self) -> None:
         """Close once any write in progress has finished (closing the connection under a write

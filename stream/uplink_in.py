@@ -69,7 +69,7 @@ class UplinkSubscriber:
         client_id: str,
         on_batch: Callable[[str, str, Batch], Awaitable[None]],
         on_status: Callable[[GatewayStatus], Awaitable[None]],
-        on_settle: Callable[[], Awaitable[Awaitable[None]]] | None = None,
+        on_settle: Callable[[], Awaitable[None]] | None = None,
         quarantine: Quarantine | None = None,
     ) -> None:
         self._broker = broker
@@ -90,8 +90,6 @@ class UplinkSubscriber:
         async def session(backoff: Backoff) -> None:
             client = self._login.async_client(self._client_id)
             manual_acks(client)
-            #: the previous group: its rule state being written, then its acknowledgements
-            previous: asyncio.Task[None] | None = None
             try:
                 async with client:
                     await client.subscribe([(READINGS, 1), (STATUS, 1)])
@@ -108,31 +106,15 @@ class UplinkSubscriber:
                             group.append(await anext(client.messages))
                         for each in group:
                             await self._handle(each)
-                        written = await self._settle()
-                        if previous is not None:
-                            await previous
-                        # the next group is evaluated while this one's state is written; its
-                        # messages are acknowledged once it is
-                        previous = asyncio.create_task(self._acknowledge(client, group, written))
+                        await self._settle()
+                        self.groups += 1
+                        for each in group:
+                            ack(client, each)
                         honour_cancellation()
             finally:
                 self.subscribed.clear()
-                if previous is not None:
-                    await asyncio.shield(previous)  # its state written before the session ends
 
         await reconnect_forever(session, errors=(aiomqtt.MqttError,), what="uplink broker", log=log)
-
-    async def _acknowledge(
-        self, client: aiomqtt.Client, group: list[aiomqtt.Message], written: Awaitable[None]
-    ) -> None:
-        """Acknowledge a group once its rule state is written: a crash before gets it again."""
-        try:
-            await written
-        except Exception:  # the alarms are recorded; a state that cannot be saved stops nothing
-            log.exception("saving the rule state of a group of uplink messages failed")
-        self.groups += 1
-        for each in group:
-            ack(client, each)
 
     async def _handle(self, message: aiomqtt.Message) -> None:
         topic = message.topic.value
@@ -151,15 +133,13 @@ class UplinkSubscriber:
         finally:
             self.heaviest_cpu = max(self.heaviest_cpu, time.process_time() - started)
 
-    async def _settle(self) -> Awaitable[None]:
-        """Stage the rule state the group changed; what is returned ends when it is written."""
+    async def _settle(self) -> None:
         if self._on_settle is None:
-            return asyncio.sleep(0)  # nothing to wait for
+            return
         try:
-            return await self._on_settle()
+            await self._on_settle()
         except Exception:  # the alarms are recorded; a state that cannot be saved stops nothing
             log.exception("settling a group of uplink messages failed")
-            return asyncio.sleep(0)  # nothing to wait for
 
     async def handle(self, topic: str, payload: bytes) -> None:
         """One uplink message (public for tests and for other transports)."""

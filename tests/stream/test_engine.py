@@ -264,49 +264,6 @@ async def test_stopping_while_the_state_is_being_written_waits_for_the_write(tmp
     restored.close()
 
 
-async def test_batches_are_evaluated_while_the_state_is_written_and_every_change_is_saved(tmp_path):
-    """`husvakt stream` evaluates the next group of messages while the previous group's rule
-    state is written in its thread: what the next group changes meanwhile is not lost with the
-    first write, and a restart restores both."""
-    import threading
-
-    from stream.state import SqliteRuleState
-
-    async def sink(alarms):
-        pass
-
-    def engine(state):
-        return EmbeddedEngine(
-            table=RuleTable(DEFAULT_RULES, {}), clock=FixedClock(T0 + timedelta(hours=2)),
-            sink=sink, state=state,
-        )  # fmt: skip
-
-    state = SqliteRuleState(tmp_path / "rules.db")
-    first = engine(state)
-    writing, go_on = threading.Event(), threading.Event()
-    write = state._write_open
-
-    def held_write(changes):
-        writing.set()
-        go_on.wait()
-        write(changes)
-
-    state._write_open = held_write
-    await first.process_batch([reading(0, 21.0, "t1", seq=1)], save=False)
-    written = await first.stage()
-    await asyncio.to_thread(writing.wait)  # the first group's state is being written …
-    await first.process_batch([reading(1, 4.0, "t2", seq=2)], save=False)  # … as t2 reports
-    go_on.set()
-    await written
-    state._write_open = write
-    await first.settle()
-    first.close()
-    again = engine(SqliteRuleState(tmp_path / "rules.db"))
-    assert set(again.tracks[("s", "g")].sensors) == {"t1", "t2"}
-    assert dict(again.tracks) == dict(first.tracks)
-    again.close()
-
-
 async def test_a_state_write_that_fails_is_written_with_the_next_save(tmp_path):
     """The disk refuses one write (here a trigger, as a full disk would): the alarms went out,
     the changes stay pending, and the next save writes them."""
