@@ -173,6 +173,10 @@ class CaseStore(Protocol):
 
     async def due_escalations(self, now: datetime, *, limit: int = 50) -> list[Case]: ...
 
+    async def next_due(self) -> datetime | None:
+        """When the next delivery attempt or escalation falls due (None: none is pending)."""
+        ...
+
     async def escalate(
         self,
         case_id: str,

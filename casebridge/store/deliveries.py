@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import (
+    func,
     insert,
     select,
     update,
@@ -111,6 +112,19 @@ class DeliveryQueries:
                         case_number=number, at=now, kind=kind, actor="husvakt", text=text
                     )
                 )
+
+    async def next_due(self) -> datetime | None:
+        """When the next delivery attempt or escalation falls due (None: none is pending)."""
+        attempts = select(func.min(deliveries.c.next_attempt_at)).where(
+            deliveries.c.status == "pending"
+        )
+        escalations = select(func.min(cases.c.next_escalation_at)).where(
+            cases.c.status.in_(UNACKNOWLEDGED)
+        )
+        async with self._engine.connect() as conn:
+            times = [await conn.scalar(attempts), await conn.scalar(escalations)]
+        known = [t for t in times if t is not None]
+        return min(known) if known else None
 
     async def due_escalations(self, now: datetime, *, limit: int = 50) -> list[Case]:
         query = (

@@ -167,3 +167,55 @@ async def test_record_then_replay_a_real_night(tmp_path, mosquitto):
     assert_cases(
         result, [{"sensor": "basement-t1", "condition": "freezing", "severity": "warning"}]
     )
+
+
+@pytest.mark.parametrize("name", ["site-power-cut", "gateway-offline-backlog", "ds18b20-faults"])
+async def test_deliveries_and_escalations_asked_for_only_when_due_change_nothing(name, monkeypatch):
+    """The replay asks the store for due deliveries and escalations only in minutes when one
+    falls due: the same timelines, escalations and notifications as asking every minute."""
+    from husvakt import replay as module
+
+    scenario = SCENARIOS / f"{name}.yaml"
+    quick = await replay_path(scenario, load_config(SCHOOL))
+
+    async def every_minute(self, now):
+        await self._escalator.run_due(now)
+        await self._notifier.run_due(now)
+
+    monkeypatch.setattr(module._Due, "run", every_minute)
+    slow = await replay_path(scenario, load_config(SCHOOL))
+    assert any(e.kind == "escalated" for tl in quick.timelines.values() for e in tl)
+    assert quick.notifications
+    assert quick.model_dump() == slow.model_dump()
+
+
+async def test_a_scenario_simulated_in_a_worker_process_replays_the_same():
+    """A long scenario's devices run in a worker process: the replay is the same to the bit
+    as one in a single process — and a worker that fails says why in the replay."""
+    from collections import Counter
+
+    from husvakt.replay import (
+        arrivals_from_scenario,
+        arrivals_in_worker,
+        load_scenario_file,
+        replay,
+        scenario_end,
+    )
+
+    config = load_config(SCHOOL)
+    scenario = load_scenario_file(SCENARIOS / "gateway-offline-backlog.yaml")
+
+    async def run(arrivals):
+        counts = Counter()
+        return await replay(
+            name=scenario.name, config=config, arrivals=arrivals(scenario, config, counts),
+            counts=counts, until=scenario_end(scenario),
+            watched={d.sensor for d in scenario.devices},
+        )  # fmt: skip
+
+    alone, split = await run(arrivals_from_scenario), await run(arrivals_in_worker)
+    assert split.cases and split.counts.get("good")
+    assert split.model_dump() == alone.model_dump()
+    no_gateway = config.model_copy(update={"gateway": None})
+    with pytest.raises(RuntimeError, match=r"device simulation failed:(?s:.)*AssertionError"):
+        list(arrivals_in_worker(scenario, no_gateway, Counter()))
