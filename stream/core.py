@@ -149,6 +149,8 @@ def _check_clock(
 ) -> tuple[list[Alarm], Reading | None]:
     """The reading as the rules may see it (never later than `now`), or None when it is dated
     too far ahead; and the gateway_clock alarm this raised or cleared."""
+    if gw.clock_episode is None and reading.ts <= now and max_skew >= 0:
+        return [], reading  # the common case: not dated ahead, and no clock trouble to clear
     ahead = (reading.ts - now).total_seconds()
     if ahead > max_skew:
         if gw.clock_episode is not None:

@@ -78,7 +78,6 @@ class Intake:
         source: str,
     ) -> list[Alarm]:
         """The alarms of one reading (after `track_of` gave its gateway's track), or none."""
-        where = source or f"{reading.site}/{reading.gateway}"
         refused = self._registry.refuse(reading) if self._registry is not None else None
         if refused is not None:
             self._counts["refused"] += 1
@@ -105,7 +104,10 @@ class Intake:
             log.exception("evaluating %s/%s failed", reading.site, reading.sensor)
             self._counts["failed"] += 1
             self.quarantine.add(
-                "evaluate-failed", f"{type(exc).__name__}: {exc}", source=where, raw=repr(reading)
+                "evaluate-failed",
+                f"{type(exc).__name__}: {exc}",
+                source=source or f"{reading.site}/{reading.gateway}",
+                raw=repr(reading),
             )
             return []
         self._counts["readings" if outcome == "evaluated" else outcome] += 1
@@ -114,7 +116,7 @@ class Intake:
                 outcome.replace("_", "-"),
                 f"{reading.sensor} at {reading.ts.isoformat()} seq {reading.seq} (now "
                 f"{now.isoformat()})",
-                source=where,
+                source=source or f"{reading.site}/{reading.gateway}",
                 raw=repr(reading),
             )
         return alarms
