@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from gateway.models import SLUG_PATTERN, Reading, format_ts
 
 __all__ = [
@@ -58,6 +60,7 @@ __all__ = [
     "gateway_topics",
     "kafka_key",
     "loads_bounded",
+    "loads_strict",
     "parse_kafka_key",
     "parse_ts",
     "readings_topic",
@@ -171,6 +174,10 @@ def _parse_int(text: str) -> int:
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 
 
+#: A run of characters a JSON number is made of, longer than an int64's 19 digits and sign.
+_LONG_NUMBER = re.compile(rb"[-+.0-9eE]{20,}")
+
+
 def _containers(raw: bytes) -> int:
     return raw.count(b"[") + raw.count(b"{")
 
@@ -187,6 +194,21 @@ def loads_bounded(data: bytes | str, *, max_bytes: int, max_containers: int) -> 
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     if _containers(raw) > max_containers and _containers(_STRING.sub(b'""', raw)) > max_containers:
         raise WireError("too-deep", f"more than {max_containers} arrays and objects")
+    if not _LONG_NUMBER.search(raw):
+        # orjson reads the same JSON to the same values, and refuses the same inputs (NaN,
+        # Infinity, overflowing floats, invalid UTF-8, lone surrogates …); a number of more
+        # characters than an int64 holds is left to the strict parser (orjson would read a
+        # long int as a float), and so is whatever orjson refuses: that parser says why
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return loads_strict(raw)
+
+
+def loads_strict(raw: bytes) -> Any:
+    """JSON by the standard library's parser with every number checked: what `loads_bounded`
+    falls back to, and what it is held equal to (tests/gateway/test_wire.py)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -29,6 +29,8 @@ from gateway.wire import (
     encode_status,
     encode_tick,
     encode_trace_line,
+    loads_bounded,
+    loads_strict,
     parse_kafka_key,
     parse_ts,
     topic_ids,
@@ -357,3 +359,41 @@ def test_no_json_makes_the_batch_decoder_raise_anything_but_wire_error(items):
     assert len(batch.readings) + len(batch.rejected) == len(items)
     for reading in batch.readings:
         assert type(reading.value) is float and type(reading.seq) is int
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _slipped(case):
+    """A JSON value's text with a few bytes slipped in somewhere."""
+    value, at, extra = case
+    raw = json.dumps(value).encode()
+    return raw[:at] + extra + raw[at:]
+
+
+def _outcome(read, raw):
+    try:
+        value = read(raw)
+    except WireError as exc:
+        return ("refused", exc.reason)
+    return ("read", json.dumps(value, sort_keys=True), repr(value))
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    json_values.map(lambda v: json.dumps(v, allow_nan=True).encode())
+    | st.binary(max_size=80)
+    | st.tuples(json_values, st.integers(0, 40), st.binary(min_size=1, max_size=3)).map(_slipped)
+)
+def test_the_fast_json_reader_reads_and_refuses_exactly_what_the_strict_one_does(raw):
+    """`loads_bounded` reads with orjson and falls back to the standard library's parser with
+    every number checked: for any bytes — JSON, JSON with bytes slipped in, noise, infinities,
+    long numbers, lone surrogates — the same values (types included) or the same refusal."""
+    fast = _outcome(lambda r: loads_bounded(r, max_bytes=10_000, max_containers=10_000), raw)
+    assert fast == _outcome(loads_strict, raw)
