@@ -99,42 +99,32 @@ def evaluate(
     return new, alarms
 
 
-#: One rule's part in a sensor's pass: its step and its id.
-_Step = tuple[StepFn, str]
-#: A sensor's pass: the screening rules' steps, then the others', each in evaluation order.
-_Plan = tuple[tuple[_Step, ...], tuple[_Step, ...]]
+#: One rule's part in a sensor's pass: its step, its id, and whether it screens.
+_Step = tuple[StepFn, str, bool]
 #: Per rules tuple (by identity; the rule table hands out the same tuple per sensor): its
-#: enabled rules' plan. Bounded; rebuilt when cleared.
-_PLANS: dict[int, tuple[Sequence[RuleBase], _Plan]] = {}
+#: enabled rules' steps in evaluation order, the screening ones first. Bounded; rebuilt when
+#: cleared.
+_PLANS: dict[int, tuple[Sequence[RuleBase], tuple[_Step, ...]]] = {}
 _MAX_PLANS = 4096
 
 
-def _plan(rules: Sequence[RuleBase]) -> _Plan:
+def _plan(rules: Sequence[RuleBase]) -> tuple[_Step, ...]:
     cached = _PLANS.get(id(rules))
     if cached is not None and cached[0] is rules:
         return cached[1]
     enabled = [(kind_of(r), r) for r in rules if r.enabled]
     counter = any(kind.counter for kind, _ in enabled)
-    screening: list[_Step] = []
-    others: list[_Step] = []
-    for kind, rule in enabled:
+    steps: list[_Step] = []
+    for kind, rule in sorted(enabled, key=lambda pair: not pair[0].screens):
         if kind.step is None:
             raise TypeError(f"no per-sensor state for {type(rule).__name__}")
-        (screening if kind.screens else others).append((kind.step(rule, counter), rule.id))
-    plan = (tuple(screening), tuple(others))
+        steps.append((kind.step(rule, counter), rule.id, kind.screens))
+    plan = tuple(steps)
     if isinstance(rules, tuple):  # immutable: safe to remember
         if len(_PLANS) >= _MAX_PLANS:
             _PLANS.clear()
         _PLANS[id(rules)] = (rules, plan)
     return plan
-
-
-def _failed(states: dict[str, Any], rule_id: str, reading: Reading) -> None:
-    # One rule that cannot take this reading must not mute the sensor for good: its state
-    # starts again, and the sensor's other rules still see the reading.
-    log.exception("rule %s failed on %s/%s; its state starts again",
-                  rule_id, reading.site, reading.sensor)  # fmt: skip
-    states.pop(rule_id, None)
 
 
 def evaluate_sensor(
@@ -154,26 +144,22 @@ def evaluate_sensor(
     nothing raised) and hands every other case to the kind's own `evaluate`.
     """
     cached = _PLANS.get(id(rules))  # `_plan`, its common case inline
-    screening, others = cached[1] if cached is not None and cached[0] is rules else _plan(rules)
+    plan = cached[1] if cached is not None and cached[0] is rules else _plan(rules)
     alarms: list[Alarm] = []
     good = reading.quality == "good"
-    for run, rule_id in screening:
+    for run, rule_id, screens in plan:
         try:
             produced = run(states, reading, good, now, late_after)
-        except Exception:  # noqa: BLE001 - `_failed` logs it with its traceback
-            _failed(states, rule_id, reading)
+        except Exception:
+            # One rule that cannot take this reading must not mute the sensor for good: its
+            # state starts again, and the sensor's other rules still see the reading.
+            log.exception("rule %s failed on %s/%s; its state starts again",
+                          rule_id, reading.site, reading.sensor)  # fmt: skip
+            states.pop(rule_id, None)
             continue
         if produced:
             alarms.extend(produced)
-        if good and states[rule_id].rejected:
+        if screens and good and states[rule_id].rejected:
             reading = reading.model_copy(update={"quality": "fault", "fault": "implausible"})
             good = False
-    for run, rule_id in others:
-        try:
-            produced = run(states, reading, good, now, late_after)
-        except Exception:  # noqa: BLE001 - `_failed` logs it with its traceback
-            _failed(states, rule_id, reading)
-            continue
-        if produced:
-            alarms.extend(produced)
     return states, alarms
