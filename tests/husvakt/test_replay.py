@@ -219,3 +219,25 @@ async def test_a_scenario_simulated_in_a_worker_process_replays_the_same():
     no_gateway = config.model_copy(update={"gateway": None})
     with pytest.raises(RuntimeError, match=r"device simulation failed:(?s:.)*AssertionError"):
         list(arrivals_in_worker(scenario, no_gateway, Counter()))
+
+
+async def test_replay_path_simulates_a_long_scenario_in_a_worker(monkeypatch):
+    """`husvakt replay` hands a scenario of many outputs to the worker (here: any scenario) on
+    a machine with a core to spare."""
+    from husvakt import replay as module
+
+    scenario = SCENARIOS / "freezing-night.yaml"
+    alone = await replay_path(scenario, load_config(SCHOOL))
+    started = []
+    in_worker = module.arrivals_in_worker
+
+    def spy(*args):
+        started.append(True)
+        return in_worker(*args)
+
+    monkeypatch.setattr(module, "WORKER_FROM", 0)
+    monkeypatch.setattr(module.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(module, "arrivals_in_worker", spy)
+    split = await replay_path(scenario, load_config(SCHOOL))
+    assert started
+    assert split.model_dump() == alone.model_dump()
