@@ -311,7 +311,7 @@ def on_tick(
     return alarms
 
 
-#: Per rules tuple (by identity, as the rule table hands them out): its enabled offline rows.
+#: Per rules tuple (by identity, as the rule table hands them out): its offline rows.
 _OFFLINE: dict[int, tuple[Sequence[RuleBase], tuple[OfflineRule, ...]]] = {}
 
 

@@ -4,4 +4,5 @@ import sys
 
 from husvakt.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not again in a worker process `husvakt replay` spawns
+    sys.exit(main())
