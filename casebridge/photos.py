@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import warnings
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps
@@ -18,6 +19,12 @@ from PIL import Image, ImageOps
 from casebridge.errors import PhotoError
 
 __all__ = ["ACCEPTED", "MAX_SIDE", "THUMB_SIDE", "Photo", "PhotoDesk", "prepare_photo"]
+
+# Our own limit (`max_pixels`, read from the header before anything is decoded) refuses what
+# Pillow would warn about as it opens, and a photo's broken EXIF (Pillow warns "Truncated File
+# Read") is dropped with the rest of its metadata: either warning would only be log noise.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+warnings.filterwarnings("ignore", category=UserWarning, module="PIL.TiffImagePlugin")
 
 #: Pillow's format → what the file was; nothing else is even tried as a decoder.
 ACCEPTED = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
@@ -100,6 +107,13 @@ def prepare_photo(raw: bytes, *, max_pixels: int) -> Photo:
         )
     except PhotoError:
         raise
+    except Image.DecompressionBombError:  # Pillow's own limit, checked as it opens: twice ours
+        limit = min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or 0)) or max_pixels
+        raise PhotoError(
+            f"the image has more than {limit:,} pixels; at most {max_pixels:,} are taken",
+            status=413,
+            code="too_many_pixels",
+        ) from None
     except Exception as exc:  # noqa: BLE001 - any failure to decode hostile bytes is a refusal
         raise PhotoError(
             f"not a JPEG, PNG or WebP image that can be read ({type(exc).__name__})",

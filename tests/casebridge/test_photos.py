@@ -185,6 +185,31 @@ async def test_a_decompression_bomb_is_refused_before_it_is_decoded(served):
     await nothing_attached(store)
 
 
+def _png_header(width, height):
+    """A PNG that says it is `width`×`height` pixels, in 67 bytes (its data never comes)."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+async def test_a_photo_beyond_pillows_own_bomb_limit_is_too_many_pixels(served):
+    """A header claiming 400 MP trips Pillow's own check as the file opens: still the 413 of
+    too many pixels, not "not an image"; and a genuine photo still attaches."""
+    client, store = served
+    r = await upload(client, FACILITIES, _png_header(20_000, 20_000), name="huge.png")
+    assert r.status_code == 413, r.text
+    assert "pixels" in r.json()["detail"]
+    await nothing_attached(store)
+    assert (await upload(client, FACILITIES, jpeg())).status_code == 201
+
+
 async def test_size_and_count_limits(served):
     client, store = served
     big = jpeg(1800, 1800)
