@@ -6,9 +6,12 @@ and before the batch leaves the outbox. A crash in between re-evaluates the batc
 saved state: the same alarms again, which the case bridge recognises by their episode.
 
 Layout: a row per gateway (its own fields), a row per sensor (its rule states), and a log of
-rate-of-rise samples (one row a sample, deleted as it leaves its window). A batch that touched
-two sensors writes two sensor rows and two samples — not every sensor of the gateway with every
-sample of its window, which is what made a busy server fall behind.
+rate-of-rise samples: per save, one row for each rate-of-rise state that took samples, holding
+those samples (exact: µs and IEEE doubles, little-endian) and where the state's window began.
+A batch that touched two sensors writes two sensor rows and two sample rows — not every sensor
+of the gateway with every sample of its window, which is what made a busy server fall behind,
+nor a row per reading. Rows whose samples have all left their window are deleted a few at a
+time; reading the log back keeps only the samples from the newest row's window start on.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import sys
 import threading
+from array import array
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import islice
 from pathlib import Path
 
 from gateway.secrets import private_file
@@ -60,7 +64,43 @@ CREATE TABLE IF NOT EXISTS rise_samples (
     value REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS rise_samples_by_sensor ON rise_samples (site, gateway, sensor, rule, ts);
+CREATE TABLE IF NOT EXISTS rise_chunks (
+    site TEXT NOT NULL,
+    gateway TEXT NOT NULL,
+    sensor TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    first INTEGER NOT NULL,
+    newest INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rise_chunks_by_sensor
+    ON rise_chunks (site, gateway, sensor, rule, newest);
 """
+
+#: Rows of a rate-of-rise state's log whose samples have all left the window, deleted together
+#: once there are this many (a delete per state and save cost more than the rows themselves).
+EVICTED_CHUNKS = 4
+
+
+def _pack(times: list[int], values: list[float]) -> bytes:
+    """Samples as little-endian int64 µs followed by float64 values: exact, and compact."""
+    us, vs = array("q", times), array("d", values)
+    if sys.byteorder != "little":
+        us.byteswap()
+        vs.byteswap()
+    return us.tobytes() + vs.tobytes()
+
+
+def _unpack(data: bytes) -> list[tuple[int, float]]:
+    n = len(data) // 16
+    us, vs = array("q"), array("d")
+    us.frombytes(data[: 8 * n])
+    vs.frombytes(data[8 * n : 16 * n])
+    if sys.byteorder != "little":
+        us.byteswap()
+        vs.byteswap()
+    return list(zip(us, vs, strict=True))
+
 
 Key = tuple[str, str, str, str]  # site, gateway, sensor, rule
 
@@ -69,9 +109,13 @@ Key = tuple[str, str, str, str]  # site, gateway, sensor, rule
 class _Changes:
     gateways: list[tuple[str, str, bytes]]
     sensors: list[tuple[str, str, str, bytes]]
-    samples: list[tuple[str, str, str, str, int, float]]
+    #: (site, gateway, sensor, rule, first, newest, packed samples)
+    chunks: list[tuple[str, str, str, str, int, int, bytes]]
     cutoffs: list[tuple[str, str, str, str, int]]
-    pushed: dict[Key, int]
+    #: per rate-of-rise state saved: the state, and how many samples it had taken then
+    pushed: dict[Key, tuple[RiseState, int]]
+    #: per state whose log changed: the newest sample of each row it keeps, oldest row first
+    stored: dict[Key, list[int]]
 
 
 class SqliteRuleState:
@@ -85,19 +129,30 @@ class SqliteRuleState:
         self._lock = asyncio.Lock()
         self._writing = threading.Lock()
         self._closed = False
-        #: per rate-of-rise state, how many of its samples are in the log
-        self._saved: dict[Key, int] = {}
+        #: per rate-of-rise state in the log: the state (another one in its place started
+        #: again) and how many samples it had taken when it was last saved
+        self._saved: dict[Key, tuple[RiseState, int]] = {}
+        #: per rate-of-rise state, the newest sample of each of its rows in the log
+        self._stored: dict[Key, list[int]] = {}
 
     def load(self) -> dict[tuple[str, str], GatewayTrack]:
         """Every gateway's track. A gateway row of an older husvakt holds its sensors inline;
         they are read from it and written as rows of their own at the next save."""
-        samples: dict[tuple[str, str, str], dict[str, list[tuple[int, float]]]] = defaultdict(
-            lambda: defaultdict(list)
-        )
-        for site, gateway, sensor, rule, ts, value in self._db.execute(
-            "SELECT site, gateway, sensor, rule, ts, value FROM rise_samples ORDER BY rowid"
+        self._convert_sample_rows()
+        logged: dict[Key, list[tuple[int, float]]] = defaultdict(list)
+        starts: dict[Key, int] = {}
+        for site, gateway, sensor, rule, first, newest, data in self._db.execute(
+            "SELECT site, gateway, sensor, rule, first, newest, data FROM rise_chunks "
+            "ORDER BY rowid"
         ):
-            samples[(site, gateway, sensor)][rule].append((ts, value))
+            key = (site, gateway, sensor, rule)
+            logged[key].extend(_unpack(bytes(data)))
+            starts[key] = first  # the newest row's window start holds
+            self._stored.setdefault(key, []).append(newest)
+        samples: dict[tuple[str, str, str], dict[str, list[tuple[int, float]]]] = defaultdict(dict)
+        for key, kept in logged.items():
+            start = starts[key]
+            samples[key[:3]][key[3]] = [(us, v) for us, v in kept if us >= start]
         tracks: dict[tuple[str, str], GatewayTrack] = {}
         for site, gateway, data in self._db.execute(
             "SELECT site, gateway, data FROM gateway_state"
@@ -116,11 +171,41 @@ class SqliteRuleState:
             owner.changed.discard(sensor)
             for rule, state in sensor_track.states.items():
                 if isinstance(state, RiseState):
-                    self._saved[(site, gateway, sensor, rule)] = state.pushed
+                    self._saved[(site, gateway, sensor, rule)] = (state, state.pushed)
         return tracks
 
+    def _convert_sample_rows(self) -> None:
+        """An older husvakt's log held a row per sample (exactly the windows): one row per
+        state now."""
+        rows: dict[Key, list[tuple[int, float]]] = defaultdict(list)
+        for site, gateway, sensor, rule, ts, value in self._db.execute(
+            "SELECT site, gateway, sensor, rule, ts, value FROM rise_samples ORDER BY rowid"
+        ):
+            rows[(site, gateway, sensor, rule)].append((int(ts), float(value)))
+        if not rows:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany(
+                "INSERT INTO rise_chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        *key,
+                        kept[0][0],
+                        kept[-1][0],
+                        _pack([t for t, _ in kept], [v for _, v in kept]),
+                    )
+                    for key, kept in rows.items()
+                ],
+            )
+            self._db.execute("DELETE FROM rise_samples")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
     def _changes(self, tracks: Iterable[GatewayTrack]) -> _Changes:
-        changes = _Changes([], [], [], [], {})
+        changes = _Changes([], [], [], [], {}, {})
         for track in tracks:
             site, gateway = track.site, track.gateway
             changes.gateways.append((site, gateway, encode_track(track, sensors=False)))
@@ -135,16 +220,28 @@ class SqliteRuleState:
         return changes
 
     def _rise_changes(self, changes: _Changes, key: Key, state: RiseState) -> None:
-        new = state.pushed - self._saved.get(key, 0)
-        if new > 0:
-            newest = zip(reversed(state.times), reversed(state.values), strict=True)
-            fresh = list(islice(newest, new))  # only the samples not saved yet
-            changes.samples.extend((*key, us, value) for us, value in reversed(fresh))
-        # what has left the window leaves the log
+        previous = self._saved.get(key)
+        saved = previous[1] if previous is not None and previous[0] is state else 0
+        stored = list(self._stored.get(key, ()))
         first = state.first()
-        oldest = 2**62 if first is None else first
-        changes.cutoffs.append((*key, oldest))
-        changes.pushed[key] = state.pushed
+        if saved == 0 or first is None:
+            # a state new since the last save (a rule that failed starts again), or one that
+            # holds nothing: its log starts again too
+            if stored:
+                changes.cutoffs.append((*key, 2**62))
+            stored = []
+        new = min(state.pushed - saved, len(state.times))
+        if new > 0:  # the samples not saved yet (those that already left the window: never)
+            times, values = list(state.times)[-new:], list(state.values)[-new:]
+            changes.chunks.append((*key, first or 0, times[-1], _pack(times, values)))
+            stored.append(times[-1])
+        if first is not None:
+            evicted = sum(1 for newest in stored if newest < first)
+            if evicted >= EVICTED_CHUNKS:  # rows wholly out of the window leave the log
+                changes.cutoffs.append((*key, first))
+                stored = stored[evicted:]
+        changes.pushed[key] = (state, state.pushed)
+        changes.stored[key] = stored
 
     def _write(self, changes: _Changes) -> None:
         with self._writing:  # a write still running in its thread when the engine stops
@@ -167,16 +264,17 @@ class SqliteRuleState:
                 changes.sensors,
             )
             db.executemany(
-                "DELETE FROM rise_samples WHERE site = ? AND gateway = ? AND sensor = ? "
-                "AND rule = ? AND ts < ?",
+                "DELETE FROM rise_chunks WHERE site = ? AND gateway = ? AND sensor = ? "
+                "AND rule = ? AND newest < ?",
                 changes.cutoffs,
             )
-            db.executemany("INSERT INTO rise_samples VALUES (?, ?, ?, ?, ?, ?)", changes.samples)
+            db.executemany("INSERT INTO rise_chunks VALUES (?, ?, ?, ?, ?, ?, ?)", changes.chunks)
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
         self._saved.update(changes.pushed)
+        self._stored.update(changes.stored)
 
     async def save(self, tracks: Iterable[GatewayTrack]) -> None:
         """Write what changed in these tracks since they were last saved (one transaction)."""
