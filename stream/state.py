@@ -22,6 +22,7 @@ import sqlite3
 import sys
 import threading
 from array import array
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -236,7 +237,7 @@ class SqliteRuleState:
             changes.chunks.append((*key, first or 0, times[-1], _pack(times, values)))
             stored.append(times[-1])
         if first is not None:
-            evicted = sum(1 for newest in stored if newest < first)
+            evicted = bisect_left(stored, first)  # newest samples ascend, row by row
             if evicted >= EVICTED_CHUNKS:  # rows wholly out of the window leave the log
                 changes.cutoffs.append((*key, first))
                 stored = stored[evicted:]
