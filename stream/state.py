@@ -19,12 +19,11 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import sys
+import struct
 import threading
-from array import array
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -83,24 +82,16 @@ CREATE INDEX IF NOT EXISTS rise_chunks_by_sensor
 EVICTED_CHUNKS = 4
 
 
-def _pack(times: list[int], values: list[float]) -> bytes:
+def _pack(times: Sequence[int], values: Sequence[float]) -> bytes:
     """Samples as little-endian int64 µs followed by float64 values: exact, and compact."""
-    us, vs = array("q", times), array("d", values)
-    if sys.byteorder != "little":
-        us.byteswap()
-        vs.byteswap()
-    return us.tobytes() + vs.tobytes()
+    n = len(times)
+    return struct.pack(f"<{n}q{n}d", *times, *values)
 
 
 def _unpack(data: bytes) -> list[tuple[int, float]]:
     n = len(data) // 16
-    us, vs = array("q"), array("d")
-    us.frombytes(data[: 8 * n])
-    vs.frombytes(data[8 * n : 16 * n])
-    if sys.byteorder != "little":
-        us.byteswap()
-        vs.byteswap()
-    return list(zip(us, vs, strict=True))
+    fields = struct.unpack(f"<{n}q{n}d", data[: 16 * n])
+    return list(zip(fields[:n], fields[n:], strict=True))
 
 
 Key = tuple[str, str, str, str]  # site, gateway, sensor, rule
@@ -223,7 +214,7 @@ class SqliteRuleState:
     def _rise_changes(self, changes: _Changes, key: Key, state: RiseState) -> None:
         previous = self._saved.get(key)
         saved = previous[1] if previous is not None and previous[0] is state else 0
-        stored = list(self._stored.get(key, ()))
+        stored = self._stored.get(key, [])
         first = state.first()
         if saved == 0 or first is None:
             # a state new since the last save (a rule that failed starts again), or one that
@@ -231,11 +222,14 @@ class SqliteRuleState:
             if stored:
                 changes.cutoffs.append((*key, 2**62))
             stored = []
-        new = min(state.pushed - saved, len(state.times))
+        times, values = state.times, state.values
+        new = min(state.pushed - saved, len(times))
         if new > 0:  # the samples not saved yet (those that already left the window: never)
-            times, values = list(state.times)[-new:], list(state.values)[-new:]
-            changes.chunks.append((*key, first or 0, times[-1], _pack(times, values)))
-            stored.append(times[-1])
+            fresh = range(len(times) - new, len(times))
+            newest = times[-1]
+            packed = _pack([times[i] for i in fresh], [values[i] for i in fresh])
+            changes.chunks.append((*key, first or 0, newest, packed))
+            stored = [*stored, newest]  # a copy: the log is as it was until the write is done
         if first is not None:
             evicted = bisect_left(stored, first)  # newest samples ascend, row by row
             if evicted >= EVICTED_CHUNKS:  # rows wholly out of the window leave the log
