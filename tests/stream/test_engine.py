@@ -277,16 +277,8 @@ async def test_a_state_write_that_fails_is_written_with_the_next_save(tmp_path):
 
     import pytest
 
-    from stream.state import SqliteRuleState
-
-    async def sink(alarms):
-        pass
-
     path = tmp_path / "rules.db"
-    engine = EmbeddedEngine(
-        table=RuleTable(DEFAULT_RULES, {}), clock=FixedClock(T0 + timedelta(hours=2)), sink=sink,
-        state=SqliteRuleState(path),
-    )  # fmt: skip
+    engine = saving_engine(path)
     other = sqlite3.connect(path, isolation_level=None)
     other.execute(
         "CREATE TRIGGER refuse BEFORE INSERT ON sensor_state BEGIN SELECT RAISE(ABORT, 'disk full'); END"
@@ -297,10 +289,21 @@ async def test_a_state_write_that_fails_is_written_with_the_next_save(tmp_path):
     other.close()
     await engine.settle()  # nothing new since: only what the failed write held
     engine.close()
-    restored = SqliteRuleState(path)
-    tracks = restored.load()
-    restored.close()
+    tracks = _restored(path)
     assert set(tracks[("s", "g")].sensors) == {"t1"}
+
+
+def saving_engine(path, now=T0 + timedelta(hours=2)):
+    """An engine saving its rule state to `path`, whose alarms go nowhere."""
+    from stream.state import SqliteRuleState
+
+    async def sink(alarms):
+        pass
+
+    return EmbeddedEngine(
+        table=RuleTable(DEFAULT_RULES, {}), clock=FixedClock(now), sink=sink,
+        state=SqliteRuleState(path),
+    )  # fmt: skip
 
 
 def _restored(path):
@@ -318,16 +321,10 @@ async def test_a_state_of_the_older_one_row_a_sample_log_is_read_and_converted(t
     exactly, and its log rewritten as a row per state."""
     import sqlite3
 
-    from stream.state import SqliteRuleState, _unpack
-
-    async def sink(alarms):
-        pass
+    from stream.state import _unpack
 
     path = tmp_path / "rules.db"
-    engine = EmbeddedEngine(
-        table=RuleTable(DEFAULT_RULES, {}), clock=FixedClock(T0 + timedelta(hours=2)), sink=sink,
-        state=SqliteRuleState(path),
-    )  # fmt: skip
+    engine = saving_engine(path)
     for i in range(60):
         await engine.process_batch([reading(i / 4, 20 + i * 0.3, f"t{i % 3}", seq=i + 1)])
     engine.close()
@@ -364,19 +361,11 @@ async def _check_restores(steps):
     import tempfile
     from pathlib import Path
 
-    from stream.state import SqliteRuleState
-
-    async def sink(alarms):
-        pass
-
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "rules.db"
 
         def engine():
-            return EmbeddedEngine(
-                table=RuleTable(DEFAULT_RULES, {}), clock=FixedClock(T0 + timedelta(days=2)),
-                sink=sink, state=SqliteRuleState(path),
-            )  # fmt: skip
+            return saving_engine(path, now=T0 + timedelta(days=2))
 
         running, t, seq = engine(), T0, 0
         for step in steps:
