@@ -94,21 +94,9 @@ class PhotoService:
         """Prepare and store the photo: its timeline event and what was stored; `PhotoError`
         (with its HTTP status) when refused."""
         photo = await self.desk.prepare(raw)
-        event = await store.attach_photo(
+        return await store.attach_photo(
             case.id, photo, caption=caption, actor=actor, now=now, per_case=self.config.per_case
         )
-        assert event.photo is not None, "a photo event names its photo"
-        stored = PhotoInfo(
-            id=event.photo,
-            caption=caption,
-            content_type=photo.content_type,
-            width=photo.width,
-            height=photo.height,
-            size=len(photo.data),
-            uploaded_by=actor,
-            uploaded_at=now,
-        )
-        return event, stored
 
 
 async def removable(

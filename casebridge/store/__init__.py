@@ -236,9 +236,10 @@ class CaseStore(Protocol):
         actor: str,
         now: datetime,
         per_case: int,
-    ) -> CaseEvent:
-        """Attach a prepared photo with its `photo` event, in one transaction; raises
-        `CaseNotFoundError`, or `PhotoError` when the case holds `per_case` photos."""
+    ) -> tuple[CaseEvent, PhotoInfo]:
+        """Attach a prepared photo with its `photo` event, in one transaction: the event and
+        what was stored. Raises `CaseNotFoundError`, or `PhotoError` when the case holds
+        `per_case` photos."""
         ...
 
     async def remove_photo(

@@ -70,9 +70,10 @@ class PhotoQueries:
         actor: str,
         now: datetime,
         per_case: int,
-    ) -> CaseEvent:
-        """Attach `photo` to the case with a `photo` event; raises `CaseNotFoundError`, or
-        `PhotoError` when the case holds `per_case` photos already."""
+    ) -> tuple[CaseEvent, PhotoInfo]:
+        """Attach `photo` to the case with a `photo` event; the event and what was stored.
+        Raises `CaseNotFoundError`, or `PhotoError` when the case holds `per_case` photos
+        already."""
         async with self._engine.begin() as conn:
             row = await _locked_case(conn, case_id)
             held = (
@@ -88,20 +89,22 @@ class PhotoQueries:
                     status=409,
                     code="too_many",
                 )
-            photo_id = secrets.token_urlsafe(18)  # 24 characters, never guessed
+            stored = PhotoInfo(
+                id=secrets.token_urlsafe(18),  # 24 characters, never guessed
+                caption=caption,
+                content_type=photo.content_type,
+                width=photo.width,
+                height=photo.height,
+                size=len(photo.data),
+                uploaded_by=actor,
+                uploaded_at=now,
+            )
             await conn.execute(
                 insert(case_photos).values(
-                    id=photo_id,
+                    **stored.model_dump(),
                     case_number=row.number,
-                    caption=caption,
-                    content_type=photo.content_type,
-                    width=photo.width,
-                    height=photo.height,
-                    size=len(photo.data),
                     data=photo.data,
                     thumb=photo.thumb,
-                    uploaded_by=actor,
-                    uploaded_at=now,
                 )
             )
             event = CaseEvent(
@@ -110,9 +113,9 @@ class PhotoQueries:
                 kind="photo",
                 actor=actor,
                 text=caption or "photo attached",
-                photo=photo_id,
+                photo=stored.id,
             )
-            return await _recorded(conn, row.number, event)
+            return await _recorded(conn, row.number, event), stored
 
     async def remove_photo(
         self, case_id: str, photo_id: str, *, actor: str, now: datetime, reason: str = ""

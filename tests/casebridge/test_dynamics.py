@@ -254,7 +254,7 @@ async def test_a_photo_on_the_case_is_a_note_with_the_photo_attached(world):
     (case_id,) = await world.open(1)
     await world.mirror()
     photo = prepare_photo(jpeg(800, 600), max_pixels=10_000_000)
-    event = await world.store.attach_photo(
+    event, _ = await world.store.attach_photo(
         case_id, photo, caption="Valve closed", actor="eva", now=world.clock.now(), per_case=5
     )
     world.clock.advance(seconds=1)

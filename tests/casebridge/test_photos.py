@@ -18,10 +18,10 @@ from casebridge.config import PhotoConfig
 from casebridge.models import OpenPlan
 from casebridge.photos import prepare_photo
 from tests.casebridge.test_api import TEAMS, FixedClock, auth, two_team_store
+from tests.casebridge.test_web import PASSWORD, csrf, sign_in
 from tests.factories import T0, make_alarm, make_draft
 
 FACILITIES, PLUMBING = "HV-2026-000001", "HV-2026-000002"
-PASSWORD = "correct horse battery"
 LIMITS = PhotoConfig(max_bytes=200_000, per_case=3, max_pixels=4_000_000)
 
 
@@ -246,16 +246,12 @@ async def test_only_those_who_may_see_the_case_get_its_photos(served):
 
 async def test_the_case_page_takes_a_photo_from_a_plain_form_and_shows_its_thumbnail(served):
     client, store = served
-    r = await client.post(
-        "/login",
-        data={"user": "eva", "password": PASSWORD, "next": "/cases"},
-        headers={"Origin": "http://husvakt"},
-    )
+    r = await sign_in(client, "eva")
     assert r.status_code == 303
     page = (await client.get(f"/cases/{FACILITIES}")).text
     assert 'enctype="multipart/form-data"' in page and 'capture="environment"' in page
-    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
-    form = {"csrf": csrf, "caption": "Valve closed"}
+    token = csrf(page)
+    form = {"csrf": token, "caption": "Valve closed"}
     files = {"photo": ("IMG.jpg", jpeg(), "image/jpeg")}
     r = await client.post(f"/cases/{FACILITIES}/photos", data=form, files=files)
     assert r.status_code == 303 and r.headers["location"].startswith(f"/cases/{FACILITIES}")
@@ -272,7 +268,7 @@ async def test_the_case_page_takes_a_photo_from_a_plain_form_and_shows_its_thumb
     # not an image: the page says why, and keeps the case as it was
     r = await client.post(
         f"/cases/{FACILITIES}/photos",
-        data={"csrf": csrf},
+        data={"csrf": token},
         files={"photo": ("x.jpg", b"<svg/>", "image/jpeg")},
     )
     assert r.status_code == 415
@@ -347,19 +343,15 @@ async def test_a_photo_is_removed_for_good_by_who_took_it_or_a_dispatcher(served
 
 async def test_the_case_page_removes_a_photo_and_says_it_was_there(served):
     client, store = served
-    r = await client.post(
-        "/login",
-        data={"user": "eva", "password": PASSWORD, "next": "/cases"},
-        headers={"Origin": "http://husvakt"},
-    )
+    r = await sign_in(client, "eva")
     await upload(client, FACILITIES, jpeg(), caption="Meter cupboard")
     (photo,) = await store.photos(FACILITIES)
     page = (await client.get(f"/cases/{FACILITIES}")).text
     form = f'action="/cases/{FACILITIES}/photos/{photo.id}/remove"'
     assert form in page
-    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    token = csrf(page)
     r = await client.post(
-        f"/cases/{FACILITIES}/photos/{photo.id}/remove", data={"csrf": csrf, "reason": "wrong"}
+        f"/cases/{FACILITIES}/photos/{photo.id}/remove", data={"csrf": token, "reason": "wrong"}
     )
     assert r.status_code == 303
     page = (await client.get(f"/cases/{FACILITIES}")).text

@@ -23,6 +23,7 @@ from casebridge.reports import build_report, parse_period, report_csv, report_js
 from casebridge.store.sql import MIGRATIONS, MemoryCaseStore, SqlCaseStore, SqliteCaseStore
 from husvakt.assemble import case_web_app
 from husvakt.config import load_config
+from tests.casebridge.test_web import PASSWORD, sign_in
 from tests.casebridge.timeline import KNOWN_CSV, NOW, TZ, seed_known_timeline
 from tests.factories import make_alarm, make_draft
 from tests.web.site import school_config
@@ -230,8 +231,6 @@ async def test_events_written_before_the_upgrade_get_the_status_they_led_to(tmp_
 
 # --- the page, its CSV download and `husvakt report` ---------------------------------------
 
-PASSWORD = "correct horse battery"
-
 
 class _At:
     def __init__(self, now):
@@ -260,11 +259,7 @@ async def school(tmp_path):
 
     async def signed_in(user):
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://h")
-        r = await client.post(
-            "/login",
-            data={"user": user, "password": PASSWORD, "next": "/cases"},
-            headers={"Origin": "http://h"},
-        )
+        r = await sign_in(client, user, origin="http://h")
         assert r.status_code == 303
         return client
 
