@@ -28,13 +28,12 @@ import orjson
 
 from gateway.models import Reading
 from stream.kinds import kind_of_state, state_kind
-from stream.kinds.base import RuleBase
+from stream.kinds.base import RuleBase, within_micros
 from stream.kinds.base import dec_episode as _dec_episode
 from stream.kinds.base import enc_episode as _enc_episode
 from stream.kinds.base import opt_micros as _t
 from stream.kinds.base import opt_time as _d
 from stream.kinds.offline import OfflineRule
-from stream.kinds.rise import within_micros
 from stream.models import Alarm, AlarmState
 from stream.rules import (
     Episode,

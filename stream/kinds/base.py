@@ -33,6 +33,7 @@ __all__ = [
     "RuleKind",
     "StepFn",
     "TitledRule",
+    "below_micros",
     "dec_episode",
     "enc_episode",
     "episode_id",
@@ -43,6 +44,7 @@ __all__ = [
     "micros",
     "opt_micros",
     "opt_time",
+    "within_micros",
 ]
 
 #: Match fields from most to least specific.
@@ -140,6 +142,24 @@ def micros(ts: datetime) -> int:
 def from_micros(us: int) -> datetime:
     """The UTC time `us` µs after the epoch (the inverse of `micros`)."""
     return _EPOCH + timedelta(microseconds=us)
+
+
+def within_micros(seconds: float) -> int:
+    """The largest whole µs `d` with `d / 1e6 <= seconds`: a sample `d` µs older than the
+    newest has left a window of `seconds` exactly when `d` is above it (as `push` decides)."""
+    d = int(seconds * 1e6)
+    while d / 1e6 > seconds:
+        d -= 1
+    while (d + 1) / 1e6 <= seconds:
+        d += 1
+    return d
+
+
+def below_micros(seconds: float) -> int:
+    """The largest whole µs `d` with `d / 1e6 < seconds`: a span of `d` µs is short of
+    `seconds` exactly when `d` is at most this."""
+    d = within_micros(seconds)
+    return d - 1 if d / 1e6 == seconds else d
 
 
 def opt_micros(value: datetime | None) -> int | None:

@@ -21,6 +21,7 @@ from stream.kinds.base import (
     RuleKind,
     StepFn,
     TitledRule,
+    below_micros,
     dec_episode,
     enc_episode,
     episode_id,
@@ -29,6 +30,7 @@ from stream.kinds.base import (
     is_threshold,
     make_alarm,
     micros,
+    within_micros,
 )
 from stream.models import SEVERITY_RANK, Alarm, AlarmState, Severity
 
@@ -36,10 +38,8 @@ __all__ = [
     "KIND",
     "RiseRule",
     "RiseState",
-    "below_micros",
     "evaluate",
     "rise_rate",
-    "within_micros",
 ]
 
 
@@ -334,24 +334,6 @@ def _rise_decide(  # noqa: PLR0917 - the rise step with the rate it computed
         state.episode = replace(episode, severity=level)
         return state, [alarm(state.episode, "updated", rate, threshold)]
     return state, []
-
-
-def within_micros(seconds: float) -> int:
-    """The largest whole µs `d` with `d / 1e6 <= seconds`: a sample `d` µs older than the
-    newest has left a window of `seconds` exactly when `d` is above it (as `push` decides)."""
-    d = int(seconds * 1e6)
-    while d / 1e6 > seconds:
-        d -= 1
-    while (d + 1) / 1e6 <= seconds:
-        d += 1
-    return d
-
-
-def below_micros(seconds: float) -> int:
-    """The largest whole µs `d` with `d / 1e6 < seconds`: a span of `d` µs is short of
-    `seconds` exactly when `d` is at most this."""
-    d = within_micros(seconds)
-    return d - 1 if d / 1e6 == seconds else d
 
 
 def step(rule: RiseRule, counter: bool) -> StepFn:  # noqa: PLR0915 - the hot path, inline

@@ -229,7 +229,7 @@ def test_an_on_off_sensor_never_flaps_cases(steps):
 def test_whole_micros_decide_a_window_as_seconds_do(seconds):
     """The rate-of-rise step compares whole µs where `push` divides by 1e6: the same
     decision at every µs around the edge of a window or a minimum span."""
-    from stream.kinds.rise import below_micros, within_micros
+    from stream.kinds.base import below_micros, within_micros
 
     within, below = within_micros(seconds), below_micros(seconds)
     for d in range(max(0, within - 2), within + 3):
