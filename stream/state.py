@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import math
 import sqlite3
 import struct
 import threading
@@ -40,6 +42,8 @@ from stream.errors import StreamError
 from stream.rules import RiseState
 
 __all__ = ["SqliteRuleState", "gateway_contacts"]
+
+log = logging.getLogger("husvakt.stream.state")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS gateway_state (
@@ -96,6 +100,18 @@ def _unpack(data: bytes) -> list[tuple[int, float]]:
 
 Key = tuple[str, str, str, str]  # site, gateway, sensor, rule
 
+#: µs since the epoch of the first instant of year 10000: no sample is later.
+_MAX_US = 253_402_300_800_000_000
+
+
+def _unreadable(what: str, exc: Exception) -> None:
+    log.error(
+        "the saved rule state of %s cannot be read (%s: %s); it starts again",
+        what,
+        type(exc).__name__,
+        str(exc)[:200],
+    )
+
 
 @dataclass
 class _Changes:
@@ -138,7 +154,11 @@ class SqliteRuleState:
             "ORDER BY rowid"
         ):
             key = (site, gateway, sensor, rule)
-            logged[key].extend(_unpack(bytes(data)))
+            # a log row is outside input like any file: a sample no clock or rate can hold
+            # (a damaged file) is left out, never handed to the rules
+            logged[key].extend(
+                (us, v) for us, v in _unpack(bytes(data)) if 0 <= us < _MAX_US and math.isfinite(v)
+            )
             starts[key] = first  # the newest row's window start holds
             self._stored.setdefault(key, []).append(newest)
         samples: dict[tuple[str, str, str], dict[str, list[tuple[int, float]]]] = defaultdict(dict)
@@ -149,7 +169,11 @@ class SqliteRuleState:
         for site, gateway, data in self._db.execute(
             "SELECT site, gateway, data FROM gateway_state"
         ):
-            track = decode_track(bytes(data))
+            try:
+                track = decode_track(bytes(data))
+            except Exception as exc:  # noqa: BLE001 - one unreadable row must not stop the engine
+                _unreadable(f"{site}/{gateway}", exc)
+                continue
             track.changed.update(track.sensors)  # inline (older layout): to be rewritten
             tracks[(site, gateway)] = track
         for site, gateway, sensor, data in self._db.execute(
@@ -158,7 +182,11 @@ class SqliteRuleState:
             owner = tracks.get((site, gateway))
             if owner is None:
                 continue
-            sensor_track = decode_sensor(bytes(data), samples.get((site, gateway, sensor), {}))
+            try:
+                sensor_track = decode_sensor(bytes(data), samples.get((site, gateway, sensor), {}))
+            except Exception as exc:  # noqa: BLE001 - one unreadable row must not stop the engine
+                _unreadable(f"{site}/{gateway}/{sensor}", exc)
+                continue
             owner.sensors[sensor] = sensor_track
             owner.changed.discard(sensor)
             for rule, state in sensor_track.states.items():

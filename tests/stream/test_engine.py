@@ -1,4 +1,5 @@
 import asyncio
+import math
 from datetime import UTC, datetime, timedelta
 
 from gateway.quarantine import Quarantine, SqliteQuarantine
@@ -404,3 +405,49 @@ def test_whatever_is_saved_is_restored_exactly():
         asyncio.run(_check_restores(steps))
 
     check()
+
+
+async def test_a_damaged_rule_state_file_starts_what_it_cannot_read_again(tmp_path, caplog):
+    """A rule-state file is outside input: a sensor row that is not JSON, a gateway row that is
+    not a state, log rows of garbage, NaN and far-future samples. The engine starts, says what
+    it could not read, keeps what it could, and a genuine frost alarm still opens."""
+    import sqlite3
+    import struct
+
+    path = tmp_path / "rules.db"
+    first = saving_engine(path)
+    for i in range(24):
+        await first.process_batch([reading(i / 4, 20.0 + i * 0.1, f"t{i % 3}", seq=i + 1)])
+        await first.process_batch([reading(i / 4, 21.0, "h1", seq=i + 1).model_copy(
+            update={"gateway": "g2"})])  # fmt: skip
+    first.close()
+    kept = first.tracks[("s", "g")].sensors["t2"]
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("UPDATE sensor_state SET data = ? WHERE sensor = 't0'", (b"{not json",))
+    db.execute("UPDATE gateway_state SET data = ? WHERE gateway = 'g2'", (b'{"v": 1}',))
+    for bad in (b"\xff" * 40, struct.pack("<2q2d", 1, 2**62, float("nan"), float("inf"))):
+        db.execute("INSERT INTO rise_chunks VALUES ('s', 'g', 't1', 'heat-rise', 0, 0, ?)", (bad,))
+    db.close()
+    alarms = []
+
+    async def sink(batch):
+        alarms.extend(batch)
+
+    caplog.set_level("ERROR", logger="husvakt.stream.state")
+    from stream.state import SqliteRuleState
+
+    again = EmbeddedEngine(
+        table=RuleTable(DEFAULT_RULES, {}), clock=FixedClock(T0 + timedelta(hours=2)), sink=sink,
+        state=SqliteRuleState(path),
+    )  # fmt: skip
+    assert "s/g/t0" in caplog.text and "s/g2" in caplog.text
+    assert again.tracks[("s", "g")].sensors["t2"] == kept  # what could be read is kept
+    assert "t0" not in again.tracks[("s", "g")].sensors
+    rise = again.tracks[("s", "g")].sensors["t1"].states["heat-rise"]
+    assert all(0 <= us < 2**62 and math.isfinite(v) for us, v in rise.timed())
+    for minute, seq in ((30, 500), (41, 502)):  # frost held past its ten minutes
+        await again.process_batch(
+            [reading(minute, 1.0, s, seq=seq + i) for i, s in enumerate(("t0", "t1"))]
+        )
+    assert {(a.sensor, a.condition) for a in alarms} >= {("t1", "freezing"), ("t0", "freezing")}
+    again.close()
