@@ -60,6 +60,14 @@ def _reading(site: str, gateway: str, sensor: str, **over: object) -> dict[str, 
     return body
 
 
+def _reader_edges(readings: str, one: Callable[..., bytes]) -> Iterator[Hostile]:
+    """Where the fast JSON reader hands over to the checked one: past int64, a key twice."""
+    yield Hostile("a number past int64", readings, one(seq=2**64))
+    yield Hostile("a number past int64", readings, one(value=-(2**63) - 1))
+    twice = one().replace(b'"value": 21.0', b'"value": 21.0, "value": NaN')
+    yield Hostile("a key twice", readings, twice)
+
+
 def corpus(site: str, gateway: str, sensor: str, *, now: datetime) -> Iterator[Hostile]:
     """Every class of hostile uplink input, aimed at a real site, gateway and sensor."""
     readings = readings_topic(site, gateway)
@@ -78,6 +86,7 @@ def corpus(site: str, gateway: str, sensor: str, *, now: datetime) -> Iterator[H
     yield Hostile("deeply nested JSON", status, b'{"state":' + b"[" * 50_000 + b"]" * 50_000)
     yield Hostile("a number with 5,000 digits", readings, one(value=int("9" * 4000)))
     yield Hostile("a number with 5,000 digits", readings, b'[{"value": 1' + b"0" * 5000 + b"}]")
+    yield from _reader_edges(readings, one)
     yield Hostile("NaN, Infinity, 1e309", readings, one().replace(b"21.0", b"NaN"))
     yield Hostile("NaN, Infinity, 1e309", readings, one().replace(b"21.0", b"1e309"))
     yield Hostile("NaN, Infinity, 1e309", readings, one().replace(b"21.0", b"-Infinity"))
