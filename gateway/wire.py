@@ -30,7 +30,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -174,8 +174,15 @@ def _parse_int(text: str) -> int:
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 
 
-#: A run of characters a JSON number is made of, longer than an int64's 19 digits and sign.
-_LONG_NUMBER = re.compile(rb"[-+.0-9eE]{20,}")
+#: A run of characters a JSON number is made of, longer than an int64's 19 digits and sign,
+#: found as a run of 20 zeros once every such character is made a zero and every other a space
+#: (a tenth of the time a regular expression takes over a batch of timestamps and values).
+_NUMBER_RUN = 20 * b"0"
+_AS_NUMBER_RUNS = bytes(0x30 if c in b"-+.0123456789eE" else 0x20 for c in range(256))
+
+
+def _has_long_number(raw: bytes) -> bool:
+    return _NUMBER_RUN in raw.translate(_AS_NUMBER_RUNS)
 
 
 def _containers(raw: bytes) -> int:
@@ -194,7 +201,7 @@ def loads_bounded(data: bytes | str, *, max_bytes: int, max_containers: int) -> 
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     if _containers(raw) > max_containers and _containers(_STRING.sub(b'""', raw)) > max_containers:
         raise WireError("too-deep", f"more than {max_containers} arrays and objects")
-    if not _LONG_NUMBER.search(raw):
+    if not _has_long_number(raw):
         # orjson reads the same JSON to the same values, and refuses the same inputs (NaN,
         # Infinity, overflowing floats, invalid UTF-8, lone surrogates …); a number of more
         # characters than an int64 holds is left to the strict parser (orjson would read a
@@ -287,7 +294,7 @@ _READING_KEYS = frozenset(
 #: Texts and timestamps already found valid, by field: a batch repeats its site, gateway, kinds
 #: and units, and a polling gateway its timestamps, so each is checked once, not per reading.
 #: Bounded: cleared when full.
-_CHECKED: dict[str, dict[str, object]] = {
+_CHECKED: dict[str, dict[str, Any]] = {
     "site": {},
     "gateway": {},
     "sensor": {},
@@ -325,31 +332,53 @@ _CHECKS: dict[str, Callable[[object], object]] = {
 def _reading(item: object) -> Reading:
     if not isinstance(item, dict):
         raise WireError("shape", "a reading is not a JSON object")
-    extra = item.keys() - _READING_KEYS
-    if extra:
+    if not _READING_KEYS.issuperset(item):
+        extra = item.keys() - _READING_KEYS
         raise WireError("shape", f"unknown field {sorted(extra)[0][:40]!r}")
-    quality = item.get("quality", "good")
+    get = item.get
+    quality = get("quality", "good")
+    fault_value = get("fault")
+    fault = None
+    if quality != "good" or fault_value is not None:
+        quality, fault = _quality(quality, fault_value)
+    # `_checked` inline for the six texts a batch repeats (a call each was a tenth of decoding)
+    site = _KNOWN_SITE.get(raw) if type(raw := get("site")) is str else None
+    gateway = _KNOWN_GATEWAY.get(raw) if type(raw := get("gateway")) is str else None
+    sensor = _KNOWN_SENSOR.get(raw) if type(raw := get("sensor")) is str else None
+    kind = _KNOWN_KIND.get(raw) if type(raw := get("kind")) is str else None
+    unit = _KNOWN_UNIT.get(raw) if type(raw := get("unit")) is str else None
+    ts = _KNOWN_TS.get(raw) if type(raw := get("ts")) is str else None
+    return Reading.trusted(
+        site if site is not None else _checked(item, "site", _CHECKS["site"]),
+        gateway if gateway is not None else _checked(item, "gateway", _CHECKS["gateway"]),
+        sensor if sensor is not None else _checked(item, "sensor", _CHECKS["sensor"]),
+        kind if kind is not None else _checked(item, "kind", _CHECKS["kind"]),
+        _number(get("value"), "value", LIMITS.value),
+        unit if unit is not None else _checked(item, "unit", _CHECKS["unit"]),
+        ts if ts is not None else _checked(item, "ts", _CHECKS["ts"]),
+        _integer(get("seq"), "seq", LIMITS.seq),
+        quality,
+        fault,
+    )
+
+
+_KNOWN_SITE, _KNOWN_GATEWAY, _KNOWN_SENSOR = (
+    _CHECKED["site"],
+    _CHECKED["gateway"],
+    _CHECKED["sensor"],
+)
+_KNOWN_KIND, _KNOWN_UNIT, _KNOWN_TS = _CHECKED["kind"], _CHECKED["unit"], _CHECKED["ts"]
+
+
+def _quality(quality: object, fault_value: object) -> tuple[Literal["good", "fault"], str | None]:
     if quality not in ("good", "fault"):
         raise WireError("shape", "quality is neither 'good' nor 'fault'")
-    fault_value = item.get("fault")
     fault = None if fault_value is None else _text(fault_value, "fault", LIMITS.fault)
     if quality == "fault" and not fault:
         raise WireError("shape", "a fault reading must name its fault")
     if quality == "good" and fault is not None:
         raise WireError("shape", "'fault' is only allowed with quality 'fault'")
-    checks = _CHECKS
-    return Reading.trusted(
-        _checked(item, "site", checks["site"]),
-        _checked(item, "gateway", checks["gateway"]),
-        _checked(item, "sensor", checks["sensor"]),
-        _checked(item, "kind", checks["kind"]),
-        _number(item.get("value"), "value", LIMITS.value),
-        _checked(item, "unit", checks["unit"]),
-        _checked(item, "ts", checks["ts"]),
-        _integer(item.get("seq"), "seq", LIMITS.seq),
-        quality,
-        fault,
-    )
+    return ("good" if quality == "good" else "fault"), fault
 
 
 # --- readings batches --------------------------------------------------------------------------
