@@ -44,6 +44,10 @@ class RuleTable:
             dict.fromkeys(_condition(r) for r in self._rows if _condition(r) != "gateway_offline")
         )
         self._cache: dict[tuple[str, str, str], tuple[RuleBase, ...]] = {}
+        #: one tuple per distinct choice of rows (by the rows' identity): sensors ruled alike
+        #: share it, and with it the plan the rules cache per tuple (`stream.rules`), so a
+        #: server of many sensors keeps a plan per kind of sensor, not one per sensor
+        self._shared: dict[tuple[int, ...], tuple[RuleBase, ...]] = {}
         self._gateways: dict[tuple[str, str], GatewayOfflineRule | None] = {}
 
     @property
@@ -79,7 +83,7 @@ class RuleTable:
                 row = tied[0].bound(timezone, self._sensors.get((site, sensor)), self._peek(site))
                 if row is not None:
                     chosen.append(row)
-        result = tuple(chosen)
+        result = self._shared.setdefault(tuple(map(id, chosen)), tuple(chosen))
         self._cache[key] = result
         return result
 
