@@ -402,6 +402,9 @@ class Batch:
     readings: tuple[Reading, ...]
     outbox: str | None = None
     rejected: tuple[Rejected, ...] = field(default=())
+    #: the message it was decoded from (`decode_batch`): decoded again with the same site and
+    #: gateway, it gives these readings (the stream's input journal keeps it so)
+    payload: bytes = field(default=b"", compare=False, repr=False)
 
 
 def encode_reading(reading: Reading) -> str:
@@ -499,7 +502,7 @@ def decode_batch(payload: bytes, *, site: str | None = None, gateway: str | None
     body = loads_bounded(payload, max_bytes=LIMITS.payload, max_containers=LIMITS.readings + 2)
     items, outbox = _batch_body(body)
     readings, rejected = _decode_items(items, site=site, gateway=gateway)
-    return Batch(tuple(readings), outbox, tuple(rejected))
+    return Batch(tuple(readings), outbox, tuple(rejected), payload)
 
 
 # --- status ------------------------------------------------------------------------------------

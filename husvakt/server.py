@@ -129,7 +129,11 @@ class EmbeddedServer(_Server):
     async def _readings(self, site: str, gateway: str, batch: Batch) -> None:
         self._remember(batch.readings)
         await self.engine.process_batch(
-            batch.readings, outbox=batch.outbox, source=f"{site}/{gateway}", save=False
+            batch.readings,
+            outbox=batch.outbox,
+            source=f"{site}/{gateway}",
+            save=False,
+            message=(site, gateway, batch.payload) if batch.payload else None,
         )
 
     async def _settle(self) -> None:

@@ -3,7 +3,8 @@
 Readings come from the in-process gateway (all-in-one) or from the MQTT uplink topics
 (`husvakt stream`). Alarms go to a sink that is awaited before the engine moves on (the case
 bridge records them durably), and what a batch changed is saved after its alarms were handed
-off, so a restart continues hold timers and hysteresis where they were.
+off, so a restart continues hold timers and hysteresis where they were: uplink messages are
+journaled as they came (`stream.state`) and taken again by a restart, the rest written out.
 
 Nothing a reading carries can stop the engine: each reading is admitted by the registry (the
 allow-list), evaluated in isolation — any exception quarantines that reading and the batch goes
@@ -25,6 +26,7 @@ from types import MappingProxyType
 from gateway.clock import Clock
 from gateway.models import Reading
 from gateway.quarantine import Quarantine
+from gateway.wire import decode_batch
 from stream.core import (
     GatewayTrack,
     on_status,
@@ -33,10 +35,11 @@ from stream.core import (
 )
 from stream.errors import SinkUnavailableError
 from stream.intake import Intake
+from stream.kinds.base import from_micros, micros
 from stream.lag import LagMonitor
 from stream.models import Alarm
 from stream.registry import Registry
-from stream.state import SqliteRuleState
+from stream.state import JournalEntry, SqliteRuleState
 from stream.table import RuleTable
 
 __all__ = ["AlarmSink", "EmbeddedEngine", "hand_off"]
@@ -51,6 +54,9 @@ AlarmSink = Callable[[Sequence[Alarm]], Awaitable[object]]
 #: Readings evaluated between two yields to the event loop (keepalives, other gateways); the
 #: alarms they raised are handed off together.
 YIELD_EVERY = 256
+#: Readings the input journal holds at most before the state is written out (what a restart
+#: takes again: a few seconds of work). Ticks write the state out every `tick_every` anyway.
+JOURNAL_READINGS = 200_000
 #: Attempts for an alarm whose recording fails for another reason than an unavailable sink.
 SINK_ATTEMPTS = 3
 
@@ -146,11 +152,19 @@ class EmbeddedEngine:
         )
         self._tracks: dict[tuple[str, str], GatewayTrack] = {}
         self._dirty: set[tuple[str, str]] = set()
+        #: messages taken since the last save, to be journaled by `settle`
+        self._unjournaled: list[JournalEntry] = []
+        #: a change since the last save that the journal cannot hold (readings from this
+        #: process, a new watch): `settle` writes the state out
+        self._must_write = False
+        #: readings in the state's journal, replayed by a restart
+        self._journaled_readings = 0
         # Batches, statuses and ticks take turns: each one's alarms are handed off (awaited)
         # before another changes the state they came from.
         self._turn = asyncio.Lock()
         if state is not None:
             self._tracks.update(state.load())
+            self._replay(state.journaled_entries())
             if self._tracks:
                 log.info(
                     "rule state restored for %d gateway(s) from %s", len(self._tracks), state.path
@@ -176,6 +190,7 @@ class EmbeddedEngine:
         now = self._clock.now()
         for sensor, kind in sensors:
             watch(track, sensor, kind, self._table, now)
+        self._must_write = True
 
     async def process(self, reading: Reading) -> None:
         await self.process_batch([reading])
@@ -187,23 +202,51 @@ class EmbeddedEngine:
         outbox: str | None = None,
         source: str = "",
         save: bool = True,
+        message: tuple[str, str, bytes] | None = None,
     ) -> None:
         """Evaluate a batch, hand off its alarms, then save the changed state. `outbox`: the id
         of the gateway outbox that numbered the batch; `source`: where it came from (a topic),
         for the quarantine; without `save`, the caller calls `settle` before it acknowledges
-        (to save once for several batches)."""
+        (to save once for several batches). `message`: the topic's site and gateway and the
+        payload the readings were decoded from, for `settle` to journal instead of writing
+        every sensor the batch touched."""
         async with self._turn:
-            await self._process_batch(readings, outbox, source, save=save)
+            await self._process_batch(readings, outbox, source, save=save, message=message)
 
     async def settle(self) -> None:
-        """Save what the batches since the last save changed."""
+        """Make what the batches since the last save changed survive a restart: by journaling
+        their messages when every one of them came with its message and the journal is not
+        full (a restart takes them again), else by writing the changed state out."""
         async with self._turn:
-            await self.save()
+            state, entries = self._state, self._unjournaled
+            if state is None or self._must_write or not entries:
+                await self.save()
+                return
+            readings = sum(e.readings for e in entries)
+            if self._journaled_readings + readings > JOURNAL_READINGS:
+                await self.save()
+                return
+            await state.journal(entries)  # failed: journaled (or saved) with the next settle
+            self._unjournaled = []
+            self._journaled_readings += readings
 
     async def _process_batch(
-        self, readings: Sequence[Reading], outbox: str | None, source: str, *, save: bool
+        self,
+        readings: Sequence[Reading],
+        outbox: str | None,
+        source: str,
+        *,
+        save: bool,
+        message: tuple[str, str, bytes] | None = None,
     ) -> None:
         now = self._clock.now()
+        if message is None:
+            self._must_write = True
+        elif self._state is not None:
+            site, gateway, payload = message
+            self._unjournaled.append(
+                JournalEntry(micros(now), site, gateway, outbox, source, payload, len(readings))
+            )
         pending: list[Alarm] = []
         for i, reading in enumerate(readings):
             if i and i % YIELD_EVERY == 0:
@@ -274,12 +317,43 @@ class EmbeddedEngine:
         await hand_off(alarms, self._sink, self.quarantine)
 
     async def save(self) -> None:
+        """Write every changed track out (and with it, empty the journal)."""
         if self._state is None:
             self._dirty.clear()
             return
         changed = [self._tracks[key] for key in self._dirty]
         await self._state.save(changed)
         self._dirty.clear()
+        self._unjournaled = []
+        self._must_write = False
+        self._journaled_readings = 0
+
+    def _replay(self, entries: Sequence[JournalEntry]) -> None:
+        """Take the journaled messages again, in order, at the time they were first taken:
+        their alarms were handed off then, so only their state changes are made."""
+        readings = 0
+        for entry in entries:
+            try:
+                batch = decode_batch(entry.payload, site=entry.site, gateway=entry.gateway)
+                now = from_micros(entry.now)
+            except Exception as exc:  # noqa: BLE001 - a damaged row must not stop the engine
+                log.error(  # noqa: TRY400 - what is wrong with the row, not where in husvakt
+                    "a journaled message cannot be read (%s); it is left out", exc
+                )
+                continue
+            for reading in batch.readings:
+                self._intake.reading(
+                    self._track, reading, now, outbox=entry.outbox, source=entry.source, again=True
+                )
+            readings += len(batch.readings)
+        self._journaled_readings = readings
+        if entries:
+            log.info(
+                "took %d journaled message(s) (%d readings) again from %s",
+                len(entries),
+                readings,
+                self._state.path if self._state is not None else "",
+            )
 
     def close(self) -> None:
         if self._state is not None:

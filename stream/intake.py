@@ -76,10 +76,15 @@ class Intake:
         *,
         outbox: str | None,
         source: str,
+        again: bool = False,
     ) -> list[Alarm]:
-        """The alarms of one reading (after `track_of` gave its gateway's track), or none."""
+        """The alarms of one reading (after `track_of` gave its gateway's track), or none.
+        `again`: a reading taken before, replayed from the input journal after a restart —
+        its state changes are made once more; it is not counted or quarantined again."""
         refused = self._registry.refuse(reading) if self._registry is not None else None
         if refused is not None:
+            if again:
+                return []
             self._counts["refused"] += 1
             self.quarantine.add(
                 refused,
@@ -101,6 +106,8 @@ class Intake:
                 outbox=outbox,
             )
         except Exception as exc:  # one reading never stops the others
+            if again:
+                return []  # it failed, and was quarantined, the first time
             log.exception("evaluating %s/%s failed", reading.site, reading.sensor)
             self._counts["failed"] += 1
             self.quarantine.add(
@@ -109,6 +116,8 @@ class Intake:
                 source=source or f"{reading.site}/{reading.gateway}",
                 raw=repr(reading),
             )
+            return []
+        if again:
             return []
         self._counts["readings" if outcome == "evaluated" else outcome] += 1
         if outcome in ("clock_ahead", "seq_jump"):

@@ -12,6 +12,13 @@ A batch that touched two sensors writes two sensor rows and two sample rows — 
 of the gateway with every sample of its window, which is what made a busy server fall behind,
 nor a row per reading. Rows whose samples have all left their window are deleted a few at a
 time; reading the log back keeps only the samples from the newest row's window start on.
+
+Between those writes, `husvakt stream` journals the uplink messages it took instead (`journal`:
+the message as it arrived, when it was taken, its topic's gateway): a fleet's batch touches a
+sensor per reading, and writing each of them out was most of a busy server's time. A restart
+loads the rows and takes the journaled messages again, in order, at the time they were first
+taken — the rules are a function of state, reading and time, so the state is what it was. Ticks
+(every `tick_every`) and a journal of `JOURNAL_READINGS` write the rows out and empty it.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ from stream.core import (
 from stream.errors import StreamError
 from stream.rules import RiseState
 
-__all__ = ["SqliteRuleState", "gateway_contacts"]
+__all__ = ["JournalEntry", "SqliteRuleState", "gateway_contacts"]
 
 log = logging.getLogger("husvakt.stream.state")
 
@@ -79,7 +86,33 @@ CREATE TABLE IF NOT EXISTS rise_chunks (
 );
 CREATE INDEX IF NOT EXISTS rise_chunks_by_sensor
     ON rise_chunks (site, gateway, sensor, rule, newest);
+CREATE TABLE IF NOT EXISTS input_journal (
+    id INTEGER PRIMARY KEY,
+    now INTEGER NOT NULL,
+    site TEXT NOT NULL,
+    gateway TEXT NOT NULL,
+    outbox TEXT,
+    source TEXT NOT NULL,
+    payload BLOB NOT NULL
+);
 """
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """A readings message the engine took since the rule state was last written out: when it
+    took it (µs since the epoch), the topic's site and gateway, the outbox id the message
+    named, where it came from, and the message as it arrived."""
+
+    now: int
+    site: str
+    gateway: str
+    outbox: str | None
+    source: str
+    payload: bytes
+    #: readings the engine took from it (not stored: the payload says)
+    readings: int = 0
+
 
 #: Rows of a rate-of-rise state's log whose samples have all left the window, deleted together
 #: once there are this many (a delete per state and save cost more than the rows themselves).
@@ -142,6 +175,8 @@ class SqliteRuleState:
         self._saved: dict[Key, tuple[RiseState, int]] = {}
         #: per rate-of-rise state, the newest sample of each of its rows in the log
         self._stored: dict[Key, list[int]] = {}
+        #: rows in the input journal (the state rows do not hold what they did yet)
+        self.journaled = self._db.execute("SELECT count(*) FROM input_journal").fetchone()[0]
 
     def load(self) -> dict[tuple[str, str], GatewayTrack]:
         """Every gateway's track. A gateway row of an older husvakt holds its sensors inline;
@@ -292,22 +327,61 @@ class SqliteRuleState:
                 changes.cutoffs,
             )
             db.executemany("INSERT INTO rise_chunks VALUES (?, ?, ?, ?, ?, ?, ?)", changes.chunks)
+            if self.journaled:  # the rows written hold what every journaled message did
+                db.execute("DELETE FROM input_journal")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
         self._saved.update(changes.pushed)
         self._stored.update(changes.stored)
+        self.journaled = 0
 
     async def save(self, tracks: Iterable[GatewayTrack]) -> None:
         """Write what changed in these tracks since they were last saved (one transaction)."""
         tracks = list(tracks)
         async with self._lock:
             changes = self._changes(tracks)
-            if changes.gateways:
+            if changes.gateways or self.journaled:
                 await asyncio.to_thread(self._write, changes)
             for track in tracks:  # only once written: a failed write is tried again next time
                 track.changed.clear()
+
+    async def journal(self, entries: Sequence[JournalEntry]) -> None:
+        """Append readings messages to the input journal (one transaction): what they changed
+        is written out by a later `save`, and until then a restart takes them again."""
+        if not entries:
+            return
+        rows = [(e.now, e.site, e.gateway, e.outbox, e.source, e.payload) for e in entries]
+        async with self._lock:
+            await asyncio.to_thread(self._append, rows)
+            self.journaled += len(rows)
+
+    def _append(self, rows: list[tuple[int, str, str, str | None, str, bytes]]) -> None:
+        with self._writing:
+            if self._closed:
+                raise StreamError(f"rule state {self.path} is closed; the changes stay unsaved")
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")  # all of the group's messages or none
+            try:
+                db.executemany(
+                    "INSERT INTO input_journal (now, site, gateway, outbox, source, payload) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def journaled_entries(self) -> list[JournalEntry]:
+        """The input journal in the order the engine took its messages (after `load`)."""
+        return [
+            JournalEntry(int(now), site, gateway, outbox, source, bytes(payload))
+            for now, site, gateway, outbox, source, payload in self._db.execute(
+                "SELECT now, site, gateway, outbox, source, payload FROM input_journal ORDER BY id"
+            )
+        ]
 
     def close(self) -> None:
         """Close once any write in progress has finished (closing the connection under a write

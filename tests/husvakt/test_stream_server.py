@@ -293,3 +293,52 @@ async def test_readings_by_hand_reach_the_rules_and_nobody_may_speak_for_their_g
         stop.set()
         await task
         await store.aclose()
+
+
+async def test_a_restarted_stream_continues_a_hold_from_the_messages_it_journaled(
+    mosquitto, tmp_path
+):
+    """`husvakt stream` settles uplink messages by journaling them (not by writing each sensor
+    they touched) and acknowledges them; stopped before its state was written out, the next
+    stream takes the journal again, so the frost hold that began before the stop ends in one
+    freezing case after it."""
+    import sqlite3
+
+    config = school_on(mosquitto, tmp_path)
+    store = SqliteCaseStore(tmp_path / "cases.db")
+    await store.start()
+    night = cold_night()
+
+    async def serve(parts):
+        server = EmbeddedServer(config=config, clock=Clock(NOW), store=store)
+        settled, settle = asyncio.Queue(), server.engine.settle
+
+        async def settling():
+            await settle()
+            await settled.put(server.engine.counts["readings"])
+
+        server.engine.settle = settling
+        stop = asyncio.Event()
+        task = asyncio.create_task(server.run(stop))
+        await server.subscriber.subscribed.wait()
+        taken = 0
+        for part in parts:
+            await publish(mosquitto, (f"{TOPIC}/readings", batch(part)))
+            taken += len(part)
+            while await settled.get() < taken:  # settled once the rules took the part
+                pass
+        stop.set()
+        await task
+
+    await serve([night[:3], night[3:6]])
+    db = sqlite3.connect(tmp_path / "rules.db")
+    journaled = db.execute("SELECT COUNT(*) FROM input_journal").fetchone()[0]
+    db.close()
+    assert journaled >= 1
+    assert await store.list_cases() == []  # 5 minutes of frost: the hold has not ended
+    await serve([night[6:]])
+    cases = await store.list_cases()
+    assert [(c.condition, c.sensor) for c in cases] == [("freezing", "basement-t1")]
+    # the frost began with the first stream's first reading, not with the second stream
+    assert cases[0].episode.endswith(night[0].ts.strftime("%Y%m%dT%H%M%SZ")), cases[0].episode
+    await store.aclose()
