@@ -333,8 +333,8 @@ def _measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rates", default="1000,10000", help="background readings/s")
-    parser.add_argument("--deployments", default="all-in-one,split")
+    parser.add_argument("--rates", default="1000,10000,20000", help="background readings/s")
+    parser.add_argument("--deployments", default="all-in-one,split,stream")
     parser.add_argument("--sensors", type=int, default=200, help="background sensors")
     parser.add_argument("--gateways", type=int, default=50, help="the fleet (stream deployment)")
     parser.add_argument("--per-gateway", type=int, default=50, help="sensors per fleet gateway")
@@ -367,6 +367,42 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|")
     for result in rows:
         print(result.row())
+    print()
+    for line in _goals(rows):
+        print(line)
+
+
+def _goals(rows: list[Result]) -> list[str]:
+    """Issue 10's goal lines for the rows measured: p99 ≤ 1 s with every probe's case, at
+    1,000 and 10,000 readings/s for one gateway (all-in-one and split), and at 20,000 for a
+    server fed by a fleet."""
+    lines = []
+    for deployment, rate, what in (
+        ("all-in-one", 1000, "all-in-one at 1,000 readings/s"),
+        ("split", 1000, "split at 1,000 readings/s"),
+        ("all-in-one", 10000, "all-in-one at 10,000 readings/s"),
+        ("split", 10000, "split at 10,000 readings/s"),
+        ("stream", 20000, "husvakt stream fed by the fleet, sustained 20,000 readings/s"),
+    ):
+        for result in rows:
+            if (result.deployment, result.rate) != (deployment, rate):
+                continue
+            p99 = _p99(result.latencies)
+            met = result.lost == 0 and p99 is not None and p99 <= 1.0
+            shown = "no case" if p99 is None else f"p99 {p99:.2f} s"
+            lines.append(
+                f"goal reading → case ≤ 1 s (p99, no probe lost), {what}: {shown}, "
+                f"{result.lost} lost, {'met' if met else 'NOT met'}"
+            )
+    return lines
+
+
+def _p99(latencies: list[float]) -> float | None:
+    if not latencies:
+        return None
+    if len(latencies) == 1:
+        return latencies[0]
+    return statistics.quantiles(sorted(latencies), n=100, method="inclusive")[98]
 
 
 if __name__ == "__main__":

@@ -178,6 +178,28 @@ async def test_a_restart_takes_journaled_messages_again_and_continues_the_hold(t
     restored.close()
 
 
+async def test_settling_journals_or_writes_out_whichever_is_cheaper(tmp_path):
+    """Messages whose readings are spread over many sensors are journaled (a fleet); a backlog
+    of many readings of a few sensors writes the changed sensors out instead (cheaper than its
+    bytes)."""
+    path = tmp_path / "rules.db"
+    engine = saving_engine(path, now=T0 + timedelta(hours=2))
+    spread = [reading(0, 21.0, f"t{i}", seq=i + 1) for i in range(40)]
+    await engine.process_batch(spread, save=False, message=message(spread))
+    await engine.settle()
+    assert journal_rows(path) == {"input_journal": 1, "sensor_state": 0}
+    few = [reading(1 + i / 600, 21.0, f"t{i % 2}", seq=100 + i) for i in range(1000)]
+    for start in range(0, len(few), 50):
+        part = few[start : start + 50]
+        await engine.process_batch(part, save=False, message=message(part))
+    await engine.settle()
+    assert journal_rows(path) == {"input_journal": 0, "sensor_state": 40}
+    engine.close()
+    restored = saving_engine(path)
+    assert restored.tracks == engine.tracks
+    restored.close()
+
+
 async def test_a_damaged_journal_row_is_left_out_and_the_rest_taken_again(tmp_path, caplog):
     """A journal row that cannot be read (bytes that are no message, a time no clock holds) is
     logged and left out; the messages around it are taken again, and a frost still raises."""
