@@ -129,12 +129,24 @@ def _raw(output: Output, sensor: SensorConfig) -> Sample | None:
         codec = _serial_codec(output.sensor, sensor.id)
         decoded = None if line is None else codec.decode(line)
         return Sample.of(decoded, ts) if isinstance(decoded, Decoded) else None
-    message = encode.mqtt_message(output, raw)
-    if message is None:
+    printed = encode.text(output, raw)
+    if printed is None:
         return None  # the device publishes nothing
-    mqtt = _mqtt_codec(output.sensor, sensor.id, output.format, output.path)
-    decoded = mqtt.decode(output.sensor, message.encode())
-    return Sample.of(decoded, ts) if isinstance(decoded, Decoded) else None
+    decoded = _mqtt_round_trip(output.format, output.path, output.state, printed)
+    if decoded is None:
+        return None
+    return Sample(sensor.id, ts, decoded.value, decoded.fault, None, decoded.state)
+
+
+@functools.lru_cache(maxsize=65536)
+def _mqtt_round_trip(fmt: str, path: str | None, state: bool, printed: str) -> Decoded | None:
+    """What a gateway's codec decodes from the message a device of this shape publishes for
+    what it prints (None: what the source quarantines). A function of these alone — the
+    message is `encode.mqtt_payload`'s, the codec the one of such a device — so a replay
+    encodes and decodes each distinct one once, not each of a day's million readings."""
+    message = encode.mqtt_payload(fmt, printed, path, state)
+    decoded = _mqtt_codec("device", "sensor", fmt, path).decode("device", message.encode())
+    return decoded if isinstance(decoded, Decoded) else None
 
 
 _MODBUS_INT16 = ModbusPoint(type="modbus", device="sim", address=0)

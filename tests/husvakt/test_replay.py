@@ -241,3 +241,41 @@ async def test_replay_path_simulates_a_long_scenario_in_a_worker(monkeypatch):
     split = await replay_path(scenario, load_config(SCHOOL))
     assert started
     assert split.model_dump() == alone.model_dump()
+
+
+def test_a_replayed_mqtt_device_decodes_as_the_gateways_codec_does():
+    """The replay encodes and decodes each distinct printed value of a device shape once; for
+    every shape, key, on/off device and fault that is what encoding the output and decoding
+    it with the codec of a gateway configured for that very device gives, reading by reading."""
+    from datetime import UTC, datetime
+
+    from firmware_sim import encode
+    from firmware_sim.scenario import Output
+    from gateway.config import MqttPoint, SensorConfig
+    from gateway.decode import MQTT_PRESETS
+    from gateway.normalize import Sample
+    from gateway.protocols import Decoded
+    from husvakt.replay import _mqtt_codec, _raw
+
+    at = datetime(2026, 1, 15, 2, 0, tzinfo=UTC)
+    checked = 0
+    for fmt in MQTT_PRESETS:
+        for path in (None, "temperature", "a.b"):
+            for state in (False, True):
+                for value, fault in ((21.456, None), (0.0, None), (1.0, None), (-127.0, None),
+                                     (None, "ds18b20-crc"), (None, "serial-garbage"),
+                                     (None, "disconnected"), (None, "dropout")):  # fmt: skip
+                    out = Output(at, 0.0, 0, "dev/t1", "mqtt", value, fault, fmt, path, state)
+                    sensor = SensorConfig(
+                        id="t1", source=MqttPoint(type="mqtt", topic="dev/t1", format=fmt)
+                    )
+                    message = encode.mqtt_message(out, encode.shown(out))
+                    codec = _mqtt_codec(out.sensor, sensor.id, fmt, path)
+                    if message is None:
+                        expected = None
+                    else:
+                        decoded = codec.decode(out.sensor, message.encode())
+                        expected = Sample.of(decoded, at) if isinstance(decoded, Decoded) else None
+                    assert _raw(out, sensor) == expected, (fmt, path, state, value, fault)
+                    checked += expected is not None
+    assert checked > 50
