@@ -197,7 +197,11 @@ def arrivals_from_scenario(
             sample, sensor, site=sensor.site or gateway.site, gateway=gateway.id, seq=seq
         )
         counts[reading.quality] += 1
-        arrive = next((end for start, end in outages if start <= output.when < end), None)
+        arrive = (
+            next((end for start, end in outages if start <= output.when < end), None)
+            if outages
+            else None
+        )
         if arrive is None:
             yield Arrival(output.when, seq, reading)
         else:
