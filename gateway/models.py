@@ -129,7 +129,7 @@ class Reading(BaseModel):
                 "fault": fault,
             },
         )
-        _set_fields(reading, set(_FIELDS))
+        _set_fields(reading, _ALL_SET)
         _set_extra(reading, None)
         _set_private(reading, None)
         return reading
@@ -139,7 +139,7 @@ class Reading(BaseModel):
         without its generic copy: the outbox numbers every reading it commits)."""
         reading = _new(Reading)
         _set_dict(reading, {**self.__dict__, "seq": seq})
-        _set_fields(reading, set(_FIELDS))
+        _set_fields(reading, _ALL_SET)
         _set_extra(reading, None)
         _set_private(reading, None)
         return reading
@@ -153,3 +153,7 @@ _set_fields = BaseModel.__dict__["__pydantic_fields_set__"].__set__
 _set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
 _set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 _FIELDS = frozenset(Reading.model_fields)
+#: The fields set of every reading made here, one set shared by all: a reading is frozen (no
+#: assignment adds to it) and `model_copy` copies the set before it adds the names it
+#: updates — a set of its own per reading was a tenth of making one, and 700 bytes.
+_ALL_SET = set(_FIELDS)

@@ -598,8 +598,8 @@ def _produce(conn: Connection, scenario: Scenario, config: HusvaktConfig) -> Non
         chunk: list[tuple[Any, ...]] = []
         for at, order, r in arrivals_from_scenario(scenario, config, counts):
             chunk.append(
-                (at, order, r.site, r.gateway, r.sensor, r.kind, r.value, r.unit, r.ts, r.seq,
-                 r.quality, r.fault)
+                (at, order, (r.site, r.gateway, r.sensor, r.kind, r.value, r.unit, r.ts, r.seq,
+                             r.quality, r.fault))
             )  # fmt: skip
             if len(chunk) >= CHUNK:
                 conn.send(("arrivals", chunk))
@@ -623,7 +623,7 @@ def arrivals_in_worker(
     )
     worker.start()
     send.close()  # the worker's end: a worker that dies ends the pipe
-    trusted = Reading.trusted
+    trusted, make = Reading.trusted, tuple.__new__
     try:
         while True:
             try:
@@ -634,8 +634,8 @@ def arrivals_in_worker(
                     f"(exit code {worker.exitcode})"
                 ) from None
             if what == "arrivals":
-                for at, order, *fields in body:
-                    yield Arrival(at, order, trusted(*fields))
+                for at, order, fields in body:
+                    yield make(Arrival, (at, order, trusted(*fields)))
             elif what == "done":
                 counts.update(body)
                 return

@@ -175,7 +175,7 @@ def _check_clock(
     return alarms, reading
 
 
-def on_reading(
+def on_reading(  # noqa: PLR0912 - the hot path: `_contact` inline for its common case
     gw: GatewayTrack,
     reading: Reading,
     table: RuleTable,
@@ -217,8 +217,14 @@ def on_reading(
         )
         outcome = "seq_reset"
     gw.max_seq = reading.seq
-    gw.newest_ts = reading.ts if gw.newest_ts is None else max(gw.newest_ts, reading.ts)
-    alarms.extend(_contact(gw, table, now, watch_gateway=watch_gateway))
+    if gw.newest_ts is None or reading.ts > gw.newest_ts:
+        gw.newest_ts = reading.ts
+    if gw.episode is None:  # `_contact` without an episode to end: the common case, inline
+        if gw.contact is None or gw.contact < now:
+            gw.contact = now
+        gw.said_offline = None
+    else:
+        alarms.extend(_contact(gw, table, now, watch_gateway=watch_gateway))
     sensor = gw.sensors.get(reading.sensor)
     if sensor is None:
         sensor = gw.sensors[reading.sensor] = SensorTrack(kind=reading.kind)
@@ -233,7 +239,8 @@ def on_reading(
     sensor.states, produced = evaluate_sensor(
         sensor.states, reading, rules, now, late_after=late_after
     )
-    alarms.extend(produced)
+    if produced:
+        alarms.extend(produced)
     table.note(reading)
     return alarms, outcome
 

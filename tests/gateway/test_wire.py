@@ -135,6 +135,11 @@ def test_a_decoded_reading_is_the_validated_model_in_every_way(reading):
     assert decoded.model_copy(update={"value": 1.5}).value == 1.5
     with pytest.raises(ValueError, match="frozen"):
         decoded.value = 2.0  # type: ignore[misc]
+    # the readings it builds share one fields set: nothing done to one reaches another
+    other = Reading.trusted("s", "g", "t", "temperature", 2.5, "°C", T0, 0)
+    decoded.model_copy(update={"value": 1.5, "fault": None}).model_fields_set.add("x")
+    decoded.numbered(3).model_copy(deep=True).model_fields_set.discard("seq")
+    assert other.model_fields_set == decoded.model_fields_set == set(Reading.model_fields)
 
 
 def test_a_flood_of_distinct_ids_keeps_the_checked_values_bounded_and_decoding_right():
