@@ -300,11 +300,14 @@ async def _feed(
     sensors) are evaluated as one batch, as the engine gets them in service; time-based work
     runs between instants."""
     group: list[Reading] = []
+    stepped: datetime | None = None
     for arrival in arrivals:
         if group and (arrival.at != clock.value or len(group) >= REPLAY_BATCH):
             await engine.process_batch(group)
             group = []
-        await step_until(arrival.at)
+        if arrival.at != stepped:  # stepping to the same instant again does nothing
+            await step_until(arrival.at)
+            stepped = arrival.at
         clock.value = arrival.at
         remember(arrival.reading)
         group.append(arrival.reading)

@@ -28,11 +28,11 @@ import orjson
 
 from gateway.models import Reading
 from stream.kinds import kind_of_state, state_kind
-from stream.kinds.base import RuleBase, within_micros
 from stream.kinds.base import dec_episode as _dec_episode
 from stream.kinds.base import enc_episode as _enc_episode
 from stream.kinds.base import opt_micros as _t
 from stream.kinds.base import opt_time as _d
+from stream.kinds.base import within_micros
 from stream.kinds.offline import OfflineRule
 from stream.models import Alarm, AlarmState
 from stream.rules import (
@@ -282,7 +282,7 @@ def on_tick(
     #: whatever its grace (`within_micros`: the same decision as `tick`'s seconds)
     horizons: dict[float, datetime] = {}
     for sensor_id, sensor in gw.sensors.items():
-        rows = _offline_rows(table.rules_for(gw.site, sensor_id, sensor.kind))
+        rows = table.offline_rows_for(gw.site, sensor_id, sensor.kind)
         fault: bool | None = None
         for rule_row in rows:
             state = sensor.states.get(rule_row.id)
@@ -315,22 +315,6 @@ def on_tick(
                 gw.changed.add(sensor_id)
             alarms.extend(produced)
     return alarms
-
-
-#: Per rules tuple (by identity, as the rule table hands them out): its offline rows.
-_OFFLINE: dict[int, tuple[Sequence[RuleBase], tuple[OfflineRule, ...]]] = {}
-
-
-def _offline_rows(rules: Sequence[RuleBase]) -> tuple[OfflineRule, ...]:
-    cached = _OFFLINE.get(id(rules))
-    if cached is not None and cached[0] is rules:
-        return cached[1]
-    rows = tuple(r for r in rules if isinstance(r, OfflineRule))
-    if isinstance(rules, tuple):  # immutable: safe to remember
-        if len(_OFFLINE) >= 4096:
-            _OFFLINE.clear()
-        _OFFLINE[id(rules)] = (rules, rows)
-    return rows
 
 
 def watch(gw: GatewayTrack, sensor: str, kind: str, table: RuleTable, now: datetime) -> None:

@@ -10,6 +10,7 @@ from gateway.models import Reading
 from stream.config import (
     MATCH_ORDER,
     GatewayOfflineRule,
+    OfflineRule,
     RuleBase,
     gateway_facts,
     sensor_facts,
@@ -48,6 +49,7 @@ class RuleTable:
         #: share it, and with it the plan the rules cache per tuple (`stream.rules`), so a
         #: server of many sensors keeps a plan per kind of sensor, not one per sensor
         self._shared: dict[tuple[int, ...], tuple[RuleBase, ...]] = {}
+        self._offline: dict[tuple[str, str, str], tuple[OfflineRule, ...]] = {}
         self._gateways: dict[tuple[str, str], GatewayOfflineRule | None] = {}
 
     @property
@@ -86,6 +88,16 @@ class RuleTable:
         result = self._shared.setdefault(tuple(map(id, chosen)), tuple(chosen))
         self._cache[key] = result
         return result
+
+    def offline_rows_for(self, site: str, sensor: str, kind: str) -> tuple[OfflineRule, ...]:
+        """The sensor's offline rows (of `rules_for`): what every tick looks at per sensor."""
+        key = (site, sensor, kind)
+        rows = self._offline.get(key)
+        if rows is None:
+            rows = self._offline[key] = tuple(
+                r for r in self.rules_for(site, sensor, kind) if isinstance(r, OfflineRule)
+            )
+        return rows
 
     def _peek(self, site: str) -> Callable[[str], float | None]:
         latest = self._latest
