@@ -133,3 +133,38 @@ async def test_play_hands_each_output_over_when_it_is_due():
         (T0 + timedelta(seconds=180), 180),
     ]
     assert clock.slept == [30.0, 60.0]
+
+
+@pytest.mark.parametrize("power_cut", [False, True])
+def test_a_scenario_plays_its_devices_outputs_merged_in_time_and_device_order(power_cut):
+    """Devices that sample alike are played in lockstep: the outputs are exactly each device's
+    own outputs merged by time, then device — whatever the periods, faults and ramps."""
+    import heapq
+
+    timeline = [
+        {"at": 300, "sensor": "t1", "fault": "stuck", "for": 200},
+        {"at": 120, "sensor": "t3", "ramp": {"rate": -0.5, "per": 60, "to": 3.0}},
+    ]
+    if power_cut:
+        timeline.append({"at": 400, "power_cut": 100})
+    scenario = Scenario.model_validate(
+        {
+            "name": "mixed",
+            "start": T0,
+            "duration": 1800,
+            "devices": [
+                {
+                    "sensor": f"t{i}",
+                    "every": every,
+                    "signal": {"baseline": 12.0, "daily_amplitude": 2.0, "noise": 0.3, "seed": i},
+                }
+                for i, every in enumerate([60, 60, 45.5, 60, 10, 45.5, 0.7])
+            ],
+            "timeline": timeline,
+        }
+    )
+    merged = list(heapq.merge(*(scenario.device_outputs(i) for i in range(7))))
+    played = list(scenario.outputs())
+    assert played == merged
+    assert [type(o) for o in played] == [type(o) for o in merged]
+    assert len({o.order for o in played}) == 7
