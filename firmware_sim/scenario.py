@@ -288,6 +288,9 @@ class Scenario(_Frozen):
     def _device_outputs(self, device: Device, order: int) -> Iterator[Output]:
         faults = [e for e in self.timeline if e.sensor == device.sensor and e.fault]
         power = self.outages("power")
+        if not power and not faults:  # the common case, the same outputs without the checks
+            yield from self._lockstep(device.every, [order])
+            return
         signal, sensor, protocol = device.signal, device.sensor, device.protocol
         shape = (device.format, device.value_path, device.states)
         noise, level = self._noise_and_level(device)
@@ -295,16 +298,6 @@ class Scenario(_Frozen):
         spread = signal.noise
         last_value: float | None = None
         t = 0.0
-        if not power and not faults:  # the common case, the same outputs without the checks
-            gauss, duration, make = noise.gauss, self.duration, tuple.__new__
-            while t <= duration:
-                jitter = gauss(0.0, spread) if spread else 0.0
-                when = start + timedelta(seconds=t)
-                yield make(
-                    Output, (when, t, order, sensor, protocol, level(when, t, jitter), None, *shape)
-                )
-                t += every
-            return
         while t <= self.duration:
             jitter = noise.gauss(0.0, spread) if spread else 0.0
             if power and any(a <= t < b for a, b in power):

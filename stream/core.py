@@ -112,7 +112,8 @@ class GatewayTrack:
 def _contact(
     gw: GatewayTrack, table: RuleTable, now: datetime, *, watch_gateway: bool
 ) -> list[Alarm]:
-    gw.contact = now if gw.contact is None else max(gw.contact, now)
+    if gw.contact is None or gw.contact < now:
+        gw.contact = now
     gw.said_offline = None
     if gw.episode is None:
         return []
@@ -175,7 +176,7 @@ def _check_clock(
     return alarms, reading
 
 
-def on_reading(  # noqa: PLR0912 - the hot path: `_contact` inline for its common case
+def on_reading(
     gw: GatewayTrack,
     reading: Reading,
     table: RuleTable,
@@ -219,12 +220,7 @@ def on_reading(  # noqa: PLR0912 - the hot path: `_contact` inline for its commo
     gw.max_seq = reading.seq
     if gw.newest_ts is None or reading.ts > gw.newest_ts:
         gw.newest_ts = reading.ts
-    if gw.episode is None:  # `_contact` without an episode to end: the common case, inline
-        if gw.contact is None or gw.contact < now:
-            gw.contact = now
-        gw.said_offline = None
-    else:
-        alarms.extend(_contact(gw, table, now, watch_gateway=watch_gateway))
+    alarms.extend(_contact(gw, table, now, watch_gateway=watch_gateway))
     sensor = gw.sensors.get(reading.sensor)
     if sensor is None:
         sensor = gw.sensors[reading.sensor] = SensorTrack(kind=reading.kind)

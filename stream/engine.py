@@ -168,7 +168,7 @@ class EmbeddedEngine:
         self._turn = asyncio.Lock()
         if state is not None:
             self._tracks.update(state.load())
-            self._replay(state.journaled_entries())
+            self._replay(state)
             if self._tracks:
                 log.info(
                     "rule state restored for %d gateway(s) from %s", len(self._tracks), state.path
@@ -337,19 +337,20 @@ class EmbeddedEngine:
         self._must_write = False
         self._journaled_readings = 0
 
-    def _replay(self, entries: Sequence[JournalEntry]) -> None:
+    def _replay(self, state: SqliteRuleState) -> None:
         """Take the journaled messages again, in order, at the time they were first taken:
         their alarms were handed off then, so only their state changes are made."""
+        entries = state.journaled_entries()
         readings = 0
         for entry in entries:
             try:
                 batch = decode_batch(entry.payload, site=entry.site, gateway=entry.gateway)
-                now = from_micros(entry.now)
             except Exception as exc:  # noqa: BLE001 - a damaged row must not stop the engine
                 log.error(  # noqa: TRY400 - what is wrong with the row, not where in husvakt
                     "a journaled message cannot be read (%s); it is left out", exc
                 )
                 continue
+            now = from_micros(entry.now)
             for reading in batch.readings:
                 self._intake.reading(
                     self._track, reading, now, outbox=entry.outbox, source=entry.source, again=True
@@ -361,7 +362,7 @@ class EmbeddedEngine:
                 "took %d journaled message(s) (%d readings) again from %s",
                 len(entries),
                 readings,
-                self._state.path if self._state is not None else "",
+                state.path,
             )
 
     def close(self) -> None:

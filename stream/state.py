@@ -32,7 +32,8 @@ import struct
 import threading
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -159,6 +160,18 @@ class _Changes:
     stored: dict[Key, list[int]]
 
 
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction on a connection in autocommit mode: all of it or nothing."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 class SqliteRuleState:
     def __init__(self, path: Path) -> None:
         private_file(path)  # readings and where sensors are: for the owner only
@@ -239,9 +252,8 @@ class SqliteRuleState:
             rows[(site, gateway, sensor, rule)].append((int(ts), float(value)))
         if not rows:
             return
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            self._db.executemany(
+        with _transaction(self._db) as db:
+            db.executemany(
                 "INSERT INTO rise_chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
@@ -253,11 +265,7 @@ class SqliteRuleState:
                     for key, kept in rows.items()
                 ],
             )
-            self._db.execute("DELETE FROM rise_samples")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            db.execute("DELETE FROM rise_samples")
 
     def _changes(self, tracks: Iterable[GatewayTrack]) -> _Changes:
         changes = _Changes([], [], [], [], {}, {})
@@ -308,9 +316,7 @@ class SqliteRuleState:
             self._write_open(changes)
 
     def _write_open(self, changes: _Changes) -> None:
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(self._db) as db:
             db.executemany(
                 "INSERT INTO gateway_state (site, gateway, data) VALUES (?, ?, ?) "
                 "ON CONFLICT (site, gateway) DO UPDATE SET data = excluded.data",
@@ -329,10 +335,6 @@ class SqliteRuleState:
             db.executemany("INSERT INTO rise_chunks VALUES (?, ?, ?, ?, ?, ?, ?)", changes.chunks)
             if self.journaled:  # the rows written hold what every journaled message did
                 db.execute("DELETE FROM input_journal")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
         self._saved.update(changes.pushed)
         self._stored.update(changes.stored)
         self.journaled = 0
@@ -361,27 +363,33 @@ class SqliteRuleState:
         with self._writing:
             if self._closed:
                 raise StreamError(f"rule state {self.path} is closed; the changes stay unsaved")
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")  # all of the group's messages or none
-            try:
+            with _transaction(self._db) as db:  # all of the group's messages or none
                 db.executemany(
                     "INSERT INTO input_journal (now, site, gateway, outbox, source, payload) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     rows,
                 )
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
 
     def journaled_entries(self) -> list[JournalEntry]:
-        """The input journal in the order the engine took its messages (after `load`)."""
-        return [
-            JournalEntry(int(now), site, gateway, outbox, source, bytes(payload))
-            for now, site, gateway, outbox, source, payload in self._db.execute(
-                "SELECT now, site, gateway, outbox, source, payload FROM input_journal ORDER BY id"
-            )
-        ]
+        """The input journal in the order the engine took its messages (after `load`). A row
+        that is not what `journal` writes (a damaged file) is logged and left out."""
+        entries = []
+        for row in self._db.execute(
+            "SELECT id, now, site, gateway, outbox, source, payload FROM input_journal ORDER BY id"
+        ):
+            number, now, site, gateway, outbox, source, payload = row
+            texts = (site, gateway, source) + (() if outbox is None else (outbox,))
+            if (
+                type(now) is not int
+                or not 0 <= now < _MAX_US
+                or not all(type(t) is str for t in texts)
+                or type(payload) is not bytes
+            ):
+                log.error("journaled message %s of %s cannot be read; it is left out", number,
+                          self.path)  # fmt: skip
+                continue
+            entries.append(JournalEntry(now, site, gateway, outbox, source, payload))
+        return entries
 
     def close(self) -> None:
         """Close once any write in progress has finished (closing the connection under a write

@@ -201,8 +201,10 @@ async def test_settling_journals_or_writes_out_whichever_is_cheaper(tmp_path):
 
 
 async def test_a_damaged_journal_row_is_left_out_and_the_rest_taken_again(tmp_path, caplog):
-    """A journal row that cannot be read (bytes that are no message, a time no clock holds) is
-    logged and left out; the messages around it are taken again, and a frost still raises."""
+    """Journal rows that cannot be read — bytes that are no message, nested too deep, too large,
+    a lone surrogate, a reading of another gateway, a time no clock holds (year 1, past year
+    9999, a float, text), text where bytes belong, a number where a site belongs — are logged
+    and left out; the messages around them are taken again, and a frost still raises."""
     import sqlite3
 
     path = tmp_path / "rules.db"
@@ -212,13 +214,28 @@ async def test_a_damaged_journal_row_is_left_out_and_the_rest_taken_again(tmp_pa
         await running.process_batch(part, save=False, message=message(part))
         await running.settle()
     running.close()
+    good = message(first)[2]
+    other = message([make_reading(1, -40.0, sensor="t1", seq=9, start=T0, gateway="x")])[2]
     db = sqlite3.connect(path, isolation_level=None)
-    db.execute(
-        "INSERT INTO input_journal (id, now, site, gateway, outbox, source, payload) "
-        "VALUES (3, 0, 's', 'g', NULL, 's/g', x'7b6e6f74'), (0, 99999999999999999999, 's', 'g', "
-        "NULL, 's/g', ?)",
-        message(first)[2:],
-    )
+    damaged = [
+        (0, "s", "g", b"{not"),
+        (0, "s", "g", b"[" * 100_000),
+        (0, "s", "g", b'{"readings":[' + b" " * 17_000_000 + b"]}"),
+        (0, "s", "g", rb'{"readings":[{"site":"\ud800"}]}'),
+        (0, "s", "g", other),
+        (-62_135_596_800_000_000, "s", "g", good),
+        (2**62, "s", "g", good),
+        (1.5, "s", "g", good),
+        ("soon", "s", "g", good),
+        (0, "s", "g", good.decode()),
+        (0, 7, "g", good),
+    ]
+    for i, (now, site, gateway, payload) in enumerate(damaged):
+        db.execute(
+            "INSERT INTO input_journal (id, now, site, gateway, outbox, source, payload) "
+            "VALUES (?, ?, ?, ?, NULL, 's/g', ?)",
+            (-i if i % 2 else 100 + i, now, site, gateway, payload),
+        )
     db.close()
     got = []
 
@@ -232,6 +249,7 @@ async def test_a_damaged_journal_row_is_left_out_and_the_rest_taken_again(tmp_pa
         sink=sink, state=SqliteRuleState(path),
     )  # fmt: skip
     assert "a journaled message cannot be read" in caplog.text
+    assert caplog.text.count("cannot be read") == 8  # the rest: readings the decoder refuses
     assert again.tracks[("s", "g")].sensors["t1"].last_seq == 2
     await again.process_batch([reading(10, 4.0, seq=3)])
     assert [(a.condition, a.state, a.started_at) for a in got] == [("freezing", "raised", T0)]
