@@ -57,6 +57,8 @@ YIELD_EVERY = 256
 #: Readings the input journal holds at most before the state is written out (what a restart
 #: takes again: a few seconds of work). Ticks write the state out every `tick_every` anyway.
 JOURNAL_READINGS = 200_000
+#: Bytes the input journal holds at most (a flood of padded messages fills no disk with it).
+JOURNAL_BYTES = 64 * 1024 * 1024
 #: Journaling this many bytes of messages costs about what writing out one sensor's state does
 #: (measured: a reading's ~170 bytes journaled ~1 µs, a sensor's state encoded and written
 #: ~20 µs); `settle` takes whichever is cheaper.
@@ -161,8 +163,8 @@ class EmbeddedEngine:
         #: a change since the last save that the journal cannot hold (readings from this
         #: process, a new watch): `settle` writes the state out
         self._must_write = False
-        #: readings in the state's journal, replayed by a restart
-        self._journaled_readings = 0
+        #: readings and bytes in the state's journal, replayed by a restart
+        self._journaled_readings = self._journaled_bytes = 0
         # Batches, statuses and ticks take turns: each one's alarms are handed off (awaited)
         # before another changes the state they came from.
         self._turn = asyncio.Lock()
@@ -231,6 +233,7 @@ class EmbeddedEngine:
             sensors = sum(len(self._tracks[key].changed) for key in self._dirty)
             if (
                 self._journaled_readings + readings > JOURNAL_READINGS
+                or self._journaled_bytes + size > JOURNAL_BYTES
                 or size > sensors * JOURNAL_BYTES_PER_SENSOR
             ):
                 await self.save()  # cheaper: many readings of few sensors (a backlog)
@@ -238,6 +241,7 @@ class EmbeddedEngine:
             await state.journal(entries)  # failed: journaled (or saved) with the next settle
             self._unjournaled = []
             self._journaled_readings += readings
+            self._journaled_bytes += size
 
     async def _process_batch(
         self,
@@ -335,7 +339,7 @@ class EmbeddedEngine:
         self._dirty.clear()
         self._unjournaled = []
         self._must_write = False
-        self._journaled_readings = 0
+        self._journaled_readings = self._journaled_bytes = 0
 
     def _replay(self, state: SqliteRuleState) -> None:
         """Take the journaled messages again, in order, at the time they were first taken:
@@ -357,6 +361,7 @@ class EmbeddedEngine:
                 )
             readings += len(batch.readings)
         self._journaled_readings = readings
+        self._journaled_bytes = sum(len(e.payload) for e in entries)
         if entries:
             log.info(
                 "took %d journaled message(s) (%d readings) again from %s",

@@ -200,6 +200,38 @@ async def test_settling_journals_or_writes_out_whichever_is_cheaper(tmp_path):
     restored.close()
 
 
+async def test_a_full_journal_writes_the_state_out(tmp_path, monkeypatch):
+    """The journal is bounded in readings and in bytes (a flood of padded messages): past
+    either bound, settling writes the state out and empties the journal."""
+    from stream import engine as engine_module
+
+    path = tmp_path / "rules.db"
+    running = saving_engine(path, now=T0 + timedelta(hours=2))
+    spread = [reading(0, 21.0, f"t{i}", seq=i + 1) for i in range(20)]
+    size = len(message(spread)[2])
+    monkeypatch.setattr(engine_module, "JOURNAL_BYTES", 2 * size + size // 2)  # two fit, not three
+    for round_ in range(3):
+        part = [r.model_copy(update={"seq": r.seq + 100 * round_}) for r in spread]
+        part = [r.model_copy(update={"ts": r.ts + timedelta(minutes=round_)}) for r in part]
+        await running.process_batch(part, save=False, message=message(part))
+        await running.settle()
+        rows = journal_rows(path)
+        assert rows == ({"input_journal": round_ + 1, "sensor_state": 0} if round_ < 2 else
+                        {"input_journal": 0, "sensor_state": 20}), round_  # fmt: skip
+    monkeypatch.setattr(engine_module, "JOURNAL_BYTES", 10**9)
+    monkeypatch.setattr(engine_module, "JOURNAL_READINGS", 30)
+    for round_ in range(3, 5):
+        part = [r.model_copy(update={"seq": r.seq + 100 * round_}) for r in spread]
+        part = [r.model_copy(update={"ts": r.ts + timedelta(minutes=round_)}) for r in part]
+        await running.process_batch(part, save=False, message=message(part))
+        await running.settle()
+    assert journal_rows(path) == {"input_journal": 0, "sensor_state": 20}
+    running.close()
+    restored = saving_engine(path)
+    assert restored.tracks == running.tracks
+    restored.close()
+
+
 async def test_a_damaged_journal_row_is_left_out_and_the_rest_taken_again(tmp_path, caplog):
     """Journal rows that cannot be read — bytes that are no message, nested too deep, too large,
     a lone surrogate, a reading of another gateway, a time no clock holds (year 1, past year
