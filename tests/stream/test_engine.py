@@ -207,25 +207,28 @@ async def test_a_full_journal_writes_the_state_out(tmp_path, monkeypatch):
 
     path = tmp_path / "rules.db"
     running = saving_engine(path, now=T0 + timedelta(hours=2))
-    spread = [reading(0, 21.0, f"t{i}", seq=i + 1) for i in range(20)]
-    size = len(message(spread)[2])
+
+    def minute(m):  # 20 sensors, a reading each, in one message
+        return [reading(m, 21.0, f"t{i}", seq=100 * m + i + 1) for i in range(20)]
+
+    async def take(m):
+        await running.process_batch(minute(m), save=False, message=message(minute(m)))
+        await running.settle()
+        return journal_rows(path)
+
+    size = len(message(minute(1))[2])
     monkeypatch.setattr(engine_module, "JOURNAL_BYTES", 2 * size + size // 2)  # two fit, not three
-    for round_ in range(3):
-        part = [r.model_copy(update={"seq": r.seq + 100 * round_}) for r in spread]
-        part = [r.model_copy(update={"ts": r.ts + timedelta(minutes=round_)}) for r in part]
-        await running.process_batch(part, save=False, message=message(part))
-        await running.settle()
-        rows = journal_rows(path)
-        assert rows == ({"input_journal": round_ + 1, "sensor_state": 0} if round_ < 2 else
-                        {"input_journal": 0, "sensor_state": 20}), round_  # fmt: skip
+    assert [await take(m) for m in (1, 2, 3)] == [
+        {"input_journal": 1, "sensor_state": 0},
+        {"input_journal": 2, "sensor_state": 0},
+        {"input_journal": 0, "sensor_state": 20},
+    ]
     monkeypatch.setattr(engine_module, "JOURNAL_BYTES", 10**9)
-    monkeypatch.setattr(engine_module, "JOURNAL_READINGS", 30)
-    for round_ in range(3, 5):
-        part = [r.model_copy(update={"seq": r.seq + 100 * round_}) for r in spread]
-        part = [r.model_copy(update={"ts": r.ts + timedelta(minutes=round_)}) for r in part]
-        await running.process_batch(part, save=False, message=message(part))
-        await running.settle()
-    assert journal_rows(path) == {"input_journal": 0, "sensor_state": 20}
+    monkeypatch.setattr(engine_module, "JOURNAL_READINGS", 30)  # one message fits, not two
+    assert [await take(m) for m in (4, 5)] == [
+        {"input_journal": 1, "sensor_state": 20},
+        {"input_journal": 0, "sensor_state": 20},
+    ]
     running.close()
     restored = saving_engine(path)
     assert restored.tracks == running.tracks
