@@ -175,6 +175,15 @@ async def consume_alarms(
     """Every distinct alarm on the topic, once the alarms of the `sentinels` sensors (sent
     last, so everything before them was acknowledged by Kafka) have arrived: read until they
     are all there, then to the end of every partition. Times out with what it has."""
+    records = await alarm_records(bootstrap, topic, sentinels=sentinels, timeout=timeout)
+    return sorted((alarm for alarm, _ in records), key=order)
+
+
+async def alarm_records(
+    bootstrap: str, topic: str, *, sentinels: set[str], timeout: float = 180.0
+) -> list[tuple[Alarm, int]]:
+    """`consume_alarms`, each alarm with its record's timestamp (ms since the epoch: when the
+    worker sent it, by its clock), in the order read."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -183,17 +192,19 @@ async def consume_alarms(
         group_id=None,
     )
     await consumer.start()
-    seen: dict[tuple[str, str, str], Alarm] = {}
+    seen: dict[tuple[str, str, str], tuple[Alarm, int]] = {}
 
     def take(batch: dict) -> None:
         for records in batch.values():
             for record in records:
                 alarm = Alarm.model_validate_json(record.value)
-                seen.setdefault((alarm.episode, alarm.state, str(alarm.ts)), alarm)
+                seen.setdefault(
+                    (alarm.episode, alarm.state, str(alarm.ts)), (alarm, record.timestamp)
+                )
 
     try:
         async with asyncio.timeout(timeout):
-            while not sentinels <= {a.sensor for a in seen.values()}:
+            while not sentinels <= {a.sensor for a, _ in seen.values()}:
                 take(await consumer.getmany(timeout_ms=1000))
             ends = await consumer.end_offsets(list(consumer.assignment()))
             for tp, end in ends.items():
@@ -203,7 +214,7 @@ async def consume_alarms(
         pass
     finally:
         await consumer.stop()
-    return sorted(seen.values(), key=order)
+    return list(seen.values())
 
 
 def order(alarm: Alarm) -> tuple[str, str, datetime, str]:
