@@ -10,14 +10,17 @@ one sensor to one reading, the screening kinds (fault) first, so that a reading 
 
 from __future__ import annotations
 
+import hashlib
+import linecache
 import logging
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 from gateway.models import Reading
 from stream.kinds import kind_of
-from stream.kinds.base import Episode, RuleBase, StepFn, episode_id, from_micros, micros
+from stream.kinds.base import Episode, Inline, RuleBase, episode_id, from_micros, micros
 from stream.kinds.fault import FaultState
 from stream.kinds.gateway_offline import gateway_back, gateway_tick
 from stream.kinds.meter import MeterState
@@ -99,32 +102,95 @@ def evaluate(
     return new, alarms
 
 
-#: One rule's part in a sensor's pass: its step, its id, and whether it screens.
-_Step = tuple[StepFn, str, bool]
-#: Per rules tuple (by identity; the rule table hands out the same tuple per sensor): its
-#: enabled rules' steps in evaluation order, the screening ones first. Bounded; rebuilt when
-#: cleared.
-_PLANS: dict[int, tuple[Sequence[RuleBase], tuple[_Step, ...]]] = {}
+#: A sensor's pass: `(states by rule id, reading, now, late_after) -> its alarms`, every rule of
+#: the sensor in one function (`_compile`).
+SensorPass = Callable[[dict[str, Any], Reading, datetime, float], list[Alarm]]
+#: Per rules tuple (by identity; the rule table hands out the same tuple to every sensor ruled
+#: alike): its pass. Bounded; rebuilt when cleared.
+_PLANS: dict[int, tuple[Sequence[RuleBase], SensorPass]] = {}
 _MAX_PLANS = 4096
+#: A kind without `inline`: its step, called.
+_CALL = """\
+P_out = P_step(states, reading, good, now, late_after)
+if P_out:
+    alarms += P_out
+"""
+_PREFIX = re.compile(r"\bP_")
 
 
-def _plan(rules: Sequence[RuleBase]) -> tuple[_Step, ...]:
+def _plan(rules: Sequence[RuleBase]) -> SensorPass:
     cached = _PLANS.get(id(rules))
     if cached is not None and cached[0] is rules:
         return cached[1]
     enabled = [(kind_of(r), r) for r in rules if r.enabled]
     counter = any(kind.counter for kind, _ in enabled)
-    steps: list[_Step] = []
+    parts: list[tuple[Inline, str, bool]] = []
     for kind, rule in sorted(enabled, key=lambda pair: not pair[0].screens):
-        if kind.step is None:
+        if kind.inline is not None:
+            part = kind.inline(rule, counter)
+        elif kind.step is not None:
+            part = Inline(_CALL, {"P_step": kind.step(rule, counter)})
+        else:
             raise TypeError(f"no per-sensor state for {type(rule).__name__}")
-        steps.append((kind.step(rule, counter), rule.id, kind.screens))
-    plan = tuple(steps)
+        parts.append((part, rule.id, kind.screens))
+    run = _compile(parts)
     if isinstance(rules, tuple):  # immutable: safe to remember
         if len(_PLANS) >= _MAX_PLANS:
             _PLANS.clear()
-        _PLANS[id(rules)] = (rules, plan)
-    return plan
+        _PLANS[id(rules)] = (rules, run)
+    return run
+
+
+def _compile(parts: Sequence[tuple[Inline, str, bool]]) -> SensorPass:
+    """One function of the rules' statements, each rule's in its own `try` (a rule that fails
+    on a reading starts from its initial state again; the sensor's other rules still see the
+    reading), the screening rules first: a reading one rejects reaches the rest as a fault
+    reading. Its source is kept where tracebacks and debuggers find it."""
+    lines = [
+        "def sensor_pass(states, reading, now, late_after):",
+        "    alarms = []",
+        '    good = reading.quality == "good"',
+        "    value = reading.value",
+        "    ts = reading.ts",
+    ]
+    env: dict[str, Any] = {"_failed": _failed, "_faulty": _faulty}
+    for i, (part, rule_id, screens) in enumerate(parts):
+        prefix = f"r{i}_"
+        env.update({_PREFIX.sub(prefix, name): value for name, value in part.env.items()})
+        env[f"_id{i}"] = rule_id  # not `r{i}_…`: those names are the part's
+        lines.append("    try:")
+        lines += [
+            f"        {line}" if line else ""
+            for line in _PREFIX.sub(prefix, part.source).splitlines()
+        ]
+        lines += ["    except Exception:", f"        _failed(states, _id{i}, reading)"]
+        if screens:
+            lines += [
+                "    else:",
+                f"        if good and states[_id{i}].rejected:",
+                "            reading = _faulty(reading)",
+                "            good = False",
+            ]
+    lines.append("    return alarms")
+    source = "\n".join(lines) + "\n"
+    filename = f"<husvakt rules {hashlib.sha256(source.encode()).hexdigest()[:12]}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    # Our own statements: a config's values reach them only as the values of `env`'s names.
+    exec(compile(source, filename, "exec"), env)  # noqa: S102
+    run: SensorPass = env["sensor_pass"]
+    return run
+
+
+def _failed(states: dict[str, Any], rule_id: str, reading: Reading) -> None:
+    # One rule that cannot take this reading must not mute the sensor for good: its state
+    # starts again, and the sensor's other rules still see the reading.
+    log.exception("rule %s failed on %s/%s; its state starts again",
+                  rule_id, reading.site, reading.sensor)  # fmt: skip
+    states.pop(rule_id, None)
+
+
+def _faulty(reading: Reading) -> Reading:
+    return reading.model_copy(update={"quality": "fault", "fault": "implausible"})
 
 
 def evaluate_sensor(
@@ -140,26 +206,9 @@ def evaluate_sensor(
     state again; the sensor's other rules still see the reading.
 
     The screening rules go first: a reading one rejects (stuck, impossible jump) reaches the
-    other rules as a fault reading. Each kind's step inlines its quiet case (nothing crosses,
-    nothing raised) and hands every other case to the kind's own `evaluate`.
+    other rules as a fault reading. Each kind's part writes out its quiet case (nothing
+    crosses, nothing raised) and hands every other case to the kind's own `evaluate`.
     """
     cached = _PLANS.get(id(rules))  # `_plan`, its common case inline
-    plan = cached[1] if cached is not None and cached[0] is rules else _plan(rules)
-    alarms: list[Alarm] = []
-    good = reading.quality == "good"
-    for run, rule_id, screens in plan:
-        try:
-            produced = run(states, reading, good, now, late_after)
-        except Exception:
-            # One rule that cannot take this reading must not mute the sensor for good: its
-            # state starts again, and the sensor's other rules still see the reading.
-            log.exception("rule %s failed on %s/%s; its state starts again",
-                          rule_id, reading.site, reading.sensor)  # fmt: skip
-            states.pop(rule_id, None)
-            continue
-        if produced:
-            alarms.extend(produced)
-        if screens and good and states[rule_id].rejected:
-            reading = reading.model_copy(update={"quality": "fault", "fault": "implausible"})
-            good = False
-    return states, alarms
+    run = cached[1] if cached is not None and cached[0] is rules else _plan(rules)
+    return states, run(states, reading, now, late_after)

@@ -2,9 +2,10 @@
 time, and `RuleKind` — the description a kind's module registers.
 
 A kind's module holds everything about it: its row model, its per-sensor state, how one reading
-moves that state (`evaluate`, and `step`, the same decision with its quiet case inlined for the
-hot path), how its state is saved and read back, its default rows and the built-in conditions
-it decides with their titles. `stream.kinds` lists the kinds; nothing else names them.
+moves that state (`evaluate`, and `inline` or `step`, the same decision with its quiet case
+written out for the hot path), how its state is saved and read back, its default rows and the
+built-in conditions it decides with their titles. `stream.kinds` lists the kinds; nothing else
+names them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "MAX_TITLE",
     "SYSTEM",
     "Episode",
+    "Inline",
     "Peek",
     "RuleBase",
     "RuleKind",
@@ -227,6 +229,20 @@ StepFn = Callable[[dict[str, Any], Reading, bool, datetime, float], list[Alarm] 
 
 
 @dataclass(frozen=True, slots=True)
+class Inline:
+    """One rule's part of a sensor's pass as Python statements, which `stream.rules` compiles
+    with the sensor's other rules into one function (a call per rule and reading cost as much
+    as the work of a quiet reading). The statements read `states`, `reading`, `good`, `value`
+    (the reading's), `ts` (its time), `now` and `late_after`, add what they raise to the list
+    `alarms`, and name everything else of theirs `P_…`: the compiler gives each rule its own
+    prefix. `env` holds the values those names stand for — the rule's levels, its state class,
+    its `evaluate` — so no text of a config ever becomes source."""
+
+    source: str
+    env: Mapping[str, object]
+
+
+@dataclass(frozen=True, slots=True)
 class RuleKind:
     """One kind of rule row, as its module registers it.
 
@@ -234,10 +250,11 @@ class RuleKind:
     `rate`, `meter`); `conditions`: the built-in conditions it decides by name alone, with
     their titles per language; `defaults`: the rows a table gets for those conditions when it
     does not mention them. A kind with per-sensor state gives `state` (its class), `tag` (its
-    name in a saved state), `initial`, `evaluate`, `step` (`rule, counter -> StepFn`; `counter`:
-    the sensor is a meter's counter, which stands still for hours and steps), `encode` and
-    `decode`. `screens`: it runs first, and a reading it rejects (its state's `rejected`)
-    reaches the other rules as a fault reading. `counter`: its sensors are counters.
+    name in a saved state), `initial`, `evaluate`, `inline` (`rule, counter -> Inline`) or `step`
+    (`rule, counter -> StepFn`; `counter`: the sensor is a meter's counter, which stands still
+    for hours and steps), `encode` and `decode`. `screens`: it runs first, and a reading it
+    rejects (its state's `rejected`) reaches the other rules as a fault reading. `counter`: its
+    sensors are counters.
     """
 
     name: str
@@ -250,6 +267,7 @@ class RuleKind:
     initial: Callable[[], Any] | None = None
     evaluate: Callable[[Any, Reading, Any, datetime, float], tuple[Any, list[Alarm]]] | None = None
     step: Callable[[Any, bool], StepFn] | None = None
+    inline: Callable[[Any, bool], Inline] | None = None
     encode: Callable[[Any, bool], dict[str, Any]] | None = None
     decode: Callable[[dict[str, Any]], Any] | None = None
     screens: bool = False

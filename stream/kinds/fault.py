@@ -17,9 +17,9 @@ from gateway.config import format_duration as _duration
 from gateway.models import Reading, Slug
 from stream.kinds.base import (
     Episode,
+    Inline,
     RuleBase,
     RuleKind,
-    StepFn,
     dec_episode,
     enc_episode,
     episode_id,
@@ -164,64 +164,61 @@ def holding_still(rule: FaultRule) -> FaultRule:
     return rule.model_copy(update={"stuck": None, "jump": None})
 
 
-def step(rule: FaultRule, counter: bool) -> StepFn:
-    """`evaluate` with its common case in place: a plausible reading, no jump, not stuck."""
+#: The common case in place — a plausible reading, no jump, not stuck — updates the state
+#: where it is; every other case (and an on/off sensor's every reading: it holds its state as
+#: long as it likes) goes to `evaluate`.
+_INLINE = """\
+P_fault = states.get(P_id)
+if P_fault.__class__ is not P_State:
+    P_fault = P_State()
+    if reading.unit != "bool":
+        states[P_id] = P_fault
+P_quiet = False
+if good and reading.unit != "bool" and P_fault.jumped is None and P_fault.episode is None:
+    P_ref = P_fault.ref
+    if (
+        P_jump is None
+        or P_ref is None
+        or abs(value - P_ref[1]) <= P_jump
+        or (ts - P_ref[0]).total_seconds() > P_jump_within
+    ):
+        P_stuck_value = P_fault.stuck_value
+        if P_stuck_value is not None and abs(value - P_stuck_value) <= P_tolerance:
+            P_stuck_since = P_fault.stuck_since
+            P_held = (ts - P_stuck_since).total_seconds()
+        else:
+            P_stuck_since, P_stuck_value, P_held = ts, value, 0.0
+        if P_stuck is None or P_held < P_stuck:
+            P_fault.run, P_fault.good_run, P_fault.rejected = 0, P_fault.good_run + 1, False
+            P_fault.ref, P_fault.stuck_since = (ts, value), P_stuck_since
+            P_fault.stuck_value = P_stuck_value
+            P_quiet = True
+if not P_quiet:
+    P_fault, P_out = P_evaluate(
+        P_fault, reading, P_still if reading.unit == "bool" else P_rule, now, late_after
+    )
+    states[P_id] = P_fault
+    if P_out:
+        alarms += P_out
+"""
+
+
+def inline(rule: FaultRule, counter: bool) -> Inline:
     still = holding_still(rule)
     if counter:
         rule = still
-    rule_id, jump, jump_within, stuck, tolerance = (
-        rule.id,
-        rule.jump,
-        rule.jump_within,
-        rule.stuck,
-        rule.stuck_tolerance,
-    )
-
-    def run(
-        states: dict[str, Any], reading: Reading, good: bool, now: datetime, late_after: float
-    ) -> list[Alarm] | None:
-        if reading.unit == "bool":  # an on/off sensor holds its state as long as it likes
-            return held_still(states, reading, now, late_after)
-        fault = states.get(rule_id)
-        if fault.__class__ is not FaultState:
-            fault = states[rule_id] = FaultState()
-        assert isinstance(fault, FaultState)
-        if good and fault.jumped is None and fault.episode is None:
-            value, ts = reading.value, reading.ts
-            ref = fault.ref
-            if (
-                jump is None
-                or ref is None
-                or abs(value - ref[1]) <= jump
-                or (ts - ref[0]).total_seconds() > jump_within
-            ):
-                stuck_value = fault.stuck_value
-                if stuck_value is not None and abs(value - stuck_value) <= tolerance:
-                    stuck_since = fault.stuck_since
-                    assert stuck_since is not None
-                    held = (ts - stuck_since).total_seconds()
-                else:
-                    stuck_since, stuck_value, held = ts, value, 0.0
-                if stuck is None or held < stuck:
-                    fault.run, fault.good_run, fault.rejected = 0, fault.good_run + 1, False
-                    fault.ref, fault.stuck_since = (ts, value), stuck_since
-                    fault.stuck_value = stuck_value
-                    return None
-        fault, produced = evaluate(fault, reading, rule, now, late_after)
-        states[rule_id] = fault
-        return produced
-
-    def held_still(
-        states: dict[str, Any], reading: Reading, now: datetime, late_after: float
-    ) -> list[Alarm] | None:
-        fault = states.get(rule_id)
-        if fault.__class__ is not FaultState:
-            fault = FaultState()
-        fault, produced = evaluate(fault, reading, still, now, late_after)
-        states[rule_id] = fault
-        return produced
-
-    return run
+    env = {
+        "P_id": rule.id,
+        "P_State": FaultState,
+        "P_rule": rule,
+        "P_still": still,
+        "P_jump": rule.jump,
+        "P_jump_within": rule.jump_within,
+        "P_stuck": rule.stuck,
+        "P_tolerance": rule.stuck_tolerance,
+        "P_evaluate": evaluate,
+    }
+    return Inline(_INLINE, env)
 
 
 def encode(s: FaultState, samples: bool) -> dict[str, Any]:
@@ -261,7 +258,7 @@ KIND = RuleKind(
     tag="fault",
     initial=FaultState,
     evaluate=evaluate,
-    step=step,
+    inline=inline,
     encode=encode,
     decode=decode,
     screens=True,

@@ -12,10 +12,10 @@ from gateway.config import format_duration as _duration
 from gateway.models import Reading, Slug
 from stream.kinds.base import (
     Episode,
+    Inline,
     Peek,
     RuleBase,
     RuleKind,
-    StepFn,
     dec_episode,
     enc_episode,
     episode_id,
@@ -117,26 +117,25 @@ def tick(
     return OfflineState(state.last_good, episode), [raised]
 
 
-def step(rule: OfflineRule, counter: bool) -> StepFn:
-    rule_id = rule.id
+#: The quiet case — no episode — moves the last good time forward in place.
+_INLINE = """\
+if good:
+    P_state = states.get(P_id)
+    if P_state.__class__ is P_State and P_state.episode is None:
+        if P_state.last_good is None or ts > P_state.last_good:
+            P_state.last_good = ts
+    else:
+        P_offline = P_state if isinstance(P_state, P_State) else P_State()
+        P_offline, P_out = P_evaluate(P_offline, reading, P_rule, now, late_after)
+        states[P_id] = P_offline
+        if P_out:
+            alarms += P_out
+"""
 
-    def run(
-        states: dict[str, Any], reading: Reading, good: bool, now: datetime, late_after: float
-    ) -> list[Alarm] | None:
-        if not good:
-            return None
-        state = states.get(rule_id)
-        if state.__class__ is OfflineState and state.episode is None:
-            last = state.last_good
-            if last is None or reading.ts > last:
-                state.last_good = reading.ts
-            return None
-        offline = state if isinstance(state, OfflineState) else OfflineState()
-        offline, produced = evaluate(offline, reading, rule, now, late_after)
-        states[rule_id] = offline
-        return produced
 
-    return run
+def inline(rule: OfflineRule, counter: bool) -> Inline:
+    env = {"P_id": rule.id, "P_State": OfflineState, "P_rule": rule, "P_evaluate": evaluate}
+    return Inline(_INLINE, env)
 
 
 def encode(s: OfflineState, samples: bool) -> dict[str, Any]:
@@ -156,7 +155,7 @@ KIND = RuleKind(
     tag="offline",
     initial=OfflineState,
     evaluate=evaluate,
-    step=step,
+    inline=inline,
     encode=encode,
     decode=decode,
 )

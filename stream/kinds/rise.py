@@ -18,8 +18,8 @@ from stream.kinds.base import (
     _EPOCH,
     DECIDED_BY,
     Episode,
+    Inline,
     RuleKind,
-    StepFn,
     TitledRule,
     below_micros,
     dec_episode,
@@ -336,83 +336,94 @@ def _rise_decide(  # noqa: PLR0917 - the rise step with the rate it computed
     return state, []
 
 
-def step(rule: RiseRule, counter: bool) -> StepFn:  # noqa: PLR0915 - the hot path, inline
-    """`evaluate` with the common case inlined: not rising, nothing raised. `RiseState.push`
-    and `RiseState.rate` are written out here, operation for operation (the very same
-    floats), and a rate further than a hair below the rule's ends the step before any other
-    level is looked at: method calls and their attribute traffic cost more than the
-    arithmetic on the path every reading takes."""
-    rule_id, window, min_samples, rate_level = rule.id, rule.window, rule.min_samples, rule.rate
+#: `RiseState.push` and `RiseState.rate` written out, operation for operation (the very same
+#: floats): a method call and its attribute traffic cost more than the arithmetic on the path
+#: every reading takes. A running-sum rate further than a hair below the rule's (`P_low`) ends
+#: the step before any other level is looked at; one within a hair of a level is recomputed
+#: exactly.
+_INLINE = """\
+P_rise = states.get(P_id)
+if P_rise.__class__ is not P_State:
+    P_rise = states[P_id] = P_State()
+if good:
+    P_d = ts - P_EPOCH
+    P_us = (P_d.days * 86_400 + P_d.seconds) * 1_000_000 + P_d.microseconds
+    P_rise.pushed += 1
+    P_times, P_values = P_rise.times, P_rise.values
+    P_times.append(P_us)
+    P_values.append(value)
+    if len(P_times) == 1:
+        P_rise._resum()
+    else:
+        P_base = P_rise.base
+        P_x = (P_us - P_base) / 1e6
+        P_n = P_rise._n + 1
+        P_sx = P_rise._sx + P_x
+        P_sy = P_rise._sy + value
+        P_sxx = P_rise._sxx + P_x * P_x
+        P_sxy = P_rise._sxy + P_x * value
+        if P_us - P_times[0] > P_beyond:
+            P_evicted = P_rise._evicted
+            while P_us - P_times[0] > P_beyond:
+                P_x = (P_times.popleft() - P_base) / 1e6
+                P_old = P_values.popleft()
+                P_n -= 1
+                P_sx -= P_x
+                P_sy -= P_old
+                P_sxx -= P_x * P_x
+                P_sxy -= P_x * P_old
+                P_evicted += 1
+            if P_evicted >= len(P_times):
+                P_rise._resum()
+                P_n, P_sx, P_sy = P_rise._n, P_rise._sx, P_rise._sy
+                P_sxx, P_sxy = P_rise._sxx, P_rise._sxy
+            else:
+                P_rise._n, P_rise._sx, P_rise._sy = P_n, P_sx, P_sy
+                P_rise._sxx, P_rise._sxy, P_rise._evicted = P_sxx, P_sxy, P_evicted
+        else:
+            P_rise._n, P_rise._sx, P_rise._sy, P_rise._sxx, P_rise._sxy = (
+                P_n, P_sx, P_sy, P_sxx, P_sxy
+            )
+        if len(P_times) >= P_min_samples and P_us - P_times[0] > P_short:
+            P_denominator = P_n * P_sxx - P_sx * P_sx
+            P_scale = P_n * P_sxx
+            if P_n < 2 or P_denominator <= 1e-9 * (P_scale if P_scale > 1.0 else 1.0):
+                P_rate = P_rise.exact_rate()
+            else:
+                P_rate = 60.0 * (P_n * P_sxy - P_sx * P_sy) / P_denominator
+                if P_rate < P_low and P_rise.episode is None:
+                    P_rate = None  # the common case: well below the rate, nothing raised
+                elif abs(P_rate - P_l0) <= P_h0 or abs(P_rate - P_l1) <= P_h1 or abs(
+                    P_rate - P_l2
+                ) <= P_h2:
+                    P_rate = P_rise.exact_rate()  # a decision at stake: exactly
+            if P_rate is not None and (P_rise.episode is not None or P_rate >= P_level):
+                P_out = P_decide(P_rise, reading, P_rule, now, late_after, P_rate)[1]
+                if P_out:
+                    alarms += P_out
+"""
+
+
+def inline(rule: RiseRule, counter: bool) -> Inline:
     levels = _levels(rule)
     near = tuple(_hair(level) for level in levels)
-    (l0, l1, l2), (h0, h1, h2) = levels, near
-    #: below this, a running-sum rate decides without an exact recomputation: it is further
-    #: than a hair below the rate, and without an episode no other level matters
-    low = l0 - h0
-    beyond, short = within_micros(window), below_micros(rule.min_span)
-    fresh = RiseState
-
-    def run(  # noqa: PLR0912 - `push` and `rate` inline: a call each costs more than their work
-        states: dict[str, Any], reading: Reading, good: bool, now: datetime, late_after: float
-    ) -> list[Alarm] | None:
-        rise = states.get(rule_id)
-        if rise.__class__ is not fresh:
-            rise = states[rule_id] = fresh()
-        if not good:
-            return None
-        d = reading.ts - _EPOCH  # `micros`, inline
-        us = (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
-        value = reading.value
-        # `rise.push(us, value, window)`, inline
-        rise.pushed += 1
-        times, values = rise.times, rise.values
-        times.append(us)
-        values.append(value)
-        if len(times) == 1:
-            rise._resum()
-            return None  # one sample: no rate (`min_samples` is at least 2)
-        base = rise.base
-        x = (us - base) / 1e6
-        n = rise._n + 1
-        sx = rise._sx + x
-        sy = rise._sy + value
-        sxx = rise._sxx + x * x
-        sxy = rise._sxy + x * value
-        if us - times[0] > beyond:
-            evicted = rise._evicted
-            while us - times[0] > beyond:
-                x = (times.popleft() - base) / 1e6
-                old_value = values.popleft()
-                n -= 1
-                sx -= x
-                sy -= old_value
-                sxx -= x * x
-                sxy -= x * old_value
-                evicted += 1
-            if evicted >= len(times):
-                rise._resum()
-                n, sx, sy, sxx, sxy = rise._n, rise._sx, rise._sy, rise._sxx, rise._sxy
-            else:
-                rise._n, rise._sx, rise._sy, rise._sxx, rise._sxy = n, sx, sy, sxx, sxy
-                rise._evicted = evicted
-        else:
-            rise._n, rise._sx, rise._sy, rise._sxx, rise._sxy = n, sx, sy, sxx, sxy
-        if len(times) < min_samples or us - times[0] <= short:
-            return None
-        denominator = n * sxx - sx * sx
-        if n < 2 or denominator <= 1e-9 * max(1.0, n * sxx):
-            rate = rise.exact_rate()
-        else:
-            rate = 60.0 * (n * sxy - sx * sy) / denominator
-            if rate < low and rise.episode is None:
-                return None  # the common case: well below the rate, nothing raised
-            if abs(rate - l0) <= h0 or abs(rate - l1) <= h1 or abs(rate - l2) <= h2:
-                rate = rise.exact_rate()  # a decision at stake: exactly
-        if rate is None or (rise.episode is None and rate < rate_level):
-            return None  # not rising, nothing raised
-        return _rise_decide(rise, reading, rule, now, late_after, rate)[1]
-
-    return run
+    env = {
+        "P_id": rule.id,
+        "P_State": RiseState,
+        "P_rule": rule,
+        "P_EPOCH": _EPOCH,
+        "P_beyond": within_micros(rule.window),
+        "P_short": below_micros(rule.min_span),
+        "P_min_samples": rule.min_samples,
+        "P_level": rule.rate,
+        # below this, a running-sum rate decides without an exact recomputation: it is
+        # further than a hair below the rate, and without an episode no other level matters
+        "P_low": levels[0] - near[0],
+        "P_decide": _rise_decide,
+    }
+    for i, (level, hair) in enumerate(zip(levels, near, strict=True)):
+        env[f"P_l{i}"], env[f"P_h{i}"] = level, hair
+    return Inline(_INLINE, env)
 
 
 def encode(s: RiseState, samples: bool) -> dict[str, Any]:
@@ -443,7 +454,7 @@ KIND = RuleKind(
     tag="rise",
     initial=RiseState,
     evaluate=evaluate,
-    step=step,
+    inline=inline,
     encode=encode,
     decode=decode,
 )

@@ -15,9 +15,9 @@ from gateway.config import format_duration as _duration
 from gateway.models import Frozen, Reading, Slug
 from stream.kinds.base import (
     Episode,
+    Inline,
     Peek,
     RuleKind,
-    StepFn,
     TitledRule,
     dec_episode,
     enc_episode,
@@ -255,28 +255,25 @@ def evaluate(
 _IDLE = ThresholdState()
 
 
-def step(rule: ThresholdRule, counter: bool) -> StepFn:
-    """`evaluate` with the quiet case inlined: idle, and the value not past the level (an
-    idle state is not kept: missing means idle)."""
-    rule_id, level, below = rule.id, rule.level, rule.below is not None
+#: The quiet case — idle, and the value not past the level — costs a lookup and a comparison;
+#: an idle state is not kept (missing means idle).
+_INLINE = """\
+if good:
+    P_state = states.get(P_id)
+    if (P_state is not None and P_state.phase != "idle") or P_BEYOND:
+        P_current = P_state if P_state is not None else P_idle
+        P_new, P_out = P_evaluate(P_current, reading, P_rule, now, late_after)
+        if P_new is not P_current:
+            states[P_id] = P_new
+        if P_out:
+            alarms += P_out
+"""
 
-    def run(
-        states: dict[str, Any], reading: Reading, good: bool, now: datetime, late_after: float
-    ) -> list[Alarm] | None:
-        if not good:
-            return None
-        state = states.get(rule_id)
-        if state is None or state.phase == "idle":
-            value = reading.value
-            if not (value <= level if below else value > level):
-                return None  # idle, and staying so
-        current = state if state is not None else _IDLE
-        new, produced = evaluate(current, reading, rule, now, late_after)
-        if new is not current:
-            states[rule_id] = new
-        return produced
 
-    return run
+def inline(rule: ThresholdRule, counter: bool) -> Inline:
+    beyond = "value <= P_level" if rule.below is not None else "value > P_level"
+    env = {"P_id": rule.id, "P_level": rule.level, "P_idle": _IDLE, "P_rule": rule}
+    return Inline(_INLINE.replace("P_BEYOND", beyond), env | {"P_evaluate": evaluate})
 
 
 def encode(s: ThresholdState, samples: bool) -> dict[str, Any]:
@@ -323,7 +320,7 @@ KIND = RuleKind(
     tag="threshold",
     initial=ThresholdState,
     evaluate=evaluate,
-    step=step,
+    inline=inline,
     encode=encode,
     decode=decode,
 )

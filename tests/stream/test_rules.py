@@ -206,3 +206,27 @@ def test_a_state_row_names_the_kind_of_its_sensors_and_takes_no_levels():
         parse_rule(
             {"id": "leak", "condition": "leak", "kind": "w", "state": 1, "above": 1, "clear": 0}
         )
+
+
+def test_a_written_out_rule_that_fails_starts_again_mutes_nothing_and_shows_its_line(caplog):
+    """A rule whose quiet case is compiled into the sensor's pass (rate of rise) fails on a
+    reading (its saved state holds text where a time belongs): that rule starts again, the
+    sensor's other rules still see the reading (the fire is raised), and the log shows the
+    line of the pass that failed, as for any function."""
+    from stream.config import DEFAULT_RULES
+    from stream.rules import RiseState, evaluate_sensor
+    from stream.table import RuleTable
+
+    rules = RuleTable(DEFAULT_RULES, {}).rules_for("s", "t1", "temperature")
+    broken = RiseState.of_micros([(0, 20.0)])
+    broken.times[0] = "not a time"  # type: ignore[call-overload]
+    reading = make_reading(0, 99.0, seq=1)
+    states, alarms = evaluate_sensor({"heat-rise": broken}, reading, rules, reading.ts)
+    assert [(a.condition, a.state) for a in alarms] == [("fire", "raised")]
+    assert "heat-rise" not in states or states["heat-rise"] is not broken
+    assert states["sensor-offline"].last_good == reading.ts  # the rule after it saw it too
+    assert "rule heat-rise failed" in caplog.text
+    assert "_times[0] > " in caplog.text  # the pass's own source line, in the traceback
+    later = make_reading(1, 99.5, seq=2)
+    states, alarms = evaluate_sensor(states, later, rules, later.ts)
+    assert isinstance(states["heat-rise"], RiseState) and len(states["heat-rise"]) == 1

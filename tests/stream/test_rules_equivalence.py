@@ -162,6 +162,34 @@ def test_dense_rises_rate_exactly_as_the_reference(samples):
     replay(steps, TWITCHY[3:4])
 
 
+#: °C per minute at, a hair around and a step around every rate level: TWITCHY's rise (2,
+#: clear 1, critical 5) and the default heat_rise (8.3, clear 4.15)
+RATES = [
+    level * factor
+    for level in (1.0, 2.0, 5.0, 4.15, 8.3)
+    for factor in (1.0, 1 - 1e-9, 1 + 1e-9, 0.98, 1.02)
+]
+ramps = st.lists(
+    st.tuples(st.sampled_from(RATES) | st.floats(-3, 12), st.integers(1, 15)),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ramps, st.sampled_from([10_000, 15_000, 30_000]))
+def test_ramps_at_every_rate_level_rise_exactly_as_the_reference(segments, every):
+    """Values climbing (and falling) at rates on, a hair off and just off each level of the
+    rate rules: the decisions a running sum could get wrong by a rounding."""
+    steps, value = [], 21.0
+    for rate, count in segments:
+        for _ in range(count):
+            value += rate * every / 60_000
+            steps.append(("reading", every, value, None, 0))
+    replay(steps, TWITCHY)
+    replay(steps, DEFAULTS)
+
+
 def test_the_streams_reach_every_kind_of_alarm():
     """The generator is only a proof if it reaches the transitions: a hand-made stream through
     the twitchy rules raises, escalates and clears each condition."""
