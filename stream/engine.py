@@ -261,12 +261,13 @@ class EmbeddedEngine:
                 JournalEntry(micros(now), site, gateway, outbox, source, payload, len(readings))
             )
         pending: list[Alarm] = []
-        for i, reading in enumerate(readings):
-            if i and i % YIELD_EVERY == 0:
+        for start in range(0, len(readings), YIELD_EVERY):
+            if start:
                 await self._emit(pending)
                 pending = []
                 await asyncio.sleep(0)
-            pending += self._intake.reading(self._track, reading, now, outbox=outbox, source=source)
+            chunk = readings[start : start + YIELD_EVERY]
+            pending += self._intake.readings(self._track, chunk, now, outbox=outbox, source=source)
         await self._emit(pending)
         if self.lag is not None and readings:
             self.lag.observe(max(r.ts for r in readings), now)
@@ -355,10 +356,14 @@ class EmbeddedEngine:
                 )
                 continue
             now = from_micros(entry.now)
-            for reading in batch.readings:
-                self._intake.reading(
-                    self._track, reading, now, outbox=entry.outbox, source=entry.source, again=True
-                )
+            self._intake.readings(
+                self._track,
+                batch.readings,
+                now,
+                outbox=entry.outbox,
+                source=entry.source,
+                again=True,
+            )
             readings += len(batch.readings)
         self._journaled_readings = readings
         self._journaled_bytes = sum(len(e.payload) for e in entries)

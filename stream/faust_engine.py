@@ -269,17 +269,16 @@ class FaustEngine:
             return on_tick(track, self.table, message.at)
         quarantine_rejected(self.quarantine, message.rejected, source)
         alarms: list[Alarm] = []
-        for i, reading in enumerate(message.readings):
-            if i and i % YIELD_EVERY == 0:
+        readings = message.readings
+        for start in range(0, len(readings), YIELD_EVERY):
+            if start:
                 await asyncio.sleep(0)
-            alarms.extend(
-                self._intake.reading(
-                    lambda _site, _gateway: track,
-                    reading,
-                    now,
-                    outbox=message.outbox,
-                    source=source,
-                )
+            alarms += self._intake.readings(
+                lambda _site, _gateway: track,
+                readings[start : start + YIELD_EVERY],
+                now,
+                outbox=message.outbox,
+                source=source,
             )
         return alarms
 

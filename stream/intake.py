@@ -78,48 +78,89 @@ class Intake:
         source: str,
         again: bool = False,
     ) -> list[Alarm]:
-        """The alarms of one reading (after `track_of` gave its gateway's track), or none.
-        `again`: a reading taken before, replayed from the input journal after a restart —
-        its state changes are made once more; it is not counted or quarantined again."""
-        refused = self._registry.refuse(reading) if self._registry is not None else None
-        if refused is not None:
+        """The alarms of one reading: `readings` of one."""
+        return self.readings(track_of, (reading,), now, outbox=outbox, source=source, again=again)
+
+    def readings(
+        self,
+        track_of: Callable[[str, str], GatewayTrack],
+        readings: Iterable[Reading],
+        now: datetime,
+        *,
+        outbox: str | None,
+        source: str,
+        again: bool = False,
+    ) -> list[Alarm]:
+        """The alarms of these readings (`track_of` gives a reading's gateway's track; a batch's
+        readings share one, looked up once). `again`: readings taken before, replayed from the
+        input journal after a restart — their state changes are made once more; they are not
+        counted or quarantined again."""
+        registry, table, counts = self._registry, self._table, self._counts
+        late_after, skew, watch = self._late_after, self._max_skew, self._watch_gateway
+        alarms: list[Alarm] = []
+        evaluated = 0
+        key: tuple[str, str] | None = None
+        track: GatewayTrack | None = None
+        for reading in readings:
+            refused = registry.refuse(reading) if registry is not None else None
+            if refused is not None:
+                if not again:
+                    self._refused(refused, reading)
+                continue
+            try:
+                if key is None or key[0] != reading.site or key[1] != reading.gateway:
+                    key = (reading.site, reading.gateway)
+                    track = track_of(*key)
+                assert track is not None
+                produced, outcome = on_reading(
+                    track,
+                    reading,
+                    table,
+                    now,
+                    late_after=late_after,
+                    watch_gateway=watch,
+                    max_skew=skew,
+                    outbox=outbox,
+                )
+            except Exception as exc:  # noqa: BLE001 - one reading never stops the others: `_failed` logs it
+                if not again:  # else it failed, and was quarantined, the first time
+                    self._failed(exc, reading, source)
+                continue
             if again:
-                return []
-            self._counts["refused"] += 1
-            self.quarantine.add(
-                refused,
-                f"{reading.sensor} ({reading.kind}) from gateway {reading.gateway} is not in "
-                "the config",
-                source=f"{reading.site}/{reading.gateway}/{reading.sensor}",
-                raw=repr(reading),
-            )
-            return []
-        try:
-            alarms, outcome = on_reading(
-                track_of(reading.site, reading.gateway),
-                reading,
-                self._table,
-                now,
-                late_after=self._late_after,
-                watch_gateway=self._watch_gateway,
-                max_skew=self._max_skew,
-                outbox=outbox,
-            )
-        except Exception as exc:  # one reading never stops the others
-            if again:
-                return []  # it failed, and was quarantined, the first time
-            log.exception("evaluating %s/%s failed", reading.site, reading.sensor)
-            self._counts["failed"] += 1
-            self.quarantine.add(
-                "evaluate-failed",
-                f"{type(exc).__name__}: {exc}",
-                source=source or f"{reading.site}/{reading.gateway}",
-                raw=repr(reading),
-            )
-            return []
-        if again:
-            return []
-        self._counts["readings" if outcome == "evaluated" else outcome] += 1
+                continue
+            if produced:
+                alarms += produced
+            if outcome == "evaluated":
+                evaluated += 1
+            else:
+                self._other(outcome, reading, now, source)
+        if evaluated:
+            counts["readings"] += evaluated
+        return alarms
+
+    def _refused(self, refused: str, reading: Reading) -> None:
+        self._counts["refused"] += 1
+        self.quarantine.add(
+            refused,
+            f"{reading.sensor} ({reading.kind}) from gateway {reading.gateway} is not in "
+            "the config",
+            source=f"{reading.site}/{reading.gateway}/{reading.sensor}",
+            raw=repr(reading),
+        )
+
+    def _failed(self, exc: Exception, reading: Reading, source: str) -> None:
+        log.exception("evaluating %s/%s failed", reading.site, reading.sensor)
+        self._counts["failed"] += 1
+        self.quarantine.add(
+            "evaluate-failed",
+            f"{type(exc).__name__}: {exc}",
+            source=source or f"{reading.site}/{reading.gateway}",
+            raw=repr(reading),
+        )
+
+    def _other(self, outcome: str, reading: Reading, now: datetime, source: str) -> None:
+        """A reading that was not evaluated (a duplicate, out of order, dated ahead, ...)."""
+        self._counts[outcome] += 1
         if outcome in ("clock_ahead", "seq_jump"):
             self.quarantine.add(
                 outcome.replace("_", "-"),
@@ -128,4 +169,3 @@ class Intake:
                 source=source or f"{reading.site}/{reading.gateway}",
                 raw=repr(reading),
             )
-        return alarms

@@ -53,6 +53,31 @@ async def test_the_engine_hands_each_alarm_to_the_sink_in_order():
     assert all(a.late for a in got)  # evaluated an hour or more after measurement
 
 
+async def test_a_batch_of_two_gateways_readings_keeps_each_gateways_numbering():
+    """An in-process gateway's batch may hold several gateways' readings, interleaved: each
+    is deduplicated by its own gateway's seq (the same numbers from another gateway are no
+    duplicates), and every sensor's frost is raised."""
+    got = []
+
+    async def sink(alarms):
+        got.extend(alarms)
+
+    engine = EmbeddedEngine(
+        table=RuleTable(DEFAULT_RULES, {}), clock=FixedClock(T0 + timedelta(hours=1)), sink=sink
+    )
+    batch = [
+        make_reading(minute, value, sensor=sensor, gateway=gateway, seq=seq, start=T0)
+        for minute, seq in ((0, 1), (10, 2))
+        for sensor, gateway, value in (("t1", "g1", 4.0), ("t2", "g2", 3.0))
+    ]
+    await engine.process_batch([*batch, batch[2]])  # and g1's second reading again
+    assert engine.counts["readings"] == 4 and engine.counts["duplicate"] == 1
+    assert [(a.sensor, a.condition, a.state) for a in got] == [
+        ("t1", "freezing", "raised"),
+        ("t2", "freezing", "raised"),
+    ]
+
+
 async def test_out_of_order_readings_are_counted_and_ignored():
     got = []
 
