@@ -9,7 +9,8 @@
   `husvakt stream` does;
 - one Faust worker (`faust -A husvakt.faust_app worker`, its own process) on a Tansu broker of
   our own: batches of 200 readings per message versus one reading per message, draining a
-  backlog (timed by the worker's own alarm records: the first message's alarm to the last's),
+  backlog (timed by the worker's own alarm records: the first message's alarm to the last's;
+  best of three runs, each printed),
   and batches produced while it runs (from the first produce until the sentinel alarm that
   follows the last reading has arrived on the alarms topic).
 
@@ -258,7 +259,10 @@ async def main() -> None:
         fdata = [
             r.model_copy(update={"seq": i + 1}) for i, r in enumerate(readings(args.faust_readings))
         ]
-        batched = await faust(broker, fdata, BATCH, backlog=True)
+        # best of three (as the pure rules): how long Tansu holds the worker's fetches varies
+        # from run to run; every run is printed
+        drains = [await faust(broker, fdata, BATCH, backlog=True) for _ in range(3)]
+        batched = max(drains)
         single = await faust(broker, fdata[: max(2000, len(fdata) // 10)], 1, backlog=True)
         live = await faust(broker, fdata, BATCH, backlog=False)
     finally:
@@ -276,7 +280,11 @@ async def main() -> None:
             f"{MAX_GROUP} waiting messages",
             emb,
         ),
-        (f"one Faust worker, {BATCH} readings per message, a backlog", batched),
+        (
+            f"one Faust worker, {BATCH} readings per message, a backlog (best of "
+            f"{', '.join(f'{d:,.0f}' for d in drains)})",
+            batched,
+        ),
         ("one Faust worker, 1 reading per message, a backlog", single),
         (
             f"one Faust worker, {BATCH} readings per message, produced while it runs (first "
