@@ -230,3 +230,23 @@ def test_a_written_out_rule_that_fails_starts_again_mutes_nothing_and_shows_its_
     later = make_reading(1, 99.5, seq=2)
     states, alarms = evaluate_sensor(states, later, rules, later.ts)
     assert isinstance(states["heat-rise"], RiseState) and len(states["heat-rise"]) == 1
+
+
+def test_no_text_of_a_config_becomes_compiled_source():
+    """The compiled pass of a sensor holds only our own statements: its rules' ids, conditions
+    and levels reach it as bound values, never as text (a config is outside input too)."""
+    import linecache
+
+    from stream.config import DEFAULT_RULES
+    from stream.rules import _plan
+    from stream.table import RuleTable
+
+    rows = [
+        parse_rule({"id": "frost-zz9q", "condition": "freezing", "below": 4.25, "clear": 6.75}),
+        *DEFAULT_RULES,
+    ]
+    rules = RuleTable(rows, {}).rules_for("s", "t1", "temperature")
+    source = "".join(linecache.getlines(_plan(rules).__code__.co_filename))
+    assert "def sensor_pass" in source
+    for text in ("frost-zz9q", "4.25", "6.75", "freezing", "heat-rise", "8.3"):
+        assert text not in source, text
