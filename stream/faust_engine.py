@@ -70,8 +70,9 @@ log = logging.getLogger("husvakt.stream.faust")
 #: evaluated — so the wait is what fills a group under load: at 5 ms a backlog came one message
 #: to a group, and its sensors' state was written and sent to the changelog per message (19k
 #: readings/s in bench.stream_throughput); at 50 ms a group holds a hundred or more (70–90k/s).
-#: An alarm waits at most this long more before it is evaluated.
-GROUP = 500
+#: An alarm waits at most this long more before it is evaluated. At most 200 messages: a group
+#: holds its messages until it is done (up to 200 MB of the largest ones Kafka takes).
+GROUP = 200
 GROUP_LINGER = 0.05
 
 
