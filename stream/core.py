@@ -148,9 +148,8 @@ def _check_clock(
     gw: GatewayTrack, reading: Reading, now: datetime, max_skew: float
 ) -> tuple[list[Alarm], Reading | None]:
     """The reading as the rules may see it (never later than `now`), or None when it is dated
-    too far ahead; and the gateway_clock alarm this raised or cleared."""
-    if gw.clock_episode is None and reading.ts <= now and max_skew >= 0:
-        return [], reading  # the common case: not dated ahead, and no clock trouble to clear
+    too far ahead; and the gateway_clock alarm this raised or cleared. `on_reading` calls it
+    only outside the common case (not dated ahead, and no clock trouble to clear)."""
     ahead = (reading.ts - now).total_seconds()
     if ahead > max_skew:
         if gw.clock_episode is not None:
@@ -176,7 +175,7 @@ def _check_clock(
     return alarms, reading
 
 
-def on_reading(  # noqa: PLR0912 - the hot path: its helpers' common cases inline
+def on_reading(  # noqa: PLR0912 - the clock's common case inline: a call per reading costs
     gw: GatewayTrack,
     reading: Reading,
     table: RuleTable,
@@ -190,7 +189,7 @@ def on_reading(  # noqa: PLR0912 - the hot path: its helpers' common cases inlin
     """Apply one reading of this gateway: its clock, dedup by seq, order per sensor, then the
     rules. `outbox` is the id of the outbox that numbered the reading's batch, if it said."""
     if gw.clock_episode is None and reading.ts <= now and max_skew >= 0:
-        alarms: list[Alarm] = []  # `_check_clock`'s common case, inline
+        alarms: list[Alarm] = []  # not dated ahead, and no clock trouble to clear
     else:
         alarms, checked = _check_clock(gw, reading, now, max_skew)
         if checked is None:
@@ -223,12 +222,7 @@ def on_reading(  # noqa: PLR0912 - the hot path: its helpers' common cases inlin
     gw.max_seq = reading.seq
     if gw.newest_ts is None or reading.ts > gw.newest_ts:
         gw.newest_ts = reading.ts
-    if gw.episode is None:  # `_contact`'s common case, inline: no offline episode to end
-        if gw.contact is None or gw.contact < now:
-            gw.contact = now
-        gw.said_offline = None
-    else:
-        alarms.extend(_contact(gw, table, now, watch_gateway=watch_gateway))
+    alarms.extend(_contact(gw, table, now, watch_gateway=watch_gateway))
     sensor = gw.sensors.get(reading.sensor)
     if sensor is None:
         sensor = gw.sensors[reading.sensor] = SensorTrack(kind=reading.kind)
@@ -245,8 +239,7 @@ def on_reading(  # noqa: PLR0912 - the hot path: its helpers' common cases inlin
     )
     if produced:
         alarms.extend(produced)
-    if reading.sensor in table.peers:
-        table.note(reading)
+    table.note(reading)
     return alarms, outcome
 
 

@@ -1,7 +1,7 @@
 """What both engines do with one reading from outside: the registry admits it, the rules
 evaluate it, and whatever is refused or fails goes to the quarantine — for that one reading.
 
-`Intake.reading` never raises: an unknown sensor, a reading dated too far ahead, a forged seq
+`Intake.readings` never raises: an unknown sensor, a reading dated too far ahead, a forged seq
 or any exception while evaluating quarantines the reading, and the engine goes on with the next.
 """
 
@@ -68,19 +68,6 @@ class Intake:
         )
         return False
 
-    def reading(
-        self,
-        track_of: Callable[[str, str], GatewayTrack],
-        reading: Reading,
-        now: datetime,
-        *,
-        outbox: str | None,
-        source: str,
-        again: bool = False,
-    ) -> list[Alarm]:
-        """The alarms of one reading: `readings` of one."""
-        return self.readings(track_of, (reading,), now, outbox=outbox, source=source, again=again)
-
     def readings(
         self,
         track_of: Callable[[str, str], GatewayTrack],
@@ -99,7 +86,6 @@ class Intake:
         late_after, skew, watch = self._late_after, self._max_skew, self._watch_gateway
         alarms: list[Alarm] = []
         evaluated = 0
-        key: tuple[str, str] | None = None
         track: GatewayTrack | None = None
         for reading in readings:
             refused = registry.refuse(reading) if registry is not None else None
@@ -108,10 +94,8 @@ class Intake:
                     self._refused(refused, reading)
                 continue
             try:
-                if key is None or key[0] != reading.site or key[1] != reading.gateway:
-                    key = (reading.site, reading.gateway)
-                    track = track_of(*key)
-                assert track is not None
+                if track is None or track.gateway != reading.gateway or track.site != reading.site:
+                    track = track_of(reading.site, reading.gateway)
                 produced, outcome = on_reading(
                     track,
                     reading,

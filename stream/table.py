@@ -39,10 +39,7 @@ class RuleTable:
         self._sensors = dict(sensors)
         self._timezones = dict(timezones or {})
         #: sensors another row's `when` looks at, and their latest good values by (site, id)
-        #: the sensors a row's `when` looks at (their good values are remembered: `note`)
-        self.peers = frozenset(
-            w.sensor for w in (getattr(r, "when", None) for r in self._rows) if w
-        )
+        self._peers = {w.sensor for w in (getattr(r, "when", None) for r in self._rows) if w}
         self._latest: dict[tuple[str, str], float] = {}
         self._conditions = tuple(
             dict.fromkeys(_condition(r) for r in self._rows if _condition(r) != "gateway_offline")
@@ -108,7 +105,7 @@ class RuleTable:
 
     def note(self, reading: Reading) -> None:
         """Remember a good reading's value if a row's `when` looks at its sensor."""
-        if reading.sensor in self.peers and reading.quality == "good":
+        if reading.sensor in self._peers and reading.quality == "good":
             self._latest[(reading.site, reading.sensor)] = reading.value
 
     def gateway_rule(self, site: str, gateway: str) -> GatewayOfflineRule | None:
