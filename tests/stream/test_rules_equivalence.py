@@ -220,3 +220,41 @@ def alarms_of(steps):
         states, alarms = fast.evaluate_sensor(states, reading, TWITCHY, t)
         out += alarms
     return out
+
+
+#: values and times at the wire's bounds (LIMITS: |value| ≤ 1e12, years 2000–2200), the
+#: smallest steps and no step at all
+extreme_values = st.sampled_from([1e12, -1e12, 0.0, -0.0, 5e-324, 1e-12, 125.0, -55.0]) | (
+    st.floats(-1e12, 1e12, allow_nan=False)
+)
+extreme_gaps = st.sampled_from([0, 1, 1_000_000, 200 * 365 * 86_400 * 1_000_000]) | (
+    st.integers(0, 10**9)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(extreme_gaps, extreme_values), min_size=1, max_size=60))
+def test_readings_at_the_bounds_stop_no_compiled_rule_and_a_fire_still_raises(steps):
+    """Readings at every bound, in bursts or two centuries apart, through the compiled pass of
+    the default rules: nothing escapes it, the reference rules agree on every alarm (and on the
+    sustained fire that follows), and a fresh sensor sharing the pass raises that fire."""
+    start = datetime(2000, 1, 1, tzinfo=UTC)
+    t, new_states, old_states = start, {}, {}
+    for i, (gap_us, value) in enumerate(steps):
+        t = min(t + timedelta(microseconds=gap_us), datetime(2199, 12, 31, tzinfo=UTC))
+        reading = reading_of(i, t, value, None)
+        new_states, new_alarms = fast.evaluate_sensor(new_states, reading, DEFAULTS, t)
+        old_states, old_alarms = oracle.evaluate_sensor(old_states, reading, DEFAULTS, t)
+        assert new_alarms == old_alarms, f"step {i}: {value} at {t}"
+    fresh: dict = {}
+    raised = set()
+    for j in range(4):
+        at = t + timedelta(minutes=j + 1)
+        fire = reading_of(len(steps) + j, at, 99.0, None)
+        new_states, new_alarms = fast.evaluate_sensor(new_states, fire, DEFAULTS, at)
+        old_states, old_alarms = oracle.evaluate_sensor(old_states, fire, DEFAULTS, at)
+        assert new_alarms == old_alarms, f"fire {j} on the same sensor"
+        other = fire.model_copy(update={"sensor": "t2"})
+        _, alarms = fast.evaluate_sensor(fresh, other, DEFAULTS, at)
+        raised |= {a.condition for a in alarms if a.state == "raised"}
+    assert "fire" in raised
