@@ -14,7 +14,7 @@ import hashlib
 import linecache
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +36,7 @@ __all__ = [
     "MeterState",
     "OfflineState",
     "RiseState",
+    "Rules",
     "State",
     "ThresholdState",
     "episode_id",
@@ -105,8 +106,7 @@ def evaluate(
 #: A sensor's pass: `(states by rule id, reading, now, late_after) -> its alarms`, every rule of
 #: the sensor in one function (`_compile`).
 SensorPass = Callable[[dict[str, Any], Reading, datetime, float], list[Alarm]]
-#: Per rules tuple (by identity; the rule table hands out the same tuple to every sensor ruled
-#: alike): its pass. Bounded; rebuilt when cleared.
+#: Per rules tuple other than `Rules` (by identity): its pass. Bounded; rebuilt when cleared.
 _PLANS: dict[int, tuple[Sequence[RuleBase], SensorPass]] = {}
 _MAX_PLANS = 4096
 #: A kind without `inline`: its step, called.
@@ -118,10 +118,32 @@ if P_out:
 _PREFIX = re.compile(r"\bP_")
 
 
+class Rules(tuple[RuleBase, ...]):
+    """A sensor's rules as the rule table hands them out (one per distinct choice of rows:
+    sensors ruled alike share it), with their pass compiled once."""
+
+    sensor_pass: SensorPass
+
+    def __new__(cls, rules: Iterable[RuleBase]) -> Rules:
+        self = super().__new__(cls, rules)
+        self.sensor_pass = _compile_rules(self)
+        return self
+
+
 def _plan(rules: Sequence[RuleBase]) -> SensorPass:
+    """The pass of rules given other than as `Rules` (cached per tuple)."""
     cached = _PLANS.get(id(rules))
     if cached is not None and cached[0] is rules:
         return cached[1]
+    run = _compile_rules(rules)
+    if isinstance(rules, tuple):  # immutable: safe to remember
+        if len(_PLANS) >= _MAX_PLANS:
+            _PLANS.clear()
+        _PLANS[id(rules)] = (rules, run)
+    return run
+
+
+def _compile_rules(rules: Sequence[RuleBase]) -> SensorPass:
     enabled = [(kind_of(r), r) for r in rules if r.enabled]
     counter = any(kind.counter for kind, _ in enabled)
     parts: list[tuple[Inline, str, bool]] = []
@@ -133,12 +155,7 @@ def _plan(rules: Sequence[RuleBase]) -> SensorPass:
         else:
             raise TypeError(f"no per-sensor state for {type(rule).__name__}")
         parts.append((part, rule.id, kind.screens))
-    run = _compile(parts)
-    if isinstance(rules, tuple):  # immutable: safe to remember
-        if len(_PLANS) >= _MAX_PLANS:
-            _PLANS.clear()
-        _PLANS[id(rules)] = (rules, run)
-    return run
+    return _compile(parts)
 
 
 def _compile(parts: Sequence[tuple[Inline, str, bool]]) -> SensorPass:
@@ -209,6 +226,5 @@ def evaluate_sensor(
     other rules as a fault reading. Each kind's part writes out its quiet case (nothing
     crosses, nothing raised) and hands every other case to the kind's own `evaluate`.
     """
-    cached = _PLANS.get(id(rules))  # `_plan`, its common case inline
-    run = cached[1] if cached is not None and cached[0] is rules else _plan(rules)
+    run = rules.sensor_pass if rules.__class__ is Rules else _plan(rules)
     return states, run(states, reading, now, late_after)

@@ -293,12 +293,12 @@ class SqliteRuleState:
             if stored:
                 changes.cutoffs.append((*key, 2**62))
             stored = []
-        times, values = state.times, state.values
-        new = min(state.pushed - saved, len(times))
+        offsets, values, base = state.offsets, state.values, state.base
+        new = min(state.pushed - saved, len(offsets))
         if new > 0:  # the samples not saved yet (those that already left the window: never)
-            fresh = range(len(times) - new, len(times))
-            newest = times[-1]
-            packed = _pack([times[i] for i in fresh], [values[i] for i in fresh])
+            fresh = range(len(offsets) - new, len(offsets))
+            newest = base + offsets[-1]
+            packed = _pack([base + offsets[i] for i in fresh], [values[i] for i in fresh])
             changes.chunks.append((*key, first or 0, newest, packed))
             stored = [*stored, newest]  # a copy: the log is as it was until the write is done
         if first is not None:

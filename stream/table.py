@@ -16,6 +16,7 @@ from stream.config import (
     sensor_facts,
 )
 from stream.matching import best_rows
+from stream.rules import Rules
 
 __all__ = ["RuleTable"]
 
@@ -44,11 +45,11 @@ class RuleTable:
         self._conditions = tuple(
             dict.fromkeys(_condition(r) for r in self._rows if _condition(r) != "gateway_offline")
         )
-        self._cache: dict[tuple[str, str, str], tuple[RuleBase, ...]] = {}
+        self._cache: dict[tuple[str, str, str], Rules] = {}
         #: one tuple per distinct choice of rows (by the rows' identity): sensors ruled alike
         #: share it, and with it the plan the rules cache per tuple (`stream.rules`), so a
         #: server of many sensors keeps a plan per kind of sensor, not one per sensor
-        self._shared: dict[tuple[int, ...], tuple[RuleBase, ...]] = {}
+        self._shared: dict[tuple[int, ...], Rules] = {}
         self._offline: dict[tuple[str, str, str], tuple[OfflineRule, ...]] = {}
         self._gateways: dict[tuple[str, str], GatewayOfflineRule | None] = {}
 
@@ -59,7 +60,7 @@ class RuleTable:
     def sensor(self, site: str, sensor: str) -> SensorConfig | None:
         return self._sensors.get((site, sensor))
 
-    def rules_for(self, site: str, sensor: str, kind: str) -> tuple[RuleBase, ...]:
+    def rules_for(self, site: str, sensor: str, kind: str) -> Rules:
         """The winning enabled row per condition for this sensor."""
         key = (site, sensor, kind)
         cached = self._cache.get(key)
@@ -85,7 +86,10 @@ class RuleTable:
                 row = tied[0].bound(timezone, self._sensors.get((site, sensor)), self._peek(site))
                 if row is not None:
                     chosen.append(row)
-        result = self._shared.setdefault(tuple(map(id, chosen)), tuple(chosen))
+        ids = tuple(map(id, chosen))
+        result = self._shared.get(ids)
+        if result is None:
+            result = self._shared[ids] = Rules(chosen)
         self._cache[key] = result
         return result
 

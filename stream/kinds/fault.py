@@ -6,6 +6,7 @@ sensor a meter rule watches, or of unit `bool`, only the fault readings count.""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
@@ -167,32 +168,33 @@ def holding_still(rule: FaultRule) -> FaultRule:
 #: The common case in place — a plausible reading, no jump, not stuck — updates the state
 #: where it is; every other case (and an on/off sensor's every reading: it holds its state as
 #: long as it likes) goes to `evaluate`.
-_INLINE = """\
+_HEAD = """\
 P_fault = states.get(P_id)
 if P_fault.__class__ is not P_State:
     P_fault = P_State()
     if reading.unit != "bool":
         states[P_id] = P_fault
 P_quiet = False
-if good and reading.unit != "bool" and P_fault.jumped is None and P_fault.episode is None:
+"""
+_QUIET = """\
+if good and P_fault.jumped is None and P_fault.episode is None and reading.unit != "bool":
     P_ref = P_fault.ref
     if (
-        P_jump is None
-        or P_ref is None
+        P_ref is None
         or abs(value - P_ref[1]) <= P_jump
         or (ts - P_ref[0]).total_seconds() > P_jump_within
     ):
         P_stuck_value = P_fault.stuck_value
-        if P_stuck_value is not None and abs(value - P_stuck_value) <= P_tolerance:
-            P_stuck_since = P_fault.stuck_since
-            P_held = (ts - P_stuck_since).total_seconds()
-        else:
-            P_stuck_since, P_stuck_value, P_held = ts, value, 0.0
-        if P_stuck is None or P_held < P_stuck:
+        if P_stuck_value is None or abs(value - P_stuck_value) > P_tolerance:
             P_fault.run, P_fault.good_run, P_fault.rejected = 0, P_fault.good_run + 1, False
-            P_fault.ref, P_fault.stuck_since = (ts, value), P_stuck_since
-            P_fault.stuck_value = P_stuck_value
+            P_fault.ref, P_fault.stuck_since, P_fault.stuck_value = (ts, value), ts, value
             P_quiet = True
+        elif (ts - P_fault.stuck_since).total_seconds() < P_stuck:
+            P_fault.run, P_fault.good_run, P_fault.rejected = 0, P_fault.good_run + 1, False
+            P_fault.ref = (ts, value)
+            P_quiet = True
+"""
+_REST = """\
 if not P_quiet:
     P_fault, P_out = P_evaluate(
         P_fault, reading, P_still if reading.unit == "bool" else P_rule, now, late_after
@@ -212,13 +214,15 @@ def inline(rule: FaultRule, counter: bool) -> Inline:
         "P_State": FaultState,
         "P_rule": rule,
         "P_still": still,
-        "P_jump": rule.jump,
+        # off: a level no finite difference or time passes (the wire lets no other through)
+        "P_jump": math.inf if rule.jump is None else rule.jump,
         "P_jump_within": rule.jump_within,
-        "P_stuck": rule.stuck,
+        "P_stuck": math.inf if rule.stuck is None else rule.stuck,
         "P_tolerance": rule.stuck_tolerance,
         "P_evaluate": evaluate,
     }
-    return Inline(_INLINE, env)
+    # `stuck: 0`: every reading is stuck, none quiet
+    return Inline(_HEAD + _REST if rule.stuck == 0 else _HEAD + _QUIET + _REST, env)
 
 
 def encode(s: FaultState, samples: bool) -> dict[str, Any]:

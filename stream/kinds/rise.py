@@ -43,6 +43,12 @@ __all__ = [
 ]
 
 
+#: The running sums are recomputed from the samples once this many times as many samples as
+#: the window holds have left it: often enough that rounding never builds up (the times stay
+#: within a few windows of the base), rarely enough to cost little per reading.
+RESUM = 8
+
+
 def _hair(level: float) -> float:
     """How close to a decision level a running-sum rate must be recomputed exactly."""
     return 1e-6 * max(1.0, abs(level))
@@ -94,24 +100,22 @@ class RiseRule(TitledRule):
 class RiseState:
     """The good samples within the window and their running sums, for a least-squares slope
     in O(1) amortised per reading however dense the samples (30,000 readings 1 ms apart cost
-    no more each than one a minute). Times are kept as µs since the epoch (exact, and cheap to
-    subtract); `samples` gives them back as datetimes for the codec and the tests. Mutable,
-    unlike the other states: `_rise` updates it in place and returns it. The sums are
-    recomputed exactly from the samples whenever as many samples have left the window as it
-    holds (so rounding never accumulates), and the slope is recomputed exactly when it lies
-    within a hair of a decision level."""
+    no more each than one a minute). Times are kept as whole µs after `base` (µs since the
+    epoch of the oldest sample when the sums were last recomputed; `base_ts` the same time as
+    a datetime): exact, and small numbers to subtract. `samples` gives them back as datetimes
+    for the codec and the tests, `timed` as µs since the epoch. Mutable, unlike the other
+    states: `_rise` updates it in place and returns it. The sums are recomputed exactly from
+    the samples whenever `RESUM` times as many samples have left the window as it holds (so
+    rounding never builds up), and the slope is recomputed exactly when it lies within a hair
+    of a decision level; an alarm shows the exact slope."""
 
     __slots__ = (
-        "_evicted",
-        "_n",
-        "_sx",
-        "_sxx",
-        "_sxy",
-        "_sy",
         "base",
+        "base_ts",
         "episode",
+        "offsets",
         "pushed",
-        "times",
+        "sums",
         "values",
     )
 
@@ -121,16 +125,22 @@ class RiseState:
         episode: Episode | None = None,
         pushed: int | None = None,
     ) -> None:
-        #: the samples' times in µs since the epoch and their values, oldest first (read-only
+        self._fill(((micros(ts), value) for ts, value in samples), episode, pushed)
+
+    def _fill(
+        self, timed: Iterable[tuple[int, float]], episode: Episode | None, pushed: int | None
+    ) -> None:
+        #: the samples' times in µs after `base` and their values, oldest first (read-only
         #: outside: `push` keeps them and the sums in step)
-        self.times: deque[int] = deque()
+        self.offsets: deque[int] = deque()
         self.values: deque[float] = deque()
-        for ts, value in samples:
-            self.times.append(micros(ts))
+        self.base, self.base_ts = 0, _EPOCH
+        for us, value in timed:
+            self.offsets.append(us)
             self.values.append(value)
         self.episode = episode
         #: samples pushed over the state's life: a store saves only those it has not yet
-        self.pushed = len(self.times) if pushed is None else pushed
+        self.pushed = len(self.offsets) if pushed is None else pushed
         self._resum()
 
     @classmethod
@@ -141,107 +151,119 @@ class RiseState:
         pushed: int | None = None,
     ) -> RiseState:
         """The state of samples timed in µs since the epoch (as a store's log keeps them)."""
-        state = cls((), episode, 0)
-        for us, value in samples:
-            state.times.append(us)
-            state.values.append(value)
-        state.pushed = len(state.times) if pushed is None else pushed
-        state._resum()
+        state = cls.__new__(cls)
+        state._fill(samples, episode, pushed)
         return state
 
     @property
     def samples(self) -> list[tuple[datetime, float]]:
-        return [(from_micros(us), v) for us, v in zip(self.times, self.values, strict=True)]
+        return [(from_micros(us), v) for us, v in self.timed()]
 
     def timed(self) -> Iterable[tuple[int, float]]:
         """The samples as (µs since the epoch, value), oldest first."""
-        return zip(self.times, self.values, strict=True)
+        base = self.base
+        return ((base + d, v) for d, v in zip(self.offsets, self.values, strict=True))
 
     def __len__(self) -> int:
-        return len(self.times)
+        return len(self.offsets)
 
     def first(self) -> int | None:
         """The oldest sample's time in µs since the epoch (None: no samples)."""
-        return self.times[0] if self.times else None
+        return self.base + self.offsets[0] if self.offsets else None
+
+    def last(self) -> int | None:
+        """The newest sample's time in µs since the epoch (None: no samples)."""
+        return self.base + self.offsets[-1] if self.offsets else None
 
     def _resum(self) -> None:
-        base = self.base = self.times[0] if self.times else 0
-        n = sx = sy = sxx = sxy = 0.0
-        for us, value in zip(self.times, self.values, strict=True):
+        """The sums recomputed from the samples, and the oldest made the base."""
+        offsets = self.offsets
+        shift = offsets[0] if offsets else 0
+        if shift:
+            self.offsets = offsets = deque(d - shift for d in offsets)
+            self.base += shift
+            self.base_ts = from_micros(self.base)
+        sx = sy = sxx = sxy = 0.0
+        for d, value in zip(offsets, self.values, strict=True):
             # seconds from the first sample, as `timedelta.total_seconds()` gives them: exactly
             # rounded from whole µs, so the sums are the same whichever way the time was taken
-            x = (us - base) / 1e6
-            n += 1
+            x = d / 1e6
             sx += x
             sy += value
             sxx += x * x
             sxy += x * value
-        self._n, self._sx, self._sy, self._sxx, self._sxy = n, sx, sy, sxx, sxy
-        self._evicted = 0
+        #: Σx, Σy, Σx², Σxy of the samples (x: seconds after `base`; their count is the
+        #: window's length) and the samples that left the window since they were recomputed
+        self.sums = (sx, sy, sxx, sxy, 0)
 
     def push(self, us: int, value: float, window: float) -> None:
         """Add a sample taken at `us` µs since the epoch and drop those more than `window`
         seconds older than it."""
         self.pushed += 1
-        times, values = self.times, self.values
-        times.append(us)
+        offsets, values = self.offsets, self.values
+        if not offsets:
+            self.base, self.base_ts = us, from_micros(us)
+        d = us - self.base
+        offsets.append(d)
         values.append(value)
-        if len(times) == 1:
+        if len(offsets) == 1:
             self._resum()
             return
-        x = (us - self.base) / 1e6  # as in `_resum`
-        self._n += 1
-        self._sx += x
-        self._sy += value
-        self._sxx += x * x
-        self._sxy += x * value
-        while (us - times[0]) / 1e6 > window:
-            x = (times.popleft() - self.base) / 1e6
+        x = d / 1e6  # as in `_resum`
+        sx, sy, sxx, sxy, evicted = self.sums
+        sx += x
+        sy += value
+        sxx += x * x
+        sxy += x * value
+        while (d - offsets[0]) / 1e6 > window:
+            x = offsets.popleft() / 1e6
             old_value = values.popleft()
-            self._n -= 1
-            self._sx -= x
-            self._sy -= old_value
-            self._sxx -= x * x
-            self._sxy -= x * old_value
-            self._evicted += 1
-        if self._evicted >= len(times):
+            sx -= x
+            sy -= old_value
+            sxx -= x * x
+            sxy -= x * old_value
+            evicted += 1
+        if evicted >= RESUM * len(offsets):
             self._resum()
+        else:
+            self.sums = (sx, sy, sxx, sxy, evicted)
 
     def span(self) -> float:
-        return (self.times[-1] - self.times[0]) / 1e6 if self.times else 0.0
+        offsets = self.offsets
+        return (offsets[-1] - offsets[0]) / 1e6 if offsets else 0.0
 
     def exact_rate(self) -> float | None:
         """`rise_rate` of the samples, from their µs (the same seconds `total_seconds` gives)."""
-        times = self.times
-        if len(times) < 2:
+        offsets = self.offsets
+        if len(offsets) < 2:
             return None
-        t0 = times[0]
-        xs = [(t - t0) / 1e6 / 60 for t in times]
+        d0 = offsets[0]
+        xs = [(d - d0) / 1e6 / 60 for d in offsets]
         return _slope(xs, list(self.values))
 
     def rate(self, levels: Iterable[float], near: Iterable[float] = ()) -> float | None:
         """The slope in °C per minute (None: no time span), exact when it lies within a hair
         of one of `levels` (`near`: the hair per level, when the caller has them ready)."""
-        n = self._n
-        sxx = self._sxx
-        denominator = n * sxx - self._sx * self._sx
-        if n < 2 or denominator <= 1e-9 * max(1.0, n * sxx):
+        n = len(self.offsets)
+        sx, sy, sxx, sxy, _ = self.sums
+        scale = n * sxx
+        denominator = scale - sx * sx
+        if n < 2 or denominator <= 1e-9 * max(1.0, scale):
             return self.exact_rate()
-        rate = 60.0 * (n * self._sxy - self._sx * self._sy) / denominator
+        rate = 60.0 * (n * sxy - sx * sy) / denominator
         for level, hair in zip(levels, near or map(_hair, levels), strict=True):
             if abs(rate - level) <= hair:
                 return self.exact_rate()  # a decision at stake: exactly
         return rate
 
     def __repr__(self) -> str:
-        return f"RiseState(samples={len(self.times)}, episode={self.episode!r})"
+        return f"RiseState(samples={len(self.offsets)}, episode={self.episode!r})"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RiseState):
             return NotImplemented
-        return (self.times, self.values, self.episode, self.pushed) == (
-            other.times,
-            other.values,
+        return (list(self.timed()), self.episode, self.pushed) == (
+            list(other.timed()),
             other.episode,
             other.pushed,
         )
@@ -317,22 +339,28 @@ def _rise_decide(  # noqa: PLR0917 - the rise step with the rate it computed
             return "critical", rule.critical_rate
         return "warning", rule.rate
 
+    def shown() -> float:
+        # what an alarm says is the exact slope: the running sums only decide, and only where
+        # no decision is at stake, so when they are recomputed changes no alarm
+        exact = state.exact_rate()
+        return rate if exact is None else exact
+
     if episode is None:
         level, threshold = severity(rate)
         first = state.first()
         since = ts if first is None else from_micros(first)
-        reason = f"rising {rate:.1f} {reading.unit}/min over {_duration(rule.window)}"
+        reason = f"rising {shown():.1f} {reading.unit}/min over {_duration(rule.window)}"
         state.episode = Episode(
             episode_id(rule, reading.site, reading.sensor, since), since, level, reason
         )
-        return state, [alarm(state.episode, "raised", rate, threshold)]
+        return state, [alarm(state.episode, "raised", shown(), threshold)]
     if rate < rule.clear_level:
         state.episode = None
-        return state, [alarm(episode, "cleared", rate, rule.clear_level)]
+        return state, [alarm(episode, "cleared", shown(), rule.clear_level)]
     level, threshold = severity(rate)
     if SEVERITY_RANK[level] > SEVERITY_RANK[episode.severity]:
         state.episode = replace(episode, severity=level)
-        return state, [alarm(state.episode, "updated", rate, threshold)]
+        return state, [alarm(state.episode, "updated", shown(), threshold)]
     return state, []
 
 
@@ -346,48 +374,42 @@ P_rise = states.get(P_id)
 if P_rise.__class__ is not P_State:
     P_rise = states[P_id] = P_State()
 if good:
-    P_d = ts - P_EPOCH
-    P_us = (P_d.days * 86_400 + P_d.seconds) * 1_000_000 + P_d.microseconds
     P_rise.pushed += 1
-    P_times, P_values = P_rise.times, P_rise.values
-    P_times.append(P_us)
-    P_values.append(value)
-    if len(P_times) == 1:
-        P_rise._resum()
-    else:
-        P_base = P_rise.base
-        P_x = (P_us - P_base) / 1e6
-        P_n = P_rise._n + 1
-        P_sx = P_rise._sx + P_x
-        P_sy = P_rise._sy + value
-        P_sxx = P_rise._sxx + P_x * P_x
-        P_sxy = P_rise._sxy + P_x * value
-        if P_us - P_times[0] > P_beyond:
-            P_evicted = P_rise._evicted
-            while P_us - P_times[0] > P_beyond:
-                P_x = (P_times.popleft() - P_base) / 1e6
+    P_offsets, P_values = P_rise.offsets, P_rise.values
+    if P_offsets:
+        P_d = ts - P_rise.base_ts
+        P_d = (P_d.days * 86_400 + P_d.seconds) * 1_000_000 + P_d.microseconds
+        P_offsets.append(P_d)
+        P_values.append(value)
+        P_x = P_d / 1e6
+        P_sx, P_sy, P_sxx, P_sxy, P_evicted = P_rise.sums
+        P_sx += P_x
+        P_sy += value
+        P_sxx += P_x * P_x
+        P_sxy += P_x * value
+        P_age = P_d - P_offsets[0]
+        if P_age > P_beyond:
+            while P_age > P_beyond:
+                P_x = P_offsets.popleft() / 1e6
                 P_old = P_values.popleft()
-                P_n -= 1
                 P_sx -= P_x
                 P_sy -= P_old
                 P_sxx -= P_x * P_x
                 P_sxy -= P_x * P_old
                 P_evicted += 1
-            if P_evicted >= len(P_times):
+                P_age = P_d - P_offsets[0]
+            if P_evicted >= P_RESUM * len(P_offsets):
                 P_rise._resum()
-                P_n, P_sx, P_sy = P_rise._n, P_rise._sx, P_rise._sy
-                P_sxx, P_sxy = P_rise._sxx, P_rise._sxy
+                P_sx, P_sy, P_sxx, P_sxy, P_evicted = P_rise.sums
             else:
-                P_rise._n, P_rise._sx, P_rise._sy = P_n, P_sx, P_sy
-                P_rise._sxx, P_rise._sxy, P_rise._evicted = P_sxx, P_sxy, P_evicted
+                P_rise.sums = (P_sx, P_sy, P_sxx, P_sxy, P_evicted)
         else:
-            P_rise._n, P_rise._sx, P_rise._sy, P_rise._sxx, P_rise._sxy = (
-                P_n, P_sx, P_sy, P_sxx, P_sxy
-            )
-        if len(P_times) >= P_min_samples and P_us - P_times[0] > P_short:
-            P_denominator = P_n * P_sxx - P_sx * P_sx
+            P_rise.sums = (P_sx, P_sy, P_sxx, P_sxy, P_evicted)
+        P_n = len(P_offsets)
+        if P_n >= P_min_samples and P_age > P_short:
             P_scale = P_n * P_sxx
-            if P_n < 2 or P_denominator <= 1e-9 * (P_scale if P_scale > 1.0 else 1.0):
+            P_denominator = P_scale - P_sx * P_sx
+            if P_denominator <= 1e-9 * (P_scale if P_scale > 1.0 else 1.0):
                 P_rate = P_rise.exact_rate()
             else:
                 P_rate = 60.0 * (P_n * P_sxy - P_sx * P_sy) / P_denominator
@@ -401,6 +423,13 @@ if good:
                 P_out = P_decide(P_rise, reading, P_rule, now, late_after, P_rate)[1]
                 if P_out:
                     alarms += P_out
+    else:
+        P_d = ts - P_EPOCH
+        P_rise.base = (P_d.days * 86_400 + P_d.seconds) * 1_000_000 + P_d.microseconds
+        P_rise.base_ts = ts
+        P_offsets.append(0)
+        P_values.append(value)
+        P_rise._resum()
 """
 
 
@@ -412,6 +441,7 @@ def inline(rule: RiseRule, counter: bool) -> Inline:
         "P_State": RiseState,
         "P_rule": rule,
         "P_EPOCH": _EPOCH,
+        "P_RESUM": RESUM,
         "P_beyond": within_micros(rule.window),
         "P_short": below_micros(rule.min_span),
         "P_min_samples": rule.min_samples,

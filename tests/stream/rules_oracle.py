@@ -388,6 +388,12 @@ def _rise(
             return "critical", rule.critical_rate
         return "warning", rule.rate
 
+    def shown() -> float:
+        # what an alarm says is the exact slope; the running sums only decide, and only where
+        # no decision is at stake
+        exact = rise_rate(tuple(state.samples))
+        return rate if exact is None else exact
+
     episode = state.episode
     if rate is None:
         return state, []
@@ -396,18 +402,18 @@ def _rise(
             return state, []
         level, threshold = severity(rate)
         since = state.samples[0][0]
-        reason = f"rising {rate:.1f} °C/min over {_duration(rule.window)}"
+        reason = f"rising {shown():.1f} °C/min over {_duration(rule.window)}"
         state.episode = Episode(
             episode_id(rule, reading.site, reading.sensor, since), since, level, reason
         )
-        return state, [alarm(state.episode, "raised", rate, threshold)]
+        return state, [alarm(state.episode, "raised", shown(), threshold)]
     if rate < rule.clear_level:
         state.episode = None
-        return state, [alarm(episode, "cleared", rate, rule.clear_level)]
+        return state, [alarm(episode, "cleared", shown(), rule.clear_level)]
     level, threshold = severity(rate)
     if SEVERITY_RANK[level] > SEVERITY_RANK[episode.severity]:
         state.episode = replace(episode, severity=level)
-        return state, [alarm(state.episode, "updated", rate, threshold)]
+        return state, [alarm(state.episode, "updated", shown(), threshold)]
     return state, []
 
 

@@ -236,3 +236,35 @@ def test_whole_micros_decide_a_window_as_seconds_do(seconds):
         assert (d > within) == (d / 1e6 > seconds)
     for d in range(max(0, below - 2), below + 3):
         assert (d <= below) == (d / 1e6 < seconds)
+
+
+def test_ten_days_of_readings_keep_the_rate_of_rise_exact_and_its_cost_flat():
+    """Ten days of readings every 10 s (and a jitter of up to a second) through the compiled
+    pass and through `push`: the running sums give the least-squares slope of the window to
+    within 1e-9, and they are recomputed from the samples as they go, so that the samples'
+    times stay within a few windows of their base (never recomputed, the times grow to
+    millions of seconds, and the sums lose so much to rounding that each reading needs the
+    exact slope: a cost per reading that grows with the window)."""
+    import random
+
+    from stream.config import DEFAULT_RULES
+    from stream.kinds.rise import RESUM
+    from stream.rules import RiseState, evaluate_sensor, micros
+    from stream.table import RuleTable
+
+    rules = RuleTable(DEFAULT_RULES, {}).rules_for("s", "t1", "temperature")
+    rng = random.Random(3)
+    states: dict = {}
+    pushed = RiseState()
+    t, value = T0, 21.0
+    for i in range(10 * 8640):
+        t += timedelta(seconds=10, microseconds=rng.randrange(1_000_000))
+        value += rng.gauss(0, 0.2) - (value - 21.0) * 0.05
+        states, _ = evaluate_sensor(states, make_reading(0, value, seq=i + 1, start=t), rules, t)
+        pushed.push(micros(t), value, 120.0)
+    for state in (states["heat-rise"], pushed):
+        exact = state.exact_rate()
+        running = state.rate(())
+        assert exact is not None and running is not None
+        assert abs(running - exact) <= 1e-9 * max(1.0, abs(exact)), (running, exact)
+        assert state.offsets[-1] <= (RESUM + 2) * 120 * 1_000_000

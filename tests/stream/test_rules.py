@@ -219,14 +219,14 @@ def test_a_written_out_rule_that_fails_starts_again_mutes_nothing_and_shows_its_
 
     rules = RuleTable(DEFAULT_RULES, {}).rules_for("s", "t1", "temperature")
     broken = RiseState.of_micros([(0, 20.0)])
-    broken.times[0] = "not a time"  # type: ignore[call-overload]
+    broken.offsets[0] = "not a time"  # type: ignore[call-overload]
     reading = make_reading(0, 99.0, seq=1)
     states, alarms = evaluate_sensor({"heat-rise": broken}, reading, rules, reading.ts)
     assert [(a.condition, a.state) for a in alarms] == [("fire", "raised")]
     assert "heat-rise" not in states or states["heat-rise"] is not broken
     assert states["sensor-offline"].last_good == reading.ts  # the rule after it saw it too
     assert "rule heat-rise failed" in caplog.text
-    assert "_times[0] > " in caplog.text  # the pass's own source line, in the traceback
+    assert "_d - r3_offsets[0]" in caplog.text  # the pass's own source line, in the traceback
     later = make_reading(1, 99.5, seq=2)
     states, alarms = evaluate_sensor(states, later, rules, later.ts)
     assert isinstance(states["heat-rise"], RiseState) and len(states["heat-rise"]) == 1

@@ -258,3 +258,30 @@ def test_readings_at_the_bounds_stop_no_compiled_rule_and_a_fire_still_raises(st
         _, alarms = fast.evaluate_sensor(fresh, other, DEFAULTS, at)
         raised |= {a.condition for a in alarms if a.state == "raised"}
     assert "fire" in raised
+
+
+fault_rows = st.builds(
+    lambda jump, stuck, tolerance, faults: FaultRule(
+        id="fault",
+        condition="sensor_fault",
+        faults=faults,
+        jump=jump,
+        jump_within=120,
+        stuck=stuck,
+        stuck_tolerance=tolerance,
+        clear_after=2,
+    ),
+    st.sampled_from([None, 10.0, 0.5]),
+    st.sampled_from([None, 0.0, 60.0, 600.0]),
+    st.sampled_from([0.0, 0.05, 100.0]),
+    st.sampled_from([0, 2]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(fault_rows, streams)
+def test_fault_rows_with_checks_off_or_at_zero_screen_exactly_as_the_reference(row, steps):
+    """Fault rows with the jump or stuck check off (null), a stuck time of 0 (every reading is
+    stuck) and any tolerance: the compiled quiet case stands in for an off check with a level
+    no finite reading passes, and skips itself when every reading is stuck."""
+    replay(steps, (row, *TWITCHY[1:]))
