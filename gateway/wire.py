@@ -174,19 +174,23 @@ def _parse_int(text: str) -> int:
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 
 
-#: A run of characters a JSON number is made of, longer than an int64's 19 digits and sign,
-#: found as a run of 20 zeros once every such character is made a zero and every other a space
-#: (a tenth of the time a regular expression takes over a batch of timestamps and values).
+#: A payload's shape in one pass (`_shape`): every character a JSON number is made of becomes a
+#: zero, every bracket that opens an array or object a `[`, and every other character a space.
+#: A number longer than an int64's 19 digits and sign is then a run of 20 zeros (a tenth of the
+#: time a regular expression takes over a batch of timestamps and values), and the containers
+#: are the `[`s (brackets inside strings too: counted again without the strings when too many).
 _NUMBER_RUN = 20 * b"0"
-_AS_NUMBER_RUNS = bytes(0x30 if c in b"-+.0123456789eE" else 0x20 for c in range(256))
+_SHAPE = bytes(
+    0x30 if c in b"-+.0123456789eE" else 0x5B if c in b"[{" else 0x20 for c in range(256)
+)
 
 
-def _has_long_number(raw: bytes) -> bool:
-    return _NUMBER_RUN in raw.translate(_AS_NUMBER_RUNS)
+def _shape(raw: bytes) -> bytes:
+    return raw.translate(_SHAPE)
 
 
 def _containers(raw: bytes) -> int:
-    return raw.count(b"[") + raw.count(b"{")
+    return _shape(raw).count(b"[")
 
 
 def _reject_constant(name: str) -> float:
@@ -199,9 +203,13 @@ def loads_bounded(data: bytes | str, *, max_bytes: int, max_containers: int) -> 
     if len(data) > max_bytes:
         raise WireError("too-large", f"{len(data)} bytes (at most {max_bytes})")
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-    if _containers(raw) > max_containers and _containers(_STRING.sub(b'""', raw)) > max_containers:
+    shape = _shape(raw)
+    if (
+        shape.count(b"[") > max_containers
+        and _containers(_STRING.sub(b'""', raw)) > max_containers
+    ):
         raise WireError("too-deep", f"more than {max_containers} arrays and objects")
-    if not _has_long_number(raw):
+    if _NUMBER_RUN not in shape:
         # orjson reads the same JSON to the same values, and refuses the same inputs (NaN,
         # Infinity, overflowing floats, invalid UTF-8, lone surrogates …); a number of more
         # characters than an int64 holds is left to the strict parser (orjson would read a

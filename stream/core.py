@@ -41,7 +41,6 @@ from stream.rules import (
     OfflineState,
     RiseState,
     State,
-    evaluate_sensor,
     gateway_back,
     gateway_tick,
     micros,
@@ -117,6 +116,12 @@ def _contact(
     gw.said_offline = None
     if gw.episode is None:
         return []
+    return _back(gw, table, now, watch_gateway=watch_gateway)
+
+
+def _back(gw: GatewayTrack, table: RuleTable, now: datetime, *, watch_gateway: bool) -> list[Alarm]:
+    """The gateway, offline, is heard from again: its episode ends."""
+    assert gw.episode is not None
     rule = table.gateway_rule(gw.site, gw.gateway)
     episode, gw.episode, gw.back_at = gw.episode, None, now
     if rule is None or not watch_gateway:
@@ -222,7 +227,11 @@ def on_reading(  # noqa: PLR0912 - the clock's common case inline: a call per re
     gw.max_seq = reading.seq
     if gw.newest_ts is None or reading.ts > gw.newest_ts:
         gw.newest_ts = reading.ts
-    alarms.extend(_contact(gw, table, now, watch_gateway=watch_gateway))
+    if gw.contact is None or gw.contact < now:  # heard from (`_contact`, its call saved)
+        gw.contact = now
+    gw.said_offline = None
+    if gw.episode is not None:
+        alarms.extend(_back(gw, table, now, watch_gateway=watch_gateway))
     sensor = gw.sensors.get(reading.sensor)
     if sensor is None:
         sensor = gw.sensors[reading.sensor] = SensorTrack(kind=reading.kind)
@@ -234,9 +243,8 @@ def on_reading(  # noqa: PLR0912 - the clock's common case inline: a call per re
     gw.changed.add(reading.sensor)
     sensor.last_ts, sensor.last_seq = reading.ts, reading.seq
     rules = table.rules_for(reading.site, reading.sensor, reading.kind)
-    sensor.states, produced = evaluate_sensor(
-        sensor.states, reading, rules, now, late_after=late_after
-    )
+    # `evaluate_sensor` without its call: the table's rules carry their compiled pass
+    produced = rules.sensor_pass(sensor.states, reading, now, late_after)
     if produced:
         alarms.extend(produced)
     table.note(reading)
