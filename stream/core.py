@@ -40,6 +40,7 @@ from stream.rules import (
     FaultState,
     OfflineState,
     RiseState,
+    Rules,
     State,
     gateway_back,
     gateway_tick,
@@ -86,6 +87,9 @@ class SensorTrack:
     #: the seq of the last reading applied: a sensor's state saved ahead of its gateway's
     #: (the Faust table writes them apart) is not advanced twice by the same reading
     last_seq: int = 0
+    #: the rules `table` gives this sensor for readings of `kind` (not persisted): looked up
+    #: once, not per reading
+    ruled: tuple[RuleTable, str, Rules] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)
@@ -242,7 +246,12 @@ def on_reading(  # noqa: PLR0912 - the clock's common case inline: a call per re
             return alarms, "duplicate"
     gw.changed.add(reading.sensor)
     sensor.last_ts, sensor.last_seq = reading.ts, reading.seq
-    rules = table.rules_for(reading.site, reading.sensor, reading.kind)
+    ruled = sensor.ruled
+    if ruled is not None and ruled[0] is table and ruled[1] == reading.kind:
+        rules = ruled[2]
+    else:
+        rules = table.rules_for(reading.site, reading.sensor, reading.kind)
+        sensor.ruled = (table, reading.kind, rules)
     # `evaluate_sensor` without its call: the table's rules carry their compiled pass
     produced = rules.sensor_pass(sensor.states, reading, now, late_after)
     if produced:

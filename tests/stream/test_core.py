@@ -210,3 +210,29 @@ def test_a_sensor_saved_ahead_of_its_gateway_does_not_apply_a_reading_twice():
     assert outcomes == ["duplicate"]
     assert restored.sensors["t1"] == before
     assert len(restored.sensors["t1"].states["heat-rise"].samples) == 4
+
+
+def test_a_sensor_whose_readings_change_kind_is_ruled_by_the_rows_of_the_new_kind():
+    """The rules a sensor is ruled by are looked up once and kept with it, for the kind of
+    reading they were looked up for: a sensor that reports another kind (a reflashed device,
+    an integrator's config) is ruled by that kind's rows at once — humidity at 80 % raises
+    damp, not fire — and by a new table's rows when the table is replaced."""
+    from stream.config import parse_rule
+
+    damp = parse_rule(
+        {"id": "damp", "condition": "damp", "kind": "humidity", "above": 75, "clear": 70}
+    )
+    table = RuleTable((damp, *DEFAULT_RULES), {})
+    track = GatewayTrack("s", "g")
+    hot = on_reading(track, reading(80.0, seq=1), table, NOW, late_after=300)[0]
+    assert ("t1", "fire", "raised") in conditions(hot)
+    humid = reading(80.0, seq=2, ts=NOW + timedelta(seconds=10), kind="humidity")
+    alarms = on_reading(track, humid, table, NOW + timedelta(seconds=10), late_after=300)[0]
+    assert ("t1", "damp", "raised") in conditions(alarms)
+    assert ("t1", "fire", "updated") not in conditions(alarms)
+    # the same kind on a new table: that table's rows
+    muggy = {"id": "muggy", "condition": "muggy", "kind": "humidity", "above": 60, "clear": 55}
+    later = reading(78.0, seq=3, ts=NOW + timedelta(seconds=20), kind="humidity")
+    new = RuleTable((parse_rule(muggy), *DEFAULT_RULES), {})
+    alarms = on_reading(track, later, new, NOW + timedelta(seconds=20), late_after=300)[0]
+    assert ("t1", "muggy", "raised") in conditions(alarms)
