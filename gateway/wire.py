@@ -204,10 +204,7 @@ def loads_bounded(data: bytes | str, *, max_bytes: int, max_containers: int) -> 
         raise WireError("too-large", f"{len(data)} bytes (at most {max_bytes})")
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     shape = _shape(raw)
-    if (
-        shape.count(b"[") > max_containers
-        and _containers(_STRING.sub(b'""', raw)) > max_containers
-    ):
+    if shape.count(b"[") > max_containers and _containers(_STRING.sub(b'""', raw)) > max_containers:
         raise WireError("too-deep", f"more than {max_containers} arrays and objects")
     if _NUMBER_RUN not in shape:
         # orjson reads the same JSON to the same values, and refuses the same inputs (NaN,
