@@ -46,9 +46,9 @@ class RuleTable:
             dict.fromkeys(_condition(r) for r in self._rows if _condition(r) != "gateway_offline")
         )
         self._cache: dict[tuple[str, str, str], Rules] = {}
-        #: one tuple per distinct choice of rows (by the rows' identity): sensors ruled alike
-        #: share it, and with it the plan the rules cache per tuple (`stream.rules`), so a
-        #: server of many sensors keeps a plan per kind of sensor, not one per sensor
+        #: one `Rules` per distinct choice of rows (by the rows' identity): sensors ruled
+        #: alike share it, and with it its compiled pass, so a server of many sensors compiles
+        #: a pass per kind of sensor, not one per sensor
         self._shared: dict[tuple[int, ...], Rules] = {}
         self._offline: dict[tuple[str, str, str], tuple[OfflineRule, ...]] = {}
         self._gateways: dict[tuple[str, str], GatewayOfflineRule | None] = {}

@@ -171,10 +171,6 @@ class RiseState:
         """The oldest sample's time in µs since the epoch (None: no samples)."""
         return self.base + self.offsets[0] if self.offsets else None
 
-    def last(self) -> int | None:
-        """The newest sample's time in µs since the epoch (None: no samples)."""
-        return self.base + self.offsets[-1] if self.offsets else None
-
     def _resum(self) -> None:
         """The sums recomputed from the samples, and the oldest made the base."""
         offsets = self.offsets
@@ -241,9 +237,9 @@ class RiseState:
         xs = [(d - d0) / 1e6 / 60 for d in offsets]
         return _slope(xs, list(self.values))
 
-    def rate(self, levels: Iterable[float], near: Iterable[float] = ()) -> float | None:
+    def rate(self, levels: Iterable[float]) -> float | None:
         """The slope in °C per minute (None: no time span), exact when it lies within a hair
-        of one of `levels` (`near`: the hair per level, when the caller has them ready)."""
+        of one of `levels`."""
         n = len(self.offsets)
         sx, sy, sxx, sxy, _ = self.sums
         scale = n * sxx
@@ -251,8 +247,8 @@ class RiseState:
         if n < 2 or denominator <= 1e-9 * max(1.0, scale):
             return self.exact_rate()
         rate = 60.0 * (n * sxy - sx * sy) / denominator
-        for level, hair in zip(levels, near or map(_hair, levels), strict=True):
-            if abs(rate - level) <= hair:
+        for level in levels:
+            if abs(rate - level) <= _hair(level):
                 return self.exact_rate()  # a decision at stake: exactly
         return rate
 

@@ -272,8 +272,14 @@ if good:
 
 def inline(rule: ThresholdRule, counter: bool) -> Inline:
     beyond = "value <= P_level" if rule.below is not None else "value > P_level"
-    env = {"P_id": rule.id, "P_level": rule.level, "P_idle": _IDLE, "P_rule": rule}
-    return Inline(_INLINE.replace("P_BEYOND", beyond), env | {"P_evaluate": evaluate})
+    env = {
+        "P_id": rule.id,
+        "P_level": rule.level,
+        "P_idle": _IDLE,
+        "P_rule": rule,
+        "P_evaluate": evaluate,
+    }
+    return Inline(_INLINE.replace("P_BEYOND", beyond), env)
 
 
 def encode(s: ThresholdState, samples: bool) -> dict[str, Any]:
