@@ -61,7 +61,11 @@ def _reading(site: str, gateway: str, sensor: str, **over: object) -> dict[str, 
 
 
 def _reader_edges(readings: str, one: Callable[..., bytes]) -> Iterator[Hostile]:
-    """Where the fast JSON reader hands over to the checked one: past int64, a key twice."""
+    """Where the fast JSON reader hands over to the checked one (past int64, a key twice), and
+    where its bounds look twice: more `[` and `{` than a batch may hold arrays and objects, all
+    inside one string — counted again without the strings, the message is read, and the
+    reading refused for its text."""
+    yield Hostile("brackets inside strings", readings, one(quality="fault", fault="[{" * 40_000))
     yield Hostile("a number past int64", readings, one(seq=2**64))
     yield Hostile("a number past int64", readings, one(value=-(2**63) - 1))
     twice = one().replace(b'"value": 21.0', b'"value": 21.0, "value": NaN')

@@ -402,3 +402,32 @@ def test_the_fast_json_reader_reads_and_refuses_exactly_what_the_strict_one_does
     long numbers, lone surrogates — the same values (types included) or the same refusal."""
     fast = _outcome(lambda r: loads_bounded(r, max_bytes=10_000, max_containers=10_000), raw)
     assert fast == _outcome(loads_strict, raw)
+
+
+def _containers_in(value):
+    if isinstance(value, list):
+        return 1 + sum(_containers_in(v) for v in value)
+    if isinstance(value, dict):
+        return 1 + sum(_containers_in(v) for v in value.values())
+    return 0
+
+
+bracket_texts = st.text(alphabet='[]{}"\\a', max_size=12)
+bracketed_values = st.recursive(
+    st.none() | st.integers(-1000, 1000) | bracket_texts,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(bracket_texts, inner, max_size=4),
+    max_leaves=16,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(bracketed_values, st.integers(0, 8))
+def test_the_container_bound_counts_arrays_and_objects_not_brackets_in_strings(value, bound):
+    """`loads_bounded` refuses as too deep exactly the JSON with more arrays and objects than
+    its bound, however many brackets and quotes its strings and keys hold."""
+    raw = json.dumps(value).encode()
+    outcome = _outcome(lambda r: loads_bounded(r, max_bytes=100_000, max_containers=bound), raw)
+    if _containers_in(value) > bound:
+        assert outcome == ("refused", "too-deep")
+    else:
+        assert outcome[0] == "read", outcome
