@@ -252,8 +252,10 @@ async def main() -> None:
     data = readings(args.readings)
     base = pure(data)
     reference = pure(data, oracle.evaluate_sensor)
-    emb_each = await embedded(data)
-    emb = await embedded(data, group=MAX_GROUP)
+    # best of five, as the pure rules: a run takes a tenth of a second on this data, and the
+    # figure is the engine's on one core, as undisturbed as a shared machine allows
+    emb_each = max([await embedded(data) for _ in range(5)])
+    emb = max([await embedded(data, group=MAX_GROUP) for _ in range(5)])
     save_ms = await asyncio.to_thread(state_save)
     broker = Tansu().start()
     try:
@@ -275,10 +277,13 @@ async def main() -> None:
             "reference rules (tests/stream/rules_oracle.py: the rules before the fast path)",
             reference,
         ),
-        ("embedded: JSON batch → decode → rules → state durable after each message", emb_each),
+        (
+            "embedded: JSON batch → decode → rules → state durable after each message (best of 5)",
+            emb_each,
+        ),
         (
             f"embedded, a backlog as `husvakt stream` takes it: state saved once per "
-            f"{MAX_GROUP} waiting messages",
+            f"{MAX_GROUP} waiting messages (best of 5)",
             emb,
         ),
         (

@@ -61,10 +61,13 @@ def _reading(site: str, gateway: str, sensor: str, **over: object) -> dict[str, 
 
 
 def _reader_edges(readings: str, one: Callable[..., bytes]) -> Iterator[Hostile]:
-    """Where the fast JSON reader hands over to the checked one (past int64, a key twice), and
-    where its bounds look twice: more `[` and `{` than a batch may hold arrays and objects, all
-    inside one string — counted again without the strings, the message is read, and the
-    reading refused for its text."""
+    """Where the typed reader leaves a batch to the generic one (an empty time, the first of
+    its batch, where the typed reader compares each time with the last one's), where the
+    generic JSON reader hands over to the checked one (past int64, a key twice), and where its
+    bounds look twice: more `[` and `{` than a batch may hold arrays and objects, all inside
+    one string — counted again without the strings, the message is read, and the reading
+    refused for its text."""
+    yield Hostile("an empty time", readings, one(ts=""))
     yield Hostile("brackets inside strings", readings, one(quality="fault", fault="[{" * 40_000))
     yield Hostile("a number past int64", readings, one(seq=2**64))
     yield Hostile("a number past int64", readings, one(value=-(2**63) - 1))

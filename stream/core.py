@@ -196,14 +196,18 @@ def on_reading(  # noqa: PLR0912 - the clock's common case inline: a call per re
     outbox: str | None = None,
 ) -> tuple[list[Alarm], ReadingOutcome]:
     """Apply one reading of this gateway: its clock, dedup by seq, order per sensor, then the
-    rules. `outbox` is the id of the outbox that numbered the reading's batch, if it said."""
-    if gw.clock_episode is None and reading.ts <= now and max_skew >= 0:
+    rules. `outbox` is the id of the outbox that numbered the reading's batch, if it said.
+
+    Each field of the reading is read once: reading a pydantic model's attribute costs about
+    what a call does (its class hooks attribute lookup, so Python cannot specialise it)."""
+    ts, seq = reading.ts, reading.seq
+    if gw.clock_episode is None and ts <= now and max_skew >= 0:
         alarms: list[Alarm] = []  # not dated ahead, and no clock trouble to clear
     else:
         alarms, checked = _check_clock(gw, reading, now, max_skew)
         if checked is None:
             return alarms, "clock_ahead"
-        reading = checked
+        reading, ts = checked, checked.ts
     outcome: ReadingOutcome = "evaluated"
     if outbox is not None and outbox != gw.outbox:
         if gw.outbox is not None:
@@ -215,48 +219,53 @@ def on_reading(  # noqa: PLR0912 - the clock's common case inline: a call per re
             )
             outcome = "seq_reset"
         gw.outbox, gw.max_seq, gw.newest_ts = outbox, 0, None
-    if reading.seq > gw.max_seq + MAX_SEQ_JUMP and gw.newest_ts is not None:
-        return alarms, "seq_jump"
-    if gw.newest_ts is not None and reading.seq <= gw.max_seq:
-        if reading.ts <= gw.newest_ts:
-            return [], "duplicate"
-        log.warning(
-            "gateway %s/%s numbers its readings from %d again (was at %d): a new outbox?",
-            gw.site,
-            gw.gateway,
-            reading.seq,
-            gw.max_seq,
-        )
-        outcome = "seq_reset"
-    gw.max_seq = reading.seq
-    if gw.newest_ts is None or reading.ts > gw.newest_ts:
-        gw.newest_ts = reading.ts
+    newest = gw.newest_ts
+    if newest is not None:
+        if seq > gw.max_seq + MAX_SEQ_JUMP:
+            return alarms, "seq_jump"
+        if seq <= gw.max_seq:
+            if ts <= newest:
+                return [], "duplicate"
+            log.warning(
+                "gateway %s/%s numbers its readings from %d again (was at %d): a new outbox?",
+                gw.site,
+                gw.gateway,
+                seq,
+                gw.max_seq,
+            )
+            outcome = "seq_reset"
+    gw.max_seq = seq
+    if newest is None or ts > newest:
+        gw.newest_ts = ts
     if gw.contact is None or gw.contact < now:  # heard from (`_contact`, its call saved)
         gw.contact = now
     gw.said_offline = None
     if gw.episode is not None:
         alarms.extend(_back(gw, table, now, watch_gateway=watch_gateway))
-    sensor = gw.sensors.get(reading.sensor)
+    name, kind = reading.sensor, reading.kind
+    sensor = gw.sensors.get(name)
     if sensor is None:
-        sensor = gw.sensors[reading.sensor] = SensorTrack(kind=reading.kind)
-    elif sensor.last_ts is not None:
-        if reading.ts < sensor.last_ts:
-            return alarms, "out_of_order"
-        if reading.ts == sensor.last_ts and reading.seq == sensor.last_seq:
-            return alarms, "duplicate"
-    gw.changed.add(reading.sensor)
-    sensor.last_ts, sensor.last_seq = reading.ts, reading.seq
+        sensor = gw.sensors[name] = SensorTrack(kind=kind)
+    else:
+        last_ts = sensor.last_ts
+        if last_ts is not None and ts <= last_ts:
+            if ts < last_ts:
+                return alarms, "out_of_order"
+            if seq == sensor.last_seq:
+                return alarms, "duplicate"
+    gw.changed.add(name)
+    sensor.last_ts, sensor.last_seq = ts, seq
     ruled = sensor.ruled
-    if ruled is not None and ruled[0] is table and ruled[1] == reading.kind:
+    if ruled is not None and ruled[0] is table and ruled[1] == kind:
         rules = ruled[2]
     else:
-        rules = table.rules_for(reading.site, reading.sensor, reading.kind)
-        sensor.ruled = (table, reading.kind, rules)
+        rules = table.rules_for(reading.site, name, kind)
+        sensor.ruled = (table, kind, rules)
     # `evaluate_sensor` without its call: the table's rules carry their compiled pass
     produced = rules.sensor_pass(sensor.states, reading, now, late_after)
     if produced:
         alarms.extend(produced)
-    table.note(reading)
+    table.note(reading, name)
     return alarms, outcome
 
 

@@ -107,9 +107,10 @@ class RuleTable:
         latest = self._latest
         return lambda sensor: latest.get((site, sensor))
 
-    def note(self, reading: Reading) -> None:
-        """Remember a good reading's value if a row's `when` looks at its sensor."""
-        if reading.sensor in self._peers and reading.quality == "good":
+    def note(self, reading: Reading, sensor: str) -> None:
+        """Remember a good reading's value if a row's `when` looks at its sensor (`sensor`:
+        the reading's, as its caller read it already)."""
+        if sensor in self._peers and reading.quality == "good":
             self._latest[(reading.site, reading.sensor)] = reading.value
 
     def gateway_rule(self, site: str, gateway: str) -> GatewayOfflineRule | None:

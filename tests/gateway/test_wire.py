@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway import wire
 from gateway.models import Reading, format_ts
 from gateway.wire import (
     LIMITS,
@@ -222,35 +223,36 @@ GOOD = {
 }
 
 
-@pytest.mark.parametrize(
-    ("change", "reason"),
-    [
-        ({"value": True}, "number"),
-        ({"value": False}, "number"),
-        ({"value": "3.5"}, "number"),
-        ({"seq": "7"}, "number"),
-        ({"seq": 1.5}, "number"),
-        ({"seq": -1}, "number"),
-        ({"value": 1e13}, "number"),
-        ({"ts": "0001-01-01T00:30:00+01:00"}, "timestamp"),
-        ({"ts": "9999-12-31T23:59:59-01:00"}, "timestamp"),
-        ({"ts": "2026-01-15T02:00:00"}, "timestamp"),
-        ({"ts": "2026-02-30T02:00:00Z"}, "timestamp"),
-        ({"ts": 1768442400}, "timestamp"),
-        ({"kind": "k" * 33}, "string"),
-        ({"kind": "temp\ud800"}, "string"),
-        ({"unit": "\udfff"}, "string"),
-        ({"unit": "°C\x00"}, "string"),
-        ({"quality": "fault", "fault": "crc\x00"}, "string"),
-        ({"quality": "fault", "fault": "x" * 65}, "string"),
-        ({"quality": "fault"}, "shape"),
-        ({"fault": "crc"}, "shape"),
-        ({"quality": "bad"}, "shape"),
-        ({"extra": 1}, "shape"),
-        ({"sensor": "Not A Slug"}, "id"),
-        ({"gateway": "other"}, "wrong-gateway"),
-    ],
-)
+BAD_READINGS = [
+    ({"value": True}, "number"),
+    ({"value": False}, "number"),
+    ({"value": "3.5"}, "number"),
+    ({"seq": "7"}, "number"),
+    ({"seq": 1.5}, "number"),
+    ({"seq": -1}, "number"),
+    ({"value": 1e13}, "number"),
+    ({"ts": "0001-01-01T00:30:00+01:00"}, "timestamp"),
+    ({"ts": "9999-12-31T23:59:59-01:00"}, "timestamp"),
+    ({"ts": "2026-01-15T02:00:00"}, "timestamp"),
+    ({"ts": "2026-02-30T02:00:00Z"}, "timestamp"),
+    ({"ts": 1768442400}, "timestamp"),
+    ({"ts": ""}, "timestamp"),
+    ({"kind": "k" * 33}, "string"),
+    ({"kind": "temp\ud800"}, "string"),
+    ({"unit": "\udfff"}, "string"),
+    ({"unit": "°C\x00"}, "string"),
+    ({"quality": "fault", "fault": "crc\x00"}, "string"),
+    ({"quality": "fault", "fault": "x" * 65}, "string"),
+    ({"quality": "fault"}, "shape"),
+    ({"fault": "crc"}, "shape"),
+    ({"quality": "bad"}, "shape"),
+    ({"extra": 1}, "shape"),
+    ({"sensor": "Not A Slug"}, "id"),
+    ({"gateway": "other"}, "wrong-gateway"),
+]
+
+
+@pytest.mark.parametrize(("change", "reason"), BAD_READINGS)
 def test_a_bad_reading_is_refused_with_its_reason_and_the_good_ones_go_on(change, reason):
     bad = {**GOOD, **change}
     payload = json.dumps({"readings": [GOOD, bad, {**GOOD, "seq": 2}]}).encode()
@@ -431,3 +433,122 @@ def test_the_container_bound_counts_arrays_and_objects_not_brackets_in_strings(v
         assert outcome == ("refused", "too-deep")
     else:
         assert outcome[0] == "read", outcome
+
+
+# --- the typed path: decode_batch's fast way, held to the reference way ----------------------
+
+
+def _exactly(batch):
+    """A batch as a comparison sees every bit of it: each field's type and repr (so 0.0 and
+    -0.0, 3 and 3.0 differ), the outbox and the refusals."""
+    readings = [tuple((k, type(v), repr(v)) for k, v in r.__dict__.items()) for r in batch.readings]
+    return readings, batch.outbox, batch.rejected
+
+
+def _reference(payload, site, gateway):
+    try:
+        return _exactly(wire._decode_reference(payload, site, gateway))
+    except WireError as exc:
+        return ("refused", exc.reason)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(readings(), max_size=12),
+    st.one_of(st.none(), slugs),
+    st.sampled_from(["object", "array"]),
+)
+def test_a_valid_batch_takes_the_typed_path_and_decodes_to_what_was_sent(batch, outbox, shape):
+    """Every batch a gateway sends — any ids, kinds, units, values, times, faults — is read by
+    the typed path (not left to the reference path) to exactly the readings that were sent.
+    Values are a sensor's: at most a few decimals (a float of 17 digits and an exponent is as
+    long as the longest int64, and such numbers are left to the reference path)."""
+    batch = [r.model_copy(update={"value": round(r.value, 3)}) for r in batch]
+    payload = encode_batch(batch, outbox=outbox)
+    if shape == "array":
+        payload = json.dumps(json.loads(payload)["readings"], ensure_ascii=False).encode()
+        outbox = None
+    typed = wire._decode_typed(payload, None, None)
+    assert typed is not None
+    assert typed == Batch(tuple(batch), outbox, ())
+    assert _exactly(typed) == _reference(payload, None, None)
+    if batch:  # the same batch on its gateway's topic: the typed path again
+        site, gateway = batch[0].site, batch[0].gateway
+        mine = [r for r in batch if (r.site, r.gateway) == (site, gateway)]
+        payload = encode_batch(mine, outbox=outbox)
+        assert wire._decode_typed(payload, site, gateway) == Batch(tuple(mine), outbox, ())
+
+
+#: values a hostile or broken gateway puts in a reading's field, and valid ones on the edges
+# fmt: off
+odd_values = json_values | st.sampled_from([
+    True, False, None, 0, 5, -7, -0.0, 21.25, 1e-7, 1e12, 1.0000001e12, -1e12, 1e308,
+    2**63, 2**63 - 1, -1, 2**64, "", "s", "S", "-s", "s" * 65, "t-1_b", "g", "other",
+    "temp\x00", "\x7f", "°C", "kWh", "good", "fault", "crc", "3.5", [], {}, ["t"], {"at": 1},
+    "2026-01-15T02:00:00Z", "2026-01-15T02:00:00", "2026-01-15t02:00:00z",
+    "2026-01-15T03:00:00.5+01:00", "2026-01-15T02:00:00.123456789+14:00",
+    "0001-01-01T00:30:00+01:00", "2026-02-30T02:00:00Z", "2026-01-15T02:00:00.123Z",
+])
+# fmt: on
+reading_fields = st.sampled_from([*sorted(GOOD), "quality", "fault", "extra"])
+
+
+@st.composite
+def odd_batches(draw):
+    """A good batch of site s, gateway g, with some fields of some readings changed, dropped or
+    doubled, as raw JSON text — sometimes with bytes slipped in."""
+    items = [{**GOOD, "sensor": f"t{i}", "seq": i + 1} for i in range(draw(st.integers(1, 3)))]
+    texts = []
+    for item in items:
+        for _ in range(draw(st.sampled_from([0, 0, 0, 0, 0, 1, 1, 2]))):
+            field = draw(reading_fields)
+            if draw(st.booleans()) and field in item:
+                del item[field]
+            else:
+                item[field] = draw(odd_values)
+        text = json.dumps(item, allow_nan=True, ensure_ascii=draw(st.booleans()))
+        if draw(st.integers(0, 9)) == 0:  # a key twice: the last one counts, in both paths
+            field = draw(reading_fields)
+            text = text[:-1] + f', "{field}": ' + json.dumps(draw(odd_values)) + "}"
+        texts.append(text)
+    head = draw(st.sampled_from(["[", '{"readings": [', '{"outbox": "ob-1", "readings": [']))
+    raw = (head + ", ".join(texts) + ("]" if head == "[" else "]}")).encode()
+    if draw(st.integers(0, 5)) == 0:
+        at = draw(st.integers(0, len(raw)))
+        raw = raw[:at] + draw(st.binary(min_size=1, max_size=3)) + raw[at:]
+    return raw
+
+
+@settings(max_examples=1500, deadline=None)
+@given(odd_batches(), st.sampled_from([("s", "g"), ("s", "g"), (None, None), ("s", "other")]))
+def test_the_typed_path_gives_what_the_reference_gives_or_leaves_the_batch_to_it(raw, topic):
+    """For any batch — fields of the wrong type, out of range, too long, with control
+    characters, missing, doubled, unknown, from another gateway, bytes slipped in — the typed
+    path either gives exactly what the reference path gives (types and signs included) or
+    gives nothing and leaves the batch to it; `decode_batch` is then the reference's answer."""
+    site, gateway = topic
+    typed = wire._decode_typed(raw, site, gateway)
+    reference = _reference(raw, site, gateway)
+    if typed is not None:
+        assert _exactly(typed) == reference
+        assert not typed.rejected
+    if reference[0] == "refused":
+        with pytest.raises(WireError) as exc:
+            decode_batch(raw, site=site, gateway=gateway)
+        assert exc.value.reason == reference[1]
+    else:
+        assert _exactly(decode_batch(raw, site=site, gateway=gateway)) == reference
+
+
+def test_the_typed_path_leaves_each_refusal_to_the_reference_path_with_its_reason():
+    # every refusal the reference path knows, in a batch the typed path could otherwise read
+    payload = json.dumps({"readings": [GOOD, {**GOOD, "seq": 2}]}).encode()
+    assert wire._decode_typed(payload, "s", "g") is not None
+    for change, _ in BAD_READINGS:
+        for items in ([GOOD, {**GOOD, **change}], [{**GOOD, **change}, GOOD]):
+            bad = json.dumps({"readings": items}).encode()
+            assert wire._decode_typed(bad, "s", "g") is None, (change, items)
+    # a number of more characters than an int64 holds: the reference path reads it (or not)
+    long_number = payload.replace(b'"value": 3.0', b'"value": 3.0000000000000000000000001', 1)
+    assert wire._decode_typed(long_number, "s", "g") is None
+    assert [r.value for r in decode_batch(long_number, site="s", gateway="g").readings] == [3, 3]
