@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -57,6 +58,36 @@ def sample(pid: int, outbox: Path) -> tuple[float, int, int]:
     return rss, fds, size
 
 
+class _Uplinked:
+    """Counts the sensors' readings the gateway uplinks (not the probe's)."""
+
+    def __init__(self, readings: int) -> None:
+        self.readings, self.seen = readings, 0
+        self.probed, self.drained = asyncio.Event(), asyncio.Event()
+
+    async def count(self, host: str, port: int) -> None:
+        async with aiomqtt.Client(host, port, identifier="soak-counter") as client:
+            await client.subscribe("husvakt/v1/skolan/pi-soak/readings", qos=1)
+            async for message in client.messages:
+                payload = bytes(message.payload)
+                self.seen += payload.count(b'"sensor":"t')
+                if b'"sensor":"probe"' in payload:
+                    self.probed.set()
+                if self.seen >= self.readings * 0.99:
+                    self.drained.set()
+
+
+async def _probe(client: aiomqtt.Client, probed: asyncio.Event) -> None:
+    """Publish a probe reading until one has come through the gateway: then it reads its
+    sensors (one subscription for all their topics) and the counter counts."""
+    for _ in range(600):
+        await client.publish("soak/probe", b"20.0", qos=1)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(probed.wait(), 0.1)
+            return
+    raise RuntimeError("the gateway uplinked no probe reading within a minute")
+
+
 async def soak(readings: int, rate: float, slack: float) -> tuple[bool, int]:
     """Whether memory and descriptors stayed flat, and how many readings were uplinked."""
     with tempfile.TemporaryDirectory(prefix="husvakt-soak-") as tmp:
@@ -65,7 +96,8 @@ async def soak(readings: int, rate: float, slack: float) -> tuple[bool, int]:
         broker.start()
         config = here / "pi.yaml"
         sensors = "\n".join(
-            f"  - {{id: t{i}, source: {{type: mqtt, topic: soak/t{i}}}}}" for i in range(SENSORS)
+            f"  - {{id: {name}, source: {{type: mqtt, topic: soak/{name}}}}}"
+            for name in [*(f"t{i}" for i in range(SENSORS)), "probe"]
         )
         config.write_text(CONFIG.format(port=broker.port, sensors=sensors), encoding="utf-8")
         proc = subprocess.Popen(  # noqa: ASYNC220, S603 - the gateway under test, our own
@@ -73,21 +105,13 @@ async def soak(readings: int, rate: float, slack: float) -> tuple[bool, int]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        uplinked = 0
-
-        async def count() -> None:
-            nonlocal uplinked
-            async with aiomqtt.Client(broker.host, broker.port, identifier="soak-counter") as c:
-                await c.subscribe("husvakt/v1/skolan/pi-soak/readings", qos=1)
-                async for message in c.messages:
-                    uplinked += bytes(message.payload).count(b'"seq"')
-
-        counter = asyncio.create_task(count())
+        uplink = _Uplinked(readings)
+        counter = asyncio.create_task(uplink.count(broker.host, broker.port))
         samples: list[tuple[int, float, int, int]] = []
         try:
-            await asyncio.sleep(2.0)  # the gateway starts and subscribes
-            started = time.monotonic()
             async with aiomqtt.Client(broker.host, broker.port, identifier="soak-sensors") as c:
+                await _probe(c, uplink.probed)
+                started = time.monotonic()
                 for i in range(readings):
                     value = 20.0 + (i % 97) / 10
                     await c.publish(f"soak/t{i % SENSORS}", f"{value:.1f}".encode(), qos=1)
@@ -96,12 +120,11 @@ async def soak(readings: int, rate: float, slack: float) -> tuple[bool, int]:
                     lag = (i + 1) / rate - (time.monotonic() - started)
                     if lag > 0:
                         await asyncio.sleep(lag)
-            for _ in range(600):  # until the gateway has uplinked what it read
-                if uplinked >= readings * 0.99:
-                    break
-                await asyncio.sleep(0.1)
+            with contextlib.suppress(TimeoutError):  # until it has uplinked what it read
+                await asyncio.wait_for(uplink.drained.wait(), 60.0)
             samples.append((readings, *sample(proc.pid, here / "outbox.db")))
             took = time.monotonic() - started
+            uplinked = uplink.seen
         finally:
             counter.cancel()
             proc.send_signal(signal.SIGTERM)

@@ -3,10 +3,10 @@
 - the pure rules (`stream.rules.evaluate_sensor`, every default rule of a sensor) — the
   baseline the engines are compared to;
 - the embedded engine with decoding: uplink batches of 200 readings as JSON bytes → parsed and
-  validated → dedup, order and the rules → rule state made durable in SQLite after each
-  message, and as `husvakt stream` takes a backlog (once per group of waiting messages) — by
-  journaling the messages or writing out the sensors they changed, whichever is cheaper, as
-  `husvakt stream` does;
+  validated → the config's allow-list, dedup, order and the rules → rule state made durable in
+  SQLite after each message, and as `husvakt stream` takes a backlog (once per group of waiting
+  messages) — by journaling the messages or writing out the sensors they changed, whichever is
+  cheaper, as `husvakt stream` does;
 - one Faust worker (`faust -A husvakt.faust_app worker`, its own process) on a Tansu broker of
   our own: batches of 200 readings per message versus one reading per message, draining a
   backlog (timed by the worker's own alarm records: the first message's alarm to the last's;
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.machine import machine
+from gateway.config import MqttPoint, SensorConfig
 from gateway.models import Reading
 from gateway.wire import decode_batch, encode_batch
 from husvakt.config import load_config
@@ -40,6 +41,7 @@ from stream.config import DEFAULT_RULES
 from stream.core import GatewayTrack, on_reading
 from stream.engine import EmbeddedEngine
 from stream.kafka_admin import ensure_topics
+from stream.registry import Registry
 from stream.rules import evaluate_sensor
 from stream.state import SqliteRuleState
 from stream.table import RuleTable
@@ -118,12 +120,22 @@ async def embedded(data: list[Reading], *, group: int = 1) -> float:
     async def sink(alarms: object) -> None:
         pass
 
+    # the allow-list `husvakt stream` builds from its config: these sensors of this gateway
+    registry = Registry(
+        {
+            (site, f"t{i}"): SensorConfig(
+                id=f"t{i}", site=site, gateway=gateway, source=MqttPoint(type="mqtt", topic=f"t{i}")
+            )
+            for i in range(SENSORS)
+        }
+    )
     with tempfile.TemporaryDirectory() as tmp:
         engine = EmbeddedEngine(
             table=RuleTable(DEFAULT_RULES, {}),
             clock=Clock(),
             sink=sink,
             state=SqliteRuleState(Path(tmp) / "rules.db"),
+            registry=registry,
         )
         started = time.perf_counter()
         for i, payload in enumerate(payloads, 1):

@@ -157,6 +157,19 @@ def test_the_registry_refuses_what_the_config_does_not_know_and_counts_it_per_ga
     assert registry.refuse(reading(1.0, kind="humidity")) == "wrong-kind"
     assert registry.refuse(reading(1.0).model_copy(update={"site": "x"})) == "unknown-site"
     assert registry.refuse_gateway("s", "g") is None
+    # a sensor of gateway g read by g2, a gateway the config knows for another sensor; and a
+    # sensor of a site whose gateway the config does not name: read by any of that site's
+    owned = {
+        **SENSORS,
+        ("s", "t2"): SENSORS[("s", "t1")].model_copy(update={"id": "t2", "gateway": "g2"}),
+        ("o", "t1"): SENSORS[("s", "t1")].model_copy(update={"site": "o", "gateway": None}),
+    }
+    registry = Registry(owned)
+    assert registry.refuse(reading(1.0, gateway="g2")) == "wrong-gateway"
+    assert registry.refuse(reading(1.0, sensor="t2", gateway="g2")) is None
+    anywhere = reading(1.0, gateway="any").model_copy(update={"site": "o"})
+    assert registry.refuse(anywhere) is None
+    assert registry.refuse(anywhere.model_copy(update={"kind": "humidity"})) == "wrong-kind"
 
 
 async def test_two_hundred_ghost_sensors_open_no_case_and_get_no_state():
