@@ -546,8 +546,11 @@ def _typed_body(payload: bytes) -> tuple[list[_TypedReading], str | None] | None
     if len(body.readings) > LIMITS.readings:
         return None
     outbox = body.outbox
-    if outbox is not None and (len(outbox) > LIMITS.outbox or _CONTROL.search(outbox)):
-        return None  # refused by `_text` there
+    if outbox is not None:
+        try:
+            outbox = _text(outbox, "outbox", LIMITS.outbox)
+        except WireError:
+            return None
     return body.readings, outbox
 
 
@@ -565,7 +568,7 @@ def _decode_typed(  # noqa: PLR0912 - one loop, inline: a call per reading costs
         return None
     items, outbox = typed
     value_bound, seq_bound = LIMITS.value, LIMITS.seq
-    known_sensor, known_ts = _KNOWN_SENSOR, _KNOWN_TS
+    known_sensor = _KNOWN_SENSOR
     readings: list[Reading] = []
     append = readings.append
     # a batch repeats its kinds, units and times reading after reading: comparing a text with
@@ -598,7 +601,7 @@ def _decode_typed(  # noqa: PLR0912 - one loop, inline: a call per reading costs
                 unit = _known("unit", unit_raw, _CHECKS["unit"])
             if r.ts != ts_raw:
                 ts_raw = r.ts
-                ts = known_ts.get(ts_raw) or _known("ts", ts_raw, parse_ts)
+                ts = _known("ts", ts_raw, _CHECKS["ts"])
             value, seq = r.value, r.seq
             if not -value_bound <= value <= value_bound or not 0 <= seq <= seq_bound:
                 return None

@@ -29,17 +29,16 @@ class Registry:
         *,
         gateways: Iterable[tuple[str, str]] = (),
     ) -> None:
-        self._sensors = dict(sensors)
         self._gateways = set(gateways)
         self._open_sites: set[str] = set()
-        for (site, _), sensor in self._sensors.items():
+        for (site, _), sensor in sensors.items():
             if sensor.gateway is None:
                 self._open_sites.add(site)  # read by a gateway the config does not name
             else:
                 self._gateways.add((site, sensor.gateway))
-        self._sites = {site for site, _ in self._sensors} | {site for site, _ in self._gateways}
+        self._sites = {site for site, _ in sensors} | {site for site, _ in self._gateways}
         #: (site, sensor) → (its gateway or None, its kind)
-        self._owners = {key: (s.gateway, s.kind) for key, s in self._sensors.items()}
+        self._owners = {key: (s.gateway, s.kind) for key, s in sensors.items()}
         #: (site, gateway, sensor, kind) of every reading a sensor with its gateway named may
         #: send: what nearly every reading is, admitted with one lookup
         self._admitted = {

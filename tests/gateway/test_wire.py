@@ -511,7 +511,8 @@ def odd_batches(draw):
             field = draw(reading_fields)
             text = text[:-1] + f', "{field}": ' + json.dumps(draw(odd_values)) + "}"
         texts.append(text)
-    head = draw(st.sampled_from(["[", '{"readings": [', '{"outbox": "ob-1", "readings": [']))
+    outbox = json.dumps(draw(st.sampled_from(["ob-1", "o" * (LIMITS.outbox + 1)]) | odd_values))
+    head = draw(st.sampled_from(["[", '{"readings": [', f'{{"outbox": {outbox}, "readings": [']))
     raw = (head + ", ".join(texts) + ("]" if head == "[" else "]}")).encode()
     if draw(st.integers(0, 5)) == 0:
         at = draw(st.integers(0, len(raw)))
@@ -548,6 +549,9 @@ def test_the_typed_path_leaves_each_refusal_to_the_reference_path_with_its_reaso
         for items in ([GOOD, {**GOOD, **change}], [{**GOOD, **change}, GOOD]):
             bad = json.dumps({"readings": items}).encode()
             assert wire._decode_typed(bad, "s", "g") is None, (change, items)
+    for outbox in ("ob\x00", "o" * (LIMITS.outbox + 1), 7):
+        bad = json.dumps({"outbox": outbox, "readings": [GOOD]}).encode()
+        assert wire._decode_typed(bad, "s", "g") is None, outbox
     # a number of more characters than an int64 holds: the reference path reads it (or not)
     long_number = payload.replace(b'"value": 3.0', b'"value": 3.0000000000000000000000001', 1)
     assert wire._decode_typed(long_number, "s", "g") is None
