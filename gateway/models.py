@@ -134,16 +134,6 @@ class Reading(BaseModel):
         _set_private(reading, None)
         return reading
 
-    def numbered(self, seq: int) -> Reading:
-        """This reading with the outbox's `seq` (what `model_copy(update={"seq": seq})` gives,
-        without its generic copy: the outbox numbers every reading it commits)."""
-        reading = _new(Reading)
-        _set_dict(reading, {**self.__dict__, "seq": seq})
-        _set_fields(reading, _ALL_SET)
-        _set_extra(reading, None)
-        _set_private(reading, None)
-        return reading
-
 
 # BaseModel's own slots, set through their descriptors: a third cheaper than
 # `object.__setattr__` by name, and a reading is made per reading received.

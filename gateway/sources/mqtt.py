@@ -26,6 +26,7 @@ import paho.mqtt.client as mqtt
 
 from gateway.clock import Clock
 from gateway.config import GatewayConfig, MqttBrokerConfig, MqttPoint
+from gateway.mqttack import PubackRun
 from gateway.mqttclient import BrokerLogin
 from gateway.normalize import Sample
 from gateway.protocols import Refused
@@ -125,6 +126,7 @@ class MqttSource:
                 loop.call_soon_threadsafe(woken)
 
         client = self._client(inbox, wake)
+        acks = PubackRun(client, loop)
         client.connect_async(self._broker.host, self._broker.port, self._broker.keepalive)
         client.loop_start()
         try:
@@ -132,20 +134,22 @@ class MqttSource:
                 await ready.wait()
                 ready.clear()
                 while inbox:
-                    await self._hand_on(client, inbox, emit)
+                    await self._hand_on(acks, inbox, emit)
         finally:
+            acks.flush()
             client.disconnect()
             await asyncio.to_thread(client.loop_stop)
 
-    async def _hand_on(self, client: mqtt.Client, inbox: deque[Received], emit: Emit) -> None:
+    async def _hand_on(self, acks: PubackRun, inbox: deque[Received], emit: Emit) -> None:
         """Decode a run of waiting messages (up to `RUN`) and hand their samples on at once. A
         message without a sample (quarantined) is acknowledged at once; the others when their
         readings are committed."""
         samples: list[Sample] = []
         while inbox and len(samples) < RUN:
             ts, topic, raw, mid, qos = inbox.popleft()
-            # on a connection gone since, the acknowledgement is lost: the broker sends again
-            ack = partial(client.ack, mid, qos) if qos else None
+            # QoS 1 only (the subscriptions' maximum). On a connection gone since, the broker
+            # sends the message again with the same packet id, which this acknowledges.
+            ack = partial(acks.add, mid) if qos else None
             try:
                 found = self._samples(topic, raw, ts, ack)
             except Exception as exc:  # one message never stops the source

@@ -21,7 +21,7 @@ def seqs(rows):
 
 async def test_readings_are_numbered_as_they_are_committed_and_kept_in_order(outbox):
     stored = await outbox.append([make_reading(i, 20.0 + i) for i in range(5)])
-    assert [r.seq for r in stored] == [1, 2, 3, 4, 5]
+    assert list(stored) == [1, 2, 3, 4, 5]
     rows = await outbox.peek(3)
     assert seqs(rows) == [1, 2, 3]
     await outbox.ack([row_id for row_id, _ in rows])
@@ -39,7 +39,7 @@ async def test_the_outbox_and_its_numbering_survive_a_restart(tmp_path):
     again = SqliteOutbox(path)
     await again.open()
     assert seqs(await again.peek(10)) == [2]
-    assert [r.seq for r in await again.append([make_reading(2, 3.0)])] == [3]
+    assert list(await again.append([make_reading(2, 3.0)])) == [3]
     assert again.stats.buffered == 2 and not again.emptied.is_set()
     await again.ack([row_id for row_id, _ in await again.peek(10)])
     assert again.emptied.is_set()
@@ -75,5 +75,5 @@ async def test_a_full_outbox_thins_the_oldest_but_keeps_extremes_and_faults(tmp_
 
 
 async def test_nothing_to_append_changes_nothing(outbox):
-    assert await outbox.append([]) == []
+    assert list(await outbox.append([])) == []
     assert outbox.stats.last_seq == 0

@@ -25,6 +25,7 @@ from gateway.config import (
     SensorConfig,
     SerialPortConfig,
 )
+from gateway.mqttack import puback_packets
 from gateway.quarantine import Quarantine
 from gateway.sources.modbus import ModbusSource
 from gateway.sources.mqtt import MqttSource
@@ -659,6 +660,56 @@ async def test_an_mqtt_message_is_acknowledged_only_once_its_reading_is_committe
     async with running(source()) as samples:
         await publish(b"5.5")
         assert await next_value(samples) == 5.5
+
+
+@pytest.mark.mqtt
+async def test_a_run_of_messages_committed_together_is_acknowledged_and_never_comes_again(
+    mosquitto,
+):
+    """The source acknowledges the messages whose readings were committed in one go (one
+    write of their PUBACKs): after a restart, none of them comes again."""
+
+    def source():
+        return MqttSource(
+            name="mqtt:test",
+            broker=MqttBrokerConfig(host=mosquitto.host, port=mosquitto.port),
+            points={"s/run": ("t1", MqttPoint(type="mqtt", topic="s/run"))},
+            clock=ScaledClock(start=START, speed=1),
+            quarantine=Quarantine(),
+            client_id="gw-run",
+        )
+
+    async def publish(*values):
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port) as device:
+            for value in values:
+                await device.publish("s/run", str(value).encode(), qos=1)
+
+    async with running(source()) as samples:  # creates the persistent session
+        while True:
+            await publish(0.5)
+            with contextlib.suppress(TimeoutError):
+                assert (await next_sample(samples, timeout=0.5)).value == 0.5
+                break
+    run = [float(v) for v in range(1, 301)]
+    async with running(source()) as samples:
+        await publish(*run)
+        seen: list[float] = []
+        while not seen or seen[-1] != run[-1]:
+            value = (await next_sample(samples)).value
+            if value != 0.5:  # not a probe still in flight from the first round
+                seen.append(value)
+        assert seen == run
+    async with running(source()) as samples:
+        await publish(999.5)
+        while (value := (await next_sample(samples)).value) == 0.5:
+            pass
+        assert value == 999.5, f"{value} came again: its acknowledgement was lost"
+
+
+def test_pubacks_are_written_back_to_back_as_mqtt_frames_them():
+    assert puback_packets([1, 258, 65535]) == bytes(
+        [0x40, 2, 0, 1, 0x40, 2, 1, 2, 0x40, 2, 0xFF, 0xFF]
+    )
 
 
 @pytest.mark.mqtt

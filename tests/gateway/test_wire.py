@@ -25,6 +25,8 @@ from gateway.wire import (
     decode_status,
     decode_trace_line,
     encode_batch,
+    encode_bodies,
+    encode_fields,
     encode_kafka_status,
     encode_reading,
     encode_status,
@@ -117,10 +119,28 @@ def test_a_value_that_is_not_a_finite_float_is_written_as_one_or_refused():
         encode_reading(Reading.trusted("s", "g", "t", "temperature", math.inf, "°C", T0, 1))
 
 
-def test_the_outbox_numbers_a_reading_as_a_copy_would():
-    reading = Reading.trusted("s", "g", "t", "temperature", 2.5, "°C", T0, 0)
-    assert reading.numbered(7) == reading.model_copy(update={"seq": 7})
-    assert reading.seq == 0
+@given(readings(), st.integers(min_value=0, max_value=2**63 - 1))
+def test_the_outbox_writes_a_reading_as_its_copy_with_the_number_given_is_encoded(reading, seq):
+    epoch = reading.ts.timestamp()
+    written = encode_fields(reading.__dict__, seq, epoch)
+    assert written == encode_reading(reading.model_copy(update={"seq": seq}))
+    assert decode_batch(encode_bodies([written], outbox=None)).readings[0].seq == seq
+
+
+@given(
+    st.one_of(
+        st.datetimes(min_value=datetime(1, 1, 1), timezones=st.just(UTC)),  # noqa: DTZ001
+        st.integers(min_value=-5, max_value=5).map(  # either side of the cached seconds' end
+            lambda d: datetime.fromtimestamp(2**32, UTC) + timedelta(microseconds=d)
+        ),
+        st.integers(min_value=-(10**7), max_value=10**7).map(  # readings within seconds
+            lambda d: T0 + timedelta(microseconds=d)
+        ),
+    )
+)
+def test_the_outbox_writes_each_time_as_format_ts_does(when):
+    assert wire._ts_text(when, when.timestamp()) == format_ts(when)
+    assert wire._ts_text(when, when.timestamp()) == format_ts(when)  # the second from the cache
 
 
 @given(readings())
@@ -139,7 +159,7 @@ def test_a_decoded_reading_is_the_validated_model_in_every_way(reading):
     # the readings it builds share one fields set: nothing done to one reaches another
     other = Reading.trusted("s", "g", "t", "temperature", 2.5, "°C", T0, 0)
     decoded.model_copy(update={"value": 1.5, "fault": None}).model_fields_set.add("x")
-    decoded.numbered(3).model_copy(deep=True).model_fields_set.discard("seq")
+    decoded.model_copy(update={"seq": 3}).model_copy(deep=True).model_fields_set.discard("seq")
     assert other.model_fields_set == decoded.model_fields_set == set(Reading.model_fields)
 
 
