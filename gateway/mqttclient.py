@@ -1,7 +1,7 @@
 """The one place MQTT clients are made from a broker's settings: who we are (the login, read
 once), how we talk (TLS), and how a session behaves (persistent, so that QoS 1 messages
-survive a reconnect). The gateway's source reads on paho's own thread; the uplink and the
-stream's subscriber use aiomqtt on the event loop."""
+survive a reconnect). The gateway's source runs paho on the event loop itself
+(`gateway.mqttloop`); the uplink and the stream's subscriber use aiomqtt."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.config import MqttBrokerConfig
+from gateway.mqttloop import BufferedClient
 from gateway.secrets import read_secret, tls_context
 
 __all__ = ["BrokerLogin"]
@@ -50,10 +51,10 @@ class BrokerLogin:
             timeout=TIMEOUT,
         )
 
-    def thread_client(self, identifier: str) -> mqtt.Client:
-        """A paho client on a persistent session, acknowledging QoS 1 messages only when told
-        (`ack`), reconnecting by itself (1 s … 30 s)."""
-        client = mqtt.Client(
+    def looped_client(self, identifier: str) -> mqtt.Client:
+        """A paho client for the event loop (`gateway.mqttloop`) on a persistent session,
+        acknowledging QoS 1 messages only when told (`gateway.mqttack.PubackRun`)."""
+        client = BufferedClient(
             CallbackAPIVersion.VERSION2,
             client_id=identifier,
             clean_session=False,
@@ -63,5 +64,4 @@ class BrokerLogin:
             client.username_pw_set(self.broker.username, self.password)
         if self.tls is not None:
             client.tls_set_context(self.tls)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
         return client

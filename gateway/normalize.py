@@ -25,6 +25,8 @@ PLAUSIBLE: dict[str, tuple[float, float]] = {
 
 #: The largest magnitude the wire carries.
 MAX_VALUE = LIMITS.value
+#: the bounds of a kind without a plausible range of its own
+_ANY = (-MAX_VALUE, MAX_VALUE)
 
 #: DallasTemperature's DEVICE_DISCONNECTED_C, sent by Arduino/ESP nodes when the probe is gone.
 DISCONNECTED_C = -127.0
@@ -85,47 +87,52 @@ def normalize(
     sample: Sample, sensor: SensorConfig, *, site: str, gateway: str, seq: int
 ) -> Reading:
     """Scale, convert to °C and check plausibility; faults become `quality="fault"` readings."""
-    unit = "°C" if sensor.kind == "temperature" else sensor.unit
+    # the config's fields read once, from its dict (a model's attribute costs several times
+    # a dict's item, and every reading passes here)
+    config = sensor.__dict__
+    kind, unit_in = config["kind"], config["unit"]
+    temperature = kind == "temperature"
+    unit = "°C" if temperature else unit_in
     fault = sample.fault
     value = sample.value
     if fault is None and (value is None or not math.isfinite(value)):
         fault = "not-finite"
-    if fault is None and value is not None and sensor.unit == "bool":
+    if fault is None and value is not None and unit_in == "bool":
         # an on/off sensor: a state, or a number that is one (a Modbus coil's 0/1)
         if value not in (0.0, 1.0):
             fault = "not-a-state"
     elif fault is None and sample.state:
         fault = "not-a-number"  # `true` from a thermometer is never 1 °C
     elif fault is None and value is not None:
-        value = value * sensor.scale + sensor.offset
-        if sensor.kind == "temperature":
-            value = _to_celsius(value, sensor.unit)
+        value = value * config["scale"] + config["offset"]
+        if temperature:
+            value = _to_celsius(value, unit_in)
             if value == DISCONNECTED_C:
                 fault = "disconnected"
-            elif sensor.probe == "ds18b20":
+            elif config["probe"] == "ds18b20":
                 fault = _ds18b20_fault(value)
-        bounds = PLAUSIBLE.get(sensor.kind, (-MAX_VALUE, MAX_VALUE))
-        if fault is None and not bounds[0] <= value <= bounds[1]:
+        low, high = PLAUSIBLE.get(kind, _ANY)
+        if fault is None and not low <= value <= high:
             fault = "out-of-range"
     shown = value if value is not None and math.isfinite(value) else 0.0
     if abs(shown) > MAX_VALUE:
         shown = 0.0  # a fault reading's value means nothing, and the wire carries no more
     quality: Literal["good", "fault"] = "fault" if fault else "good"
     text = _fault_text(fault) if fault else None
-    if sample.ts.tzinfo is UTC:
+    ts = sample.ts
+    if ts.tzinfo is UTC:
         # every field is checked above or comes from the validated config: no second check
         return Reading.trusted(
-            site, gateway, sensor.id, sensor.kind, round(shown, 6), unit, sample.ts, seq,
-            quality, text,
-        )  # fmt: skip
+            site, gateway, config["id"], kind, round(shown, 6), unit, ts, seq, quality, text
+        )
     return Reading(  # a time in another zone: validated, which converts it
         site=site,
         gateway=gateway,
-        sensor=sensor.id,
-        kind=sensor.kind,
+        sensor=config["id"],
+        kind=kind,
         value=round(shown, 6),
         unit=unit,
-        ts=sample.ts,
+        ts=ts,
         seq=seq,
         quality=quality,
         fault=text,

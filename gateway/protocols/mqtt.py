@@ -65,8 +65,9 @@ class MqttCodec:
 
 
 def _decode(sensor: str, how: MqttPoint, payload: bytes) -> Decoded:
+    point = how.__dict__  # read once: a model's attribute costs several times a dict's item
     try:
-        value, state = decode_mqtt_value(payload, how.format, how.value_path)
+        value, state = decode_mqtt_value(payload, point["format"], point["value_path"])
     except DecodeError as exc:
         return Decoded(sensor, fault=exc.reason, note=(f"mqtt-{exc.reason}", str(exc)))
     return Decoded(sensor, value=value, state=state)

@@ -1,13 +1,14 @@
 """MQTT source: subscribes to each sensor's topic and decodes its payload.
 
-paho-mqtt's own network thread reads the broker (a callback per message, no asyncio task per
-message: the source takes some 20,000 messages/s where an asyncio client took under 10,000 on
-the same core); the messages wait in a bounded inbox that the event loop drains in runs. paho
-reconnects by itself with capped backoff. A QoS 1 message is acknowledged only after its reading
-is committed to the outbox (or after it was quarantined), on a persistent session: a gateway
-that dies in between gets the message again when it comes back, so nothing it acknowledged is
-lost. Nothing a message carries stops the source: whatever fails for one message quarantines
-that message.
+paho-mqtt runs on the event loop and reads its socket in large gulps (`gateway.mqttloop`):
+every message already received is handled in one go, with no thread between the broker and
+the outbox (a thread of paho's own took one `select` and three reads per message, and traded
+the interpreter with the event loop for each). paho does all of MQTT; the source reconnects
+with capped, jittered backoff. A QoS 1 message is acknowledged only after its reading is
+committed to the outbox (or after it was quarantined), on a persistent session: a gateway that
+dies in between gets the message again when it comes back, so nothing it acknowledged is lost.
+Nothing a message carries stops the source: whatever fails for one message quarantines that
+message.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -24,10 +24,12 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from gateway.backoff import Backoff, reconnect_forever
 from gateway.clock import Clock
 from gateway.config import GatewayConfig, MqttBrokerConfig, MqttPoint
 from gateway.mqttack import PubackRun
 from gateway.mqttclient import BrokerLogin
+from gateway.mqttloop import LoopLink
 from gateway.normalize import Sample
 from gateway.protocols import Refused
 from gateway.protocols.mqtt import MqttCodec
@@ -38,9 +40,9 @@ __all__ = ["MqttSource", "mqtt_sources"]
 
 log = logging.getLogger("husvakt.gateway.mqtt")
 
-#: Messages held between paho's thread and the event loop; beyond, QoS 0 messages are dropped
-#: and counted (QoS 1 messages cannot pile up: the broker sends no more than its in-flight
-#: window until we acknowledge).
+#: Messages read but not handed on yet (the outbox is slower for a while); beyond, QoS 0
+#: messages are dropped and counted (QoS 1 messages cannot pile up: the broker sends no more
+#: than its in-flight window until we acknowledge).
 INBOX = 100_000
 #: Messages decoded and handed on together (one hand-over, one wake-up of the outbox writer)
 RUN = 500
@@ -77,8 +79,13 @@ class MqttSource:
     def name(self) -> str:
         return self._name
 
-    def _client(self, inbox: deque[Received], wake: Callable[[], None]) -> mqtt.Client:
-        client = self._login.thread_client(self._client_id)
+    def _client(
+        self,
+        inbox: deque[Received],
+        connected: Callable[[], None],
+        lost: Callable[[str], None],
+    ) -> mqtt.Client:
+        client = self._login.looped_client(self._client_id)
         overflow = 0
 
         def on_connect(c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
@@ -87,9 +94,10 @@ class MqttSource:
                 return
             c.subscribe([(topic, 1) for topic in self._codec.points])
             log.info("%s: subscribed to %d topics", self._name, len(self._codec.points))
+            connected()
 
         def on_disconnect(_c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-            log.warning("%s: broker unavailable (%s); reconnecting", self._name, reason)
+            lost(str(reason))
 
         def on_message(_c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
             nonlocal overflow
@@ -100,10 +108,12 @@ class MqttSource:
                         "%s: %d messages dropped: the gateway cannot keep up", self._name, overflow
                     )
                 return
-            inbox.append(
-                (self._clock.now(), message.topic, bytes(message.payload), message.mid, message.qos)
-            )
-            wake()
+            try:
+                topic = message.topic
+            except UnicodeDecodeError:  # no sensor's: quarantined as such, and acknowledged
+                topic = "\ufffd (not UTF-8)"
+            payload = bytes(message.payload)
+            inbox.append((self._clock.now(), topic, payload, message.mid, message.qos))
 
         client.on_connect = on_connect
         client.on_disconnect = on_disconnect
@@ -114,31 +124,52 @@ class MqttSource:
         loop = asyncio.get_running_loop()
         inbox: deque[Received] = deque()
         ready = asyncio.Event()
-        scheduled = threading.Event()
 
-        def woken() -> None:
-            scheduled.clear()
-            ready.set()
+        def arrived() -> None:  # after each read of the socket
+            if inbox:
+                ready.set()
 
-        def wake() -> None:  # paho's thread: one call into the loop per run of messages
-            if not scheduled.is_set():
-                scheduled.set()
-                loop.call_soon_threadsafe(woken)
+        backoff = Backoff()  # the session's, reset once the broker took the connection
 
-        client = self._client(inbox, wake)
+        def connected() -> None:
+            backoff.reset()
+
+        why = ["connection ended"]
+
+        def lost(reason: str) -> None:
+            why[0] = reason
+            link.disconnected()
+
+        client = self._client(inbox, connected, lost)
+        link = LoopLink(client, loop, arrived)
         acks = PubackRun(client, loop)
         client.connect_async(self._broker.host, self._broker.port, self._broker.keepalive)
-        client.loop_start()
-        try:
+
+        async def session(this: Backoff) -> None:
+            nonlocal backoff
+            backoff = this
+            await link.connect()
+            await link.lost.wait()
+            raise ConnectionError(why[0])  # reconnect_forever says so, and waits its backoff
+
+        async def hand_on() -> None:
             while True:
                 await ready.wait()
                 ready.clear()
                 while inbox:
                     await self._hand_on(acks, inbox, emit)
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(hand_on(), name=f"{self._name}: messages")
+                tg.create_task(link.keepalive(), name=f"{self._name}: keepalive")
+                await reconnect_forever(
+                    session, errors=(OSError,), what=f"{self._name}: broker", log=log
+                )
         finally:
             acks.flush()
             client.disconnect()
-            await asyncio.to_thread(client.loop_stop)
+            link.close()
 
     async def _hand_on(self, acks: PubackRun, inbox: deque[Received], emit: Emit) -> None:
         """Decode a run of waiting messages (up to `RUN`) and hand their samples on at once. A

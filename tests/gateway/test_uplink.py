@@ -432,7 +432,7 @@ async def test_an_mqtt_source_reads_a_broker_over_tls_with_a_password(tmp_path, 
         config, [sensor], clock=ScaledClock(start=START, speed=1), quarantine=Quarantine()
     )
     samples = asyncio.Queue()
-    task = asyncio.create_task(source.run(into(samples)))
+    task = asyncio.create_task(source.run(into(samples, commit=True)))
     tls = ssl.create_default_context(cafile=str(ca))
     try:
         async with aiomqtt.Client(
@@ -443,8 +443,19 @@ async def test_an_mqtt_source_reads_a_broker_over_tls_with_a_password(tmp_path, 
                 with contextlib.suppress(TimeoutError):
                     got = await asyncio.wait_for(samples.get(), 0.5)
                     break
+        assert (got.sensor, got.value) == ("t1", 3.5)
+        # a burst through TLS: records of 16 kB, each read whole before the next comes
+        async with aiomqtt.Client(
+            broker.host, broker.port, username="gw-skolan", password="s3cret-pw", tls_context=tls
+        ) as device:
+            for i in range(1, 1001):
+                await device.publish("lan/t1", f"{i}.0".ljust(100).encode(), qos=1)
+        seen = []
+        while not seen or seen[-1] != 1000.0:
+            if (value := (await asyncio.wait_for(samples.get(), 10)).value) != 3.5:
+                seen.append(value)
+        assert seen == [float(i) for i in range(1, 1001)]
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    assert (got.sensor, got.value) == ("t1", 3.5)
