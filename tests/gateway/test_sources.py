@@ -616,31 +616,54 @@ async def test_mqtt_topic_patterns_map_varying_topics_to_a_sensor(mosquitto):
     assert {(s.sensor, s.value) for s in got} == {("t-kitchen", 30.5), ("t-shelly", 21.8)}
 
 
+def one_sensor(topic, client_id, broker, quarantine=None):
+    """An MQTT source reading sensor t1 from `topic`."""
+    return MqttSource(
+        name="mqtt:test",
+        broker=broker,
+        points={topic: ("t1", MqttPoint(type="mqtt", topic=topic))},
+        clock=ScaledClock(start=START, speed=1),
+        quarantine=quarantine or Quarantine(),
+        client_id=client_id,
+    )
+
+
+async def until_received(samples, device, topic, payload=b"0.5"):
+    """Publish `payload` until the source hands a sample on (its session then exists)."""
+    while True:
+        await device.publish(topic, payload, qos=1)
+        with contextlib.suppress(TimeoutError):
+            return await next_sample(samples, timeout=0.5)
+
+
+async def values_until(samples, last, probe=0.5):
+    """The values handed on up to `last`, without the `probe`'s (still in flight, perhaps)."""
+    seen: list[float] = []
+    while not seen or seen[-1] != last:
+        value = (await next_sample(samples)).value
+        if value != probe:
+            seen.append(value)
+    return seen
+
+
 @pytest.mark.mqtt
 async def test_an_mqtt_message_is_acknowledged_only_once_its_reading_is_committed(mosquitto):
     """A gateway that dies between receiving a message and committing its reading gets the
     message again when it comes back; one that committed does not."""
+    broker = MqttBrokerConfig(host=mosquitto.host, port=mosquitto.port)
 
     def source():
-        return MqttSource(
-            name="mqtt:test",
-            broker=MqttBrokerConfig(host=mosquitto.host, port=mosquitto.port),
-            points={"s/t": ("t1", MqttPoint(type="mqtt", topic="s/t"))},
-            clock=ScaledClock(start=START, speed=1),
-            quarantine=Quarantine(),
-            client_id="gw-ack",
-        )
+        return one_sensor("s/t", "gw-ack", broker)
 
     async def publish(value):
         async with aiomqtt.Client(mosquitto.host, mosquitto.port) as device:
             await device.publish("s/t", value, qos=1)
 
-    async with running(source()) as samples:  # creates the persistent session
-        while True:
-            await publish(b"0.5")
-            with contextlib.suppress(TimeoutError):
-                assert (await next_sample(samples, timeout=0.5)).value == 0.5
-                break
+    async with (
+        running(source()) as samples,  # creates the persistent session
+        aiomqtt.Client(mosquitto.host, mosquitto.port) as device,
+    ):
+        assert (await until_received(samples, device, "s/t")).value == 0.5
         while not samples.empty():
             samples.get_nowait()
 
@@ -667,37 +690,25 @@ async def test_a_run_of_messages_committed_together_is_acknowledged_and_never_co
 ):
     """The source acknowledges the messages whose readings were committed in one go (one
     write of their PUBACKs): after a restart, none of them comes again."""
+    broker = MqttBrokerConfig(host=mosquitto.host, port=mosquitto.port)
 
     def source():
-        return MqttSource(
-            name="mqtt:test",
-            broker=MqttBrokerConfig(host=mosquitto.host, port=mosquitto.port),
-            points={"s/run": ("t1", MqttPoint(type="mqtt", topic="s/run"))},
-            clock=ScaledClock(start=START, speed=1),
-            quarantine=Quarantine(),
-            client_id="gw-run",
-        )
+        return one_sensor("s/run", "gw-run", broker)
 
     async def publish(*values):
         async with aiomqtt.Client(mosquitto.host, mosquitto.port) as device:
             for value in values:
                 await device.publish("s/run", str(value).encode(), qos=1)
 
-    async with running(source()) as samples:  # creates the persistent session
-        while True:
-            await publish(0.5)
-            with contextlib.suppress(TimeoutError):
-                assert (await next_sample(samples, timeout=0.5)).value == 0.5
-                break
+    async with (
+        running(source()) as samples,  # creates the persistent session
+        aiomqtt.Client(mosquitto.host, mosquitto.port) as device,
+    ):
+        await until_received(samples, device, "s/run")
     run = [float(v) for v in range(1, 301)]
     async with running(source()) as samples:
         await publish(*run)
-        seen: list[float] = []
-        while not seen or seen[-1] != run[-1]:
-            value = (await next_sample(samples)).value
-            if value != 0.5:  # not a probe still in flight from the first round
-                seen.append(value)
-        assert seen == run
+        assert await values_until(samples, run[-1]) == run
     async with running(source()) as samples:
         await publish(999.5)
         while (value := (await next_sample(samples)).value) == 0.5:
@@ -709,39 +720,20 @@ async def test_a_run_of_messages_committed_together_is_acknowledged_and_never_co
 async def test_a_backlog_larger_than_one_read_arrives_whole_and_in_order(mosquitto):
     """Messages queued while the gateway was away come at once, far more than one read of
     the socket takes: packets cut at every read's end are put together, none is lost."""
-
-    def source():
-        return MqttSource(
-            name="mqtt:test",
-            broker=MqttBrokerConfig(host=mosquitto.host, port=mosquitto.port),
-            points={"s/burst": ("t1", MqttPoint(type="mqtt", topic="s/burst"))},
-            clock=ScaledClock(start=START, speed=1),
-            quarantine=Quarantine(),
-            client_id="gw-burst",
-        )
-
+    broker = MqttBrokerConfig(host=mosquitto.host, port=mosquitto.port)
     async with (
-        running(source()) as samples,  # creates the persistent session
+        running(one_sensor("s/burst", "gw-burst", broker)) as samples,  # the session
         aiomqtt.Client(mosquitto.host, mosquitto.port) as device,
     ):
-        while True:
-            await device.publish("s/burst", b"0.5", qos=1)
-            with contextlib.suppress(TimeoutError):
-                await next_sample(samples, timeout=0.5)
-                break
+        await until_received(samples, device, "s/burst")
     # 3,000 messages of 3–300 bytes: some 450 kB, cut wherever the reads end
     values = [float(i) for i in range(1, 3001)]
     async with aiomqtt.Client(mosquitto.host, mosquitto.port) as device:
         for i, value in enumerate(values):
             await device.publish("s/burst", f"{value:.1f}".ljust(3 + i % 300).encode(), qos=1)
     assert READ < 450_000
-    async with running(source()) as samples:
-        seen: list[float] = []
-        while not seen or seen[-1] != values[-1]:
-            value = (await next_sample(samples)).value
-            if value != 0.5:  # a probe still in flight from the first round
-                seen.append(value)
-    assert seen == values
+    async with running(one_sensor("s/burst", "gw-burst", broker)) as samples:
+        assert await values_until(samples, values[-1]) == values
 
 
 @pytest.mark.mqtt
@@ -750,23 +742,11 @@ async def test_an_idle_source_keeps_its_connection_with_pings(mosquitto, caplog)
     quiet = MqttBrokerConfig.model_construct(  # a second's keepalive (configs take ≥ 5 s)
         **{**MqttBrokerConfig(host=mosquitto.host, port=mosquitto.port).__dict__, "keepalive": 1}
     )
-    source = MqttSource(
-        name="mqtt:test",
-        broker=quiet,
-        points={"s/idle": ("t1", MqttPoint(type="mqtt", topic="s/idle"))},
-        clock=ScaledClock(start=START, speed=1),
-        quarantine=Quarantine(),
-        client_id="gw-idle",
-    )
     async with (
-        running(source) as samples,
+        running(one_sensor("s/idle", "gw-idle", quiet)) as samples,
         aiomqtt.Client(mosquitto.host, mosquitto.port) as device,
     ):
-        while True:
-            await device.publish("s/idle", b"1.5", qos=1)
-            with contextlib.suppress(TimeoutError):
-                await next_sample(samples, timeout=0.5)
-                break
+        await until_received(samples, device, "s/idle", b"1.5")
         # the broker's own timer: mosquitto drops a client silent for 1.5 keepalives, checked
         # every few seconds (a silent client with a keepalive of 1 s goes after about 6 s)
         await asyncio.sleep(7.0)
@@ -784,14 +764,7 @@ async def test_a_message_on_a_topic_that_is_not_utf8_is_quarantined_and_acknowle
     from gateway.mqttack import PubackRun
 
     quarantine = Quarantine()
-    source = MqttSource(
-        name="mqtt:test",
-        broker=MqttBrokerConfig(),
-        points={"s/t": ("t1", MqttPoint(type="mqtt", topic="s/t"))},
-        clock=ScaledClock(start=START, speed=1),
-        quarantine=quarantine,
-        client_id="gw-bytes",
-    )
+    source = one_sensor("s/t", "gw-bytes", MqttBrokerConfig(), quarantine)
     inbox: collections.deque = collections.deque()
     client = source._client(inbox, lambda: None, lambda _reason: None)
     message = mqtt.MQTTMessage(mid=7, topic=b"s/\xff\xfe")
