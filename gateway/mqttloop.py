@@ -80,7 +80,7 @@ class LoopLink:
     """Runs a paho client on the event loop: its socket's reads, writes and keepalive. After
     each read every packet already buffered is handled, then `on_data` is called once.
     `lost` is set when the connection goes (paho's `on_disconnect`, which the caller passes
-    on to `disconnected`)."""
+    on to `disconnected`), and `why` says why."""
 
     def __init__(
         self,
@@ -94,6 +94,7 @@ class LoopLink:
         self._thread = threading.get_ident()
         self._fd: int | None = None
         self.lost = asyncio.Event()
+        self.why = "connection ended"
         client.on_socket_close = self._closed
         client.on_socket_register_write = self._want_write
         client.on_socket_unregister_write = self._no_write
@@ -111,8 +112,9 @@ class LoopLink:
         if self._client.want_write():
             self._loop.add_writer(self._fd, self._writable)
 
-    def disconnected(self) -> None:
-        """The connection has gone (paho's `on_disconnect`)."""
+    def disconnected(self, why: str) -> None:
+        """The connection has gone (paho's `on_disconnect`), for the reason `why`."""
+        self.why = why
         self._soon(self.lost.set)
 
     async def keepalive(self) -> None:
@@ -139,7 +141,7 @@ class LoopLink:
             log.exception("reading from the broker failed; reconnecting")
             self._detach()
             client.disconnect()
-            self.lost.set()
+            self.disconnected("reading from the broker failed")
         self._on_data()
 
     def _writable(self) -> None:

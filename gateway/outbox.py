@@ -282,34 +282,32 @@ class SqliteOutbox:
 
     def _append(self, readings: Sequence[Reading]) -> range:
         db = self._conn()
-        first = seq = self._last_seq + 1
+        numbers = range(self._last_seq + 1, self._last_seq + 1 + len(readings))
         rows, size = [], 0
-        for reading in readings:  # its fields read from its dict: a model's attribute is slow
-            fields = reading.__dict__
+        for seq, reading in zip(numbers, readings, strict=True):
+            fields = reading.__dict__  # read from its dict: a model's attribute is slow
             epoch = fields["ts"].timestamp()
             body = encode_fields(fields, seq, epoch)
             rows.append(
                 (fields["sensor"], epoch, fields["value"], fields["quality"] == "fault", body)
             )
             size += len(body)
-            seq += 1
-        seq -= 1
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany(
                 "INSERT INTO outbox (sensor, epoch, value, fault, body) VALUES (?,?,?,?,?)", rows
             )
-            db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (seq,))
+            db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (numbers[-1],))
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:  # a failed COMMIT has rolled back already
                 db.execute("ROLLBACK")
             raise
-        self._last_seq = seq
+        self._last_seq = numbers[-1]
         self.emptied.clear()
         self._buffered += len(rows)
         self._bytes += size
-        return range(first, seq + 1)
+        return numbers
 
     async def peek(self, limit: int) -> list[tuple[int, str]]:
         """The oldest `limit` entries as (id, JSON body), in the order they were appended."""

@@ -106,9 +106,6 @@ class Gateway:
     ) -> None:
         self._config = config
         self._sensors = {s.id: s for s in sensors}
-        #: each sensor's site (its own, else the gateway's) and this gateway's id, read once
-        self._sites = {s.id: s.site or config.site for s in sensors}
-        self._gateway = config.id
         self._outbox = outbox
         self._batch = batch
         self.quarantine = Quarantine(
@@ -235,11 +232,10 @@ class Gateway:
         if sensor is None:
             self.quarantine.add("unknown-sensor", sample.sensor, source="gateway")
             return None
+        site = sensor.site or self._config.site
         try:
             # seq 0 until the outbox numbers the reading as it commits it
-            reading = normalize(
-                sample, sensor, site=self._sites[sample.sensor], gateway=self._gateway, seq=0
-            )
+            reading = normalize(sample, sensor, site=site, gateway=self._config.id, seq=0)
         except Exception as exc:  # a sample that cannot be normalised stops nothing
             log.exception("normalising a sample of %s failed", sample.sensor)
             self.quarantine.add(
@@ -249,13 +245,11 @@ class Gateway:
                 raw=repr(sample),
             )
             return None
-        fields = reading.__dict__  # a model's attribute costs several times a dict's item
-        self.counts[fields["quality"]] += 1
-        fault = fields["fault"]
-        if fault in _WRONG_SORT:  # kept for a person to see: a device misconfigured?
-            what = "an on/off state" if fault == "not-a-number" else f"{sample.value!r}"
+        self.counts[reading.quality] += 1
+        if reading.fault in _WRONG_SORT:  # kept for a person to see: a device misconfigured?
+            what = "an on/off state" if reading.fault == "not-a-number" else f"{sample.value!r}"
             self.quarantine.add(
-                f"normalize-{fault}",
+                f"normalize-{reading.fault}",
                 f"{what} from {sample.sensor} ({sensor.kind}, unit {sensor.unit})",
                 source=sample.sensor,
             )

@@ -134,11 +134,8 @@ class MqttSource:
         def connected() -> None:
             backoff.reset()
 
-        why = ["connection ended"]
-
-        def lost(reason: str) -> None:
-            why[0] = reason
-            link.disconnected()
+        def lost(why: str) -> None:
+            link.disconnected(why)
 
         client = self._client(inbox, connected, lost)
         link = LoopLink(client, loop, arrived)
@@ -150,7 +147,7 @@ class MqttSource:
             backoff = this
             await link.connect()
             await link.lost.wait()
-            raise ConnectionError(why[0])  # reconnect_forever says so, and waits its backoff
+            raise ConnectionError(link.why)  # reconnect_forever says so, and waits its backoff
 
         async def hand_on() -> None:
             while True:
