@@ -207,9 +207,12 @@ SENSOR_PAYLOADS = [
     ("an on/off state as a temperature", b'{"temperature": "OFF"}'),
     ("not UTF-8", b"\xff\xfe\x00"),
     ("too large", b" " * 100_000),
+    ("larger than many reads of the socket", b" " * (3 * 1024 * 1024)),
     ("wrong shape", b'{"temperature": {"value": [1, 2]}}'),
     ("empty payload", b""),
 ]
+#: Bad messages sent back to back to one sensor's topic (after the payloads above)
+FLOOD = 10_000
 #: What an on/off sensor (a zigbee2mqtt leak detector) may be sent: never a leak, never a crash.
 LEAK_PAYLOADS = [
     ("deeply nested JSON", b'{"water_leak": ' + b"[" * 60_000),
@@ -244,7 +247,7 @@ async def test_the_gateway_survives_hostile_sensor_payloads_lines_and_registers(
     from husvakt.broker import free_port
     from tests.gateway.test_sources import pty_pair
 
-    count = len(SENSOR_PAYLOADS) + len(LEAK_PAYLOADS) + len(SERIAL_LINES) + 2
+    count = len(SENSOR_PAYLOADS) + len(LEAK_PAYLOADS) + len(SERIAL_LINES) + 3
     probes = "\n".join(
         f"  - {{id: probe-{i:02d}, building: a, room: r, tags: [probe], "
         f"source: {{type: mqtt, topic: probes/{i:02d}}}}}"
@@ -280,12 +283,9 @@ async def test_the_gateway_survives_hostile_sensor_payloads_lines_and_registers(
         try:
             await genuine_frost_gets_through("start")
             async with aiomqtt.Client(mosquitto.host, mosquitto.port) as device:
-                for kind, payload in SENSOR_PAYLOADS:
-                    before = runtime.gateway.quarantine.total
-                    await device.publish("s/json-t1", payload, qos=1)
-                    await genuine_frost_gets_through(kind)
-                    if runtime.gateway.quarantine.total == before:
-                        failures.append(f"{kind}: not quarantined")
+                failures += await _hostile_to_a_thermometer(
+                    device, runtime, genuine_frost_gets_through
+                )
                 failures += await _hostile_to_a_leak_detector(
                     device, runtime, store, genuine_frost_gets_through
                 )
@@ -341,6 +341,25 @@ def _wild_plc(port):
 def _written(path, text):
     path.write_text(text, encoding="utf-8")
     return path
+
+
+async def _hostile_to_a_thermometer(device, runtime, genuine_frost_gets_through):
+    """Each hostile payload to a thermometer is quarantined, and so is each of a flood of bad
+    messages (read from the socket in one go); a genuine frost gets through after each."""
+    failures = []
+    for kind, payload in SENSOR_PAYLOADS:
+        before = runtime.gateway.quarantine.total
+        await device.publish("s/json-t1", payload, qos=1)
+        await genuine_frost_gets_through(kind)
+        if runtime.gateway.quarantine.total == before:
+            failures.append(f"{kind}: not quarantined")
+    before = runtime.gateway.quarantine.total
+    for _ in range(FLOOD):
+        await device.publish("s/json-t1", b'{"temperature": ', qos=1)
+    await genuine_frost_gets_through("a flood of bad messages")
+    if (flooded := runtime.gateway.quarantine.total - before) < FLOOD:
+        failures.append(f"flood: {flooded} of {FLOOD} quarantined")
+    return failures
 
 
 async def _hostile_to_a_leak_detector(device, runtime, store, genuine_frost_gets_through):
