@@ -63,7 +63,53 @@ async def _next_batch(
     return await outbox.peek(size)
 
 
-class MqttUplink:
+async def _until_lost(client: aiomqtt.Client, drain: Awaitable[None]) -> None:
+    """Run `drain` until the connection is lost, and say so at once: an idle uplink (no
+    readings, its next status a minute away) would otherwise learn of it only at its next
+    publish, and its metrics and /readyz would call it connected until then. The batch in
+    flight stays in the outbox and goes again on the next connection (the server drops a
+    repeat by its seq). aiomqtt 2.5 (pinned) keeps the loss in `_disconnected`, the future its
+    own message iterator waits on."""
+    lost: asyncio.Future[None] = client._disconnected
+    work = asyncio.ensure_future(drain)
+    try:
+        await asyncio.wait({work, lost}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not work.done():
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await work
+    exc = lost.exception() if lost.done() and not lost.cancelled() else None
+    if work.done() and not work.cancelled():
+        work.result()  # the drain's own error (a publish that failed) goes up as it was
+    raise aiomqtt.MqttError(f"connection lost: {exc or 'the broker closed it'}")
+
+
+class _Health:
+    """What the metrics and /readyz read of an uplink: whether it is connected, when the
+    broker last acknowledged (epoch seconds), how many readings went, and a hook told each
+    batch's latency (its oldest reading to the acknowledgement)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self.connected = False
+        self.last_ack: float | None = None
+        self.on_ack: Callable[[float], None] | None = None
+        self.published = 0
+
+    async def _oldest(self, outbox: SqliteOutbox) -> float | None:
+        """The oldest reading's time, when someone listens for the latency."""
+        return await outbox.oldest() if self.on_ack is not None else None
+
+    def _acked(self, oldest: float | None, readings: int) -> None:
+        """The broker acknowledged a batch of `readings` (the oldest taken at `oldest`)."""
+        self.published += readings
+        self.last_ack = acked = self._clock.now().timestamp()
+        if oldest is not None and self.on_ack is not None:
+            self.on_ack(max(0.0, acked - oldest))
+
+
+class MqttUplink(_Health):
     def __init__(
         self,
         *,
@@ -73,16 +119,10 @@ class MqttUplink:
         clock: Clock,
         password: str | None = None,
     ) -> None:
+        super().__init__(clock)
         self._config = config
         self._site, self._gateway = site, gateway
-        self._clock = clock
         self._login = BrokerLogin(config, password, tls_context(config.tls))
-        #: for the metrics: whether connected, when the broker last acknowledged (epoch
-        #: seconds), and a hook told each batch's latency (its oldest reading to the ack)
-        self.connected = False
-        self.last_ack: float | None = None
-        self.on_ack: Callable[[float], None] | None = None
-        self.published = 0
 
     async def _status(self, state: str, outbox: SqliteOutbox | None) -> bytes:
         stats = outbox.stats if outbox else None
@@ -115,7 +155,7 @@ class MqttUplink:
                     await client.publish(
                         status, await self._status("online", outbox), qos=1, retain=True
                     )
-                    await self._drain(client, outbox, topic, status)
+                    await _until_lost(client, self._drain(client, outbox, topic, status))
                 finally:
                     self.connected = False
 
@@ -140,15 +180,12 @@ class MqttUplink:
             )
             if batch:
                 started = time.monotonic()
-                oldest = await outbox.oldest() if self.on_ack is not None else None
+                oldest = await self._oldest(outbox)
                 payload = encode_bodies((body for _, body in batch), outbox=outbox.id)
                 await client.publish(topic, payload, qos=1)
-                self.last_ack = acked = self._clock.now().timestamp()
-                if oldest is not None and self.on_ack is not None:
-                    self.on_ack(max(0.0, acked - oldest))
+                self._acked(oldest, len(batch))
                 await outbox.ack([row_id for row_id, _ in batch])
                 honour_cancellation()
-                self.published += len(batch)
                 # A backlog drains at a bounded rate, so the broker and the rules downstream
                 # are not flooded after an outage.
                 pause = len(batch) / self._config.max_rate - (time.monotonic() - started)
@@ -161,21 +198,17 @@ class MqttUplink:
                 last_status = time.monotonic()
 
 
-class KafkaUplink:
+class KafkaUplink(_Health):
     """Batches from the outbox to the Kafka readings topic (acks=all); a batch leaves the
     outbox only after Kafka acknowledged it. A status message goes out every `status_every`
     (Kafka has no last will: the rules notice a silent gateway by its silence)."""
 
     def __init__(self, *, config: UplinkConfig, site: str, gateway: str, clock: Clock) -> None:
         assert config.kafka is not None, "a Kafka uplink needs the bootstrap servers"
+        super().__init__(clock)
         self._config = config
         self._bootstrap = config.kafka
         self._key = kafka_key(site, gateway)
-        self._clock = clock
-        self.published = 0
-        self.connected = False
-        self.last_ack: float | None = None
-        self.on_ack: Callable[[float], None] | None = None
 
     async def run(self, outbox: SqliteOutbox) -> None:
         from aiokafka import AIOKafkaProducer  # noqa: PLC0415 - an optional extra
@@ -191,6 +224,7 @@ class KafkaUplink:
                 await producer.start()
                 log.info("uplink connected to Kafka at %s", self._bootstrap)
                 backoff.reset()
+                self.connected = True
                 last_status = -float("inf")
                 while True:
                     if time.monotonic() - last_status >= self._config.status_every:
@@ -202,11 +236,13 @@ class KafkaUplink:
                     )
                     if not batch:
                         continue
+                    oldest = await self._oldest(outbox)
                     payload = encode_bodies((body for _, body in batch), outbox=outbox.id)
                     await producer.send_and_wait(topic, key=self._key, value=payload)
+                    self._acked(oldest, len(batch))
                     await outbox.ack([row_id for row_id, _ in batch])
-                    self.published += len(batch)
             finally:
+                self.connected = False
                 with contextlib.suppress(Exception):
                     await producer.stop()
 

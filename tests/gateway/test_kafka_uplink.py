@@ -43,11 +43,19 @@ async def test_batches_reach_the_readings_topic_and_leave_the_outbox_only_then(
     await outbox.append([make_reading(m, 20.0 + m / 10) for m in range(250)])
     config = UplinkConfig(kafka=kafka_broker.bootstrap, kafka_topic=topic, batch=100)
     uplink = KafkaUplink(config=config, site="s", gateway="g", clock=Clock())
+    latencies = []
+    uplink.on_ack = latencies.append
+    assert not uplink.connected and uplink.last_ack is None
     task = asyncio.create_task(uplink.run(outbox))
     await outbox.emptied.wait()
+    # what the metrics and /readyz read: connected, Kafka's last acknowledgement, the latency
+    assert uplink.connected and uplink.published == 250
+    assert uplink.last_ack == Clock().now().timestamp()
+    assert len(latencies) == 3 and all(s >= 0 for s in latencies)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    assert not uplink.connected
     await outbox.close()
 
     consumer = AIOKafkaConsumer(

@@ -26,7 +26,7 @@ gateway:
   id: pi-1
   site: skolan
   mqtt_brokers: {{lan: {{host: 127.0.0.1, port: {mqtt}}}}}
-  uplink: {{host: 127.0.0.1, port: {mqtt}, status_every: 1}}  # readiness follows within 1 s
+  uplink: {{host: 127.0.0.1, port: {mqtt}, status_every: {status_every}}}
   outbox: {{path: outbox.db}}
 sensors:
   - {{id: t1, source: {{type: mqtt, topic: skolan/t1}}}}
@@ -58,11 +58,11 @@ def sample(text, name, **labels):
     return None
 
 
-def start_gateway(tmp_path, mosquitto):
+def start_gateway(tmp_path, mosquitto, status_every=1):
     """`husvakt gateway` of the Pi config with `--metrics` on a free port: (process, listen
     address, the metrics port's base URL)."""
     config = tmp_path / "pi.yaml"
-    config.write_text(PI.format(mqtt=mosquitto.port), encoding="utf-8")
+    config.write_text(PI.format(mqtt=mosquitto.port, status_every=status_every), encoding="utf-8")
     listen = f"127.0.0.1:{free_port()}"
     base = "http://{}:{}".format(*parse_listen(listen))
     proc = subprocess.Popen(
@@ -141,6 +141,37 @@ async def test_a_gateway_serves_metrics_health_and_readiness_that_prometheus_scr
     assert proc.returncode == 0, err.decode()
 
 
+async def test_an_idle_gateway_is_not_ready_as_soon_as_its_uplink_broker_goes(tmp_path, mosquitto):
+    # No readings, and the next status an hour away: nothing is published, so only the
+    # connection itself can tell the gateway that the broker went. /readyz says so at once,
+    # and ready again once the broker is back.
+    proc, _, base = start_gateway(tmp_path, mosquitto, status_every=3600)
+
+    async def readyz(code):
+        answer = await get_once(base, "/readyz")
+        return answer if answer is not None and answer.status_code == code else None
+
+    try:
+        await until(lambda: readyz(200), "/readyz to say ready (the uplink connected)")
+        mosquitto.stop()
+        answer = await until(lambda: readyz(503), "/readyz to say not ready", timeout=10)
+        assert "uplink not connected" in answer.text
+        mosquitto.start()
+        await until(lambda: readyz(200), "ready again with the broker back")
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+            await client.publish("skolan/t1", b"3.5", qos=1)
+
+            async def uplinked():
+                text = (await get_once(base, "/metrics")).text
+                return sample(text, "husvakt_uplink_readings_total") == 1 or None
+
+            await until(uplinked, "a reading uplinked on the new connection")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.to_thread(proc.communicate, timeout=60)
+    assert proc.returncode == 0, err.decode()
+
+
 async def get_once(base, path):
     async with httpx.AsyncClient(base_url=base, timeout=5) as http:
         try:
@@ -151,7 +182,7 @@ async def get_once(base, path):
 
 def test_a_bad_metrics_address_is_refused_with_the_reason(tmp_path):
     config = tmp_path / "pi.yaml"
-    config.write_text(PI.format(mqtt=1883), encoding="utf-8")
+    config.write_text(PI.format(mqtt=1883, status_every=1), encoding="utf-8")
     out = subprocess.run(
         [sys.executable, "-m", "husvakt.cli", "gateway", "--config", str(config),
          "--metrics", "localhost"],
@@ -164,7 +195,9 @@ async def test_log_lines_as_json_carry_component_site_and_gateway(tmp_path):
     import json
 
     config = tmp_path / "pi.yaml"
-    config.write_text(PI.format(mqtt=free_port()), encoding="utf-8")  # no broker there
+    config.write_text(
+        PI.format(mqtt=free_port(), status_every=1), encoding="utf-8"
+    )  # no broker there
     proc = subprocess.Popen(
         [sys.executable, "-m", "husvakt.cli", "--log-format", "json", "-v", "gateway",
          "--config", str(config)],
