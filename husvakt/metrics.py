@@ -295,6 +295,16 @@ async def serve_metrics(metrics: Metrics, listen: str, stop: asyncio.Event) -> N
             await task
 
 
+def serve_on_faust(app: Any, metrics: Metrics, listen: str) -> None:
+    """Serve `metrics` on `listen` as a task of the Faust `app` (Faust owns the event loop),
+    until Faust stops its tasks."""
+
+    async def serve() -> None:
+        await serve_metrics(metrics, listen, asyncio.Event())
+
+    app.task(serve)
+
+
 def watch_cases(
     metrics: Metrics, bridge: CaseBridge, notifier: Any | None, sinks: Sequence[Any] = ()
 ) -> None:

@@ -17,8 +17,9 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
-__all__ = ["notify", "supervised", "watchdog_every", "watchdog_pings"]
+__all__ = ["notify", "supervise_faust", "supervised", "watchdog_every", "watchdog_pings"]
 
 log = logging.getLogger("husvakt.systemd")
 
@@ -84,3 +85,22 @@ async def supervised(stop: asyncio.Event, ready: asyncio.Event) -> AsyncIterator
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def supervise_faust(app: Any, ready: asyncio.Event | None = None) -> None:
+    """`supervised` for a Faust worker, which owns its event loop and its signals: a task of
+    `app` says `READY=1` (Faust starts its tasks once its tables are recovered; `ready`, when
+    given, must be set too), pings the watchdog from Faust's loop, and says `STOPPING=1` when
+    Faust stops its tasks."""
+
+    async def supervise() -> None:
+        try:
+            if ready is not None:
+                await ready.wait()
+            notify("READY=1", "STATUS=running")
+            await watchdog_pings(asyncio.Event())  # returns at once when the watchdog is off
+            await asyncio.Future()  # until Faust cancels its tasks as it stops
+        finally:
+            notify("STOPPING=1")
+
+    app.task(supervise)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import shutil
@@ -17,6 +18,7 @@ from husvakt.broker import free_port
 
 __all__ = [
     "Mosquitto",
+    "NotifySocket",
     "PostgresServer",
     "ServiceError",
     "Tansu",
@@ -303,3 +305,37 @@ class Prometheus:
         stop_process(self._proc, timeout=10)
         self._proc = None
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class NotifySocket:
+    """systemd's side of `sd_notify`: a datagram socket a service under `Type=notify` is
+    pointed at (`env`), and what it said, in order (`heard`)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "notify.sock"
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(str(self.path))
+        self._sock.setblocking(False)
+        self.heard: list[str] = []
+        #: the environment systemd gives the service (the watchdog every 300 ms)
+        self.env = {"NOTIFY_SOCKET": str(self.path), "WATCHDOG_USEC": "300000"}
+
+    async def _more(self, timeout: float) -> None:
+        data = await asyncio.wait_for(
+            asyncio.get_running_loop().sock_recv(self._sock, 4096), timeout
+        )
+        self.heard.extend(data.decode().split("\n"))
+
+    async def hear(self, what: str, *, timeout: float = 60.0) -> int:
+        """Wait until the service says `what`; its place in `heard`."""
+        while what not in self.heard:
+            await self._more(timeout)
+        return self.heard.index(what)
+
+    async def pings(self, count: int, *, after: int, timeout: float = 30.0) -> None:
+        """Wait for `count` watchdog pings after `heard[after]`."""
+        while self.heard[after:].count("WATCHDOG=1") < count:
+            await self._more(timeout)
+
+    def close(self) -> None:
+        self._sock.close()

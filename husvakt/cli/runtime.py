@@ -24,9 +24,9 @@ from husvakt.cli.common import (
     stop_on_signals,
 )
 from husvakt.config import HusvaktConfig, load_config
-from husvakt.metrics import Metrics, metrics_served, serve_metrics, watch_cases
+from husvakt.metrics import Metrics, metrics_served, serve_on_faust, watch_cases
 from husvakt.output import cases_json, cases_table
-from husvakt.systemd import supervised
+from husvakt.systemd import supervise_faust, supervised
 from stream.config import StreamConfig
 
 __all__ = ["add"]
@@ -248,12 +248,8 @@ def _faust_worker(config: HusvaktConfig, listen: str | None = None) -> int:
     asyncio.set_event_loop(asyncio.new_event_loop())
     server = FaustServer(config=config, clock=SystemClock(), store=open_store(config.cases))
     if listen is not None:
-        metrics = server_metrics(server)
-
-        async def serve() -> None:
-            await serve_metrics(metrics, listen, asyncio.Event())
-
-        server.engine.app.task(serve)
+        serve_on_faust(server.engine.app, server_metrics(server), listen)
+    supervise_faust(server.engine.app, ready=server.subscriber.subscribed)
     worker = faust.Worker(server.engine.app, loglevel="INFO", quiet=True)
     try:
         worker.execute_from_commandline()

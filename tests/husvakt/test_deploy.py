@@ -8,7 +8,6 @@ import configparser
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ import pytest
 
 from husvakt.broker import free_port
 from tests.conftest import require_binary
+from tests.services import NotifySocket
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "deploy" / "systemd"
@@ -50,9 +50,8 @@ def test_every_unit_is_hardened_and_systemd_analyze_verifies_it(name, tmp_path):
         if value is not None:
             assert service[key] == value, (name, key)
     assert service["ExecStart"].startswith("/opt/husvakt/bin/")
-    if name != "husvakt-faust@.service":  # faust's own worker speaks no sd_notify
-        assert (service["Type"], service["NotifyAccess"]) == ("notify", "main")
-        assert "WatchdogSec" in service
+    assert (service["Type"], service["NotifyAccess"]) == ("notify", "main")
+    assert "WatchdogSec" in service
     if name == "husvakt-gateway.service":
         assert service["SupplementaryGroups"] == "dialout"  # the serial adapters
     # verified as installed: the binary where this test's virtualenv has it
@@ -78,39 +77,23 @@ async def test_the_gateway_tells_systemd_it_is_ready_feeds_the_watchdog_and_says
         "sensors:\n  - {id: t1, source: {type: mqtt, topic: skolan/t1}}\n",
         encoding="utf-8",
     )
-    where = tmp_path / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(where))
-    sock.setblocking(False)
-    env = {**os.environ, "NOTIFY_SOCKET": str(where), "WATCHDOG_USEC": "300000"}
+    systemd = NotifySocket(tmp_path)
     proc = subprocess.Popen(
         [shutil.which("husvakt") or str(VENV_BIN / "husvakt"), "gateway", "--config", str(config)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={**os.environ, **systemd.env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
-    loop = asyncio.get_running_loop()
-    heard: list[str] = []
-
-    async def hear(what):
-        while what not in heard:
-            data = await asyncio.wait_for(loop.sock_recv(sock, 4096), 30)
-            heard.extend(data.decode().split("\n"))
-
     try:
-        await hear("READY=1")
-        ready_at = len(heard)
-        while heard[ready_at:].count("WATCHDOG=1") < 3:  # fed every 150 ms
-            data = await asyncio.wait_for(loop.sock_recv(sock, 4096), 30)
-            heard.extend(data.decode().split("\n"))
+        await systemd.pings(3, after=await systemd.hear("READY=1"))  # fed every 150 ms
         proc.send_signal(signal.SIGTERM)
-        await hear("STOPPING=1")
+        await systemd.hear("STOPPING=1")
         _, err = await asyncio.to_thread(proc.communicate, timeout=60)
         assert proc.returncode == 0, err.decode()
     finally:
         if proc.poll() is None:
             proc.kill()
-        sock.close()
-    assert heard.index("READY=1") < heard.index("STOPPING=1")
-    assert "STATUS=running" in heard
+        systemd.close()
+    assert systemd.heard.index("READY=1") < systemd.heard.index("STOPPING=1")
+    assert "STATUS=running" in systemd.heard
 
 
 def test_without_systemd_nothing_is_sent(monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -18,6 +19,7 @@ from gateway.wire import encode_reading
 from husvakt.broker import free_port
 from husvakt.config import load_config
 from husvakt.server import EmbeddedServer
+from tests.services import NotifySocket
 from tests.stream.faust_helpers import SCHOOL, Worker, write_config
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.e2e]
@@ -158,12 +160,15 @@ async def test_the_faust_deployment_takes_mqtt_uplinks_to_cases(kafka_broker, mo
     )
     config_path.write_text(text, encoding="utf-8")
     listen = f"127.0.0.1:{free_port()}"
-    worker = Worker(config_path, full=True, metrics=listen)
+    systemd = NotifySocket(tmp_path)  # as under its unit (Type=notify, WatchdogSec)
+    worker = Worker(config_path, full=True, metrics=listen, env=systemd.env)
     try:
         # its MQTT session must exist before the gateway publishes (as after a first start)
         assert await worker.wait_for_output("uplink subscription active", timeout=60), (
             worker.output()
         )
+        # ready once Faust started and the uplink subscribed; the watchdog fed from its loop
+        await systemd.pings(2, after=await systemd.hear("READY=1"))
         night = cold_night()
         await publish(
             mosquitto,
@@ -190,8 +195,11 @@ async def test_the_faust_deployment_takes_mqtt_uplinks_to_cases(kafka_broker, mo
         assert 'husvakt_case_outcomes_total{condition="freezing",result="opened"} 1.0' in scraped
         assert 'husvakt_alarms_total{condition="freezing",state="raised"} 1.0' in scraped
         assert ready.status_code == 200, ready.text
+        worker.proc.send_signal(signal.SIGTERM)
+        await systemd.hear("STOPPING=1")
     finally:
         worker.stop()
+        systemd.close()
     assert "uplink-not-json" in worker.output()
 
 

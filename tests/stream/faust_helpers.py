@@ -80,7 +80,14 @@ class Worker:
     """A worker process: `faust -A husvakt.faust_app worker` (rules only), or `husvakt stream
     --engine faust` (rules + MQTT ingest + case bridge) with `full=True`."""
 
-    def __init__(self, config: Path, *, full: bool = False, metrics: str | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        *,
+        full: bool = False,
+        metrics: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.log = config.parent / f"worker-{uuid.uuid4().hex[:6]}.log"
         if full:
             cmd = [sys.executable, "-m", "husvakt.cli", "-v", "stream", "--engine", "faust"]
@@ -89,7 +96,7 @@ class Worker:
         else:
             faust = str(Path(sys.executable).parent / "faust")
             cmd = [faust, "-A", "husvakt.faust_app", "worker", "--without-web", "-l", "info"]
-        env = os.environ | {"HUSVAKT_CONFIG": str(config), "PYTHONUNBUFFERED": "1"}
+        env = os.environ | {"HUSVAKT_CONFIG": str(config), "PYTHONUNBUFFERED": "1"} | (env or {})
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 cmd, cwd=config.parent, env=env, stdout=out, stderr=subprocess.STDOUT

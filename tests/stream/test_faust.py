@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 from collections import Counter
 from datetime import timedelta
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from husvakt.broker import free_port
 from husvakt.config import load_config
 from husvakt.replay import VirtualClock, arrivals_from_scenario, load_scenario_file
 from stream.core import decode_track
 from stream.engine import EmbeddedEngine
 from stream.kafka_admin import ensure_topics
 from stream.table import RuleTable
+from tests.services import NotifySocket
 from tests.stream.faust_helpers import (
     ROOT,
     SCHOOL,
@@ -218,14 +222,27 @@ async def test_hostile_messages_on_the_readings_topic_stop_no_worker(kafka_broke
             await producer.send_and_wait(kafka.readings_topic, key=k, value=value)
     finally:
         await producer.stop()
-    worker = Worker(config_path)
+    # the worker as its unit runs it: told by systemd's socket, its metrics on a port
+    systemd = NotifySocket(tmp_path)
+    listen = f"127.0.0.1:{free_port()}"
+    worker = Worker(config_path, env={**systemd.env, "HUSVAKT_METRICS": listen})
     try:
+        await systemd.pings(2, after=await systemd.hear("READY=1"))
         got = await consume_alarms(
             kafka_broker.bootstrap, kafka.alarms_topic, sentinels={"sentinel-pi-basement"}
         )
         alive = worker.proc.poll() is None
+        async with httpx.AsyncClient(base_url=f"http://{listen}", timeout=10) as http:
+            ready = await http.get("/readyz")
+            scraped = (await http.get("/metrics")).text
+        worker.proc.send_signal(signal.SIGTERM)
+        await systemd.hear("STOPPING=1")
     finally:
         worker.stop()
+        systemd.close()
+    assert ready.status_code == 200, ready.text
+    assert 'husvakt_alarms_total{condition="fire",state="raised"}' in scraped
+    assert 'husvakt_quarantined_total{component="stream",reason="kafka-too-deep"}' in scraped
     output = worker.output()
     assert ("sentinel-pi-basement", "fire", "raised") in {
         (a.sensor, a.condition, a.state) for a in got
