@@ -103,8 +103,39 @@ def backup(config: HusvaktConfig, out: Path, *, now: datetime | None = None) -> 
     return manifest
 
 
+def _open_by(paths: list[Path]) -> list[str]:
+    """Who has any of `paths` (or their WAL and shared-memory files) open, as `fuser` finds
+    them: every process's open files in /proc that this user may read (all of them, as
+    root). Each as "pid N (command) has PATH open"."""
+    wanted = {}
+    for path in paths:
+        for name in (path.name, path.name + "-wal", path.name + "-shm"):
+            with contextlib.suppress(OSError):
+                wanted[str(path.with_name(name).resolve(strict=True))] = path
+    found: list[str] = []
+    if not wanted:
+        return found
+    with contextlib.suppress(OSError):
+        processes = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
+        for pid in processes:
+            if int(pid) == os.getpid():
+                continue
+            try:
+                links = {os.readlink(e.path) for e in os.scandir(f"/proc/{pid}/fd")}
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:  # gone, or another user's
+                continue
+            for link in sorted(links & wanted.keys()):
+                shown = command.decode(errors="replace").strip()[:80]
+                found.append(f"pid {pid} ({shown}) has {wanted[link]} open")
+                break
+    return found
+
+
 def restore(config: HusvaktConfig, source: Path, *, force: bool = False) -> list[Path]:
-    """Put a backup's files back where the config keeps them. Stop husvakt first."""
+    """Put a backup's files back where the config keeps them. Refused while any process this
+    user may see has one of them open: husvakt would go on writing to the file it opened, and
+    what it wrote after the restore would be lost."""
     try:
         manifest = json.loads((source / MANIFEST).read_text(encoding="utf-8"))
         listed = {f["name"]: f for f in manifest["files"]}
@@ -125,6 +156,12 @@ def restore(config: HusvaktConfig, source: Path, *, force: bool = False) -> list
         plan.append((copy, target.path))
     if not plan:
         raise BackupError(f"{source} holds nothing this config keeps")
+    busy = _open_by([path for _, path in plan])
+    if busy:
+        raise BackupError(
+            "; ".join(busy) + ": stop husvakt first (systemctl stop husvakt-stream "
+            "husvakt-cases): nothing restored"
+        )
     restored = []
     for copy, path in plan:
         path.parent.mkdir(parents=True, exist_ok=True)

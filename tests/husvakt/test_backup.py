@@ -6,11 +6,14 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 from casebridge.store.sql import SqliteCaseStore
+from husvakt.broker import free_port
 from husvakt.config import load_config
 from husvakt.replay import replay_path
+from tests.services import stop_process, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHOOL = ROOT / "config" / "scenarios" / "school.yaml"
@@ -37,7 +40,7 @@ async def test_a_backup_taken_while_husvakt_writes_restores_the_same_cases(tmp_p
     await store.start()
     await replay_path(ROOT / "config" / "scenarios" / "boiler-fire.yaml", config, store=store)
     cases = [(c.id, c.condition, c.status) for c in await store.list_cases()]
-    with sqlite3.connect(config.stream.state) as state:  # a rule state file, in WAL as husvakt's
+    with closing(sqlite3.connect(config.stream.state)) as state, state:  # in WAL as husvakt's
         state.execute("PRAGMA journal_mode=WAL")
         state.execute("CREATE TABLE IF NOT EXISTS marker (v TEXT)")
         state.execute("INSERT INTO marker VALUES ('held')")
@@ -62,11 +65,27 @@ async def test_a_backup_taken_while_husvakt_writes_restores_the_same_cases(tmp_p
         assert [(c.id, c.condition, c.status) for c in await again_store.list_cases()] == cases
     finally:
         await again_store.aclose()
-    with sqlite3.connect(restored.stream.state) as state:
+    with closing(sqlite3.connect(restored.stream.state)) as state:
         assert state.execute("SELECT v FROM marker").fetchall() == [("held",)]
     # it replaces existing files only when told to
     refused = husvakt("restore", "--config", str(elsewhere), "--from", str(tmp_path / "bk"))
     assert refused.returncode == 1 and "restore with --force" in refused.stderr
+    # not while husvakt runs on the files: it would go on writing to the ones it opened
+    port = free_port()
+    serving = subprocess.Popen(
+        [sys.executable, "-m", "husvakt.cli", "cases", "serve", "--config", str(elsewhere),
+         "--port", str(port), "--metrics", f"127.0.0.1:{free_port()}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        wait_for_port("127.0.0.1", port, proc=serving, timeout=60)
+        busy = husvakt("restore", "--config", str(elsewhere), "--from", str(tmp_path / "bk"),
+                       "--force")  # fmt: skip
+    finally:
+        stop_process(serving)
+    assert busy.returncode == 1, busy.stderr
+    assert f"pid {serving.pid} (" in busy.stderr and "cases.db open" in busy.stderr, busy.stderr
+    assert "stop husvakt first" in busy.stderr and "nothing restored" in busy.stderr
     forced = husvakt("restore", "--config", str(elsewhere), "--from", str(tmp_path / "bk"),
                      "--force")  # fmt: skip
     assert forced.returncode == 0, forced.stderr
@@ -74,10 +93,10 @@ async def test_a_backup_taken_while_husvakt_writes_restores_the_same_cases(tmp_p
 
 def test_a_tampered_backup_restores_nothing(tmp_path):
     here = site(tmp_path / "live")
-    with sqlite3.connect(tmp_path / "live" / "cases.db") as db:
+    with closing(sqlite3.connect(tmp_path / "live" / "cases.db")) as db, db:
         db.execute("CREATE TABLE t (v)")
     assert husvakt("backup", "--config", str(here), "--out", str(tmp_path / "bk")).returncode == 0
-    with sqlite3.connect(tmp_path / "bk" / "cases.db") as db:
+    with closing(sqlite3.connect(tmp_path / "bk" / "cases.db")) as db, db:
         db.execute("INSERT INTO t VALUES ('forged')")
     elsewhere = site(tmp_path / "restored")
     out = husvakt("restore", "--config", str(elsewhere), "--from", str(tmp_path / "bk"))
