@@ -34,20 +34,22 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from gateway.config import OutboxConfig
 from gateway.models import Reading
 from gateway.secrets import private_file
 from gateway.wire import encode_fields
 
-__all__ = ["RESERVE", "NoRoomError", "OutboxStats", "SqliteOutbox"]
+__all__ = ["RESERVE", "Held", "NoRoomError", "OutboxStats", "SqliteOutbox"]
 
 #: Bytes kept in reserve beside the outbox, freed when the disk is full so that thinning and
 #: checkpointing have room to write.
 RESERVE = 2_000_000
+_T = TypeVar("_T")
 #: The journal (WAL) is checkpointed at this many pages (of 4 KiB) and kept no bigger.
 WAL_PAGES = 128
 
@@ -64,6 +66,18 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('last_seq', 0), ('thinned', 0);
 CREATE TABLE IF NOT EXISTS identity (id TEXT NOT NULL);
 """
+#: made when a sample is first held (an outbox whose clock is always synced never has it)
+_HELD_SCHEMA = """
+CREATE TABLE IF NOT EXISTS held (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    boot TEXT NOT NULL,
+    mono REAL NOT NULL,
+    sample TEXT NOT NULL
+)
+"""
+
+#: a sample held until the clock syncs: (row id, boot id, monotonic time taken, sample JSON)
+Held = tuple[int, str, float, str]
 
 
 @dataclass(frozen=True)
@@ -118,6 +132,8 @@ class SqliteOutbox:
         self._thinned = 0
         self._last_seq = 0
         self.id = ""
+        #: samples held until the clock syncs (`hold`)
+        self.held = 0
         self.appended = asyncio.Event()
         self.emptied = asyncio.Event()
 
@@ -149,6 +165,10 @@ class SqliteOutbox:
         self._buffered, self._bytes = db.execute(
             "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM outbox"
         ).fetchone()
+        if db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'held'"
+        ).fetchone():
+            (self.held,) = db.execute("SELECT COUNT(*) FROM held").fetchone()
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         self._last_seq, self._thinned = int(meta["last_seq"]), int(meta["thinned"])
         row = db.execute("SELECT id FROM identity").fetchone()
@@ -235,20 +255,29 @@ class SqliteOutbox:
             raise RuntimeError("the outbox is not open")
         return self._db
 
-    async def append(self, readings: Sequence[Reading]) -> range:
+    async def append(self, readings: Sequence[Reading], *, unhold: Sequence[int] = ()) -> range:
         """Number and store readings in one transaction; returns the numbers given (`seq`, in
-        order). When this returns, they survive a crash or power cut."""
-        if not readings:
+        order). When this returns, they survive a crash or power cut. The held samples
+        `unhold` (these readings, now with their true time) leave in the same transaction."""
+        if not readings and not unhold:
             return range(0)
+        stored = await self._write(lambda: self._append(readings, unhold))
+        if readings:
+            self.appended.set()
+        return stored
+
+    async def _write(self, work: Callable[[], _T]) -> _T:
+        """Run one writing transaction (`work`, in the worker thread). When the disk is full
+        the outbox makes room and tries once more; NoRoomError when there is still none."""
         async with self._lock:
             try:
-                stored = await asyncio.to_thread(self._append, readings)
+                done = await asyncio.to_thread(work)
             except (sqlite3.Error, OSError) as exc:
                 if not _no_room(exc):
                     raise
                 try:  # make room, and once more in the room made
                     await asyncio.to_thread(self._make_room)
-                    stored = await asyncio.to_thread(self._append, readings)
+                    done = await asyncio.to_thread(work)
                 except (sqlite3.Error, OSError) as again:
                     if _no_room(again):
                         raise NoRoomError(
@@ -264,8 +293,51 @@ class SqliteOutbox:
             if self._bytes > self._budget:
                 await asyncio.to_thread(self._thin)
             self._committed()
-        self.appended.set()
-        return stored
+        return done
+
+    # --- samples held until the clock syncs ----------------------------------------------
+
+    async def hold(self, rows: Sequence[tuple[str, float, str]], *, keep: int) -> int:
+        """Keep samples taken before the clock synced — (boot id, monotonic time, the sample
+        as JSON) — until they get their true time, as durably as an append; at most `keep`,
+        the oldest going first. Returns how many old ones went."""
+        return await self._write(lambda: self._hold(rows, keep))
+
+    def _hold(self, rows: Sequence[tuple[str, float, str]], keep: int) -> int:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(_HELD_SCHEMA)
+            db.executemany("INSERT INTO held (boot, mono, sample) VALUES (?,?,?)", rows)
+            over = max(0, self.held + len(rows) - keep)
+            if over:
+                db.execute(
+                    "DELETE FROM held WHERE id IN (SELECT id FROM held ORDER BY id LIMIT ?)",
+                    (over,),
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:  # a failed COMMIT has rolled back already
+                db.execute("ROLLBACK")
+            raise
+        self.held += len(rows) - over
+        return over
+
+    async def held_samples(self, limit: int) -> list[Held]:
+        """The oldest `limit` held samples, in the order they were taken."""
+        if not self.held:
+            return []
+        async with self._lock:
+            rows = await asyncio.to_thread(
+                lambda: (
+                    self._conn()
+                    .execute(
+                        "SELECT id, boot, mono, sample FROM held ORDER BY id LIMIT ?", (limit,)
+                    )
+                    .fetchall()
+                )
+            )
+        return [(int(i), str(b), float(m), str(t)) for i, b, m, t in rows]
 
     def _make_room(self) -> None:
         """The disk is full: give the journal's space back, and thin to three quarters of
@@ -280,7 +352,7 @@ class SqliteOutbox:
         self._budget = max(1, min(self._budget, int(self._bytes * 0.75)))
         self._thin()
 
-    def _append(self, readings: Sequence[Reading]) -> range:
+    def _append(self, readings: Sequence[Reading], unhold: Sequence[int] = ()) -> range:
         db = self._conn()
         numbers = range(self._last_seq + 1, self._last_seq + 1 + len(readings))
         rows, size = [], 0
@@ -292,21 +364,31 @@ class SqliteOutbox:
                 (fields["sensor"], epoch, fields["value"], fields["quality"] == "fault", body)
             )
             size += len(body)
+        unheld = 0
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany(
-                "INSERT INTO outbox (sensor, epoch, value, fault, body) VALUES (?,?,?,?,?)", rows
-            )
-            db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (numbers[-1],))
+            if rows:
+                db.executemany(
+                    "INSERT INTO outbox (sensor, epoch, value, fault, body) VALUES (?,?,?,?,?)",
+                    rows,
+                )
+                db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (numbers[-1],))
+            if unhold:
+                unheld = db.execute(
+                    "DELETE FROM held WHERE id IN (SELECT value FROM json_each(?))",
+                    (json.dumps(list(unhold)),),
+                ).rowcount
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:  # a failed COMMIT has rolled back already
                 db.execute("ROLLBACK")
             raise
-        self._last_seq = numbers[-1]
-        self.emptied.clear()
-        self._buffered += len(rows)
-        self._bytes += size
+        self.held -= unheld
+        if rows:
+            self._last_seq = numbers[-1]
+            self.emptied.clear()
+            self._buffered += len(rows)
+            self._bytes += size
         return numbers
 
     async def peek(self, limit: int) -> list[tuple[int, str]]:

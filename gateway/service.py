@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
+import json
 import logging
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from gateway.backoff import Backoff
 from gateway.clock import Clock
@@ -27,12 +27,13 @@ from gateway.sources.modbus import modbus_sources
 from gateway.sources.mqtt import mqtt_sources
 from gateway.sources.onewire import onewire_sources
 from gateway.sources.serial import serial_sources
-from gateway.timesync import clock_synced
+from gateway.timesync import boot_id, clock_synced
 from gateway.uplink import KafkaUplink, MqttUplink
 
 __all__ = ["Gateway", "build_sources", "run_gateway"]
 
 log = logging.getLogger("husvakt.gateway")
+_T = TypeVar("_T")
 
 #: Builds the sources of one source type from its sensors' (id, point) pairs.
 SourceBuilder = Callable[..., Sequence[Source]]
@@ -115,9 +116,12 @@ class Gateway:
         self._pending = Pending(config.queue_size)
         self._clock = clock
         self._synced = clock_synced(config.clock.sync)
-        #: readings taken before the clock synced, with the monotonic time each was taken at
-        self._held: deque[tuple[float, Sample]] = deque()
+        #: readings taken before the clock synced wait in the outbox's file (`hold`), with
+        #: the boot and the monotonic time each was taken at; the lock makes holding and
+        #: releasing one at a time, so none is held after the last release
         self._holding = False
+        self._hold_lock = asyncio.Lock()
+        self._boot = boot_id()
         self.counts: Counter[str] = Counter()
         #: per source (by name): what it handed on, for the metrics
         self.source_health: dict[str, SourceHealth] = {
@@ -145,6 +149,7 @@ class Gateway:
                 "the clock is not synchronised: readings are held until it is (at most %s)",
                 format_duration(self._config.clock.max_hold),
             )
+        await self._held_before()
         async with asyncio.TaskGroup() as tg:
             watch = tg.create_task(self._watch_clock(), name="clock")
             writer = tg.create_task(self._write(), name="outbox writer")
@@ -159,8 +164,7 @@ class Gateway:
             for task in sources:
                 task.cancel()
             watch.cancel()
-            await self._release("stopping")
-            await self._pending.join()
+            await self._pending.join()  # what is held stays held, for the next start
             writer.cancel()
             flusher.cancel()
 
@@ -180,7 +184,32 @@ class Gateway:
     @property
     def held(self) -> int:
         """Readings held until the clock syncs."""
-        return len(self._held)
+        return self._outbox.held
+
+    async def _held_before(self) -> None:
+        """Readings an earlier run held: those of this boot are held on (or go on with their
+        true times, if the clock synced meanwhile); those of an earlier boot cannot be given
+        a true time, and are quarantined."""
+        if not self._outbox.held:
+            return
+        # an earlier boot's come first (they were held first): quarantined until none is left
+        while rows := await self._outbox.held_samples(HELD_BATCH):
+            other = [r for r in rows if not (self._boot and r[1] == self._boot)]
+            for *_, sample in other:
+                self.quarantine.add(
+                    "held-across-reboot",
+                    "taken before the clock synced, in an earlier boot: its time is unknown",
+                    source="gateway",
+                    raw=sample,
+                )
+            if not other:
+                break
+            await self._unhold([r[0] for r in other])
+            self.counts["held_across_reboot"] += len(other)
+        log.warning("%d readings held from before a restart", self._outbox.held)
+        if not self._holding and self._outbox.held:
+            self._holding = True
+            await self._release("the clock is synchronised")
 
     async def _watch_clock(self) -> None:
         """Release the held readings once the clock syncs (or `max_hold` has passed)."""
@@ -194,28 +223,42 @@ class Gateway:
 
     async def _release(self, why: str) -> None:
         """Give each held reading its true time — the clock now, less how long ago (by the
-        monotonic clock) it was taken — and queue it for the outbox."""
-        if not self._holding:
-            return
-        self._holding = False
-        held, self._held = list(self._held), deque()
-        now, mono = self._clock.now(), time.monotonic()
-        fixed = [dataclasses.replace(s, ts=now - timedelta(seconds=mono - at)) for at, s in held]
-        log.warning("%s: %d held readings go on, with their true times", why, len(fixed))
-        await self.accept(fixed)
+        monotonic clock) it was taken — and move it into the outbox (one transaction a batch:
+        none is lost or sent twice). Then stop holding."""
+        async with self._hold_lock:
+            if not self._holding:
+                return
+            released = 0
+            while rows := await self._outbox.held_samples(HELD_BATCH):
+                now, mono = self._clock.now(), time.monotonic()
+                readings = []
+                for _, _, at, text in rows:
+                    sample = self._unheld(text, now - timedelta(seconds=mono - at))
+                    reading = None if sample is None else self._reading(sample)
+                    if reading is not None:
+                        readings.append(reading)
+                await self._commit(readings, unhold=[r[0] for r in rows])
+                released += len(readings)
+            self._holding = False
+        log.warning("%s: %d held readings go on, with their true times", why, released)
+
+    def _unheld(self, text: str, ts: datetime) -> Sample | None:
+        """A held sample back from the outbox's file, at `ts` (None: quarantined, damaged)."""
+        try:
+            sensor, value, fault, state = json.loads(text)
+            return Sample(str(sensor), ts, value, fault, None, bool(state))
+        except Exception as exc:  # noqa: BLE001 - one damaged row stops nothing
+            self.quarantine.add("held-damaged", repr(exc), source="gateway", raw=text)
+            return None
 
     async def accept(self, samples: Sequence[Sample]) -> None:
         """Normalise a source's samples and queue their readings for the outbox (held, with
         the monotonic time, while the clock is not synchronised)."""
         if self._holding:
-            at = time.monotonic()
-            for sample in samples:
-                if len(self._held) >= self._config.clock.hold:
-                    _, dropped = self._held.popleft()
-                    _done(dropped.committed)
-                    self.counts["dropped_unsynced"] += 1
-                self._held.append((at, sample))
-            return
+            async with self._hold_lock:
+                if self._holding:  # still: the release did not come between
+                    await self._hold(samples)
+                    return
         queued: list[Waiting] = []
         for sample in samples:
             reading = self._reading(sample)
@@ -225,6 +268,23 @@ class Gateway:
                 queued.append((reading, sample.committed))
         if queued:
             await self._pending.put_all(queued)
+
+    async def _hold(self, samples: Sequence[Sample]) -> None:
+        """Hold `samples` in the outbox's file; each is acknowledged once it is there."""
+        at, boot = time.monotonic(), self._boot
+        rows = [(boot, at, json.dumps([s.sensor, s.value, s.fault, s.state])) for s in samples]
+        dropped = await _until_done(
+            lambda: self._outbox.hold(rows, keep=self._config.clock.hold),
+            f"holding {len(rows)} readings",
+        )
+        self.counts["dropped_unsynced"] += dropped
+        for sample in samples:
+            _done(sample.committed)
+
+    async def _unhold(self, ids: Sequence[int]) -> None:
+        """Take held samples out of the outbox's file (retried until it works: one left
+        behind would be released again)."""
+        await _until_done(lambda: self._outbox.append([], unhold=ids), "releasing held readings")
 
     def _reading(self, sample: Sample) -> Reading | None:
         """The sample's reading; None when it has none (quarantined, with its reason)."""
@@ -265,14 +325,15 @@ class Gateway:
             finally:
                 self._pending.done(len(batch))
 
-    async def _commit(self, readings: list[Reading]) -> None:
-        """Append to the outbox. If the batch fails, each reading is tried on its own: one that
-        fails alone is quarantined; if every one fails, the disk is at fault and the batch is
-        retried with backoff (nothing read is dropped)."""
+    async def _commit(self, readings: list[Reading], unhold: Sequence[int] = ()) -> None:
+        """Append to the outbox (the held samples `unhold` leaving with them). If the batch
+        fails, each reading is tried on its own: one that fails alone is quarantined; if every
+        one fails, the disk is at fault and the batch is retried with backoff (nothing read is
+        dropped)."""
         backoff = Backoff(cap=30.0)
         while True:
             try:
-                await self._outbox.append(readings)
+                await self._outbox.append(readings, unhold=unhold)
             except NoRoomError as exc:
                 # the disk, not a reading: the outbox thinned harder; try again, keep all read
                 delay = backoff.next_delay()
@@ -284,6 +345,9 @@ class Gateway:
             else:
                 return
             kept = 0
+            if unhold:  # they leave the held ones, whatever becomes of each reading
+                await self._unhold(unhold)
+                unhold = ()
             for reading in readings:
                 try:
                     await self._outbox.append([reading])
@@ -301,6 +365,22 @@ class Gateway:
             log.error("the outbox takes nothing; retrying in %.1fs", delay)
             await asyncio.sleep(delay)
 
+
+async def _until_done(work: Callable[[], Awaitable[_T]], what: str) -> _T:
+    """`work`, retried with backoff until it succeeds: the outbox's file is at fault (a full
+    disk, a failing card), not an input; whoever waits on it waits (back-pressure)."""
+    backoff = Backoff(cap=30.0)
+    while True:
+        try:
+            return await work()
+        except Exception as exc:  # noqa: BLE001 - said, and tried again
+            delay = backoff.next_delay()
+            log.error("%s failed (%s); retrying in %.1fs", what, exc, delay)  # noqa: TRY400 - the disk, said in one line
+            await asyncio.sleep(delay)
+
+
+#: Held readings moved into the outbox per transaction.
+HELD_BATCH = 2000
 
 #: Fault readings of a value of the wrong sort for its sensor (a state from a thermometer, a
 #: number from an on/off sensor): also quarantined, since they say a device or its config is

@@ -108,6 +108,11 @@ class Metrics:
                 up.add_metric([name], 1.0 if health.up else 0.0)
             yield samples
             yield up
+            yield GaugeMetricFamily(
+                "husvakt_gateway_unsynced_readings",
+                "Readings taken before the clock synchronised, waiting for their true time",
+                value=gateway.held,
+            )
             stats = outbox.stats
             yield GaugeMetricFamily(
                 "husvakt_outbox_readings", "Readings held in the outbox", value=stats.buffered

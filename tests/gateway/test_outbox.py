@@ -77,3 +77,27 @@ async def test_a_full_outbox_thins_the_oldest_but_keeps_extremes_and_faults(tmp_
 async def test_nothing_to_append_changes_nothing(outbox):
     assert list(await outbox.append([])) == []
     assert outbox.stats.last_seq == 0
+
+
+async def test_held_samples_keep_the_newest_survive_a_restart_and_leave_with_their_readings(
+    tmp_path,
+):
+    path = tmp_path / "outbox.db"
+    box = SqliteOutbox(path)
+    await box.open()
+    assert await box.held_samples(10) == []  # nothing held: no table made
+    rows = [("boot", float(i), f'["t1", {i}, null, false]') for i in range(5)]
+    assert await box.hold(rows[:3], keep=4) == 0
+    assert await box.hold(rows[3:], keep=4) == 1  # the oldest goes, and is counted
+    await box.close()
+
+    box = SqliteOutbox(path)
+    await box.open()
+    held = await box.held_samples(10)
+    assert box.held == 4 and [mono for _, _, mono, _ in held] == [1.0, 2.0, 3.0, 4.0]
+    # moved into the outbox in one transaction: the readings in, the held rows out
+    assert await box.append([make_reading(0, 3.0)], unhold=[held[0][0], held[1][0]]) == range(1, 2)
+    assert box.held == 2 and [h[2] for h in await box.held_samples(10)] == [3.0, 4.0]
+    assert await box.append([], unhold=[held[2][0]]) == range(0)  # unheld alone
+    assert box.held == 1 and box.stats.buffered == 1
+    await box.close()

@@ -109,6 +109,7 @@ async def test_a_gateway_serves_metrics_health_and_readiness_that_prometheus_scr
             assert sample(text, "husvakt_gateway_readings_total", quality="fault") == 1
             assert sample(text, "husvakt_source_up", source="mqtt:lan") == 0  # latest: a fault
             assert sample(text, "husvakt_uplink_connected") == 1
+            assert sample(text, "husvakt_gateway_unsynced_readings") == 0  # its clock is synced
             assert sample(text, "husvakt_outbox_readings") is not None
             assert sample(text, "husvakt_uplink_latency_seconds_count") >= 1
             assert sample(text, "husvakt_uplink_last_ack_timestamp_seconds") > 1.7e9
