@@ -21,7 +21,8 @@ When the disk is full (or a quota is reached) a commit fails; the outbox then fr
 it kept in reserve (a file of `RESERVE` bytes beside it, so that thinning, which writes too,
 has room), gives back its journal's space, thins harder (its budget becomes three quarters of
 what it holds), says so (`no_room`) and tries again. Each commit that succeeds grows the budget by a
-hundredth again; once it is back at what the config says, the outbox says there is room.
+hundredth again, while the file has free pages or the disk has room for a journal's worth more
+(`HEADROOM`); once it is back at what the config says, the outbox says there is room.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import asyncio
 import contextlib
 import errno
 import json
+import logging
 import os
 import secrets
 import sqlite3
@@ -44,6 +46,8 @@ from gateway.models import Reading
 from gateway.secrets import private_file
 from gateway.wire import encode_fields
 
+log = logging.getLogger("husvakt.gateway.outbox")
+
 __all__ = ["RESERVE", "Held", "NoRoomError", "OutboxStats", "SqliteOutbox"]
 
 #: Bytes kept in reserve beside the outbox, freed when the disk is full so that thinning and
@@ -52,6 +56,9 @@ RESERVE = 2_000_000
 _T = TypeVar("_T")
 #: The journal (WAL) is checkpointed at this many pages (of 4 KiB) and kept no bigger.
 WAL_PAGES = 128
+#: The room an outbox that filled its disk wants before it holds more again: what a
+#: checkpoint of a full journal may add to its file.
+HEADROOM = WAL_PAGES * 4096
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -125,6 +132,7 @@ class SqliteOutbox:
         self._sync_task: asyncio.Task[None] | None = None
         self.syncs = 0
         self.no_room = False
+        self._short = False  # too little room on the disk for the outbox's file to grow
         self._db: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
         self._buffered = 0
@@ -185,19 +193,37 @@ class SqliteOutbox:
     def _reserve(self) -> Path:
         return self.path.with_name(self.path.name + ".reserve")
 
-    def _keep_reserve(self) -> None:
-        """Hold `RESERVE` bytes of the disk beside the outbox (nothing when there is no room)."""
+    def _room_to_grow(self) -> bool:
+        """Whether the outbox may hold more after the disk was full: its file has free pages
+        for it, or the disk has room for the file to grow by a full journal and more. An outbox
+        that grew into the disk's last bytes could not even checkpoint its journal (which may
+        make the file longer), nor write the thinning that would make room: every commit
+        would fail until someone freed space."""
+        with contextlib.suppress(OSError):
+            if self._reserve.stat().st_size >= HEADROOM:
+                return True  # the room it frees when the disk fills
+        db = self._conn()
+        (free,) = db.execute("PRAGMA freelist_count").fetchone()
+        (page,) = db.execute("PRAGMA page_size").fetchone()
+        disk = os.statvfs(self.path.parent)
+        return max(int(free) * int(page), disk.f_bavail * disk.f_frsize) >= HEADROOM
+
+    def _keep_reserve(self) -> bool:
+        """Hold `RESERVE` bytes of the disk beside the outbox; False when there is no room
+        for them (then it comes back later)."""
         size = min(RESERVE, max(self._max_bytes // 10, 4096))
         try:
             if self._reserve.exists() and self._reserve.stat().st_size >= size:
-                return
+                return True
             fd = os.open(self._reserve, os.O_WRONLY | os.O_CREAT, 0o600)
             try:
                 os.posix_fallocate(fd, 0, size)
             finally:
                 os.close(fd)
         except OSError:
-            self._reserve.unlink(missing_ok=True)  # no room for it now: it comes back later
+            self._reserve.unlink(missing_ok=True)
+            return False
+        return True
 
     async def close(self) -> None:
         if self._sync_task is not None:
@@ -269,31 +295,54 @@ class SqliteOutbox:
     async def _write(self, work: Callable[[], _T]) -> _T:
         """Run one writing transaction (`work`, in the worker thread). When the disk is full
         the outbox makes room and tries once more; NoRoomError when there is still none."""
+
+        def work_and_room() -> tuple[_T, bool]:
+            return work(), self._room_to_grow()
+
         async with self._lock:
             try:
-                done = await asyncio.to_thread(work)
+                done, room = await asyncio.to_thread(work_and_room)
             except (sqlite3.Error, OSError) as exc:
                 if not _no_room(exc):
                     raise
                 try:  # make room, and once more in the room made
                     await asyncio.to_thread(self._make_room)
-                    done = await asyncio.to_thread(work)
+                    done, room = await asyncio.to_thread(work_and_room)
                 except (sqlite3.Error, OSError) as again:
                     if _no_room(again):
                         raise NoRoomError(
                             errno.ENOSPC, f"no room for the outbox: {again}"
                         ) from again
                     raise
-            else:
-                if self.no_room:  # room again? grow back by a hundredth a commit
-                    self._budget = min(self._max_bytes, int(self._budget * 1.01) + 1)
-                    self.no_room = self._budget < self._max_bytes
-                    if not self.no_room:
-                        await asyncio.to_thread(self._keep_reserve)
+            if not room:  # the disk is nearly full: hold no more than then, thin from there
+                if not self._short:
+                    self._budget = max(1, min(self._budget, self._bytes))
+                self._short = self.no_room = True
+            elif self.no_room:  # room again: grow back by a hundredth a commit
+                self._short = False
+                self._budget = min(self._max_bytes, int(self._budget * 1.01) + 1)
+                self.no_room = self._budget < self._max_bytes
+                if not self.no_room:
+                    await asyncio.to_thread(self._keep_reserve)
             if self._bytes > self._budget:
-                await asyncio.to_thread(self._thin)
+                await asyncio.to_thread(self._thin_after)
             self._committed()
         return done
+
+    def _thin_after(self) -> None:
+        """Thin after a commit. What was committed stays committed whatever happens here: a
+        failure must not make the caller think its readings were not stored (it would store
+        them twice)."""
+        try:
+            self._thin()
+        except (sqlite3.Error, OSError) as exc:
+            if not _no_room(exc):
+                log.exception("thinning the outbox failed; it is tried again at the next commit")
+                return
+            try:
+                self._make_room()
+            except (sqlite3.Error, OSError) as again:
+                log.error("the disk is full and the outbox cannot thin yet: %s", again)  # noqa: TRY400 - the disk, said in one line
 
     # --- samples held until the clock syncs ----------------------------------------------
 

@@ -132,6 +132,20 @@ def test_a_full_disk_thins_harder_reports_it_and_recovers_by_itself(small_disk):
     assert after["stats"]["last_seq"] == 30400
 
 
+def test_an_outbox_that_fills_its_disk_again_and_again_never_stops_taking_readings(small_disk):
+    # Twice what the first fill takes: the outbox fills the disk, thins, grows back into the
+    # room it made, and fills it again. It must never grow into the disk's last bytes, where
+    # not even a checkpoint or the thinning that makes room can write (then every commit
+    # failed: 9,019 of these 60,000 did, before).
+    where, _ = small_disk
+    full = fill(where / "outbox.db", "again", 0, 60000)
+    assert full["failed"] == 0 and full["stored"] == 60000, full
+    stats = full["stats"]
+    assert stats["last_seq"] == 60000  # each stored once: none reported failed after its commit
+    assert stats["buffered"] + stats["thinned"] == 60000
+    assert stats["buffered"] > 2000, stats  # thinned to what fits, not to nothing
+
+
 def test_the_gateway_status_says_its_disk_is_full_and_only_then():
     full = Status(online=True, ts=T0, buffered=10, thinned=5, dropped=0, lag=1.0, no_room=True)
     assert decode_status(encode_status(full)).no_room is True
