@@ -107,11 +107,23 @@ async def publish(mosquitto, values):
     return taken
 
 
-def uplinked(receiver):
+async def sync_then_one_more(pi, receiver, mosquitto):
+    """The clock syncs and the three held readings arrive; then one taken after the sync
+    (when it was taken)."""
+    pi.sync()
+    await receiver.wait_for(3, timeout=30)
+    taken = await publish(mosquitto, ("3.4",))
+    await receiver.wait_for(4, timeout=30)
+    return taken
+
+
+def assert_true_times(receiver, taken):
+    """The four readings uplinked, in order, each with the time it was taken."""
     got = sorted(receiver.readings.values(), key=lambda r: r["seq"])
-    return [r["value"] for r in got], [
-        datetime.fromisoformat(r["ts"].replace("Z", "+00:00")) for r in got
-    ]
+    assert [r["value"] for r in got] == [3.1, 3.2, 3.3, 3.4]
+    for when, reading in zip(taken, got, strict=True):
+        stamp = datetime.fromisoformat(reading["ts"].replace("Z", "+00:00"))
+        assert abs((stamp - when).total_seconds()) < 1.5, (when, stamp)  # not 2016
 
 
 async def test_readings_taken_before_the_clock_syncs_get_their_true_time(tmp_path, mosquitto):
@@ -122,16 +134,10 @@ async def test_readings_taken_before_the_clock_syncs_get_their_true_time(tmp_pat
             await pi.logged("readings are held")  # it knows its clock is not to be trusted
             await pi.logged("subscribed")
             taken = await publish(mosquitto, ("3.1", "3.2", "3.3"))
-            pi.sync()
-            await receiver.wait_for(3, timeout=30)
-            taken += await publish(mosquitto, ("3.4",))
-            await receiver.wait_for(4, timeout=30)
+            taken += await sync_then_one_more(pi, receiver, mosquitto)
         finally:
             await pi.stop()
-    values, stamps = uplinked(receiver)
-    assert values == [3.1, 3.2, 3.3, 3.4]
-    for when, stamp in zip(taken, stamps, strict=True):
-        assert abs((stamp - when).total_seconds()) < 1.5, (when, stamp)  # not 2016
+    assert_true_times(receiver, taken)
 
 
 def held_in(outbox):
@@ -160,18 +166,12 @@ async def test_readings_held_survive_a_crash_before_the_sync_and_come_once(tmp_p
             pi.start()  # the same boot, the clock still wrong: held on
             await pi.logged("3 readings held from before a restart")
             await pi.logged("subscribed", times=2)
-            pi.sync()
-            await receiver.wait_for(3, timeout=30)
-            taken += await publish(mosquitto, ("3.4",))
-            await receiver.wait_for(4, timeout=30)
+            taken += await sync_then_one_more(pi, receiver, mosquitto)
         finally:
             await pi.stop()
-    values, stamps = uplinked(receiver)
+    assert_true_times(receiver, taken)
     # each once: the broker had them acknowledged once held, so it sent none again
-    assert values == [3.1, 3.2, 3.3, 3.4]
-    assert [r["value"] for r in receiver.order] == values
-    for when, stamp in zip(taken, stamps, strict=True):
-        assert abs((stamp - when).total_seconds()) < 1.5, (when, stamp)  # not 2016
+    assert [r["value"] for r in receiver.order] == [3.1, 3.2, 3.3, 3.4]
     assert held_in(pi.outbox) == 0
 
 

@@ -159,17 +159,26 @@ async def test_an_idle_gateway_is_not_ready_as_soon_as_its_uplink_broker_goes(tm
         assert "uplink not connected" in answer.text
         mosquitto.start()
         await until(lambda: readyz(200), "ready again with the broker back")
-        async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
-            await client.publish("skolan/t1", b"3.5", qos=1)
-
-            async def uplinked():
-                text = (await get_once(base, "/metrics")).text
-                return sample(text, "husvakt_uplink_readings_total") == 1 or None
-
-            await until(uplinked, "a reading uplinked on the new connection")
+        await one_reading_uplinked(mosquitto, base, "on the new connection")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = await asyncio.to_thread(proc.communicate, timeout=60)
+        await stopped_cleanly(proc)
+
+
+async def one_reading_uplinked(mosquitto, base, when):
+    """A thermometer's reading, and the gateway's metrics say it went up."""
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+        await client.publish("skolan/t1", b"3.5", qos=1)
+
+    async def uplinked():
+        text = (await get_once(base, "/metrics")).text
+        return sample(text, "husvakt_uplink_readings_total") == 1 or None
+
+    await until(uplinked, f"the reading uplinked {when}")
+
+
+async def stopped_cleanly(proc):
+    proc.send_signal(signal.SIGTERM)
+    _, err = await asyncio.to_thread(proc.communicate, timeout=60)
     assert proc.returncode == 0, err.decode()
 
 
@@ -248,15 +257,6 @@ async def test_hostile_requests_to_the_metrics_port_stop_nothing(tmp_path, mosqu
         async with httpx.AsyncClient(base_url=base, timeout=10) as http:
             scrapes = await asyncio.gather(*(http.get("/metrics") for _ in range(200)))
             assert {s.status_code for s in scrapes} == {200}
-            async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
-                await client.publish("skolan/t1", b"2.5", qos=1)
-
-            async def uplinked():
-                text = (await http.get("/metrics")).text
-                return sample(text, "husvakt_uplink_readings_total") == 1 or None
-
-            await until(uplinked, "the reading uplinked after the hostile requests")
+        await one_reading_uplinked(mosquitto, base, "after the hostile requests")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = await asyncio.to_thread(proc.communicate, timeout=60)
-    assert proc.returncode == 0, err.decode()
+        await stopped_cleanly(proc)
