@@ -1,11 +1,13 @@
 """`husvakt doctor --config FILE`: is everything the file names there, and may husvakt use it?
 
-One line per thing — every MQTT broker (connect and log in), the uplink, every Modbus device
-(connect and read its first configured register), serial port (there, and readable and
-writable by this user), 1-Wire probe (its file there and readable), the case store (open it),
-the SMTP server (connect and greet, log in when configured) and every webhook (a TCP
-connection to its host) — saying what to fix when it fails. Each check has its own timeout;
-the exit status is 1 when any failed.
+One line per thing — every MQTT broker (connect and log in): the gateway's, its uplink's and,
+on a server's file, the one `husvakt stream` subscribes to; Kafka (its brokers answer, and the
+topics are there), every Modbus device (connect and read its first configured register),
+serial port (there, and readable and writable by this user), 1-Wire probe (its file there and
+readable), the case store (open it), the SMTP server (connect and greet, log in when
+configured), every webhook and webhook sink, Dynamics 365 and InfluxDB (a connection to their
+host) — saying what to fix when it fails. Each check has its own timeout; the exit status is 1
+when any failed.
 """
 
 from __future__ import annotations
@@ -164,7 +166,41 @@ def _webhook(url: str) -> Check:
     return check
 
 
+def _kafka(bootstrap: str, topics: list[str], *, makes_them: bool) -> Check:
+    """Kafka's brokers answer and `topics` are there (`makes_them`: the command makes any
+    that are not, so their absence is no failure)."""
+
+    async def check() -> str:
+        try:
+            from aiokafka.admin import AIOKafkaAdminClient  # noqa: PLC0415 - an optional extra
+        except ImportError as exc:
+            raise RuntimeError("the kafka extra is not installed") from exc
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=bootstrap, request_timeout_ms=int(TIMEOUT * 1000)
+        )
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+        finally:
+            await admin.close()
+        missing = [t for t in topics if t not in existing]
+        if not missing:
+            return f"{bootstrap} answers; {', '.join(topics)} there"
+        if not makes_them:
+            raise LookupError(f"{bootstrap} has no topic {', '.join(missing)}")
+        return f"{bootstrap} answers; husvakt stream makes {', '.join(missing)}"
+
+    return check
+
+
 FIX_MQTT = "check host, port, username, password_file and TLS"
+FIX_STREAM = "check stream.broker: host, port, credentials, TLS"
+FIX_KAFKA = (
+    "check the bootstrap servers (pip install 'husvakt[kafka]'); husvakt stream --engine "
+    "faust makes the topics"
+)
+FIX_SINK = "check the sink's url and the firewall"
+FIX_INFLUX = "check stream.influx.url and the firewall"
 FIX_UPLINK = "check gateway.uplink: host, port, credentials, TLS"
 FIX_MODBUS = "check the address, the device id, the wiring and the register"
 FIX_SERIAL = "check the path, and that this user is in the dialout group"
@@ -186,6 +222,9 @@ def _gateway_checks(config: HusvaktConfig) -> Planned:
     ]
     if gw.uplink is not None and gw.uplink.kafka is None:
         planned.append(("uplink broker", _mqtt(gw.uplink, "uplink"), FIX_UPLINK))
+    elif gw.uplink is not None and gw.uplink.kafka is not None:
+        check = _kafka(gw.uplink.kafka, [gw.uplink.kafka_topic], makes_them=False)
+        planned.append(("uplink kafka", check, FIX_KAFKA))
     first: dict[str, ModbusPoint] = {}
     for sensor in config.sensors:
         if isinstance(sensor.source, ModbusPoint):
@@ -210,6 +249,16 @@ def _server_checks(config: HusvaktConfig) -> Planned:
     if not config.routing:
         return []  # a gateway's file: no cases here
     planned: Planned = [("case store", _store(config), FIX_STORE)]
+    stream = config.stream
+    if config.gateway is None:  # a server's file: husvakt stream takes the uplinks there
+        planned.append(("stream broker", _mqtt(stream.broker, "stream"), FIX_STREAM))
+    if stream.engine == "faust":
+        topics = [stream.kafka.readings_topic, stream.kafka.alarms_topic]
+        check = _kafka(stream.kafka.bootstrap, topics, makes_them=True)
+        planned.append(("stream kafka", check, FIX_KAFKA))
+    if stream.influx is not None:
+        planned.append(("influxdb", _webhook(stream.influx.url), FIX_INFLUX))
+    planned += [(f"sink {sink.id}", _webhook(sink.url), FIX_SINK) for sink in config.sinks]
     if config.notify.smtp is not None:
         planned.append(("smtp server", _smtp(config.notify.smtp), FIX_SMTP))
     planned += [

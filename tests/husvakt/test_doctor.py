@@ -111,3 +111,66 @@ async def test_doctor_says_what_is_there_and_what_to_fix(tmp_path, mosquitto):
         assert line.startswith("FAIL") and fix in line, line
     assert out.stdout.rstrip().endswith("9 ok, 4 failed")
     assert "Traceback" not in out.stderr and "exception" not in out.stderr
+
+
+SERVER = """\
+sites: [{{id: skolan, name: Skolan}}]
+sensors:
+  - {{id: t1, site: skolan, gateway: pi-1, source: {{type: mqtt, topic: skolan/t1}}}}
+teams: [{{id: fm, name: FM, members: [eva]}}]
+routing: [{{id: all, team: fm}}]
+cases: {{sqlite: {tmp}/cases.db}}
+stream:
+  broker: {{host: 127.0.0.1, port: {mqtt}}}
+  engine: faust
+  kafka: {{bootstrap: "{kafka}", readings_topic: {topic}-readings, alarms_topic: {topic}-alarms}}
+  influx: {{url: "http://127.0.0.1:{nothing}"}}
+sinks:
+  - {{id: feed, type: webhook, url: "http://127.0.0.1:{hook}/feed"}}
+"""
+
+PI_ON_KAFKA = """\
+sites: [{{id: skolan, name: Skolan}}]
+gateway:
+  id: pi-1
+  site: skolan
+  uplink: {{kafka: "{kafka}", kafka_topic: {topic}}}
+sensors: []
+"""
+
+
+@pytest.mark.kafka
+async def test_doctor_checks_what_a_server_and_a_kafka_gateway_name(
+    tmp_path, mosquitto, kafka_broker
+):
+    # a server's file: the broker husvakt stream subscribes to, Kafka (whose topics husvakt
+    # stream makes), InfluxDB (not there) and a webhook sink; a gateway uplinking to Kafka
+    # whose topic nobody made
+    hook = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    server = tmp_path / "server.yaml"
+    server.write_text(SERVER.format(tmp=tmp_path, mqtt=mosquitto.port, kafka=kafka_broker.bootstrap,
+                                    topic=f"d{os.getpid()}", nothing=free_port(),
+                                    hook=hook.sockets[0].getsockname()[1]), encoding="utf-8")  # fmt: skip
+    pi = tmp_path / "pi.yaml"
+    pi.write_text(PI_ON_KAFKA.format(kafka=kafka_broker.bootstrap, topic=f"none{os.getpid()}"),
+                  encoding="utf-8")  # fmt: skip
+
+    def doctor(path):
+        return subprocess.run([sys.executable, "-m", "husvakt.cli", "doctor", "--config", str(path)],
+                              capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+
+    try:
+        said = [await asyncio.to_thread(doctor, path) for path in (server, pi)]
+    finally:
+        hook.close()
+    on_server, on_pi = (out.stdout + out.stderr for out in said)
+    assert said[0].returncode == 1 and said[1].returncode == 1, on_server + on_pi
+    assert f"ok    stream broker: connected to 127.0.0.1:{mosquitto.port}" in on_server
+    assert f"ok    stream kafka: {kafka_broker.bootstrap} answers; husvakt stream makes" in (
+        on_server
+    )
+    assert "ok    sink feed: 127.0.0.1:" in on_server
+    assert "FAIL  influxdb:" in on_server and "check stream.influx.url" in on_server
+    assert "FAIL  uplink kafka:" in on_pi and f"has no topic none{os.getpid()}" in on_pi
+    for out in said:
+        assert "Traceback" not in out.stderr, out.stderr
