@@ -162,7 +162,8 @@ def _private(path: Path, text: str) -> None:
 def write_broker_files(
     users: Sequence[BrokerUser], out: Path, *, source: str, tls: TlsListener | None = None
 ) -> list[Path]:
-    """Write `husvakt.acl`, a `mosquitto-husvakt.conf` to include from mosquitto.conf, and
+    """Write `husvakt.acl`, a `mosquitto-husvakt.conf` to include from mosquitto.conf (with
+    queues that drop nothing while a persistent session is away), and
     (without `tls`) `husvakt.passwd` with a password per user, kept in `secrets/USER` — an
     existing secret is kept, so running this again adds users without changing anyone's
     password. With `tls`, the conf holds the TLS listener where a client certificate is required
@@ -175,6 +176,10 @@ def write_broker_files(
         "per_listener_settings false",
         "allow_anonymous false",
         f"acl_file {acl.resolve()}",
+        "# nothing dropped while husvakt stream or a gateway is away: by default mosquitto",
+        "# queues 1,000 messages for a persistent session and drops the rest without a word",
+        "max_queued_messages 1000000",
+        "max_inflight_messages 1000",
     ]
     written = [acl]
     if tls is not None:
