@@ -191,6 +191,9 @@ async def test_readings_held_in_an_earlier_boot_are_quarantined_not_sent_with_a_
     await outbox.hold([("boot-a", 12.0, old), ("boot-a", 13.0, old)], keep=100)
     mono = time.monotonic()
     await outbox.hold([("boot-b", mono - 60.0, now)], keep=100)
+    # a damaged file: rows that are not what the gateway wrote are quarantined, one by one
+    damaged = ["{not json", "[1, 2]", '["t1", "NaN?", {}, []]', "[" * 100_000, "\u0000"]
+    await outbox.hold([("boot-b", mono - 30.0, text) for text in damaged], keep=100)
     monkeypatch.setattr(service, "boot_id", lambda: "boot-b")
     config = GatewayConfig.model_validate(
         {"id": "pi-1", "site": "skolan", "outbox": {"path": str(tmp_path / "outbox.db")},
@@ -203,6 +206,10 @@ async def test_readings_held_in_an_earlier_boot_are_quarantined_not_sent_with_a_
     stop.set()  # start, settle what was held, and stop
     await gateway.run(stop)
     assert gateway.quarantine.counts["held-across-reboot"] == 2
+    quarantined = gateway.quarantine.counts["held-damaged"] + sum(
+        n for reason, n in gateway.quarantine.counts.items() if reason.startswith("normalize")
+    )
+    assert quarantined == len(damaged), gateway.quarantine.counts
     assert outbox.held == 0
     ((_, body),) = await outbox.peek(10)
     reading = json.loads(body)
