@@ -126,7 +126,8 @@ def _open_by(paths: list[Path]) -> list[str]:
             except OSError:  # gone, or another user's
                 continue
             for link in sorted(links & wanted.keys()):
-                shown = command.decode(errors="replace").strip()[:80]
+                text = command.decode(errors="replace").strip()[:80]
+                shown = "".join(c if c.isprintable() else "?" for c in text)  # no escapes
                 found.append(f"pid {pid} ({shown}) has {wanted[link]} open")
                 break
     return found
