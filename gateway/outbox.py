@@ -47,13 +47,13 @@ from gateway.secrets import private_file
 from gateway.wire import encode_fields
 
 log = logging.getLogger("husvakt.gateway.outbox")
+_T = TypeVar("_T")
 
 __all__ = ["RESERVE", "Held", "NoRoomError", "OutboxStats", "SqliteOutbox"]
 
 #: Bytes kept in reserve beside the outbox, freed when the disk is full so that thinning and
 #: checkpointing have room to write.
 RESERVE = 2_000_000
-_T = TypeVar("_T")
 #: The journal (WAL) is checkpointed at this many pages (of 4 KiB) and kept no bigger.
 WAL_PAGES = 128
 #: The room an outbox that filled its disk wants before it holds more again: what a

@@ -113,8 +113,23 @@ def _open_by(paths: list[Path]) -> list[str]:
             with contextlib.suppress(OSError):
                 wanted[str(path.with_name(name).resolve(strict=True))] = path
     found: list[str] = []
-    if not wanted:
-        return found
+    try:
+        processes = [e.name for e in os.scandir("/proc") if e.name.isdigit()] if wanted else []
+    except OSError:  # no /proc: nothing to see
+        processes = []
+    for pid in processes:
+        try:
+            links = {os.readlink(e.path) for e in os.scandir(f"/proc/{pid}/fd")}
+            held = sorted(links & wanted.keys())
+            if not held or int(pid) == os.getpid():
+                continue
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:  # gone, or another user's
+            continue
+        text = command.decode(errors="replace").strip()[:80]
+        shown = "".join(c if c.isprintable() else "?" for c in text)  # no escapes
+        found.append(f"pid {pid} ({shown}) has {wanted[held[0]]} open")
+    return found
     with contextlib.suppress(OSError):
         processes = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
         for pid in processes:

@@ -172,17 +172,10 @@ def _kafka(bootstrap: str, topics: list[str], *, makes_them: bool) -> Check:
 
     async def check() -> str:
         try:
-            from aiokafka.admin import AIOKafkaAdminClient  # noqa: PLC0415 - an optional extra
+            from stream.kafka_admin import existing_topics  # noqa: PLC0415 - an optional extra
         except ImportError as exc:
             raise RuntimeError("the kafka extra is not installed") from exc
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=bootstrap, request_timeout_ms=int(TIMEOUT * 1000)
-        )
-        await admin.start()
-        try:
-            existing = set(await admin.list_topics())
-        finally:
-            await admin.close()
+        existing = await existing_topics(bootstrap, timeout_ms=int(TIMEOUT * 1000))
         missing = [t for t in topics if t not in existing]
         if not missing:
             return f"{bootstrap} answers; {', '.join(topics)} there"
@@ -253,8 +246,9 @@ def _server_checks(config: HusvaktConfig) -> Planned:
     if config.gateway is None:  # a server's file: husvakt stream takes the uplinks there
         planned.append(("stream broker", _mqtt(stream.broker, "stream"), FIX_STREAM))
     if stream.engine == "faust":
-        topics = [stream.kafka.readings_topic, stream.kafka.alarms_topic]
-        check = _kafka(stream.kafka.bootstrap, topics, makes_them=True)
+        from stream.kafka_admin import topic_names  # noqa: PLC0415 - an optional extra
+
+        check = _kafka(stream.kafka.bootstrap, topic_names(stream.kafka), makes_them=True)
         planned.append(("stream kafka", check, FIX_KAFKA))
     if stream.influx is not None:
         planned.append(("influxdb", _webhook(stream.influx.url), FIX_INFLUX))

@@ -14,7 +14,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from stream.config import KafkaConfig
 
-__all__ = ["ensure_topics", "topic_names"]
+__all__ = ["ensure_topics", "existing_topics", "topic_names"]
 
 log = logging.getLogger("husvakt.stream.kafka")
 
@@ -22,6 +22,16 @@ log = logging.getLogger("husvakt.stream.kafka")
 def topic_names(kafka: KafkaConfig) -> list[str]:
     """The readings and alarms topics and the rule-state table's changelog."""
     return [kafka.readings_topic, kafka.alarms_topic, f"{kafka.app_id}-rule-state-changelog"]
+
+
+async def existing_topics(bootstrap: str, *, timeout_ms: int = 10_000) -> set[str]:
+    """The topics Kafka at `bootstrap` has (raises when it does not answer)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
 
 
 async def ensure_topics(kafka: KafkaConfig) -> list[str]:
