@@ -87,6 +87,14 @@ CREATE TABLE IF NOT EXISTS held (
 Held = tuple[int, str, float, str]
 
 
+def _float_or_nan(value: object) -> float:
+    """A stored number as a float; NaN when a damaged file holds something else there."""
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 @dataclass(frozen=True)
 class OutboxStats:
     buffered: int
@@ -386,7 +394,7 @@ class SqliteOutbox:
                     .fetchall()
                 )
             )
-        return [(int(i), str(b), float(m), str(t)) for i, b, m, t in rows]
+        return [(int(i), str(b), _float_or_nan(m), str(t)) for i, b, m, t in rows]
 
     def _make_room(self) -> None:
         """The disk is full: give the journal's space back, and thin to three quarters of

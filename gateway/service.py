@@ -233,7 +233,7 @@ class Gateway:
                 now, mono = self._clock.now(), time.monotonic()
                 readings = []
                 for _, _, at, text in rows:
-                    sample = self._unheld(text, now - timedelta(seconds=mono - at))
+                    sample = self._unheld(text, at, now, mono)
                     reading = None if sample is None else self._reading(sample)
                     if reading is not None:
                         readings.append(reading)
@@ -242,11 +242,17 @@ class Gateway:
             self._holding = False
         log.warning("%s: %d held readings go on, with their true times", why, released)
 
-    def _unheld(self, text: str, ts: datetime) -> Sample | None:
-        """A held sample back from the outbox's file, at `ts` (None: quarantined, damaged)."""
+    def _unheld(self, text: str, at: float, now: datetime, mono: float) -> Sample | None:
+        """A held sample back from the outbox's file, taken at monotonic time `at`: its true
+        time is `now` less how long ago that was (None: a damaged row, quarantined)."""
+        if not 0.0 <= at <= mono:  # NaN too: no time this boot's clock has shown
+            why = f"taken at {at!r} s of a boot now at {mono:.0f} s"
+            self.quarantine.add("held-damaged", why, source="gateway", raw=text)
+            return None
         try:
             sensor, value, fault, state = json.loads(text)
-            return Sample(str(sensor), ts, value, fault, None, bool(state))
+            return Sample(str(sensor), now - timedelta(seconds=mono - at), value, fault, None,
+                          bool(state))  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - one damaged row stops nothing
             self.quarantine.add("held-damaged", repr(exc), source="gateway", raw=text)
             return None

@@ -194,6 +194,12 @@ async def test_readings_held_in_an_earlier_boot_are_quarantined_not_sent_with_a_
     # a damaged file: rows that are not what the gateway wrote are quarantined, one by one
     damaged = ["{not json", "[1, 2]", '["t1", "NaN?", {}, []]', "[" * 100_000, "\u0000"]
     await outbox.hold([("boot-b", mono - 30.0, text) for text in damaged], keep=100)
+    # times no clock of this boot has shown: the future, before the boot, infinity, and text
+    # where a number belongs (SQLite stores no NaN: it would be a NULL the table refuses)
+    times = [mono + 1e300, -5.0, float("-inf"), float("inf")]
+    await outbox.hold([("boot-b", at, now) for at in times], keep=100)
+    with contextlib.closing(sqlite3.connect(tmp_path / "outbox.db")) as db, db:
+        db.execute("UPDATE held SET mono = 'soon' WHERE id = (SELECT MAX(id) FROM held)")
     monkeypatch.setattr(service, "boot_id", lambda: "boot-b")
     config = GatewayConfig.model_validate(
         {"id": "pi-1", "site": "skolan", "outbox": {"path": str(tmp_path / "outbox.db")},
@@ -209,7 +215,7 @@ async def test_readings_held_in_an_earlier_boot_are_quarantined_not_sent_with_a_
     quarantined = gateway.quarantine.counts["held-damaged"] + sum(
         n for reason, n in gateway.quarantine.counts.items() if reason.startswith("normalize")
     )
-    assert quarantined == len(damaged), gateway.quarantine.counts
+    assert quarantined == len(damaged) + len(times), gateway.quarantine.counts
     assert outbox.held == 0
     ((_, body),) = await outbox.peek(10)
     reading = json.loads(body)
