@@ -104,3 +104,25 @@ def test_a_tampered_backup_restores_nothing(tmp_path):
     assert not (tmp_path / "restored" / "cases.db").exists()
     nothing = husvakt("restore", "--config", str(elsewhere), "--from", str(tmp_path))
     assert nothing.returncode == 1 and "holds no husvakt backup" in nothing.stderr
+
+
+def test_a_process_named_with_terminal_escapes_is_shown_without_them(tmp_path):
+    here = site(tmp_path / "live")
+    with closing(sqlite3.connect(tmp_path / "live" / "cases.db")) as db, db:
+        db.execute("CREATE TABLE t (v)")
+    assert husvakt("backup", "--config", str(here), "--out", str(tmp_path / "bk")).returncode == 0
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sqlite3, sys, time; sqlite3.connect(sys.argv[1]).execute('SELECT 1');"
+         " print('open', flush=True); time.sleep(120)",
+         str(tmp_path / "live" / "cases.db"), "\x1b]0;pwned\x07\x1b[2J\u202e"],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline() == b"open\n"
+        out = husvakt("restore", "--config", str(here), "--from", str(tmp_path / "bk"), "--force")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert out.returncode == 1 and f"pid {holder.pid} (" in out.stderr, out.stderr
+    assert "\x1b" not in out.stderr and "\x07" not in out.stderr and "\u202e" not in out.stderr

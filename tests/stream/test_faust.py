@@ -313,3 +313,17 @@ async def test_a_backlog_is_evaluated_in_groups_each_writing_the_state_once(kafk
     gateway = [value for key, value in records if key == b"nordskolan/pi-basement"]
     assert decode_track(gateway[-1]).max_seq == seq + 1  # every reading applied
     assert len(records) <= 40 * 101 // 4, len(records)
+
+
+@pytest.mark.parametrize("listen", ["localhost", ":99999", "127.0.0.1:0", "[::1:x", "9" * 5000])
+def test_a_bad_metrics_address_for_a_worker_is_refused_with_the_reason(tmp_path, listen):
+    import subprocess
+    import sys
+
+    config = write_config(tmp_path, "127.0.0.1:1")
+    env = {"HUSVAKT_CONFIG": str(config), "HUSVAKT_METRICS": listen, "PATH": ""}
+    out = subprocess.run([sys.executable, "-c", "import husvakt.faust_app"], env=env,
+                         capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    assert "husvakt: HUSVAKT_METRICS" in out.stderr and "give HOST:PORT" in out.stderr
+    assert "Traceback" not in out.stderr
