@@ -80,7 +80,8 @@ def add(sub: Any) -> None:
         "(stream.broker), apply the rules and record cases in the configured store, with "
         "notifications and escalations, until Ctrl-C. With --engine faust, run a Faust worker on "
         "Kafka (stream.kafka) instead, with the MQTT → Kafka ingest and the case bridge "
-        "consuming the alarms topic; more workers: `faust -A husvakt.faust_app worker`.",
+        "consuming the alarms topic; more workers: `HUSVAKT_CONFIG=FILE "
+        "[HUSVAKT_METRICS=HOST:PORT] faust -A husvakt.faust_app worker`.",
     )
     stream.add_argument("--config", type=Path, required=True, help="site config YAML")
     stream.add_argument(
